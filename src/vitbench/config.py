@@ -1,0 +1,389 @@
+"""The typed params.yaml: one dataclass per section, loaded and validated once.
+
+`load_params()` reads the file, checks every key and type, then the cross-field rules, and raises
+`ConfigError` naming the key, the value and what is allowed, before any stage touches an output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from vitbench.errors import ConfigError
+
+PARAMS_FILE = "params.yaml"
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
+MODEL_IDS = ("cnn_transfer", "cnn_finetuned", "vit_scratch", "vit_transfer", "vit_finetuned")
+CNN_ARCHS = ("mobilenetv2", "vgg16", "resnet50", "efficientnetb0")
+VIT_FT_WEIGHTS = ("imagenet21k", "imagenet21k+imagenet2012")
+VIT_FT_PATCH = {"b16": 16, "b32": 32}
+
+Pretrained = Union[bool, Literal["auto"]]
+
+
+@dataclass(frozen=True)
+class Synthetic:
+    per_class: int = 40
+    image_size: int = 128
+
+    def validate(self, key: str) -> None:
+        _check_range(f"{key}.per_class", self.per_class, lo=1)
+        _check_range(f"{key}.image_size", self.image_size, lo=32, hi=1024)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    source: str = "synthetic"
+    sha256: str | None = None
+    synthetic: Synthetic = field(default_factory=Synthetic)
+
+    @property
+    def kind(self) -> str:
+        """One of synthetic, digits, folder, archive, url."""
+        if self.source in ("synthetic", "digits"):
+            return self.source
+        if re.match(r"^https?://", self.source):
+            return "url"
+        if self.source.lower().endswith(ARCHIVE_SUFFIXES):
+            return "archive"
+        return "folder"
+
+    def validate(self, key: str) -> None:
+        if self.sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", self.sha256):
+            raise ConfigError(f"{key}.sha256", self.sha256, "null or 64 hexadecimal digits")
+        kind = self.kind
+        if kind in ("folder", "archive"):
+            path = Path(self.source).expanduser()
+            if not path.exists():
+                raise ConfigError(
+                    f"{key}.source", self.source,
+                    "synthetic, digits, an existing folder, an existing archive "
+                    f"({', '.join(ARCHIVE_SUFFIXES)}) or an http(s) URL; that path does not exist",
+                )
+            if kind == "folder" and not path.is_dir():
+                raise ConfigError(
+                    f"{key}.source", self.source,
+                    f"a folder of class folders or an archive ending in {', '.join(ARCHIVE_SUFFIXES)}",
+                )
+        self.synthetic.validate(f"{key}.synthetic")
+
+
+@dataclass(frozen=True)
+class Clean:
+    min_side: int = 32
+    max_side: int = 256
+    min_per_class: int = 10
+
+    def validate(self, key: str) -> None:
+        _check_range(f"{key}.min_side", self.min_side, lo=1)
+        _check_range(f"{key}.max_side", self.max_side, lo=self.min_side,
+                     what=f"an integer >= clean.min_side ({self.min_side})")
+        _check_range(f"{key}.min_per_class", self.min_per_class, lo=1)
+
+
+@dataclass(frozen=True)
+class Split:
+    val: float = 0.15
+    test: float = 0.15
+    max_train_per_class: int | None = None
+
+    def validate(self, key: str) -> None:
+        _check_range(f"{key}.val", self.val, lo=0.0, hi=1.0, hi_open=True)
+        _check_range(f"{key}.test", self.test, lo=0.0, hi=1.0, hi_open=True)
+        if self.val + self.test >= 1.0:
+            raise ConfigError(
+                f"{key}.val + {key}.test", self.val + self.test,
+                "a sum below 1, so that a training set remains",
+            )
+        if self.max_train_per_class is not None:
+            _check_range(f"{key}.max_train_per_class", self.max_train_per_class, lo=1)
+
+
+@dataclass(frozen=True)
+class Augment:
+    copies: int = 1
+    flip: bool = True
+    rotation: float = 15.0
+    shift: float = 0.1
+    zoom: float = 0.2
+    brightness: float = 0.2
+
+    def validate(self, key: str) -> None:
+        _check_range(f"{key}.copies", self.copies, lo=0, hi=100)
+        _check_range(f"{key}.rotation", self.rotation, lo=0.0, hi=180.0)
+        _check_range(f"{key}.shift", self.shift, lo=0.0, hi=0.5)
+        _check_range(f"{key}.zoom", self.zoom, lo=0.0, hi=0.9)
+        _check_range(f"{key}.brightness", self.brightness, lo=0.0, hi=0.9)
+
+
+@dataclass(frozen=True)
+class Train:
+    epochs: int = 5
+    batch_size: int = 32
+    patience: int = 3
+    mixed_precision: Pretrained = "auto"
+
+    def validate(self, key: str) -> None:
+        _check_range(f"{key}.epochs", self.epochs, lo=1)
+        _check_range(f"{key}.batch_size", self.batch_size, lo=1, hi=4096)
+        _check_range(f"{key}.patience", self.patience, lo=0)
+
+
+@dataclass(frozen=True)
+class LearningRate:
+    lr: float = 1e-3
+
+    def validate(self, key: str) -> None:
+        _check_range(f"{key}.lr", self.lr, lo=0.0, lo_open=True, hi=1.0)
+
+
+@dataclass(frozen=True)
+class Cnn:
+    arch: str = "mobilenetv2"
+    image_size: int = 96
+    pretrained: Pretrained = "auto"
+    dropout: float = 0.2
+    transfer: LearningRate = field(default_factory=lambda: LearningRate(1e-3))
+    finetune: LearningRate = field(default_factory=lambda: LearningRate(1e-5))
+
+    def validate(self, key: str) -> None:
+        if self.arch not in CNN_ARCHS:
+            raise ConfigError(f"{key}.arch", self.arch, f"one of {', '.join(CNN_ARCHS)}")
+        _check_range(f"{key}.image_size", self.image_size, lo=32, hi=1024)
+        _check_range(f"{key}.dropout", self.dropout, lo=0.0, hi=1.0, hi_open=True)
+        self.transfer.validate(f"{key}.transfer")
+        self.finetune.validate(f"{key}.finetune")
+
+
+@dataclass(frozen=True)
+class Vit:
+    image_size: int = 48
+    patch_size: int = 6
+    projection_dim: int = 64
+    num_heads: int = 4
+    layers: int = 4
+    mlp_head: tuple[int, ...] = (256, 128)
+    dropout: float = 0.1
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    spt: bool = True
+    lsa: bool = True
+    warmup: float = 0.1
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    def validate(self, key: str) -> None:
+        _check_range(f"{key}.image_size", self.image_size, lo=8, hi=1024)
+        _check_range(f"{key}.patch_size", self.patch_size, lo=1, hi=self.image_size)
+        if self.image_size % self.patch_size:
+            raise ConfigError(
+                f"{key}.patch_size", self.patch_size,
+                f"a divisor of vit.image_size ({self.image_size}), e.g. "
+                f"{', '.join(str(d) for d in _divisors(self.image_size))}",
+            )
+        _check_range(f"{key}.projection_dim", self.projection_dim, lo=1)
+        _check_range(f"{key}.num_heads", self.num_heads, lo=1)
+        if self.projection_dim % self.num_heads:
+            raise ConfigError(
+                f"{key}.num_heads", self.num_heads,
+                f"a divisor of vit.projection_dim ({self.projection_dim})",
+            )
+        _check_range(f"{key}.layers", self.layers, lo=1)
+        for i, units in enumerate(self.mlp_head):
+            _check_range(f"{key}.mlp_head[{i}]", units, lo=1)
+        _check_range(f"{key}.dropout", self.dropout, lo=0.0, hi=1.0, hi_open=True)
+        _check_range(f"{key}.lr", self.lr, lo=0.0, lo_open=True, hi=1.0)
+        _check_range(f"{key}.weight_decay", self.weight_decay, lo=0.0)
+        _check_range(f"{key}.warmup", self.warmup, lo=0.0, hi=1.0, hi_open=True)
+
+
+@dataclass(frozen=True)
+class VitFt:
+    variant: str = "b32"
+    image_size: int = 64
+    pretrained: Pretrained = "auto"
+    weights: str = "imagenet21k+imagenet2012"
+    transfer: LearningRate = field(default_factory=lambda: LearningRate(1e-3))
+    finetune: LearningRate = field(default_factory=lambda: LearningRate(1e-5))
+
+    @property
+    def patch_size(self) -> int:
+        return VIT_FT_PATCH[self.variant]
+
+    def validate(self, key: str) -> None:
+        if self.variant not in VIT_FT_PATCH:
+            raise ConfigError(f"{key}.variant", self.variant, f"one of {', '.join(VIT_FT_PATCH)}")
+        _check_range(f"{key}.image_size", self.image_size, lo=self.patch_size, hi=1024)
+        if self.image_size % self.patch_size:
+            raise ConfigError(
+                f"{key}.image_size", self.image_size,
+                f"a multiple of the {self.variant} patch size ({self.patch_size}), e.g. "
+                f"{self.patch_size * 2}, {self.patch_size * 7}",
+            )
+        w = self.weights
+        if w not in VIT_FT_WEIGHTS and not re.match(r"^https?://", w):
+            if not Path(w).expanduser().is_file():
+                raise ConfigError(
+                    f"{key}.weights", w,
+                    f"{' or '.join(VIT_FT_WEIGHTS)}, an http(s) URL, or an existing .npz file",
+                )
+        self.transfer.validate(f"{key}.transfer")
+        self.finetune.validate(f"{key}.finetune")
+
+
+@dataclass(frozen=True)
+class Evaluate:
+    batch_size: int = 64
+    attention_samples: int = 4
+
+    def validate(self, key: str) -> None:
+        _check_range(f"{key}.batch_size", self.batch_size, lo=1, hi=4096)
+        _check_range(f"{key}.attention_samples", self.attention_samples, lo=0, hi=64)
+
+
+@dataclass(frozen=True)
+class Compare:
+    samples: int = 10
+
+    def validate(self, key: str) -> None:
+        _check_range(f"{key}.samples", self.samples, lo=1, hi=100)
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = 42
+    dataset: Dataset = field(default_factory=Dataset)
+    clean: Clean = field(default_factory=Clean)
+    split: Split = field(default_factory=Split)
+    augment: Augment = field(default_factory=Augment)
+    train: Train = field(default_factory=Train)
+    cnn: Cnn = field(default_factory=Cnn)
+    vit: Vit = field(default_factory=Vit)
+    vit_ft: VitFt = field(default_factory=VitFt)
+    evaluate: Evaluate = field(default_factory=Evaluate)
+    compare: Compare = field(default_factory=Compare)
+
+    def validate(self) -> None:
+        _check_range("seed", self.seed, lo=0, hi=2**32 - 1)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(value):
+                value.validate(f.name)
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """Read, type-check and validate params.yaml; raise ConfigError on the first bad value."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("params file", str(path), "an existing params.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError("params file", str(path), f"valid YAML ({exc})") from exc
+    return params_from_dict(raw)
+
+
+def params_from_dict(raw: dict[str, Any]) -> Params:
+    """Build validated Params from a plain dict (as parsed from YAML)."""
+    params = _build(Params, raw, "")
+    params.validate()
+    return params
+
+
+def to_dict(obj: Any) -> Any:
+    """Params (or a section) back to plain YAML-able data."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+# --- the generic, type-hint driven loader -------------------------------------------------------
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(prefix or "params", raw, f"a mapping of {cls.__name__} keys")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        key = f"{prefix}.{unknown[0]}" if prefix else str(unknown[0])
+        raise ConfigError(key, raw[unknown[0]], f"a known key here: {', '.join(sorted(names))}")
+    kwargs = {}
+    for name in names & set(raw):
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _coerce(hints[name], raw[name], key)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError as exc:
+                errors.append(exc.allowed)
+        raise ConfigError(key, value, " or ".join(errors))
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value in allowed and not isinstance(value, bool):
+            return value
+        raise ConfigError(key, value, " or ".join(repr(a) for a in allowed))
+    if origin is tuple:
+        (item_tp, _) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(key, value, f"a list of {item_tp.__name__}")
+        return tuple(_coerce(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(key, value, "true or false")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(key, value, "an integer")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(key, value, "a number")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(key, value, "a string")
+    raise TypeError(f"unsupported type {tp!r} for {key}")  # a bug in this module, not in params
+
+
+def _check_range(key: str, value: float, *, lo: float | None = None, hi: float | None = None,
+                 lo_open: bool = False, hi_open: bool = False, what: str | None = None) -> None:
+    bad = (lo is not None and (value <= lo if lo_open else value < lo)) or (
+        hi is not None and (value >= hi if hi_open else value > hi))
+    if bad:
+        if what is None:
+            kind = "an integer" if isinstance(value, int) else "a number"
+            lo_s = f"{'>' if lo_open else '>='} {lo}" if lo is not None else ""
+            hi_s = f"{'<' if hi_open else '<='} {hi}" if hi is not None else ""
+            what = f"{kind} {' and '.join(s for s in (lo_s, hi_s) if s)}"
+        raise ConfigError(key, value, what)
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(2, n) if n % d == 0][:6]

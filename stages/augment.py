@@ -1,0 +1,17 @@
+"""augment: materialise the training set with augmented copies in data/augmented."""
+
+from vitbench.config import Params
+from vitbench.paths import Paths
+from vitbench.stage import stage_cli
+
+
+@stage_cli("augment")
+def main(params: Params, paths: Paths) -> None:
+    """Write data/augmented and plots/augment_preview.png."""
+    from vitbench.data.augmentation import augment_dataset
+
+    augment_dataset(params.augment, params.seed, paths)
+
+
+if __name__ == "__main__":
+    main()

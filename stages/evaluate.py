@@ -1,0 +1,20 @@
+"""evaluate: one model on the test split -> metrics/<id>.json and plots/<id>/eval/."""
+
+import click
+
+from vitbench.config import MODEL_IDS, Params
+from vitbench.paths import Paths
+from vitbench.stage import stage_cli
+
+
+@stage_cli("evaluate", click.option("--model", "model_id", required=True,
+                                    type=click.Choice(MODEL_IDS), help="The model id."))
+def main(params: Params, paths: Paths, model_id: str) -> None:
+    """Evaluate models/<id> on the test split."""
+    from vitbench.evaluation import evaluate
+
+    evaluate(model_id, params, paths)
+
+
+if __name__ == "__main__":
+    main()

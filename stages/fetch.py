@@ -1,0 +1,17 @@
+"""fetch: get the dataset named by `dataset.source` into data/raw/<class>/ (atomically)."""
+
+from vitbench.config import Params
+from vitbench.paths import Paths
+from vitbench.stage import stage_cli
+
+
+@stage_cli("fetch")
+def main(params: Params, paths: Paths) -> None:
+    """Fetch dataset.source into data/raw."""
+    from vitbench.data.sources import fetch_dataset
+
+    fetch_dataset(params.dataset, params.seed, paths)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+"""finetune_vit: vit-keras ViT-B/16 or B/32, transfer then fine-tune -> models/vit_transfer, models/vit_finetuned."""
+
+from vitbench.config import Params
+from vitbench.paths import Paths
+from vitbench.stage import stage_cli
+
+
+@stage_cli("finetune_vit")
+def main(params: Params, paths: Paths) -> None:
+    """vit-keras ViT-B/16 or B/32, transfer then fine-tune -> models/vit_transfer, models/vit_finetuned."""
+    from vitbench import training
+
+    training.finetune_vit(params, paths)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+"""train_cnn: the cnn.arch baseline, transfer then fine-tune -> models/cnn_transfer, models/cnn_finetuned."""
+
+from vitbench.config import Params
+from vitbench.paths import Paths
+from vitbench.stage import stage_cli
+
+
+@stage_cli("train_cnn")
+def main(params: Params, paths: Paths) -> None:
+    """the cnn.arch baseline, transfer then fine-tune -> models/cnn_transfer, models/cnn_finetuned."""
+    from vitbench import training
+
+    training.train_cnn(params, paths)
+
+
+if __name__ == "__main__":
+    main()

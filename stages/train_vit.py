@@ -1,0 +1,17 @@
+"""train_vit: the from-scratch ViT (Keras example + SPT/LSA) -> models/vit_scratch."""
+
+from vitbench.config import Params
+from vitbench.paths import Paths
+from vitbench.stage import stage_cli
+
+
+@stage_cli("train_vit")
+def main(params: Params, paths: Paths) -> None:
+    """the from-scratch ViT (Keras example + SPT/LSA) -> models/vit_scratch."""
+    from vitbench import training
+
+    training.train_vit(params, paths)
+
+
+if __name__ == "__main__":
+    main()
