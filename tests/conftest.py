@@ -1,0 +1,63 @@
+"""Fixtures shared by the whole suite. Module-specific helpers live in their own test files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+PACS = REPO.parent / "shared" / "datasets" / "pacs_cartoon"
+# What a project copy needs to run the DAG (no data, models, caches or venv).
+PROJECT_FILES = ("dvc.yaml", "params.yaml", "pyproject.toml", "stages", "src", ".dvc", ".dvcignore",
+                 ".gitignore", "conf")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_keras_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep tests away from the user's ~/.keras cache (and so from any real weights there)."""
+    home = tmp_path_factory.mktemp("keras_home")
+    monkeypatch.setenv("KERAS_HOME", str(home))
+
+
+@pytest.fixture
+def pacs_dir() -> Path:
+    """The real PACS cartoon images; the test is skipped where they are absent."""
+    if not PACS.is_dir():
+        pytest.skip(f"{PACS} not present")
+    return PACS
+
+
+def make_project_copy(dest: Path) -> Path:
+    """Copy the project (code, dvc.yaml, params) into `dest` as a fresh git repo with one commit."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns(
+                "__pycache__", "*.egg-info", "tmp", "cache", "config.local"))
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    git = ["git", "-c", "user.email=test@vitbench.local", "-c", "user.name=vitbench test"]
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=dest, check=True)
+    subprocess.run(git + ["add", "-A"], cwd=dest, check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "test project"], cwd=dest, check=True)
+    return dest
+
+
+def bin_path(name: str) -> str:
+    """An executable of this venv (dvc, vitbench), falling back to PATH."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A throwaway copy of this project, committed, ready for `dvc repro`."""
+    return make_project_copy(tmp_path / "project")
