@@ -1,0 +1,102 @@
+"""params.yaml validation: every bad value names the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vitbench.config import load_params, params_from_dict, to_dict
+from vitbench.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def raw() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def test_committed_params_are_valid(raw: dict) -> None:
+    params = load_params(REPO / "params.yaml")
+    assert params.dataset.kind == "synthetic"
+    assert params.vit.image_size % params.vit.patch_size == 0
+    assert to_dict(params)["vit"]["mlp_head"] == raw["vit"]["mlp_head"]
+
+
+def _with(raw: dict, dotted: str, value: object) -> dict:
+    out = copy.deepcopy(raw)
+    node = out
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node[key]
+    node[leaf] = value
+    return out
+
+
+@pytest.mark.parametrize("key, value, expect_key, expect_allowed", [
+    ("train.epochs", "five", "train.epochs", "an integer"),
+    ("train.epochs", 2.5, "train.epochs", "an integer"),
+    ("train.epochs", 0, "train.epochs", ">= 1"),
+    ("train.batch_size", True, "train.batch_size", "an integer"),
+    ("augment.flip", "yes", "augment.flip", "true or false"),
+    ("split.val", 0.9, "split.val + split.test", "below 1"),
+    ("split.test", 1.5, "split.test", "< 1.0"),
+    ("vit.patch_size", 7, "vit.patch_size", "a divisor of vit.image_size"),
+    ("vit.num_heads", 3, "vit.num_heads", "a divisor of vit.projection_dim"),
+    ("vit_ft.image_size", 100, "vit_ft.image_size", "a multiple of the b32 patch size"),
+    ("vit_ft.variant", "l16", "vit_ft.variant", "b16, b32"),
+    ("cnn.arch", "alexnet", "cnn.arch", "mobilenetv2"),
+    ("cnn.pretrained", "maybe", "cnn.pretrained", "'auto'"),
+    ("dataset.source", "/no/such/folder", "dataset.source", "does not exist"),
+    ("dataset.sha256", "abc", "dataset.sha256", "64 hexadecimal"),
+    ("vit_ft.weights", "/no/such.npz", "vit_ft.weights", "existing .npz"),
+    ("clean.max_side", 16, "clean.max_side", "clean.min_side"),
+    ("vit.mlp_head", [64, "x"], "vit.mlp_head[1]", "an integer"),
+])
+def test_bad_values_name_key_value_and_allowed(raw: dict, key: str, value: object,
+                                               expect_key: str, expect_allowed: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        params_from_dict(_with(raw, key, value))
+    assert info.value.key == expect_key
+    assert expect_allowed in info.value.allowed
+    assert expect_key in str(info.value)
+
+
+def test_unknown_keys_are_errors(raw: dict) -> None:
+    with pytest.raises(ConfigError, match="train.epoch"):
+        params_from_dict(_with(raw, "train.epoch", 3))
+    with pytest.raises(ConfigError, match="nonsense"):
+        params_from_dict({**raw, "nonsense": 1})
+
+
+def test_pretrained_accepts_auto_and_booleans(raw: dict) -> None:
+    for value in ("auto", True, False):
+        assert params_from_dict(_with(raw, "cnn.pretrained", value)).cnn.pretrained == value
+
+
+def test_source_kinds(raw: dict, tmp_path: Path) -> None:
+    archive = tmp_path / "set.tar.gz"
+    archive.write_bytes(b"")
+    cases = {"digits": "digits", "https://example.org/a.tar": "url", str(tmp_path): "folder",
+             str(archive): "archive"}
+    for source, kind in cases.items():
+        assert params_from_dict(_with(raw, "dataset.source", source)).dataset.kind == kind
+
+
+def test_stage_exits_1_with_one_line_before_touching_outputs(raw: dict, tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(_with(raw, "vit.patch_size", 7)))
+    raw_dir = tmp_path / "data" / "raw"
+    raw_dir.mkdir(parents=True)
+    (raw_dir / "keep.txt").write_text("previous output")
+    proc = subprocess.run([sys.executable, str(REPO / "stages" / "fetch.py"), "--params", str(params),
+                           "--root", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "vit.patch_size = 7" in proc.stderr and "a divisor of vit.image_size (48)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (raw_dir / "keep.txt").read_text() == "previous output"
