@@ -2,6 +2,7 @@
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: setup demo test bench clean-venv
 
@@ -15,8 +16,8 @@ setup: $(BIN)/vitbench          ## create .venv and install vitbench with its de
 
 demo: setup                     ## run the whole pipeline on the embedded synthetic dataset
 	@git rev-parse --verify HEAD >/dev/null 2>&1 || { echo "vitbench needs a git repo with a commit (dvclive)"; exit 1; }
-	$(BIN)/dvc repro
-	$(BIN)/dvc metrics show
+	PATH=$(abspath $(BIN)):$$PATH dvc repro
+	PATH=$(abspath $(BIN)):$$PATH dvc metrics show
 
 test: setup                     ## run the test suite (CI runs this)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -19,6 +19,7 @@ import yaml
 from vitbench.errors import ConfigError
 
 PARAMS_FILE = "params.yaml"
+_YAML12_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 MODEL_IDS = ("cnn_transfer", "cnn_finetuned", "vit_scratch", "vit_transfer", "vit_finetuned")
 CNN_ARCHS = ("mobilenetv2", "vgg16", "resnet50", "efficientnetb0")
@@ -364,6 +365,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _YAML12_FLOAT.fullmatch(value.strip()):
+            return float(value)  # `1e-5`: a float in YAML 1.2 (DVC, ruamel), a string to PyYAML
         raise ConfigError(key, value, "a number")
     if tp is str:
         if isinstance(value, str):

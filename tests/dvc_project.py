@@ -1,0 +1,76 @@
+"""Drive `dvc` in a throwaway project copy: tiny params, subprocess runs, stage logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+VENV_BIN = str(Path(sys.executable).parent)
+
+# A configuration small enough for the whole DAG to run in a minute or two on 2 CPU cores.
+TINY = {
+    "dataset": {"synthetic": {"per_class": 12, "image_size": 64}},
+    "clean": {"min_per_class": 6},
+    "split": {"val": 0.2, "test": 0.25},
+    "train": {"epochs": 1, "batch_size": 16, "patience": 1},
+    "cnn": {"image_size": 32, "pretrained": False},
+    "vit": {"image_size": 24, "patch_size": 6, "projection_dim": 16, "num_heads": 2, "layers": 1,
+            "mlp_head": [16]},
+    "vit_ft": {"image_size": 32, "pretrained": False},
+    "evaluate": {"attention_samples": 2},
+    "compare": {"samples": 4},
+}
+
+
+def deep_update(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merge `changes` into `base` (in place) and return it."""
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def set_params(project: Path, changes: dict[str, Any]) -> None:
+    """Merge `changes` into the project's params.yaml."""
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump(deep_update(params, changes), sort_keys=False))
+
+
+def commit(project: Path, message: str = "update") -> None:
+    """Commit everything in the project copy (dvc.lock, params)."""
+    git = ["git", "-c", "user.email=test@vitbench.local", "-c", "user.name=vitbench test"]
+    subprocess.run(git + ["add", "-A"], cwd=project, check=True, capture_output=True)
+    subprocess.run(git + ["commit", "-q", "-m", message], cwd=project, check=True, capture_output=True)
+
+
+def run(project: Path, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run a command (dvc, python ...) in the project with this venv first on PATH."""
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+           "TF_CPP_MIN_LOG_LEVEL": "2", "DVC_NO_ANALYTICS": "1"}
+    proc = subprocess.run(list(args), cwd=project, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def stages_run(output: str) -> list[str]:
+    """The stages a `dvc repro` / `dvc exp run` actually ran, from its log."""
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+def changed_stages(project: Path) -> set[str]:
+    """Stages `dvc status` reports as changed."""
+    out = run(project, "dvc", "status", "--json").stdout
+    return set(json.loads(out or "{}"))

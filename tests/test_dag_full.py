@@ -1,0 +1,91 @@
+"""The whole DAG end to end on a tiny configuration, in a project copy, as a user drives it."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from dvc_project import TINY, commit, run, set_params, stages_run
+from vitbench.config import MODEL_IDS
+
+pytestmark = pytest.mark.slow
+
+METRIC_KEYS = {"accuracy", "loss", "top5_accuracy", "precision_macro", "recall_macro", "f1_macro",
+               "f1_weighted", "params_total", "params_trainable", "size_mb", "train_seconds",
+               "epochs_run", "infer_images_per_second", "pretrained"}
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One full `dvc repro` shared by the tests of this module."""
+    from conftest import make_project_copy
+
+    project = make_project_copy(tmp_path_factory.mktemp("dag") / "project")
+    set_params(project, TINY)
+    commit(project, "tiny params")
+    out = run(project, "dvc", "repro")
+    ran = stages_run(out.stdout)
+    assert {"fetch", "train_cnn", "train_vit", "finetune_vit", "compare"} <= set(ran)
+    assert {f"evaluate@{m}" for m in MODEL_IDS} <= set(ran)
+    commit(project, "repro")
+    return project
+
+
+def test_outputs_of_the_whole_dag(reproduced: Path) -> None:
+    for model_id in MODEL_IDS:
+        metrics = json.loads((reproduced / "metrics" / f"{model_id}.json").read_text())
+        assert METRIC_KEYS <= set(metrics), model_id
+        assert 0.0 <= metrics["accuracy"] <= 1.0
+        assert metrics["pretrained"] is False  # the tiny config forbids downloads
+        assert (reproduced / "models" / model_id / "record.json").is_file()
+        assert (reproduced / "plots" / model_id / "eval" / "plots" / "sklearn" /
+                "confusion_matrix.json").is_file()
+    report = (reproduced / "metrics" / "compare.md").read_text()
+    assert "| " in report and "accuracy" in report.lower()
+    compare = json.loads((reproduced / "metrics" / "compare.json").read_text())
+    assert set(compare["models"]) == set(MODEL_IDS)
+    for name in ("accuracy_loss", "size_vs_accuracy", "per_class_f1", "predictions_grid"):
+        assert (reproduced / "plots" / "compare" / f"{name}.png").stat().st_size > 5_000
+
+
+def test_second_repro_does_nothing(reproduced: Path) -> None:
+    out = run(reproduced, "dvc", "repro")
+    assert stages_run(out.stdout) == []
+
+
+def test_plots_show_renders_everything_without_warnings(reproduced: Path) -> None:
+    out = run(reproduced, "dvc", "plots", "show", "-o", "plots_html")
+    html = (reproduced / "plots_html" / "index.html").read_text()
+    assert "WARNING" not in out.stderr.upper() and "WARNING" not in out.stdout.upper(), out.stderr
+    for needle in ("confusion_matrix.json", "predictions_grid.png", "augment_preview.png",
+                   "val/accuracy.tsv", "vit_patches.png"):
+        assert needle in html, needle
+
+
+def test_patch_size_experiment_reruns_only_the_scratch_vit(reproduced: Path) -> None:
+    out = run(reproduced, "dvc", "exp", "run", "-S", "vit.patch_size=8")
+    assert sorted(stages_run(out.stdout)) == ["compare", "evaluate@vit_scratch", "train_vit"]
+    diff = run(reproduced, "dvc", "metrics", "diff", "--json").stdout
+    assert "metrics/vit_scratch.json" in json.loads(diff)
+    params_diff = json.loads(run(reproduced, "dvc", "params", "diff", "--json").stdout)
+    assert params_diff["params.yaml"]["vit.patch_size"] == {"old": 6, "new": 8}
+
+
+def test_queued_sweep_runs_both_experiments(reproduced: Path) -> None:
+    for size in (12, 24):
+        run(reproduced, "dvc", "exp", "run", "--queue", "-S", f"vit.image_size={size}",
+            "-S", "vit.patch_size=6")
+    run(reproduced, "dvc", "queue", "start")
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        status = run(reproduced, "dvc", "queue", "status").stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    assert status.count("Success") == 2, status
+    show = json.loads(run(reproduced, "dvc", "exp", "show", "--json").stdout)
+    text = json.dumps(show)
+    assert '"vit.image_size": 12' in text.replace("\n", "") or '"image_size": 12' in text
