@@ -1,0 +1,329 @@
+"""The `clean` stage: decode every raw image, convert it to RGB, reject bad ones with a reason,
+deduplicate by content, bound its size and write data/clean plus its manifest and metrics.
+
+`load_rgb` is THE decoder for untrusted images; `vitbench predict` reuses it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import threading
+import warnings
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from tqdm import tqdm
+
+from vitbench import config
+from vitbench.data.manifest import write_manifest
+from vitbench.errors import DataError
+from vitbench.fsutil import atomic_dir, atomic_file, write_json
+from vitbench.paths import Paths
+
+log = logging.getLogger(__name__)
+
+# Raster formats PIL decodes in-process. EPS (runs Ghostscript), WMF and the scientific stubs are
+# deliberately absent: an untrusted file in those formats is reported as `not_image`.
+SAFE_FORMATS = ("AVIF", "BMP", "DIB", "GIF", "ICO", "JPEG", "JPEG2000", "PCX", "PNG", "PPM", "PSD",
+                "QOI", "SGI", "TGA", "TIFF", "WEBP")
+DECODE_REASONS = ("corrupt", "not_image", "decompression_bomb")
+REMOVED_REASONS = ("corrupt", "not_image", "too_small", "duplicate", "decompression_bomb",
+                   "label_conflict")
+CONVERTED_KINDS = ("rgba", "palette", "grayscale", "cmyk", "la", "16bit", "other")
+MANIFEST_COLUMNS = ("path", "class", "sha256", "width", "height", "mode", "source")
+REJECTED_COLUMNS = ("source", "class", "reason", "detail")
+REJECTED_CSV = "clean_rejected.csv"
+WHITE = (255, 255, 255)
+
+_MODE_KIND = {"RGBA": "rgba", "RGBa": "rgba", "P": "palette", "PA": "palette", "L": "grayscale",
+              "1": "grayscale", "CMYK": "cmyk", "LA": "la", "La": "la", "I": "16bit"}
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+_PIL_LIMITS = threading.Lock()  # guards PIL's process-wide decoding limits while we change them
+
+
+class BadImageError(DataError):
+    """An image that cannot be used; `reason` is one of DECODE_REASONS or `too_small`."""
+
+    def __init__(self, path: str | Path, reason: str, detail: str) -> None:
+        self.path, self.reason, self.detail = str(path), reason, detail
+        super().__init__(f"{path}: {reason} ({detail})")
+
+
+# --- decoding --------------------------------------------------------------------------------
+
+def load_rgb(path: str | Path, max_pixels: int | None = None) -> tuple[Image.Image, str]:
+    """Fully decode an untrusted image file into RGB; return it and its original PIL mode.
+
+    EXIF orientation is applied, transparency is composited on white, and palette, grayscale,
+    CMYK and 16-bit images are converted. `max_pixels` overrides PIL's decompression-bomb limit
+    (PIL's warning threshold counts as a bomb too). Raises BadImageError with reason `corrupt`,
+    `not_image` or `decompression_bomb`, or DataError when the file cannot be read at all.
+    """
+    img = _decode(Path(path), max_pixels)
+    return _to_rgb(img), img.mode
+
+
+def conversion_kind(mode: str) -> str | None:
+    """The `converted` metric key for an original PIL mode (None for plain RGB)."""
+    if mode == "RGB":
+        return None
+    if mode.startswith("I;16"):
+        return "16bit"
+    return _MODE_KIND.get(mode, "other")
+
+
+def encode_png(img: Image.Image) -> bytes:
+    """Lossless PNG bytes with no metadata: identical pixels give identical bytes."""
+    if img.info:
+        img = img.copy()
+        img.info = {}
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+@contextlib.contextmanager
+def _strict_decoding(max_pixels: int | None) -> Iterator[None]:
+    """Bomb warnings become errors, truncated files fail, and `max_pixels` replaces PIL's limit."""
+    with _PIL_LIMITS, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        saved = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
+        if max_pixels is not None:
+            Image.MAX_IMAGE_PIXELS = max_pixels
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
+def _decode(path: Path, max_pixels: int | None) -> Image.Image:
+    """Open and fully load the first frame, mapping every decoder failure to a reason."""
+    try:
+        with _strict_decoding(max_pixels), Image.open(path, formats=SAFE_FORMATS) as img:
+            img.load()
+            return _apply_orientation(img, path)
+    except UnidentifiedImageError as exc:
+        raise BadImageError(path, "not_image", f"not a supported image format: {exc}") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BadImageError(path, "decompression_bomb", str(exc)) from exc
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        raise DataError(f"cannot read image file {path}: {exc}") from exc
+    except Exception as exc:  # untrusted bytes: any decoder failure means a broken file
+        raise BadImageError(path, "corrupt", f"{type(exc).__name__}: {exc}") from exc
+
+
+def _apply_orientation(img: Image.Image, path: Path) -> Image.Image:
+    """Rotate/flip per the EXIF Orientation tag; a malformed EXIF block is logged and ignored."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception as exc:  # noqa: BLE001 - the pixels are fine, only the metadata is broken
+        log.warning("%s: ignoring unreadable EXIF orientation (%s)", path, exc)
+        return img.copy()
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any decoded mode to RGB; transparent pixels become white."""
+    mode = img.mode
+    if mode == "RGB" and "transparency" not in img.info:
+        return img
+    if mode in _ALPHA_MODES or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, WHITE + (255,)), rgba).convert("RGB")
+    if mode.startswith("I") or mode == "F":
+        return _high_depth_to_rgb(img)
+    return img.convert("RGB")
+
+
+def _high_depth_to_rgb(img: Image.Image) -> Image.Image:
+    """Scale 16-bit (I;16*), 32-bit integer (I) and float (F) grayscale to 8-bit RGB."""
+    arr = np.asarray(img, dtype=np.float64)
+    if img.mode.startswith("I;16"):
+        peak = 65535.0
+    else:
+        hi = float(arr.max(initial=0.0))
+        limits = (1.0, 255.0, 65535.0) if img.mode == "F" else (255.0, 65535.0)
+        peak = next((p for p in limits if hi <= p), hi)
+    gray = np.clip(np.rint(arr * (255.0 / peak)), 0, 255).astype(np.uint8)
+    return Image.fromarray(np.repeat(gray[..., None], 3, axis=2), "RGB")
+
+
+def _fit(img: Image.Image, path: Path, cfg: config.Clean) -> Image.Image:
+    """Downscale so the longest side is at most max_side (LANCZOS); reject a short side < min_side."""
+    w, h = img.size
+    scale = min(1.0, cfg.max_side / max(w, h))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if min(size) < cfg.min_side:
+        after = f", {size[0]}x{size[1]} after downscaling" if scale < 1 else ""
+        raise BadImageError(path, "too_small",
+                            f"{w}x{h}{after}; shortest side must be >= clean.min_side ({cfg.min_side})")
+    return img if scale == 1.0 else img.resize(size, Image.Resampling.LANCZOS)
+
+
+# --- the stage -------------------------------------------------------------------------------
+
+@dataclass
+class _Item:
+    """One raw file that decoded: its clean PNG is already written at `png`."""
+
+    source: str
+    cls: str
+    sha256: str
+    width: int
+    height: int
+    mode: str
+    png: Path
+
+
+@dataclass(frozen=True)
+class _Rejected:
+    source: str
+    cls: str
+    reason: str
+    detail: str
+
+
+def clean_dataset(cfg: config.Clean, paths: Paths, *, max_pixels: int | None = None) -> dict:
+    """Clean data/raw into data/clean (+ manifest.csv), metrics/clean.json and clean_rejected.csv.
+
+    A class left with fewer than `cfg.min_per_class` images raises DataError before any output is
+    replaced. Returns the metrics dict.
+    """
+    files = scan_raw(paths.raw)
+    classes = sorted({cls for cls, _ in files})
+    with atomic_dir(paths.clean) as tmp:
+        items, rejected = _process(files, paths.raw, tmp, cfg, max_pixels)
+        kept, dropped = _resolve_duplicates(items)
+        rejected += dropped
+        _check_min_per_class(classes, kept, rejected, cfg.min_per_class)
+        for item in _dropped_items(items, kept):
+            item.png.unlink(missing_ok=True)
+        write_manifest(_manifest_frame(kept), tmp / "manifest.csv")
+    metrics = _metrics(classes, kept, rejected)
+    _write_rejected(rejected, paths.metrics / REJECTED_CSV)
+    write_json(paths.metrics_json("clean"), metrics)
+    log.info("clean: kept %d, removed %s", metrics["kept"],
+             {k: v for k, v in metrics["removed"].items() if v} or "none")
+    return metrics
+
+
+def scan_raw(raw: Path) -> list[tuple[str, Path]]:
+    """(class, file) for every file under data/raw/<class>/, in a deterministic order."""
+    if not raw.is_dir():
+        raise DataError(f"{raw} does not exist (run the fetch stage first: `dvc repro fetch`)")
+    files: list[tuple[str, Path]] = []
+    for entry in sorted(raw.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if not entry.is_dir():
+            log.warning("ignoring %s: not inside a class folder", entry)
+            continue
+        files += [(entry.name, f) for f in sorted(entry.rglob("*")) if f.is_file()]
+    if not files:
+        raise DataError(f"{raw} holds no images: expected {raw}/<class>/<image files>")
+    return files
+
+
+def _process(files: list[tuple[str, Path]], raw: Path, out: Path, cfg: config.Clean,
+             max_pixels: int | None) -> tuple[list[_Item], list[_Rejected]]:
+    """Decode, convert, bound and write each file; collect what was rejected and why."""
+    items: list[_Item] = []
+    rejected: list[_Rejected] = []
+    for cls, path in tqdm(files, desc="clean", unit="img"):
+        source = path.relative_to(raw).as_posix()
+        try:
+            img, mode = load_rgb(path, max_pixels)
+            img = _fit(img, path, cfg)
+        except BadImageError as exc:
+            log.debug("rejected %s: %s", source, exc)
+            rejected.append(_Rejected(source, cls, exc.reason, exc.detail))
+            continue
+        data = encode_png(img)
+        sha = hashlib.sha256(data).hexdigest()
+        png = out / cls / f"{sha[:16]}.png"
+        if not png.exists():
+            png.parent.mkdir(parents=True, exist_ok=True)
+            png.write_bytes(data)
+        items.append(_Item(source, cls, sha, img.width, img.height, mode, png))
+    return items, rejected
+
+
+def _resolve_duplicates(items: list[_Item]) -> tuple[list[_Item], list[_Rejected]]:
+    """Keep the first of each identical image; one image under several classes drops every copy."""
+    by_sha: dict[str, list[_Item]] = defaultdict(list)
+    for item in items:
+        by_sha[item.sha256].append(item)
+    kept: list[_Item] = []
+    dropped: list[_Rejected] = []
+    for copies in by_sha.values():
+        classes = sorted({c.cls for c in copies})
+        if len(classes) > 1:
+            log.warning("label conflict: the same image is %s; dropping all %d copies",
+                        " and ".join(f"{c.source} (class {c.cls})" for c in copies), len(copies))
+            detail = f"same image under classes {', '.join(classes)}"
+            dropped += [_Rejected(c.source, c.cls, "label_conflict", detail) for c in copies]
+            continue
+        kept.append(copies[0])
+        dropped += [_Rejected(c.source, c.cls, "duplicate", f"same pixels as {copies[0].source}")
+                    for c in copies[1:]]
+    return kept, dropped
+
+
+def _dropped_items(items: list[_Item], kept: list[_Item]) -> list[_Item]:
+    """Items whose written PNG no kept item uses (the label conflicts)."""
+    used = {k.png for k in kept}
+    return [i for i in items if i.png not in used]
+
+
+def _check_min_per_class(classes: list[str], kept: list[_Item], rejected: list[_Rejected],
+                         minimum: int) -> None:
+    kept_n = Counter(k.cls for k in kept)
+    short = [c for c in classes if kept_n[c] < minimum]
+    if not short:
+        return
+    reasons: dict[str, Counter] = defaultdict(Counter)
+    for r in rejected:
+        reasons[r.cls][r.reason] += 1
+    lines = []
+    for c in short:
+        why = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons[c].items())) or "none removed"
+        lines.append(f"'{c}' kept {kept_n[c]} of {kept_n[c] + sum(reasons[c].values())} ({why})")
+    raise DataError(f"{len(short)} class(es) have fewer than clean.min_per_class ({minimum}) "
+                    f"usable images: {'; '.join(lines)}. Add images, or lower clean.min_per_class")
+
+
+def _manifest_frame(kept: list[_Item]) -> pd.DataFrame:
+    rows = sorted(kept, key=lambda k: (k.cls, k.source))
+    return pd.DataFrame(
+        [(str(k.png), k.cls, k.sha256, k.width, k.height, k.mode, k.source) for k in rows],
+        columns=list(MANIFEST_COLUMNS))
+
+
+def _metrics(classes: list[str], kept: list[_Item], rejected: list[_Rejected]) -> dict:
+    """metrics/clean.json: every key present, zeros included."""
+    removed = Counter(r.reason for r in rejected)
+    converted = Counter(conversion_kind(k.mode) for k in kept)
+    kept_n = Counter(k.cls for k in kept)
+    removed_n = Counter(r.cls for r in rejected)
+    return {
+        "kept": len(kept),
+        "removed": {reason: removed[reason] for reason in REMOVED_REASONS},
+        "converted": {kind: converted[kind] for kind in CONVERTED_KINDS},
+        "per_class": {c: {"kept": kept_n[c], "removed": removed_n[c]} for c in classes},
+    }
+
+
+def _write_rejected(rejected: list[_Rejected], csv: Path) -> None:
+    rows = sorted(rejected, key=lambda r: (r.cls, r.source))
+    df = pd.DataFrame([(r.source, r.cls, r.reason, r.detail) for r in rows],
+                      columns=list(REJECTED_COLUMNS))
+    with atomic_file(csv) as fh:
+        df.to_csv(fh, index=False)
