@@ -1,0 +1,142 @@
+"""The tf.data input pipeline every training and evaluation step reads images through.
+
+Each image file is read and decoded once: the decoded, resized uint8 tensors are cached (in
+memory), then shuffled (seeded, reshuffled every epoch), batched, preprocessed per batch and
+prefetched. Evaluation keeps the manifest order (`shuffle=False`), so predictions line up with
+the manifest rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from vitbench.data.manifest import read_manifest
+from vitbench.errors import DataError
+
+log = logging.getLogger(__name__)
+
+AUTOTUNE = tf.data.AUTOTUNE
+Preprocess = Callable[[tf.Tensor], tf.Tensor]
+
+
+def _scale_minus_one_one(x: tf.Tensor) -> tf.Tensor:
+    """0..255 -> -1..1 (MobileNetV2 and ViT)."""
+    return tf.convert_to_tensor(x, tf.float32) / 127.5 - 1.0
+
+
+def _caffe(x: tf.Tensor) -> tf.Tensor:
+    """RGB -> BGR and ImageNet mean subtraction, no scaling (VGG16, ResNet50)."""
+    import keras
+
+    # a tensor, never a NumPy array: keras edits float NumPy input in place
+    return keras.applications.imagenet_utils.preprocess_input(
+        tf.convert_to_tensor(x, tf.float32), mode="caffe")
+
+
+def _identity(x: tf.Tensor) -> tf.Tensor:
+    """0..255 unchanged (EfficientNet rescales inside the model)."""
+    return tf.convert_to_tensor(x, tf.float32)
+
+
+PREPROCESS: dict[str, Preprocess] = {
+    "mobilenet_v2": _scale_minus_one_one,
+    "vit": _scale_minus_one_one,
+    "vgg16": _caffe,
+    "resnet50": _caffe,
+    "efficientnet": _identity,
+}
+
+
+def preprocess_fn(name: str) -> Preprocess:
+    """The preprocessing function called `name`; an unknown name is a ValueError listing the known ones."""
+    try:
+        return PREPROCESS[name]
+    except KeyError:
+        raise ValueError(f"unknown preprocess {name!r}; expected one of {', '.join(PREPROCESS)}") from None
+
+
+def decode_resize(path: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Read one image file -> uint8 RGB [image_size, image_size, 3] (bilinear, aspect not kept)."""
+    raw = tf.io.read_file(path)
+    image = tf.io.decode_image(raw, channels=3, expand_animations=False)
+    image = tf.image.resize(image, (image_size, image_size), method="bilinear")
+    image = tf.clip_by_value(tf.round(image), 0.0, 255.0)
+    return tf.cast(image, tf.uint8)
+
+
+def make_dataset(paths: Sequence[str], labels: Sequence[int], image_size: int, preprocess: str,
+                 batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                 cache: bool = True) -> tf.data.Dataset:
+    """Batches of (preprocessed float32 images [b, s, s, 3], int32 labels [b]).
+
+    Files are read and decoded once (parallel map) and cached as uint8 when `cache`; with
+    `shuffle`, the order comes from `seed` and changes every epoch; without it, it is the input
+    order. Missing files, mismatched lengths and an empty input raise DataError up front.
+    """
+    paths = [str(p) for p in paths]
+    labels = np.asarray(labels, dtype=np.int32)
+    _check_inputs(paths, labels, batch_size)
+    fn = preprocess_fn(preprocess)
+    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+    ds = ds.map(lambda p, y: (decode_resize(p, image_size), y),
+                num_parallel_calls=AUTOTUNE, deterministic=True)
+    if cache:
+        ds = ds.cache()
+    if shuffle:
+        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    ds = ds.map(lambda x, y: (fn(tf.cast(x, tf.float32)), y),
+                num_parallel_calls=AUTOTUNE, deterministic=True)
+    return ds.prefetch(AUTOTUNE)
+
+
+def labelled_paths(csv: str | Path, classes: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """A manifest's absolute image paths and their label ids in `classes` order."""
+    df = read_manifest(csv)
+    index = {name: i for i, name in enumerate(classes)}
+    unknown = sorted(set(df["class"]) - set(index))
+    if unknown:
+        raise DataError(f"manifest {csv} has class(es) {', '.join(map(repr, unknown))} that are not "
+                        f"in the labels ({', '.join(classes)}); re-run `dvc repro split`")
+    return list(df["path"]), np.array([index[c] for c in df["class"]], dtype=np.int32)
+
+
+def dataset_from_manifest(csv: str | Path, classes: Sequence[str], image_size: int,
+                          preprocess: str, batch_size: int, *, shuffle: bool = False,
+                          seed: int = 0, cache: bool = True) -> tf.data.Dataset:
+    """`make_dataset` over the rows of a manifest CSV, labels from `classes` (index = label id)."""
+    paths, labels = labelled_paths(csv, classes)
+    return make_dataset(paths, labels, image_size, preprocess, batch_size,
+                        shuffle=shuffle, seed=seed, cache=cache)
+
+
+def load_images(paths: Sequence[str], image_size: int, batch_size: int = 64) -> np.ndarray:
+    """Decode and resize images into one uint8 array [n, s, s, 3], exactly as `make_dataset` does."""
+    paths = [str(p) for p in paths]
+    _check_inputs(paths, np.zeros(len(paths), np.int32), batch_size)
+    ds = (tf.data.Dataset.from_tensor_slices(paths)
+          .map(lambda p: decode_resize(p, image_size), num_parallel_calls=AUTOTUNE,
+               deterministic=True)
+          .batch(batch_size).prefetch(AUTOTUNE))
+    chunks = [batch.numpy() for batch in tqdm(ds, total=-(-len(paths) // batch_size),
+                                              desc="load images", unit="batch", disable=None)]
+    return np.concatenate(chunks)
+
+
+def _check_inputs(paths: list[str], labels: np.ndarray, batch_size: int) -> None:
+    if not paths:
+        raise DataError("no images to read: the manifest is empty")
+    if len(paths) != len(labels):
+        raise DataError(f"{len(paths)} image paths but {len(labels)} labels")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise DataError(f"image file not found: {missing[0]}{more}; re-run the stage that wrote it")
