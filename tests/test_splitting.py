@@ -1,0 +1,169 @@
+"""The split stage: stratified, deterministic, fraction-exact, capped and leakage-checked."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from vitbench import config
+from vitbench.data.manifest import read_labels, read_manifest, write_manifest
+from vitbench.data.splitting import check_leakage, split_dataset, split_sizes
+from vitbench.errors import DataError
+from vitbench.fsutil import read_json
+from vitbench.paths import Paths
+
+CFG = config.Split(val=0.15, test=0.15)
+
+
+def make_clean(paths: Paths, counts: dict[str, int], *, shuffle_seed: int | None = None) -> pd.DataFrame:
+    """A clean manifest with `counts[class]` distinct (tiny, real) files per class."""
+    rows = []
+    for cls, n in counts.items():
+        for i in range(n):
+            data = f"{cls}-{i}".encode()
+            sha = hashlib.sha256(data).hexdigest()
+            path = paths.clean / cls / f"{sha[:16]}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            rows.append((str(path), cls, sha, 40, 40, "RGB", f"{cls}/{i}.jpg"))
+    df = pd.DataFrame(rows, columns=["path", "class", "sha256", "width", "height", "mode", "source"])
+    if shuffle_seed is not None:
+        df = df.sample(frac=1.0, random_state=shuffle_seed)
+    write_manifest(df, paths.clean_manifest)
+    return df
+
+
+def split_of(paths: Paths) -> dict[str, set[str]]:
+    return {s: set(read_manifest(paths.split_csv(s))["sha256"]) for s in ("train", "val", "test")}
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> Paths:
+    return Paths(tmp_path)
+
+
+def test_outputs_and_metrics(paths: Paths) -> None:
+    clean = make_clean(paths, {"dog": 20, "cat": 7, "ant": 40})
+    metrics = split_dataset(CFG, 1, paths)
+
+    assert metrics == read_json(paths.metrics_json("split"))
+    assert metrics["per_class"] == {"ant": {"train": 28, "val": 6, "test": 6},
+                                    "cat": {"train": 5, "val": 1, "test": 1},
+                                    "dog": {"train": 14, "val": 3, "test": 3}}
+    assert (metrics["train"], metrics["val"], metrics["test"]) == (47, 10, 10)
+    assert (metrics["unused"], metrics["classes"]) == (0, 3)
+    assert read_labels(paths.labels) == ["ant", "cat", "dog"]
+    assert read_json(paths.labels) == {"classes": ["ant", "cat", "dog"]}
+
+    sets = split_of(paths)
+    assert set().union(*sets.values()) == set(clean["sha256"])       # every image used once
+    for name in ("train", "val", "test"):
+        df = read_manifest(paths.split_csv(name))
+        assert list(df.columns) == list(clean.columns) + ["split"]
+        assert (df["split"] == name).all()
+        assert all(Path(p).is_file() and Path(p).parent.parent == paths.clean.resolve()
+                   for p in df["path"])                              # manifests, not copies
+    assert not list(paths.split.rglob("*.png"))
+
+
+def test_same_seed_same_split_other_seed_different(paths: Paths) -> None:
+    make_clean(paths, {"a": 30, "b": 30})
+    split_dataset(CFG, 7, paths)
+    first = {s: paths.split_csv(s).read_bytes() for s in ("train", "val", "test")}
+    split_dataset(CFG, 7, paths)
+    assert {s: paths.split_csv(s).read_bytes() for s in ("train", "val", "test")} == first
+    before = split_of(paths)
+    split_dataset(CFG, 8, paths)
+    after = split_of(paths)
+    assert before["test"] != after["test"]
+    assert {k: len(v) for k, v in before.items()} == {k: len(v) for k, v in after.items()}
+
+
+def test_split_ignores_manifest_row_order(paths: Paths) -> None:
+    make_clean(paths, {"a": 25, "b": 12})
+    split_dataset(CFG, 3, paths)
+    ordered = split_of(paths)
+    make_clean(paths, {"a": 25, "b": 12}, shuffle_seed=5)
+    split_dataset(CFG, 3, paths)
+    assert split_of(paths) == ordered
+
+
+def test_fractions_are_respected(paths: Paths) -> None:
+    make_clean(paths, {"a": 100, "b": 50})
+    metrics = split_dataset(config.Split(val=0.2, test=0.1), 0, paths)
+    assert metrics["per_class"] == {"a": {"train": 70, "val": 20, "test": 10},
+                                    "b": {"train": 35, "val": 10, "test": 5}}
+
+
+@pytest.mark.parametrize(("n", "val", "test", "expected"), [
+    (3, 0.15, 0.15, (1, 1, 1)),      # each non-zero fraction gets at least one image
+    (4, 0.4, 0.4, (1, 1, 2)),        # rounding would leave no train image: shrink the larger split
+    (10, 0.0, 0.3, (7, 0, 3)),       # a zero fraction stays empty
+    (1, 0.0, 0.0, (1, 0, 0)),
+    (21, 0.15, 0.15, (15, 3, 3)),
+])
+def test_split_sizes(n: int, val: float, test: float, expected: tuple[int, int, int]) -> None:
+    assert split_sizes(n, config.Split(val=val, test=test), "c") == expected
+
+
+def test_max_train_per_class_caps_train_only(paths: Paths) -> None:
+    make_clean(paths, {"a": 40, "b": 12})
+    full = split_dataset(CFG, 4, paths)
+    uncapped = split_of(paths)
+    capped = split_dataset(config.Split(val=0.15, test=0.15, max_train_per_class=10), 4, paths)
+    sets = split_of(paths)
+    assert capped["per_class"] == {"a": {"train": 10, "val": 6, "test": 6},
+                                   "b": {"train": 8, "val": 2, "test": 2}}
+    assert capped["unused"] == full["per_class"]["a"]["train"] - 10 == 18
+    assert sets["val"] == uncapped["val"] and sets["test"] == uncapped["test"]
+    assert sets["train"] < uncapped["train"]
+
+
+def test_duplicated_sha256_across_classes_is_leakage(paths: Paths) -> None:
+    clean = make_clean(paths, {"a": 10, "b": 10})
+    clean.loc[clean["class"] == "b", "sha256"] = clean.loc[clean["class"] == "a", "sha256"].values[0]
+    write_manifest(clean.iloc[:11], paths.clean_manifest)    # b's first image has a's hash
+    with pytest.raises(DataError, match="same image.*leak"):
+        split_dataset(CFG, 0, paths)
+    assert not paths.split.exists() and not paths.metrics.exists()
+
+
+def test_check_leakage_names_the_images() -> None:
+    df = pd.DataFrame({"path": ["/x/1.png", "/y/2.png", "/x/3.png", "/x/4.png"],
+                       "class": ["a", "b", "a", "a"],
+                       "sha256": ["s1", "s1", "s3", "s3"],
+                       "split": ["train", "test", "train", "unused"]})
+    with pytest.raises(DataError, match=r"1 image\(s\).*/y/2.png in test; /x/1.png in train"):
+        check_leakage(df)
+    check_leakage(df.iloc[2:])   # the same image in train and unused is not leakage
+
+
+def test_too_small_class_is_named_and_previous_split_kept(paths: Paths) -> None:
+    make_clean(paths, {"a": 10, "b": 10})
+    split_dataset(CFG, 0, paths)
+    before = {p: p.read_bytes() for p in sorted(paths.split.iterdir())}
+    make_clean(paths, {"a": 10, "b": 10, "tiny": 2})
+    with pytest.raises(DataError, match="class 'tiny' has 2 image"):
+        split_dataset(CFG, 0, paths)
+    assert {p: p.read_bytes() for p in sorted(paths.split.iterdir())} == before
+    assert split_dataset(config.Split(val=0.0, test=0.3), 0, paths)["per_class"]["tiny"] == {
+        "train": 1, "val": 0, "test": 1}
+
+
+def test_bad_manifests_are_data_errors(paths: Paths) -> None:
+    with pytest.raises(DataError, match="manifest not found"):
+        split_dataset(CFG, 0, paths)
+    clean = make_clean(paths, {"a": 5})
+    write_manifest(clean.drop(columns="sha256"), paths.clean_manifest)
+    with pytest.raises(DataError, match="lacks column.*sha256"):
+        split_dataset(CFG, 0, paths)
+    write_manifest(clean.iloc[:0], paths.clean_manifest)
+    with pytest.raises(DataError, match="lists no images"):
+        split_dataset(CFG, 0, paths)
+    Path(clean["path"].iloc[2]).unlink()
+    write_manifest(clean, paths.clean_manifest)
+    with pytest.raises(DataError, match="1 image.*missing"):
+        split_dataset(CFG, 0, paths)
