@@ -1,0 +1,277 @@
+"""A Vision Transformer trained from scratch, after the Keras examples "Image classification with
+Vision Transformer" and "Train a Vision Transformer on small-scale datasets" (Lee et al. 2021,
+shifted patch tokenization and locality self-attention).
+
+    image -> Patches (or ShiftedPatchTokenization) -> PatchEncoder (projection + positions)
+          -> TransformerBlock x layers (LayerNorm, MHA or LSA, residual, LayerNorm, GELU MLP, residual)
+          -> LayerNorm -> Flatten -> Dropout -> Mlp head -> Dense softmax "head" (float32)
+
+Each idea is one small serializable layer. Attention heads split the projection
+(key_dim = projection_dim / num_heads) as in the original ViT; each TransformerBlock also returns
+its attention weights so they can be shown (`attention_weights`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+HEAD_DROPOUT = 0.5  # dropout before and inside the MLP head, as in the Keras example
+LAYER_NORM_EPS = 1e-6
+serializable = keras.saving.register_keras_serializable(package="vitbench")
+
+
+# --- patches as numpy, for figures and tests -------------------------------------------------------
+
+def extract_patches(images: np.ndarray, patch_size: int) -> np.ndarray:
+    """[B, H, W, C] -> [B, patches, patch_size*patch_size*C] (or one [H, W, C] image -> [patches, ...]),
+    patches in row-major order, each flattened (row, column, channel) - exactly as `Patches`."""
+    single = images.ndim == 3
+    batch = images[np.newaxis] if single else images
+    b, h, w, c = batch.shape
+    p = patch_size
+    if h % p or w % p:
+        raise ValueError(f"image size {h}x{w} is not a multiple of patch_size {p}")
+    x = batch.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+    patches = x.reshape(b, (h // p) * (w // p), p * p * c)
+    return patches[0] if single else patches
+
+
+def reassemble_patches(patches: np.ndarray, image_size: int, patch_size: int) -> np.ndarray:
+    """The inverse of `extract_patches` for square images."""
+    single = patches.ndim == 2
+    batch = patches[np.newaxis] if single else patches
+    n, p = image_size // patch_size, patch_size
+    b, count, size = batch.shape
+    if count != n * n or size % (p * p):
+        raise ValueError(f"{count} patches of {size} values do not tile a {image_size}px image "
+                         f"with patch_size {patch_size}")
+    c = size // (p * p)
+    x = batch.reshape(b, n, n, p, p, c).transpose(0, 1, 3, 2, 4, 5)
+    images = x.reshape(b, image_size, image_size, c)
+    return images[0] if single else images
+
+
+# --- layers ------------------------------------------------------------------------------------------
+
+@serializable
+class Patches(keras.layers.Layer):
+    """Cut images [B, H, W, C] into non-overlapping patches [B, patches, patch_size^2 * C]."""
+
+    def __init__(self, patch_size: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.patch_size = patch_size
+
+    def call(self, images: Any) -> Any:
+        _, h, w, c = images.shape
+        p = self.patch_size
+        x = ops.reshape(images, (-1, h // p, p, w // p, p, c))
+        x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+        return ops.reshape(x, (-1, (h // p) * (w // p), p * p * c))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "patch_size": self.patch_size}
+
+
+@serializable
+class ShiftedPatchTokenization(keras.layers.Layer):
+    """SPT (Lee et al. 2021): the image and its four diagonal half-patch shifts, stacked on the
+    channel axis, cut into patches, layer-normalised and linearly projected to projection_dim."""
+
+    SHIFTS = ((-1, -1), (1, -1), (-1, 1), (1, 1))  # (down, right) in half patches: left-up, ...
+
+    def __init__(self, patch_size: int, projection_dim: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.patch_size = patch_size
+        self.projection_dim = projection_dim
+        self.patches = Patches(patch_size)
+        self.norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPS)
+        self.projection = keras.layers.Dense(projection_dim)
+
+    def call(self, images: Any) -> Any:
+        half = self.patch_size // 2
+        shifted = [shift_image(images, dy * half, dx * half) for dy, dx in self.SHIFTS]
+        stacked = ops.concatenate([images, *shifted], axis=-1)
+        return self.projection(self.norm(self.patches(stacked)))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "patch_size": self.patch_size,
+                "projection_dim": self.projection_dim}
+
+
+def shift_image(images: Any, dy: int, dx: int) -> Any:
+    """Move images [B, H, W, C] down by dy and right by dx pixels (negative: up/left), zero-filled."""
+    _, h, w, _ = images.shape
+    cropped = images[:, max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0), :]
+    return ops.pad(cropped, [[0, 0], [max(dy, 0), max(-dy, 0)], [max(dx, 0), max(-dx, 0)], [0, 0]])
+
+
+@serializable
+class PatchEncoder(keras.layers.Layer):
+    """Linear projection of each patch (skipped when `project` is False, e.g. after SPT, which
+    projects already) plus a learned position embedding."""
+
+    def __init__(self, num_patches: int, projection_dim: int, project: bool = True,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.num_patches = num_patches
+        self.projection_dim = projection_dim
+        self.project = project
+        self.projection = keras.layers.Dense(projection_dim) if project else None
+
+    def build(self, input_shape: Any) -> None:
+        if self.projection is not None:
+            self.projection.build(input_shape)
+        self.position_embedding = self.add_weight(
+            name="position_embedding", shape=(1, self.num_patches, self.projection_dim),
+            initializer=keras.initializers.RandomNormal(stddev=0.02))
+
+    def call(self, patches: Any) -> Any:
+        tokens = self.projection(patches) if self.projection is not None else patches
+        return tokens + ops.cast(self.position_embedding, tokens.dtype)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "num_patches": self.num_patches,
+                "projection_dim": self.projection_dim, "project": self.project}
+
+
+@serializable
+class MultiHeadAttentionLSA(keras.layers.MultiHeadAttention):
+    """Locality self-attention (Lee et al. 2021): scores divided by a learnable temperature
+    (initially sqrt(key_dim)) instead of the fixed sqrt(key_dim), and each token's attention to
+    itself masked out (the diagonal), so attention looks at the other tokens."""
+
+    def build(self, query_shape: Any, value_shape: Any, key_shape: Any = None) -> None:
+        super().build(query_shape, value_shape, key_shape)
+        self.tau = self.add_weight(
+            name="tau", shape=(),
+            initializer=keras.initializers.Constant(math.sqrt(float(self._key_dim))))
+
+    def _compute_attention(self, query: Any, key: Any, value: Any, attention_mask: Any = None,
+                           training: Any = None, return_attention_scores: bool = False,
+                           use_causal_mask: bool = False) -> tuple[Any, Any]:
+        query = ops.multiply(query, ops.cast(1.0 / self.tau, query.dtype))
+        scores = ops.einsum(self._dot_product_equation, key, query)  # [B, heads, T, S]
+        not_self = ops.logical_not(ops.eye(scores.shape[-2], scores.shape[-1], dtype="bool"))
+        if attention_mask is not None:
+            not_self = ops.logical_and(ops.cast(attention_mask, "bool"), not_self)
+        scores = self._masked_softmax(scores, not_self)
+        dropped = self._dropout_layer(scores, training=training)
+        return ops.einsum(self._combine_equation, dropped, value), scores
+
+
+@serializable
+class Mlp(keras.layers.Layer):
+    """Dense(GELU) + Dropout for each width in `units`."""
+
+    def __init__(self, units: Sequence[int], dropout: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.units = [int(u) for u in units]
+        self.dropout = dropout
+        self.dense = [keras.layers.Dense(u, activation="gelu") for u in self.units]
+        self.drop = [keras.layers.Dropout(dropout) for _ in self.units]
+
+    def build(self, input_shape: Any) -> None:
+        shape = tuple(input_shape)
+        for dense in self.dense:
+            dense.build(shape)
+            shape = (*shape[:-1], dense.units)
+
+    def call(self, x: Any, training: Any = None) -> Any:
+        for dense, drop in zip(self.dense, self.drop):
+            x = drop(dense(x), training=training)
+        return x
+
+    def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
+        return (*tuple(input_shape)[:-1], self.units[-1])
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "units": self.units, "dropout": self.dropout}
+
+
+@serializable
+class TransformerBlock(keras.layers.Layer):
+    """Pre-norm encoder block: x + Attention(LN(x)), then + Mlp(LN(.)) (widths 2d, d).
+    Returns (tokens, attention weights [B, heads, tokens, tokens])."""
+
+    def __init__(self, projection_dim: int, num_heads: int, dropout: float, lsa: bool,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.projection_dim, self.num_heads = projection_dim, num_heads
+        self.dropout, self.lsa = dropout, lsa
+        attention = MultiHeadAttentionLSA if lsa else keras.layers.MultiHeadAttention
+        self.norm1 = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPS)
+        self.attention = attention(num_heads=num_heads, key_dim=projection_dim // num_heads,
+                                   dropout=dropout)
+        self.norm2 = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPS)
+        self.mlp = Mlp([projection_dim * 2, projection_dim], dropout)
+
+    def build(self, input_shape: Any) -> None:
+        self.norm1.build(input_shape)
+        self.attention.build(input_shape, input_shape)
+        self.norm2.build(input_shape)
+        self.mlp.build(input_shape)
+
+    def call(self, x: Any, training: Any = None) -> tuple[Any, Any]:
+        y = self.norm1(x)
+        y, weights = self.attention(y, y, return_attention_scores=True, training=training)
+        x = x + y
+        return x + self.mlp(self.norm2(x), training=training), weights
+
+    def compute_output_shape(self, input_shape: Any) -> tuple[Any, Any]:
+        tokens = input_shape[1]
+        return tuple(input_shape), (input_shape[0], self.num_heads, tokens, tokens)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "projection_dim": self.projection_dim,
+                "num_heads": self.num_heads, "dropout": self.dropout, "lsa": self.lsa}
+
+
+# --- the model ---------------------------------------------------------------------------------------
+
+def build_vit(image_size: int, patch_size: int, projection_dim: int, num_heads: int, layers: int,
+              mlp_head: Sequence[int], dropout: float, num_classes: int, spt: bool,
+              lsa: bool) -> keras.Model:
+    """The from-scratch ViT classifier for [B, image_size, image_size, 3] inputs scaled to -1..1."""
+    if image_size % patch_size:
+        raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
+    if projection_dim % num_heads:
+        raise ValueError(f"projection_dim {projection_dim} is not a multiple of num_heads {num_heads}")
+    num_patches = (image_size // patch_size) ** 2
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    if spt:
+        tokens = ShiftedPatchTokenization(patch_size, projection_dim, name="tokenizer")(inputs)
+    else:
+        tokens = Patches(patch_size, name="patches")(inputs)
+    x = PatchEncoder(num_patches, projection_dim, project=not spt, name="patch_encoder")(tokens)
+    for i in range(layers):
+        x, _ = TransformerBlock(projection_dim, num_heads, dropout, lsa,
+                                name=f"transformer_block_{i}")(x)
+    x = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPS, name="encoder_norm")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dropout(HEAD_DROPOUT, name="head_dropout")(x)
+    x = Mlp(list(mlp_head), HEAD_DROPOUT, name="mlp_head")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="head")(x)
+    tag = "".join(name for name, on in (("_spt", spt), ("_lsa", lsa)) if on)
+    return keras.Model(inputs, outputs, name=f"vit_scratch{tag}")
+
+
+def attention_weights(model: keras.Model, x: np.ndarray) -> list[np.ndarray]:
+    """One array [batch, heads, tokens, tokens] per TransformerBlock, for inputs `x`."""
+    blocks = [layer for layer in model.layers if isinstance(layer, TransformerBlock)]
+    return block_outputs(model, [block.output[1] for block in blocks], x)
+
+
+def block_outputs(model: keras.Model, outputs: list[Any], x: np.ndarray) -> list[np.ndarray]:
+    """Evaluate symbolic tensors of a functional `model` on `x` (inference mode) as numpy arrays."""
+    if not outputs:
+        raise ValueError(f"model {model.name} has no transformer blocks")
+    probe = keras.Model(model.input, outputs)
+    result = probe(x, training=False)
+    result = result if isinstance(result, (list, tuple)) else [result]
+    return [np.asarray(keras.ops.convert_to_numpy(r)) for r in result]
