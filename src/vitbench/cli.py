@@ -1,0 +1,133 @@
+"""The `vitbench` command: predictions on new images, and the two studies as presets."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from vitbench.errors import VitbenchError
+from vitbench.stage import setup_logging
+
+
+@click.group()
+@click.version_option(package_name="vitbench")
+def main() -> None:
+    """vitbench: CNN or Vision Transformer? See README.md; the pipeline itself runs with `dvc repro`."""
+    setup_logging()
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", "model_id", default=None,
+              help="A model id (cnn_transfer, ..., vit_finetuned) or a models/<id> folder; "
+                   "default: the best by accuracy in metrics/compare.json.")
+@click.option("--top-k", default=3, show_default=True, type=click.IntRange(1, 100))
+@click.option("--format", "fmt", default="table", show_default=True,
+              type=click.Choice(["table", "csv", "json"]))
+@click.option("--root", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="The project root (where models/ and metrics/ are).")
+def predict(inputs: tuple[Path, ...], model_id: str | None, top_k: int, fmt: str, root: str) -> None:
+    """Classify image files or folders. Exit code 1 if any input failed."""
+    from vitbench.paths import Paths
+    from vitbench.predict import best_model_id, collect_inputs, predict_files
+
+    paths = Paths(Path(root))
+    try:
+        model_dir = Path(model_id) if model_id and Path(model_id).is_dir() else \
+            paths.model(model_id or best_model_id(paths))
+        files, failures = collect_inputs(list(inputs))
+        predictions, bad = predict_files(model_dir, files, top_k=top_k)
+    except VitbenchError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)
+    failures += bad
+    _print_predictions(predictions, fmt, top_k)
+    for failure in failures:
+        click.secho(f"skipped {failure.path}: {failure.reason}", fg="yellow", err=True)
+    click.echo(f"{len(predictions)} predicted with {model_dir.name}, {len(failures)} failed", err=True)
+    sys.exit(1 if failures else 0)
+
+
+def _print_predictions(predictions: list, fmt: str, top_k: int) -> None:
+    if fmt == "json":
+        click.echo(json.dumps([{"path": p.path, "label": p.label, "confidence": round(p.confidence, 6),
+                                "top": [{"label": c, "probability": round(s, 6)} for c, s in p.top]}
+                               for p in predictions], indent=2))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["path", "label", "confidence", f"top{top_k}"])
+        for p in predictions:
+            writer.writerow([p.path, p.label, f"{p.confidence:.4f}",
+                             "; ".join(f"{c} {s:.1%}" for c, s in p.top)])
+    else:
+        width = max([len(p.path) for p in predictions] + [4])
+        click.echo(f"{'file':<{width}}  {'prediction':<20} confidence  top-{top_k}")
+        for p in predictions:
+            others = ", ".join(f"{c} {s:.1%}" for c, s in p.top[1:])
+            click.echo(f"{p.path:<{width}}  {p.label:<20} {p.confidence:>9.1%}   {others}")
+
+
+@main.group()
+def preset() -> None:
+    """The two original studies (stanford_dogs, cartoon) as params presets."""
+
+
+@preset.command("list")
+def preset_list() -> None:
+    """List the shipped presets."""
+    from vitbench import presets
+
+    for name in presets.available():
+        click.echo(name)
+
+
+@preset.command("show")
+@click.argument("name")
+def preset_show(name: str) -> None:
+    """Print the `dvc exp run` command a preset stands for."""
+    from vitbench import presets
+
+    args = _guard(lambda: presets.dvc_exp_run_args(name))
+    head = shlex.join(args[:5 + ("--queue" in args)])
+    flags = [shlex.join(args[i:i + 2]) for i in range(5, len(args), 2)]
+    click.echo(" \\\n  ".join([head, *flags]))
+
+
+@preset.command("run")
+@click.argument("name")
+@click.option("--queue", is_flag=True, help="Queue the experiment (`dvc queue start` runs it).")
+@click.option("--name", "exp_name", default=None, help="The experiment name (default: the preset's).")
+def preset_run(name: str, queue: bool, exp_name: str | None) -> None:
+    """Run a preset as a DVC experiment: `dvc exp run -n NAME -S ... -S ...`."""
+    from vitbench import presets
+
+    sys.exit(_guard(lambda: presets.run(name, queue=queue, exp_name=exp_name)))
+
+
+@preset.command("apply")
+@click.argument("name")
+@click.option("--params", "params_path", default="params.yaml", show_default=True,
+              type=click.Path(dir_okay=False, exists=True))
+def preset_apply(name: str, params_path: str) -> None:
+    """Write a preset into params.yaml (comments kept); then `dvc repro`."""
+    from vitbench import presets
+
+    flags = _guard(lambda: presets.apply(name, params_path))
+    click.echo(f"applied {len(flags)} settings of {name} to {params_path}")
+
+
+def _guard(fn):  # type: ignore[no-untyped-def]
+    try:
+        return fn()
+    except VitbenchError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

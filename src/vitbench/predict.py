@@ -1,0 +1,107 @@
+"""`vitbench predict`: classify new image files with a trained model.
+
+Inputs go through the same decoder as the clean stage (EXIF orientation, transparency on white,
+any mode to RGB) and the same resize and preprocessing as training. A file that is not a usable
+image is reported and skipped; the others still get their predictions.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vitbench.errors import DataError
+from vitbench.fsutil import read_json
+from vitbench.paths import Paths
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prediction:
+    """One file's top-k classes with their probabilities (best first)."""
+
+    path: str
+    top: list[tuple[str, float]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return self.top[0][0]
+
+    @property
+    def confidence(self) -> float:
+        return self.top[0][1]
+
+
+@dataclass
+class Failure:
+    """A file that could not be classified, and why."""
+
+    path: str
+    reason: str
+
+
+def best_model_id(paths: Paths) -> str:
+    """The best model by accuracy in metrics/compare.json (run `dvc repro` first)."""
+    compare = paths.metrics_json("compare")
+    if not compare.is_file():
+        raise DataError(f"{compare} not found: run `dvc repro` first, or pass --model ID")
+    best = read_json(compare).get("best", {}).get("accuracy")
+    if isinstance(best, list):
+        best = best[0] if best else None
+    if not best:
+        raise DataError(f"{compare} names no best model; pass --model ID")
+    return str(best)
+
+
+def collect_inputs(inputs: list[Path]) -> tuple[list[Path], list[Failure]]:
+    """Expand folders (recursively, sorted, hidden files skipped); a missing path is a failure."""
+    files: list[Path] = []
+    failures: list[Failure] = []
+    for item in inputs:
+        if item.is_dir():
+            files += sorted(p for p in item.rglob("*")
+                            if p.is_file() and not any(part.startswith(".") for part in
+                                                       p.relative_to(item).parts))
+        elif item.is_file():
+            files.append(item)
+        else:
+            failures.append(Failure(str(item), "no such file or folder"))
+    return files, failures
+
+
+def predict_files(model_dir: Path, files: list[Path], top_k: int = 3, batch_size: int = 32,
+                  progress: bool = True) -> tuple[list[Prediction], list[Failure]]:
+    """Classify `files` with the model saved in `model_dir`."""
+    from tqdm import tqdm
+
+    from vitbench.data.cleaning import BadImageError, load_rgb
+    from vitbench.data.pipeline import preprocess_fn, resize_uint8
+    from vitbench.models import load_model
+
+    model, record = load_model(model_dir)
+    classes: list[str] = list(record["classes"])
+    size, preprocess = int(record["image_size"]), preprocess_fn(record["preprocess"])
+    k = max(1, min(top_k, len(classes)))
+
+    images, kept, failures = [], [], []
+    for path in tqdm(files, desc="read images", unit="img", disable=not progress or None):
+        try:
+            rgb, _ = load_rgb(path)
+        except BadImageError as exc:
+            failures.append(Failure(str(path), f"{exc.reason}: {exc.detail}"))
+            continue
+        images.append(resize_uint8(np.asarray(rgb), size))
+        kept.append(path)
+    predictions = []
+    for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch",
+                      disable=not progress or None):
+        batch = np.stack(images[start:start + batch_size]).astype(np.float32)
+        proba = np.asarray(model.predict_on_batch(preprocess(batch)), dtype=np.float64)
+        for path, row in zip(kept[start:start + batch_size], proba):
+            order = np.argsort(-row)[:k]
+            predictions.append(Prediction(str(path), [(classes[i], float(row[i])) for i in order]))
+    return predictions, failures
