@@ -118,9 +118,18 @@ def _builder(family: str) -> Callable[..., keras.Model]:
 
 def set_backbone_trainable(model: keras.Model, family: str, trainable: bool) -> None:
     """Freeze or unfreeze the pretrained part: cnn -> layer "base"; vit_ft -> all but "head";
-    vit_scratch -> every layer. Recompile the model afterwards for the change to take effect."""
+    vit_scratch -> every layer. Recompile the model afterwards for the change to take effect.
+
+    A CNN's BatchNormalization layers stay frozen, hence in inference mode, when the base is
+    unfrozen: Keras 3 lets `fit`'s training=True override the training=False the base is called
+    with (keras-team/keras#20285), and only a frozen BatchNormalization ignores it.
+    """
     if family == "cnn":
-        model.get_layer("base").trainable = trainable
+        base = model.get_layer("base")
+        base.trainable = trainable
+        for layer in base.layers:  # keras.applications bases are flat
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
     elif family == "vit_ft":
         for layer in model.layers:
             if layer.name != "head":

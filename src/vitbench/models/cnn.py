@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from vitbench.errors import ConfigError
 
@@ -32,8 +33,9 @@ def _fold_efficientnet_stddev(base: keras.Model) -> None:
     the architecture never depends on the weights), the same result is had by multiplying the
     Normalization variance by stddev: (x - m) / sqrt(v * s) == (x - m) / sqrt(v) / sqrt(s)."""
     norm = next(layer for layer in base.layers if isinstance(layer, keras.layers.Normalization))
-    std = keras.ops.convert_to_tensor(IMAGENET_STDDEV_RGB, dtype=norm.variance.dtype)
-    norm.variance.assign(norm.variance * keras.ops.reshape(std, norm.variance.shape))
+    variance = norm.adapt_variance  # the stored variable; norm.variance is derived from it
+    variance.assign(variance * np.asarray(IMAGENET_STDDEV_RGB, dtype=variance.dtype))
+    norm.finalize_state()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,122 @@
+"""The CNN builder and its ImageNet weights files, checked against keras.applications itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+import pytest
+from keras.src.legacy.saving import legacy_h5_format
+
+from vitbench.config import CNN_ARCHS
+from vitbench.errors import ConfigError
+from vitbench.models import cnn, set_backbone_trainable
+
+SIZE = 32
+
+
+def write_keras_h5(model: keras.Model, path: Path) -> Path:
+    """Save weights in the legacy .h5 layout keras.applications ships its ImageNet files in."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    return path
+
+
+def randomised_base(arch: str, seed: int = 0) -> keras.Model:
+    """A weights=None base whose every variable (BatchNorm/Normalization stats too) is random."""
+    base = cnn.ARCHS[arch].constructor(include_top=False, weights=None,
+                                       input_shape=(SIZE, SIZE, 3))
+    rng = np.random.default_rng(seed)
+    for var in base.weights:
+        if "count" in var.path:  # Normalization's sample count
+            continue
+        positive = any(k in var.path for k in ("variance", "gamma"))
+        low, high = (0.5, 1.5) if positive else (-0.05, 0.05)
+        var.assign(rng.uniform(low, high, var.shape).astype(var.dtype))
+    return base
+
+
+def test_registry_matches_config_archs() -> None:
+    assert tuple(cnn.ARCHS) == CNN_ARCHS
+    assert {a.display for a in cnn.ARCHS.values()} == {"MobileNetV2", "VGG16", "ResNet50",
+                                                       "EfficientNetB0"}
+
+
+def test_unknown_arch_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="cnn.arch.*alexnet.*mobilenetv2"):
+        cnn.build_cnn("alexnet", SIZE, 3, 0.2)
+
+
+def assert_cnn_structure(model: keras.Model, num_classes: int, dropout: float) -> None:
+    """Input -> base -> pooling -> dropout -> float32 softmax head, probabilities out."""
+    base, head = model.get_layer("base"), model.get_layer("head")
+    assert isinstance(base, keras.Model)
+    assert [type(layer).__name__ for layer in model.layers[2:]] == [
+        "GlobalAveragePooling2D", "Dropout", "Dense"]
+    assert model.get_layer("dropout").rate == dropout
+    assert head.dtype_policy.compute_dtype == "float32" and head.activation.__name__ == "softmax"
+    probs = model.predict(np.random.default_rng(0).uniform(0, 1, (2, SIZE, SIZE, 3)), verbose=0)
+    assert probs.shape == (2, num_classes)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_build_cnn_random_weights() -> None:
+    model = cnn.build_cnn("mobilenetv2", SIZE, num_classes=5, dropout=0.3)
+    assert_cnn_structure(model, 5, 0.3)
+    assert model.count_params() > 2_000_000
+
+
+def test_base_batchnorm_stays_in_inference_mode_when_unfrozen() -> None:
+    """Fine-tuning (base unfrozen) must not move the BatchNorm statistics, though fit passes
+    training=True (which in Keras 3 overrides the training=False the base is called with)."""
+    model = cnn.build_cnn("mobilenetv2", SIZE, num_classes=2, dropout=0.0)
+    set_backbone_trainable(model, "cnn", True)
+    bn = next(layer for layer in model.get_layer("base").layers
+              if isinstance(layer, keras.layers.BatchNormalization))
+    before = bn.moving_mean.numpy().copy()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    x = np.random.default_rng(1).uniform(-1, 1, (4, SIZE, SIZE, 3)).astype("float32")
+    model.train_on_batch(x, np.array([0, 1, 0, 1]))
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), before)
+    conv = model.get_layer("base").get_layer("Conv1")
+    assert conv.trainable and not bn.trainable
+
+
+@pytest.mark.parametrize("arch", CNN_ARCHS)
+def test_weights_file_equals_keras_applications_imagenet(arch: str, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """build_cnn(weights=<file>) gives exactly the base keras.applications builds with
+    weights="imagenet" from the same file, and the registry names the same file, URL and hash."""
+    spec = cnn.ARCHS[arch]
+    weights = write_keras_h5(randomised_base(arch), tmp_path / spec.weights_name(SIZE))
+    asked: dict[str, object] = {}
+
+    def fake_get_file(fname: str, origin: str, cache_subdir: str = "datasets",
+                      file_hash: str | None = None, **_: object) -> str:
+        asked.update(fname=fname, origin=origin, subdir=cache_subdir, file_hash=file_hash)
+        return str(weights)
+
+    monkeypatch.setattr(keras.src.utils.file_utils, "get_file", fake_get_file)
+    reference = spec.constructor(include_top=False, weights="imagenet", input_shape=(SIZE, SIZE, 3))
+    assert asked == {"fname": spec.weights_name(SIZE), "origin": spec.weights_url + asked["fname"],
+                     "subdir": "models", "file_hash": spec.file_hash}
+
+    model = cnn.build_cnn(arch, SIZE, num_classes=3, dropout=0.1, weights=str(weights))
+    assert_cnn_structure(model, 3, 0.1)
+    x = np.random.default_rng(2).uniform(0, 1, (2, SIZE, SIZE, 3)).astype("float32")
+    ours = model.get_layer("base")(x, training=False)
+    np.testing.assert_allclose(ours, reference(x, training=False), rtol=1e-4, atol=1e-5)
+
+
+def test_mobilenet_weights_file_follows_image_size() -> None:
+    spec = cnn.ARCHS["mobilenetv2"]
+    assert spec.weights_name(96).endswith("_1.0_96_no_top.h5")
+    assert spec.weights_name(72).endswith("_1.0_224_no_top.h5")  # no 72 px file: Keras uses 224
+
+
+def test_missing_weights_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope.h5"):
+        cnn.build_cnn("mobilenetv2", SIZE, 3, 0.2, weights=str(tmp_path / "nope.h5"))
