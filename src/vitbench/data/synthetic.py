@@ -74,6 +74,7 @@ class Pen:
                           width=self.px(0.012) if outline else 0)
 
     def circle(self, cx: float, cy: float, r: float, fill: RGB | None, outline: bool = True) -> None:
+        """A circle of radius r centred on (cx, cy)."""
         self.ellipse(cx, cy, r, r, fill, outline)
 
     def oval(self, cx: float, cy: float, rx: float, ry: float, angle: float, fill: RGB,
@@ -86,14 +87,17 @@ class Pen:
         self.polygon(points, fill, outline)
 
     def polygon(self, points: Sequence[Point], fill: RGB, outline: bool = True) -> None:
+        """A filled polygon through `points`."""
         self.draw.polygon(self._xy(points), fill=fill, outline=OUTLINE if outline else None,
                           width=self.px(0.012) if outline else 0)
 
     def rect(self, x0: float, y0: float, x1: float, y1: float, fill: RGB, radius: float = 0.0) -> None:
+        """A rectangle from (x0, y0) to (x1, y1) with rounded corners of `radius`."""
         self.draw.rounded_rectangle(self._xy([(x0, y0), (x1, y1)]), radius=self.px(radius), fill=fill,
                                     outline=OUTLINE, width=self.px(0.012))
 
     def line(self, points: Sequence[Point], fill: RGB, width: float) -> None:
+        """A polyline `width` (a fraction of the side) thick."""
         self.draw.line(self._xy(points), fill=fill, width=self.px(width), joint="curve")
 
 
@@ -127,11 +131,9 @@ BLACK: RGB = (25, 25, 28)
 PINK: RGB = (240, 150, 160)
 
 
-def _head(pen: Pen, rng: np.random.Generator, fur: RGB) -> tuple[float, float]:
-    """The round head every four-legged class shares; returns its radii."""
-    rx, ry = 0.3 * rng.uniform(0.9, 1.08), 0.26 * rng.uniform(0.9, 1.1)
-    pen.ellipse(0.5, 0.52, rx, ry, fur)
-    return rx, ry
+def _head(pen: Pen, rng: np.random.Generator, fur: RGB) -> None:
+    """The round head every four-legged class shares."""
+    pen.ellipse(0.5, 0.52, 0.3 * rng.uniform(0.9, 1.08), 0.26 * rng.uniform(0.9, 1.1), fur)
 
 
 def _body(pen: Pen, rng: np.random.Generator, fur: RGB) -> None:
@@ -156,7 +158,9 @@ def _round_ears(pen: Pen, fur: RGB, inner: RGB | None) -> None:
             pen.circle(0.5 + side * 0.22, 0.3, 0.045, inner, outline=False)
 
 
-def _eyes(pen: Pen, rng: np.random.Generator, iris: RGB, slit: bool, y: float = 0.47) -> None:
+def _eyes(pen: Pen, rng: np.random.Generator, iris: RGB, slit: bool) -> None:
+    """Two eyes with round or slit pupils, glancing a little sideways."""
+    y = 0.47
     gap = rng.uniform(0.1, 0.13)
     look = rng.uniform(-0.012, 0.012)
     for side in (-1, 1):
