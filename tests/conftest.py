@@ -61,3 +61,12 @@ def bin_path(name: str) -> str:
 def project(tmp_path: Path) -> Path:
     """A throwaway copy of this project, committed, ready for `dvc repro`."""
     return make_project_copy(tmp_path / "project")
+
+
+@pytest.fixture
+def server():  # type: ignore[no-untyped-def]
+    """A loopback HTTP server (tests/loopback.py): set `server.routes[path] = [(status, body)]`."""
+    from loopback import serve
+
+    with serve() as state:
+        yield state
