@@ -99,6 +99,8 @@ def make_dataset(paths: Sequence[str], labels: Sequence[int], image_size: int, p
 def labelled_paths(csv: str | Path, classes: Sequence[str]) -> tuple[list[str], np.ndarray]:
     """A manifest's absolute image paths and their label ids in `classes` order."""
     df = read_manifest(csv)
+    if df.empty:
+        raise DataError(f"manifest {csv} has no rows: no images to read")
     index = {name: i for i, name in enumerate(classes)}
     unknown = sorted(set(df["class"]) - set(index))
     if unknown:

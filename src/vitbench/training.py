@@ -1,0 +1,587 @@
+"""Training: the three training stages and the resumable loop they share.
+
+`train_cnn` and `finetune_vit` run two phases (transfer: backbone frozen; fine-tune: everything
+trainable, BatchNorm kept in inference mode by the builders) and save both models; `train_vit`
+runs one (AdamW with a warm-up cosine schedule). Every phase runs `fit_phase`: `train.epochs`,
+early stopping on `val_loss` (`train.patience`, best weights restored), dvclive learning curves,
+and a backup in `.cache/backup/<id>/` after every epoch, so a killed run resumes from its last
+finished epoch. A finished transfer phase is kept there too, so a kill during fine-tuning does not
+redo it. Backups carry a fingerprint of the params and data they came from; a stale one is ignored.
+
+Determinism: `keras.utils.set_random_seed(seed)` seeds Python, NumPy and TensorFlow, and the
+training set is shuffled from the seed, so two runs on one CPU machine give the same models up
+to float rounding. What still varies: GPU kernels (cuDNN, atomic reductions) are not bit-exact
+(op determinism is not forced: it is slow and some ops lack it); multi-threaded CPU reductions may
+sum in another order; under a distribution strategy the replica split and all-reduce order
+differ; a resumed run restores weights, optimizer state, history and early-stopping state exactly,
+but the random streams (shuffle order, dropout) restart from the seed, so it does not repeat the
+uninterrupted run bit for bit; `train_seconds` is wall time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from vitbench import __version__
+from vitbench.config import Params, to_dict
+from vitbench.data.manifest import read_labels
+from vitbench.data.pipeline import labelled_paths, make_dataset
+from vitbench.fsutil import atomic_file, read_json, sha256_file, write_json
+from vitbench.paths import Paths
+
+log = logging.getLogger(__name__)
+
+CURVE_METRICS = ("loss", "accuracy", "top5_accuracy")  # logged to dvclive as train/<m>, val/<m>
+STATE_FILE = "vitbench_state.json"
+FINGERPRINT_FILE = "fingerprint.txt"
+
+
+# --- runtime: seed, strategy, precision -------------------------------------------------------
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how a stage trains."""
+
+    strategy: tf.distribute.Strategy
+    device: str
+    mixed_precision: bool
+    chief: bool  # writes backups, curves and models (False only on non-chief multi-worker tasks)
+
+    @property
+    def replicas(self) -> int:
+        return int(self.strategy.num_replicas_in_sync)
+
+
+def get_strategy() -> tf.distribute.Strategy:
+    """MultiWorkerMirrored when TF_CONFIG is set, Mirrored over several GPUs (or, without GPUs,
+    several configured logical CPUs), else the default strategy. Call before other TF work."""
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    devices = gpus or tf.config.list_logical_devices("CPU")
+    if len(devices) > 1:
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    return tf.distribute.get_strategy()
+
+
+def use_mixed_precision(setting: bool | str) -> bool:
+    """Set the global Keras dtype policy: mixed_float16 when `setting` is true, or "auto" on a GPU."""
+    on = bool(tf.config.list_physical_devices("GPU")) if setting == "auto" else bool(setting)
+    keras.mixed_precision.set_global_policy("mixed_float16" if on else "float32")
+    return on
+
+
+def task() -> tuple[str, int, bool]:
+    """(task type, index, is chief) from TF_CONFIG; ("chief", 0, True) without it."""
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    spec = config.get("task") or {}
+    kind, index = str(spec.get("type", "chief")), int(spec.get("index", 0))
+    has_chief = bool((config.get("cluster") or {}).get("chief"))
+    return kind, index, kind == "chief" or (kind == "worker" and index == 0 and not has_chief)
+
+
+def setup_runtime(params: Params) -> Runtime:
+    """Strategy first (multi-worker needs that), then the seed and the precision policy; logs them."""
+    strategy = get_strategy()
+    keras.utils.set_random_seed(params.seed)
+    mixed = use_mixed_precision(params.train.mixed_precision)
+    device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+    rt = Runtime(strategy, device, mixed, task()[2])
+    log.info("training on %s: %s with %d replica(s), mixed precision %s, seed %d", device,
+             type(strategy).__name__, rt.replicas, "on" if mixed else "off", params.seed)
+    return rt
+
+
+# --- data --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrainData:
+    """The training and validation batches of one stage."""
+
+    classes: list[str]
+    train: tf.data.Dataset
+    val: tf.data.Dataset
+    train_paths: list[str]
+    batch_size: int
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.train_paths) // self.batch_size)
+
+
+def load_train_data(params: Params, paths: Paths, image_size: int, preprocess: str) -> TrainData:
+    """data/augmented/train.csv (shuffled from the seed) and data/split/val.csv, labels.json order."""
+    classes = read_labels(paths.labels)
+    train_paths, train_labels = labelled_paths(paths.augmented_csv, classes)
+    val_paths, val_labels = labelled_paths(paths.split_csv("val"), classes)
+    batch = params.train.batch_size
+    train = make_dataset(train_paths, train_labels, image_size, preprocess, batch,
+                         shuffle=True, seed=params.seed)
+    val = make_dataset(val_paths, val_labels, image_size, preprocess, batch)
+    log.info("%d training and %d validation images, %d classes, %dpx, batch %d",
+             len(train_paths), len(val_paths), len(classes), image_size, batch)
+    return TrainData(classes, train, val, train_paths, batch)
+
+
+def fingerprint(params: Params, paths: Paths, section: str) -> str:
+    """Hash of what a stage's models depend on: seed, train.*, its params section and the data."""
+    data_files = (paths.augmented_csv, paths.split_csv("val"), paths.labels)
+    payload = {
+        "version": __version__,
+        "seed": params.seed,
+        "train": to_dict(params.train),
+        section: to_dict(getattr(params, section)),
+        "data": {p.name: sha256_file(p) for p in data_files},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+# --- optimisation ------------------------------------------------------------------------------
+
+@keras.saving.register_keras_serializable(package="vitbench")
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up to `peak_lr` over `warmup_steps`, then cosine decay to `final_lr` at `total_steps`.
+
+    Step s < warmup: peak * (s + 1) / warmup; then final + (peak - final) * (1 + cos(pi * p)) / 2
+    with p = (s - warmup) / (total - warmup), clipped to [0, 1].
+    """
+
+    def __init__(self, peak_lr: float, total_steps: int, warmup_steps: int,
+                 final_lr: float = 0.0) -> None:
+        if total_steps < 1 or not 0 <= warmup_steps <= total_steps:
+            raise ValueError(f"need 0 <= warmup_steps ({warmup_steps}) <= total_steps ({total_steps})"
+                             " and total_steps >= 1")
+        self.peak_lr, self.final_lr = float(peak_lr), float(final_lr)
+        self.total_steps, self.warmup_steps = int(total_steps), int(warmup_steps)
+
+    def __call__(self, step: Any) -> Any:
+        step = keras.ops.cast(step, "float32")
+        warm = self.peak_lr * (step + 1.0) / max(self.warmup_steps, 1)
+        span = max(self.total_steps - self.warmup_steps, 1)
+        progress = keras.ops.clip((step - self.warmup_steps) / span, 0.0, 1.0)
+        cosine = self.final_lr + 0.5 * (self.peak_lr - self.final_lr) * (
+            1.0 + keras.ops.cos(math.pi * progress))
+        return keras.ops.where(step < self.warmup_steps, warm, cosine)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"peak_lr": self.peak_lr, "total_steps": self.total_steps,
+                "warmup_steps": self.warmup_steps, "final_lr": self.final_lr}
+
+
+def vit_learning_rate(lr: float, warmup: float, total_steps: int) -> float | WarmupCosine:
+    """`vit.warmup` = 0: the constant `lr`; else a WarmupCosine warming up that fraction of steps."""
+    if warmup <= 0:
+        return lr
+    return WarmupCosine(lr, total_steps, max(1, round(warmup * total_steps)))
+
+
+def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer, num_classes: int) -> None:
+    """Sparse categorical cross-entropy; accuracy, plus top-5 accuracy when there are > 5 classes."""
+    metrics: list[Any] = ["accuracy"]
+    if num_classes > 5:
+        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"))
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(),
+                  metrics=metrics)
+
+
+def count_trainable(model: keras.Model) -> int:
+    """Scalars the optimizer updates."""
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+# --- the resumable loop ------------------------------------------------------------------------
+
+class TrainingState(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore that also backs up the per-epoch history, epoch times and early stopping.
+
+    Each epoch, our state (and the best weights, when they changed) is written *before* Keras
+    writes the weights and the epoch number, so on resume it is never behind the weights; entries
+    past the restored epoch are dropped. Must come after the EarlyStopping it restores in the
+    callback list.
+    """
+
+    def __init__(self, backup_dir: str | Path, early_stopping: keras.callbacks.EarlyStopping,
+                 write: bool = True) -> None:
+        super().__init__(str(backup_dir), double_checkpoint=True)
+        self.dir, self.early_stopping, self.write = Path(backup_dir), early_stopping, write
+        self.entries: list[dict[str, Any]] = []
+        self.resumed_from = 0
+        self._started = 0.0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        # Keras keeps _initial_epoch on the model across fit() calls: a resumed phase 1 would
+        # otherwise make phase 2 skip epochs. BackupAndRestore sets it again when resuming.
+        self.model._initial_epoch = None
+        super().on_train_begin(logs)
+        start = int(self.model._initial_epoch or 0)
+        saved = self._read_state() if start else []
+        self.entries, self.resumed_from = saved[:start], start
+        if start:
+            if len(self.entries) < start:
+                log.warning("backup in %s resumes at epoch %d but holds the history of only %d",
+                            self.dir, start + 1, len(self.entries))
+            self._restore_early_stopping()
+            log.info("resuming from the backup in %s after epoch %d", self.dir, start)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        es = self.early_stopping
+        self.entries.append({
+            "epoch": epoch,
+            "logs": {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0},
+            "seconds": time.perf_counter() - self._started,
+            "early_stopping": {"best": None if es.best is None else float(es.best),
+                               "wait": es.wait, "best_epoch": es.best_epoch},
+        })
+        if self.write:
+            self._write_state(epoch)
+        super().on_epoch_end(epoch, logs)
+
+    def history(self) -> dict[str, list[float]]:
+        """Keras-style history (metric -> per-epoch values) over every epoch, resumed ones included."""
+        keys = list(dict.fromkeys(k for e in self.entries for k in e["logs"]))
+        return {k: [e["logs"].get(k, float("nan")) for e in self.entries] for k in keys}
+
+    @property
+    def seconds(self) -> float:
+        return float(sum(e["seconds"] for e in self.entries))
+
+    def _best_file(self, epoch: int) -> Path:
+        return self.dir / f"best-{epoch}.npz"
+
+    def _write_state(self, epoch: int) -> None:
+        es = self.early_stopping
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if es.best_weights is not None and es.best_epoch == epoch:
+            with atomic_file(self._best_file(epoch), "wb") as fh:
+                np.savez(fh, *es.best_weights)
+        write_json(self.dir / STATE_FILE, {"entries": self.entries})
+        # keep the best weights the last two entries refer to (the state may be one epoch ahead)
+        keep = {self._best_file(e["early_stopping"]["best_epoch"]) for e in self.entries[-2:]}
+        for stale in set(self.dir.glob("best-*.npz")) - keep:
+            stale.unlink(missing_ok=True)
+
+    def _read_state(self) -> list[dict[str, Any]]:
+        path = self.dir / STATE_FILE
+        return list(read_json(path)["entries"]) if path.is_file() else []
+
+    def _restore_early_stopping(self) -> None:
+        if not self.entries:
+            return
+        saved, es = self.entries[-1]["early_stopping"], self.early_stopping
+        es.best, es.wait, es.best_epoch = saved["best"], saved["wait"], saved["best_epoch"]
+        best = self._best_file(es.best_epoch)
+        if es.restore_best_weights and best.is_file():
+            with np.load(best) as npz:
+                es.best_weights = [npz[f"arr_{i}"] for i in range(len(npz.files))]
+        elif es.restore_best_weights:
+            log.warning("best weights of epoch %d are missing from %s; early stopping restarts "
+                        "its search for the best epoch", es.best_epoch + 1, self.dir)
+            es.best, es.wait = None, 0
+
+
+def open_live(live_dir: str | Path, done: Sequence[dict[str, float]]) -> Any:
+    """A dvclive.Live in `live_dir` whose curves hold exactly the epochs in `done`.
+
+    It resumes the existing curves when they match `done`; otherwise (DVC deletes stage outputs
+    before re-running a stage) it starts them afresh and writes `done` again.
+    """
+    from dvclive import Live
+
+    kwargs = {"dir": str(live_dir), "save_dvc_exp": False, "dvcyaml": None}
+    if done:
+        live = Live(resume=True, **kwargs)
+        if live.step == len(done):
+            return live
+    live = Live(resume=False, **kwargs)
+    for epoch, logs in enumerate(done):
+        log_epoch(live, epoch, logs)
+    return live
+
+
+def log_epoch(live: Any, epoch: int, logs: dict[str, float]) -> None:
+    """Log one epoch's `loss`/`val_loss`... as `train/loss`, `val/loss`... at step = epoch."""
+    live.step = epoch
+    for name in CURVE_METRICS:
+        for key, prefix in ((name, "train"), (f"val_{name}", "val")):
+            if key in logs:
+                live.log_metric(f"{prefix}/{name}", float(logs[key]))
+    live.next_step()
+
+
+def write_curves(live_dir: str | Path, history: dict[str, list[float]]) -> None:
+    """Write learning curves for a finished history (metric -> per-epoch values)."""
+    epochs = max((len(v) for v in history.values()), default=0)
+    open_live(live_dir, [{k: v[i] for k, v in history.items() if i < len(v)}
+                         for i in range(epochs)]).end()
+
+
+class LiveCurves(keras.callbacks.Callback):
+    """Learning curves in dvclive: train/{loss,accuracy}, val/{loss,accuracy} each epoch."""
+
+    def __init__(self, live_dir: str | Path, state: TrainingState) -> None:
+        super().__init__()
+        self.dir, self.state, self.live = Path(live_dir), state, None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.live = open_live(self.dir, [e["logs"] for e in self.state.entries])
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        log_epoch(self.live, epoch, logs or {})
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.live.end()
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    """What one fit_phase did, resumed epochs included."""
+
+    history: dict[str, list[float]]
+    epochs_run: int
+    seconds: float
+    best_epoch: int
+    resumed_from: int
+
+
+def fit_phase(model: keras.Model, train: tf.data.Dataset, val: tf.data.Dataset, *, epochs: int,
+              patience: int, backup_dir: str | Path, curves_dir: str | Path | None,
+              callbacks: Sequence[keras.callbacks.Callback] = (), write: bool = True) -> PhaseResult:
+    """Fit a compiled model with early stopping, backups after each epoch and dvclive curves.
+
+    Re-running it after a kill resumes from the last finished epoch in `backup_dir`; the backup
+    is removed when fit ends. `write=False` (non-chief workers) keeps backups only.
+    """
+    early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
+                                          restore_best_weights=True)
+    state = TrainingState(backup_dir, early, write=write)
+    chain: list[keras.callbacks.Callback] = [early, state]
+    if curves_dir is not None and write:
+        chain.append(LiveCurves(curves_dir, state))
+    model.fit(train, validation_data=val, epochs=epochs, callbacks=chain + list(callbacks),
+              shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
+    best = early.best_epoch if early.best is not None else max(len(state.entries) - 1, 0)
+    return PhaseResult(state.history(), len(state.entries), state.seconds, int(best),
+                       state.resumed_from)
+
+
+# --- backups outside DVC outputs ----------------------------------------------------------------
+
+def prepare_backup(folder: Path, print_: str) -> Path:
+    """`folder`, emptied first when it holds a backup of other params or data; stamped `print_`."""
+    stamp = folder / FINGERPRINT_FILE
+    if folder.exists() and (not stamp.is_file() or stamp.read_text().strip() != print_):
+        log.info("ignoring the stale backup in %s (params or data changed)", folder)
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not stamp.is_file():
+        with atomic_file(stamp) as fh:
+            fh.write(print_ + "\n")
+    return folder
+
+
+def clean_backups(paths: Paths, model_ids: Sequence[str]) -> None:
+    """Remove the backups of a stage that finished."""
+    for model_id in model_ids:
+        shutil.rmtree(paths.backup(model_id), ignore_errors=True)
+
+
+# --- one phase, end to end -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Job:
+    """What a stage trains: shared by its phases."""
+
+    family: str
+    build: dict[str, Any]
+    image_size: int
+    preprocess: str
+    pretrained: bool
+    print_: str  # fingerprint of params + data
+
+
+def train_phase(model: keras.Model, model_id: str, job: Job, optimizer: keras.optimizers.Optimizer,
+                params: Params, paths: Paths, data: TrainData, rt: Runtime) -> dict[str, Any]:
+    """Compile, fit (resumably), save models/<id>; returns the record."""
+    from vitbench.models import save_model
+
+    with rt.strategy.scope():
+        compile_model(model, optimizer, len(data.classes))
+    backup = prepare_backup(paths.backup(model_id), job.print_) / "fit"
+    if not rt.chief:  # a non-chief worker keeps its own copy
+        kind, index, _ = task()
+        backup = backup.with_name(f"fit-{kind}-{index}")
+    log.info("training %s: %s of %s parameters trainable", model_id,
+             f"{count_trainable(model):,}", f"{model.count_params():,}")
+    result = fit_phase(model, data.train, data.val, epochs=params.train.epochs,
+                       patience=params.train.patience, backup_dir=backup,
+                       curves_dir=paths.train_plots(model_id), write=rt.chief)
+    record = make_record(model_id, job, model, data.classes, result, rt)
+    if rt.chief:
+        save_model(model, paths.model(model_id), record)
+    log.info("%s: %d epoch(s) in %.1fs, best val_loss at epoch %d", model_id, result.epochs_run,
+             result.seconds, result.best_epoch + 1)
+    return record
+
+
+def make_record(model_id: str, job: Job, model: keras.Model, classes: list[str],
+                result: PhaseResult, rt: Runtime) -> dict[str, Any]:
+    """record.json of a trained model (docs/design.md, "Models on disk")."""
+    from vitbench.models import display_name
+
+    record: dict[str, Any] = {"id": model_id, "family": job.family, "build": dict(job.build)}
+    record["display_name"] = display_name(model_id, record)
+    record.update({
+        "classes": list(classes), "image_size": job.image_size, "preprocess": job.preprocess,
+        "pretrained": job.pretrained, "train_seconds": round(result.seconds, 3),
+        "epochs_run": result.epochs_run, "best_epoch": result.best_epoch + 1,
+        "params_total": int(model.count_params()), "params_trainable": count_trainable(model),
+        "history": result.history, "device": rt.device, "mixed_precision": rt.mixed_precision,
+        "replicas": rt.replicas,
+    })
+    return record
+
+
+# --- two-phase stages: transfer, then fine-tune ---------------------------------------------------
+
+ModelMaker = Callable[[], tuple[keras.Model, dict[str, Any], bool]]
+
+
+def two_phase(params: Params, paths: Paths, rt: Runtime, data: TrainData, *, ids: tuple[str, str],
+              family: str, section: str, image_size: int, preprocess: str,
+              lrs: tuple[float, float], make_model: ModelMaker) -> None:
+    """Transfer (backbone frozen, Adam at lrs[0]) -> ids[0]; fine-tune (all trainable, lrs[1]) -> ids[1].
+
+    `make_model()` (called in the strategy scope) returns (model, its build kwargs, whether
+    pretrained weights were loaded). A transfer phase finished by an earlier, killed run of the
+    same params and data is reused instead of trained again.
+    """
+    from vitbench.models import save_model, set_backbone_trainable
+
+    print_ = fingerprint(params, paths, section)
+    transfer_id, finetune_id = ids
+    with rt.strategy.scope():
+        model, record = _reuse_phase1(paths, transfer_id, print_)
+        if model is None:
+            model, build, used = make_model()
+            job = Job(family, build, image_size, preprocess, used, print_)
+            set_backbone_trainable(model, family, False)
+            record = train_phase(model, transfer_id, job, keras.optimizers.Adam(lrs[0]),
+                                 params, paths, data, rt)
+            if rt.chief:
+                save_model(model, paths.backup(transfer_id) / "finished", record)
+        job = Job(family, record["build"], image_size, preprocess, bool(record["pretrained"]), print_)
+        set_backbone_trainable(model, family, True)
+        train_phase(model, finetune_id, job, keras.optimizers.Adam(lrs[1]), params, paths, data, rt)
+    if rt.chief:
+        clean_backups(paths, ids)
+
+
+def _reuse_phase1(paths: Paths, model_id: str, print_: str) -> tuple[keras.Model | None, dict | None]:
+    """The transfer model an interrupted run finished (then re-published), or (None, None)."""
+    from vitbench.models import load_model, save_model
+
+    finished = prepare_backup(paths.backup(model_id), print_) / "finished"
+    if not finished.is_dir():
+        return None, None
+    model, record = load_model(finished)
+    log.info("reusing the finished %s phase from %s (same params and data)", model_id, finished)
+    save_model(model, paths.model(model_id), record)
+    write_curves(paths.train_plots(model_id), record["history"])
+    return model, record
+
+
+# --- the stage entry points ----------------------------------------------------------------------
+
+def train_cnn(params: Params, paths: Paths) -> None:
+    """cnn.arch: transfer -> models/cnn_transfer, fine-tune -> models/cnn_finetuned."""
+    from vitbench.models import resolve_pretrained
+    from vitbench.models.cnn import build_cnn, get_arch
+
+    cfg = params.cnn
+    rt = setup_runtime(params)
+    preprocess = get_arch(cfg.arch).preprocess
+    data = load_train_data(params, paths, cfg.image_size, preprocess)
+    build = {"arch": cfg.arch, "image_size": cfg.image_size, "num_classes": len(data.classes),
+             "dropout": cfg.dropout}
+
+    def make_model() -> tuple[keras.Model, dict[str, Any], bool]:
+        model, used = resolve_pretrained(cfg.pretrained, f"{cfg.arch} ImageNet weights",
+                                         lambda: build_cnn(**build, weights="imagenet"))
+        return (model if model is not None else build_cnn(**build)), build, used
+
+    two_phase(params, paths, rt, data, ids=("cnn_transfer", "cnn_finetuned"), family="cnn",
+              section="cnn", image_size=cfg.image_size, preprocess=preprocess,
+              lrs=(cfg.transfer.lr, cfg.finetune.lr), make_model=make_model)
+
+
+def finetune_vit(params: Params, paths: Paths) -> None:
+    """vit_ft.variant: transfer -> models/vit_transfer, fine-tune -> models/vit_finetuned."""
+    from vitbench.models import resolve_pretrained
+    from vitbench.models.pretrained_vit import build_vit_ft, representation_size, resolve_vit_weights
+
+    cfg = params.vit_ft
+    rt = setup_runtime(params)
+    data = load_train_data(params, paths, cfg.image_size, "vit")
+    build = {"variant": cfg.variant, "image_size": cfg.image_size,
+             "num_classes": len(data.classes), "representation_size": None}
+
+    def pretrained() -> tuple[keras.Model, dict[str, Any]]:
+        path = resolve_vit_weights(cfg.weights, cfg.variant)
+        kwargs = {**build, "representation_size": representation_size(path)}
+        return build_vit_ft(**kwargs, weights_path=str(path)), kwargs
+
+    def make_model() -> tuple[keras.Model, dict[str, Any], bool]:
+        loaded, used = resolve_pretrained(cfg.pretrained, f"ViT-{cfg.variant} {cfg.weights} weights",
+                                          pretrained)
+        return (*loaded, True) if loaded is not None else (build_vit_ft(**build), build, used)
+
+    two_phase(params, paths, rt, data, ids=("vit_transfer", "vit_finetuned"), family="vit_ft",
+              section="vit_ft", image_size=cfg.image_size, preprocess="vit",
+              lrs=(cfg.transfer.lr, cfg.finetune.lr), make_model=make_model)
+
+
+def train_vit(params: Params, paths: Paths) -> None:
+    """The from-scratch ViT -> models/vit_scratch, plus plots/vit_patches.png."""
+    from vitbench.data.pipeline import load_images
+    from vitbench.models.vit import build_vit
+    from vitbench.plots.patches import patch_grid
+
+    cfg = params.vit
+    rt = setup_runtime(params)
+    data = load_train_data(params, paths, cfg.image_size, "vit")
+    if rt.chief:
+        first = load_images(data.train_paths[:1], cfg.image_size)[0]
+        patch_grid(first, cfg.patch_size, paths.plots / "vit_patches.png")
+    build = {"image_size": cfg.image_size, "patch_size": cfg.patch_size,
+             "projection_dim": cfg.projection_dim, "num_heads": cfg.num_heads,
+             "layers": cfg.layers, "mlp_head": list(cfg.mlp_head), "dropout": cfg.dropout,
+             "num_classes": len(data.classes), "spt": cfg.spt, "lsa": cfg.lsa}
+    job = Job("vit_scratch", build, cfg.image_size, "vit", False,
+              fingerprint(params, paths, "vit"))
+    total_steps = params.train.epochs * data.steps_per_epoch
+    with rt.strategy.scope():
+        model = build_vit(**build)
+        optimizer = keras.optimizers.AdamW(
+            learning_rate=vit_learning_rate(cfg.lr, cfg.warmup, total_steps),
+            weight_decay=cfg.weight_decay)
+        train_phase(model, "vit_scratch", job, optimizer, params, paths, data, rt)
+    if rt.chief:
+        clean_backups(paths, ["vit_scratch"])
