@@ -1,0 +1,230 @@
+"""vit-keras ViT-B under a new head: flat model, Flax .npz weights from disk and over HTTP."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from vit_keras import visualize
+from vit_keras import vit as vit_keras
+
+from vitbench.errors import ConfigError, DataError, FetchError
+from vitbench.models import pretrained_vit as pv
+
+TINY = {"num_layers": 2, "hidden_size": 16, "mlp_dim": 32, "num_heads": 2, "dropout": 0.0}
+SIZE = 32  # b16 -> a 2x2 patch grid
+
+
+def flax_params(config: dict, grid: int, patch: int = 16, representation: int | None = None,
+                seed: int = 0) -> dict[str, np.ndarray]:
+    """Random weights in the vit-keras/Flax checkpoint layout (what load_weights_numpy reads)."""
+    rng = np.random.default_rng(seed)
+    d, m, h = config["hidden_size"], config["mlp_dim"], config["num_heads"]
+
+    def r(*shape: int) -> np.ndarray:
+        return rng.normal(0, 0.1, shape).astype("float32")
+
+    params = {"embedding/kernel": r(patch, patch, 3, d), "embedding/bias": r(d), "cls": r(1, 1, d),
+              "Transformer/posembed_input/pos_embedding": r(1, grid * grid + 1, d),
+              "Transformer/encoder_norm/scale": r(d), "Transformer/encoder_norm/bias": r(d),
+              "head/kernel": r(representation or d, 7), "head/bias": r(7)}
+    if representation:
+        params.update({"pre_logits/kernel": r(d, representation), "pre_logits/bias": r(representation)})
+    for i in range(config["num_layers"]):
+        block = f"Transformer/encoderblock_{i}"
+        for norm in ("LayerNorm_0", "LayerNorm_2"):
+            params.update({f"{block}/{norm}/scale": r(d), f"{block}/{norm}/bias": r(d)})
+        params.update({f"{block}/MlpBlock_3/Dense_0/kernel": r(d, m), f"{block}/MlpBlock_3/Dense_0/bias": r(m),
+                       f"{block}/MlpBlock_3/Dense_1/kernel": r(m, d), f"{block}/MlpBlock_3/Dense_1/bias": r(d)})
+        att = f"{block}/MultiHeadDotProductAttention_1"
+        for name in ("query", "key", "value"):
+            params.update({f"{att}/{name}/kernel": r(d, h, d // h), f"{att}/{name}/bias": r(h, d // h)})
+        params.update({f"{att}/out/kernel": r(h, d // h, d), f"{att}/out/bias": r(d)})
+    return params
+
+
+def write_npz(path: Path, params: dict[str, np.ndarray]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **params)
+    return path
+
+
+def assert_loaded(model, params: dict[str, np.ndarray]) -> None:  # type: ignore[no-untyped-def]
+    """Every weight but the new head holds exactly one of the file's arrays (reshaped)."""
+    block = model.get_layer("Transformer_encoderblock_1")
+    np.testing.assert_array_equal(block.att.query_dense.kernel.numpy(),
+                                  params["Transformer/encoderblock_1/MultiHeadDotProductAttention_1"
+                                         "/query/kernel"].reshape(16, 16))
+    np.testing.assert_array_equal(model.get_layer("embedding").kernel.numpy(), params["embedding/kernel"])
+    np.testing.assert_array_equal(model.get_layer("class_token").cls.numpy(), params["cls"])
+    by_size: dict[int, list[np.ndarray]] = {}
+    for array in params.values():
+        by_size.setdefault(array.size, []).append(array.reshape(-1))
+    head = {id(w) for w in model.get_layer("head").weights}
+    for w in model.weights:
+        if id(w) in head:
+            continue
+        value = w.numpy().reshape(-1)
+        assert any(np.array_equal(value, a) for a in by_size.get(value.size, [])), w.path
+
+
+@pytest.fixture
+def http_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A folder served on a loopback port: (folder, base URL)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    handler = functools.partial(QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def dead_url() -> str:
+    """A loopback URL nobody listens on: what an offline machine sees, without the network."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/dl"
+
+
+# --- the model ---------------------------------------------------------------------------------------
+
+def test_tiny_model_is_flat_with_a_float32_softmax_head() -> None:
+    model = pv.build_vit_ft("b16", SIZE, num_classes=4, config=TINY)
+    names = [layer.name for layer in model.layers]
+    assert names[-1] == "head" and "Transformer_encoderblock_1" in names
+    assert model.get_layer("head").dtype_policy.compute_dtype == "float32"
+    x = np.random.default_rng(0).uniform(-1, 1, (2, SIZE, SIZE, 3)).astype("float32")
+    probs = model.predict(x, verbose=0)
+    assert probs.shape == (2, 4)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    weights = pv.attention_weights(model, x)
+    assert [w.shape for w in weights] == [(2, 2, 5, 5)] * 2  # 4 patches + class token
+    image = np.random.default_rng(1).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    assert visualize.attention_map(model, image).shape == (40, 40, 3)
+
+
+def test_representation_size_adds_pre_logits() -> None:
+    model = pv.build_vit_ft("b16", SIZE, num_classes=4, representation_size=12, config=TINY)
+    assert model.get_layer("pre_logits").units == 12
+
+
+def test_bad_variant_and_size() -> None:
+    with pytest.raises(ConfigError, match="vit_ft.variant.*b8"):
+        pv.build_vit_ft("b8", SIZE, 3, config=TINY)
+    with pytest.raises(ValueError, match="multiple of the b32 patch size 32"):
+        pv.build_vit_ft("b32", 48, 3, config=TINY)
+    assert pv.variant_name("b32") == "ViT-B/32" and pv.variant_name("b16") == "ViT-B/16"
+
+
+@pytest.mark.slow
+def test_real_vit_b32_size() -> None:
+    """The default config really is ViT-B/32: 12 blocks, 768 wide, ~88M parameters."""
+    model = pv.build_vit_ft("b32", 64, num_classes=10)
+    blocks = [layer for layer in model.layers if layer.name.startswith("Transformer_encoderblock_")]
+    assert len(blocks) == 12 and model.get_layer("head").kernel.shape == (768, 10)
+    assert 87_000_000 < model.count_params() < 88_500_000
+
+
+# --- weights ----------------------------------------------------------------------------------------
+
+def test_weights_from_disk_land_in_the_layers(tmp_path: Path) -> None:
+    params = flax_params(TINY, grid=2)
+    path = write_npz(tmp_path / "w.npz", params)
+    model = pv.build_vit_ft("b16", SIZE, num_classes=4, weights_path=str(path), config=TINY)
+    assert_loaded(model, params)
+
+
+def test_imagenet21k_style_weights_with_pre_logits(tmp_path: Path) -> None:
+    params = flax_params(TINY, grid=2, representation=12)
+    path = write_npz(tmp_path / "w21k.npz", params)
+    assert pv.representation_size(path) == 12
+    model = pv.build_vit_ft("b16", SIZE, 4, representation_size=pv.representation_size(path),
+                            weights_path=str(path), config=TINY)
+    np.testing.assert_array_equal(model.get_layer("pre_logits").kernel.numpy(), params["pre_logits/kernel"])
+    assert pv.representation_size(write_npz(tmp_path / "w.npz", flax_params(TINY, 2))) is None
+
+
+def test_position_embeddings_are_resized_to_the_patch_grid(tmp_path: Path) -> None:
+    path = write_npz(tmp_path / "w.npz", flax_params(TINY, grid=7))  # as if trained at 7x7 patches
+    model = pv.build_vit_ft("b16", SIZE, num_classes=4, weights_path=str(path), config=TINY)
+    pos = model.get_layer("Transformer_posembed_input").pe.numpy()
+    assert pos.shape == (1, 5, 16)
+    np.testing.assert_array_equal(pos[0, 0], np.load(path)["Transformer/posembed_input/pos_embedding"][0, 0])
+
+
+def test_weights_that_do_not_fit_are_a_data_error(tmp_path: Path) -> None:
+    three_blocks = write_npz(tmp_path / "deep.npz", flax_params({**TINY, "num_layers": 3}, grid=2))
+    with pytest.raises(DataError, match="deep.npz does not fit"):
+        pv.build_vit_ft("b16", SIZE, 4, weights_path=str(three_blocks), config=TINY)
+    with pytest.raises(DataError, match="missing.npz does not exist"):
+        pv.build_vit_ft("b16", SIZE, 4, weights_path=str(tmp_path / "missing.npz"), config=TINY)
+
+
+def test_resolve_local_path(tmp_path: Path) -> None:
+    path = write_npz(tmp_path / "mine.npz", flax_params(TINY, grid=2))
+    assert pv.resolve_vit_weights(str(path), "b16") == path
+    with pytest.raises(DataError, match="nothere.npz is neither"):
+        pv.resolve_vit_weights(str(tmp_path / "nothere.npz"), "b16")
+
+
+def test_resolve_url_downloads_into_the_keras_cache_once(http_dir: tuple[Path, str],
+                                                         tmp_path: Path) -> None:
+    folder, base = http_dir
+    params = flax_params(TINY, grid=2, seed=3)
+    write_npz(folder / "tiny vit.npz", params)
+    url = f"{base}/tiny%20vit.npz"
+    path = pv.resolve_vit_weights(url, "b16")
+    assert path == Path(os.environ["KERAS_HOME"]) / "weights" / "tiny vit.npz"
+    assert path.read_bytes() == (folder / "tiny vit.npz").read_bytes()
+    (folder / "tiny vit.npz").unlink()  # now only the cache has it
+    assert pv.resolve_vit_weights(url, "b16") == path
+    model = pv.build_vit_ft("b16", SIZE, num_classes=4, weights_path=str(path), config=TINY)
+    assert_loaded(model, params)
+
+
+def test_release_names_use_vit_keras_url_and_cache(http_dir: tuple[Path, str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    folder, base = http_dir
+    write_npz(folder / "ViT-B_32_imagenet21k.npz", flax_params(TINY, grid=2))
+    monkeypatch.setattr(vit_keras, "BASE_URL", base)
+    path = pv.resolve_vit_weights("imagenet21k", "b32")
+    assert path == Path(os.environ["KERAS_HOME"]) / "weights" / "ViT-B_32_imagenet21k.npz"
+    assert path.is_file()
+
+
+def test_release_name_offline_fails_fast_with_a_hint(dead_url: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vit_keras, "BASE_URL", dead_url)
+    with pytest.raises(FetchError, match=r"cannot reach 127\.0\.0\.1.*copy ViT-B_16_imagenet21k\+"
+                                         r"imagenet2012\.npz to .*weights"):
+        pv.resolve_vit_weights("imagenet21k+imagenet2012", "b16")
+
+
+def test_release_name_already_cached_needs_no_network(dead_url: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vit_keras, "BASE_URL", dead_url)
+    cached = write_npz(Path(os.environ["KERAS_HOME"]) / "weights" / "ViT-B_32_imagenet21k.npz",
+                       flax_params(TINY, grid=2))
+    assert pv.resolve_vit_weights("imagenet21k", "b32") == cached
+
+
+def test_url_without_file_name_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="vit_ft.weights"):
+        pv.resolve_vit_weights("http://127.0.0.1:9/", "b16")
