@@ -17,7 +17,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from vitbench.config import Params
-from vitbench.data.manifest import read_labels, read_manifest
+from vitbench.data.manifest import read_labels
 from vitbench.errors import DataError
 from vitbench.fsutil import atomic_dir, write_json
 from vitbench.paths import Paths
@@ -28,7 +28,7 @@ TOP_K = 5
 VIT_FAMILIES = ("vit_scratch", "vit_ft")
 ATTENTION_DISPLAY_SIZE = 160      # pixels: attention figures show the images at least this big
 THROUGHPUT_MIN_SECONDS = 1.0      # time repeated batches for at least this long ...
-THROUGHPUT_MIN_RUNS = 2           # ... and at least this many times (after one warm-up run)
+THROUGHPUT_MIN_RUNS = 3           # ... and at least this many times (after one warm-up run)
 THROUGHPUT_MAX_RUNS = 50
 
 
@@ -194,24 +194,19 @@ def evaluate(model_id: str, params: Params, paths: Paths) -> dict[str, Any]:
 
 
 def _test_split(paths: Paths, classes: list[str]) -> tuple[list[str], np.ndarray]:
-    test = read_manifest(paths.split_csv("test"))
-    if test.empty:
-        raise DataError(f"{paths.split_csv('test')} has no rows: nothing to evaluate")
-    unknown = sorted(set(test["class"]) - set(classes))
-    if unknown:
-        raise DataError(f"{paths.split_csv('test')} has class(es) {', '.join(unknown)} "
-                        f"not in {paths.labels}")
-    index = {c: i for i, c in enumerate(classes)}
-    return list(test["path"]), np.array([index[c] for c in test["class"]], dtype=np.int64)
+    from vitbench.data.pipeline import labelled_paths
+
+    test_paths, labels = labelled_paths(paths.split_csv("test"), classes)
+    return test_paths, labels.astype(np.int64)
 
 
 def _predict(model: Any, record: dict, test_paths: list[str], y_true: np.ndarray,
              batch_size: int) -> np.ndarray:
     """Class probabilities for every test image, in manifest order."""
-    from vitbench.data.pipeline import PREPROCESS, make_dataset
+    from vitbench.data.pipeline import make_dataset
 
-    ds = make_dataset(test_paths, y_true, record["image_size"], PREPROCESS[record["preprocess"]],
-                      batch_size, shuffle=False, cache=False)
+    ds = make_dataset(test_paths, y_true, record["image_size"], record["preprocess"], batch_size,
+                      shuffle=False, cache=False)
     batches = []
     total = -(-len(test_paths) // batch_size)
     for x, _ in tqdm(ds, total=total, desc="predict", unit="batch"):
@@ -220,20 +215,23 @@ def _predict(model: Any, record: dict, test_paths: list[str], y_true: np.ndarray
 
 
 def _throughput(model: Any, record: dict, test_paths: list[str], batch_size: int) -> float:
-    """Images per second of the model alone on one in-memory batch, after a warm-up call."""
-    from vitbench.data.pipeline import PREPROCESS, load_images
+    """Images per second of the model alone on one in-memory batch: after a warm-up call, the
+    batch is timed repeatedly and the median run counts (robust to a busy machine)."""
+    from vitbench.data.pipeline import load_images, preprocess_fn
 
     images = load_images(test_paths[:batch_size], record["image_size"])
     reps = -(-batch_size // len(images))
     batch = np.concatenate([images] * reps)[:batch_size]
-    x = PREPROCESS[record["preprocess"]](batch.astype(np.float32))
+    x = preprocess_fn(record["preprocess"])(batch.astype(np.float32))
     model.predict_on_batch(x)                                   # warm-up: tracing, allocation
-    runs, start = 0, time.perf_counter()
-    while runs < THROUGHPUT_MAX_RUNS and (
-            runs < THROUGHPUT_MIN_RUNS or time.perf_counter() - start < THROUGHPUT_MIN_SECONDS):
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < THROUGHPUT_MAX_RUNS and (
+            len(times) < THROUGHPUT_MIN_RUNS or time.perf_counter() - start < THROUGHPUT_MIN_SECONDS):
+        t0 = time.perf_counter()
         model.predict_on_batch(x)
-        runs += 1
-    return round(runs * batch_size / (time.perf_counter() - start), 2)
+        times.append(time.perf_counter() - t0)
+    return round(batch_size / float(np.median(times)), 2)
 
 
 def _write_eval_dir(target: Path, model: Any, record: dict, metrics: dict, classes: list[str],
@@ -284,13 +282,20 @@ def _attention_overlays(model: Any, record: dict, chosen: list[str],
     from vitbench.plots.evaluation import heatmap_overlay
 
     if record["family"] == "vit_ft":
+        import keras
         from vit_keras.visualize import attention_map
 
-        return np.stack([attention_map(model, image) for image in display])
-    from vitbench.data.pipeline import PREPROCESS, load_images
+        was_on = keras.config.is_interactive_logging_enabled()
+        keras.config.disable_interactive_logging()              # attention_map's predict() bars
+        try:
+            return np.stack([attention_map(model, image) for image in display])
+        finally:
+            if was_on:
+                keras.config.enable_interactive_logging()
+    from vitbench.data.pipeline import load_images, preprocess_fn
     from vitbench.models import attention_weights
 
-    x = PREPROCESS[record["preprocess"]](
+    x = preprocess_fn(record["preprocess"])(
         load_images(chosen, record["image_size"]).astype(np.float32))
     weights = [np.asarray(w) for w in attention_weights(model, record, x)]
     maps = attention_rollout(weights, class_token=False)
@@ -298,11 +303,9 @@ def _attention_overlays(model: Any, record: dict, chosen: list[str],
 
 
 def _display_name(model_id: str, record: dict) -> str:
-    try:
-        from vitbench.models import display_name
-    except ImportError:
-        return str(record.get("display_name", model_id))
-    return display_name(model_id, record)
+    from vitbench.models import display_name
+
+    return str(record.get("display_name") or display_name(model_id, record))
 
 
 def _dir_bytes(folder: Path) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,9 @@ from vitbench.data.manifest import read_labels
 from vitbench.errors import DataError
 from vitbench.fsutil import atomic_dir, atomic_file, read_json, write_json
 from vitbench.paths import Paths
+
+if TYPE_CHECKING:
+    from vitbench.plots.compare import GridSample
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +155,6 @@ def find_warnings(results: list[ModelResult], classes: list[str]) -> list[str]:
 
 def summarise(results: list[ModelResult], classes: list[str]) -> dict[str, Any]:
     """The content of metrics/compare.json."""
-    f1 = per_class_f1(results, classes)
     return {
         "models": {r.model_id: {"display_name": r.name, "family": r.family,
                                 **{k: r.metrics[k] for k in METRIC_KEYS}} for r in results},
@@ -161,13 +163,8 @@ def summarise(results: list[ModelResult], classes: list[str]) -> dict[str, Any]:
         "test_images": int(len(results[0].predictions)),
         "perfect_classes": {r.model_id: perfect_classes(r.report) for r in results},
         "unsolved_classes": unsolved_classes(results, classes),
-        "per_class_f1": {c: {m: _none_if_nan(v) for m, v in row.items()} for c, row in f1.iterrows()},
         "warnings": find_warnings(results, classes),
     }
-
-
-def _none_if_nan(value: float) -> float | None:
-    return None if pd.isna(value) else round(float(value), 6)
 
 
 # --- the markdown report -----------------------------------------------------------------------
@@ -189,7 +186,7 @@ def render_markdown(summary: dict[str, Any], results: list[ModelResult], classes
     lines = ["# CNN or Vision Transformer? The comparison", ""]
     if summary["warnings"]:
         lines += [f"> **WARNING:** {w}" + "  " for w in summary["warnings"]] + [""]
-    lines += ["## Conclusion", "", *conclusion(summary, results), ""]
+    lines += ["## Conclusion", "", *conclusion(summary, results, classes), ""]
     lines += [f"## All models on the test split ({summary['test_images']} images)", "",
               *_models_table(results), "",
               "Best value per column in **bold**. Size is the model folder on disk; images/s is "
@@ -198,7 +195,7 @@ def render_markdown(summary: dict[str, Any], results: list[ModelResult], classes
     return "\n".join(lines)
 
 
-def conclusion(summary: dict[str, Any], results: list[ModelResult]) -> list[str]:
+def conclusion(summary: dict[str, Any], results: list[ModelResult], classes: list[str]) -> list[str]:
     """A short data-driven verdict: who wins, by how much, at what cost; perfect and hard classes."""
     by_id = {r.model_id: r for r in results}
     out = [_winner_sentence(summary["best"]["accuracy"], results, "accuracy")]
@@ -212,10 +209,10 @@ def conclusion(summary: dict[str, Any], results: list[ModelResult]) -> list[str]
                    else f"the **{versus['winner']}** wins by {points:.1f} accuracy points")
         out.append(f"- **CNN or ViT?** Best CNN {cnn.name} ({cnn.metrics['accuracy']:.1%}) against "
                    f"best ViT {vit.name} ({vit.metrics['accuracy']:.1%}): {verdict}.")
-    perfect = [f"{by_id[m].name} {len(c)}/{len(summary['per_class_f1'])}"
+    perfect = [f"{by_id[m].name} {len(c)}/{len(classes)}"
                for m, c in summary["perfect_classes"].items()]
     out.append("- Classes with a perfect score (precision = recall = 1): " + ", ".join(perfect) + ".")
-    out.append(_hardest_class_sentence(summary))
+    out.append(_hardest_class_sentence(summary["unsolved_classes"], per_class_f1(results, classes)))
     return out
 
 
@@ -276,14 +273,14 @@ def _ratio(a: float, b: float, words: tuple[str, str, str]) -> str:
     return f"{a / b:.2g}x {more}" if a > b else f"{b / a:.2g}x {less}"
 
 
-def _hardest_class_sentence(summary: dict[str, Any]) -> str:
-    unsolved = summary["unsolved_classes"]
+def _hardest_class_sentence(unsolved: list[str], f1: pd.DataFrame) -> str:
     if unsolved:
         return ("- **No model got a single test image right** of class(es): "
                 + ", ".join(unsolved) + ". Check their labels and training images.")
-    mean_f1 = {c: np.nanmean([v if v is not None else np.nan for v in row.values()])
-               for c, row in summary["per_class_f1"].items()}
-    hardest = min(mean_f1, key=lambda c: mean_f1[c])
+    mean_f1 = f1.mean(axis=1, skipna=True).dropna()
+    if mean_f1.empty:
+        return "- No per-class scores to compare."
+    hardest = str(mean_f1.idxmin())
     if mean_f1[hardest] >= 1.0:
         return "- Every model recognises every class perfectly on this test split."
     return f"- Hardest class: {hardest} (mean F1 over the models {mean_f1[hardest]:.3f})."
@@ -311,7 +308,8 @@ def _per_class_table(results: list[ModelResult], classes: list[str]) -> list[str
     rows = []
     for c, row in f1.iterrows():
         values = [None if pd.isna(v) else float(v) for v in row]
-        marks = _best_marks(values, "max")
+        differ = len({v for v in values if v is not None}) > 1
+        marks = _best_marks(values, "max") if differ else [False] * len(values)
         rows.append([str(c)] + [_bold("-" if v is None else f"{v:.3f}", m)
                                 for v, m in zip(values, marks)])
     return _md_table(["Class", *(r.name for r in results)], rows)
@@ -370,7 +368,7 @@ def compare(params: Params, paths: Paths) -> dict[str, Any]:
     return summary
 
 
-def grid_samples(results: list[ModelResult], paths: Paths, count: int, seed: int) -> list[Any]:
+def grid_samples(results: list[ModelResult], paths: Paths, count: int, seed: int) -> list[GridSample]:
     """`count` test images (fixed by `seed`) with every model's prediction, for the grid figure."""
     from vitbench.plots.compare import GridSample
 
@@ -406,7 +404,7 @@ def _thumbnail(path: Path) -> np.ndarray:
 
 
 def _write_plots(target: Path, results: list[ModelResult], classes: list[str],
-                 samples: list[Any]) -> None:
+                 samples: list[GridSample]) -> None:
     from vitbench.plots import compare as figures
 
     rows = [{**r.metrics, "model": r.name, "family": r.family} for r in results]

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 from matplotlib.transforms import Bbox
 
@@ -35,7 +36,7 @@ class GridSample:
     predictions: list[tuple[str, str, float]]      # (model name, predicted class, confidence)
 
 
-def save_accuracy_loss(rows: list[dict[str, Any]], out: str | Path) -> Path:
+def accuracy_loss_figure(rows: list[dict[str, Any]]) -> Figure:
     """accuracy_loss.png: test accuracy and test loss per model, side by side."""
     names = [r["model"] for r in rows]
     colours = [FAMILY_COLOURS[r["family"]] for r in rows]
@@ -53,7 +54,7 @@ def save_accuracy_loss(rows: list[dict[str, Any]], out: str | Path) -> Path:
     _family_legend(fig, rows)
     fig.suptitle("Test accuracy and loss per model", fontweight="bold")
     fig.tight_layout()
-    return save_figure(fig, out)
+    return fig
 
 
 def _hbars(ax: Axes, y: np.ndarray, values: np.ndarray, colours: list[str], labels: list[str],
@@ -71,7 +72,7 @@ def _family_legend(fig: plt.Figure, rows: list[dict[str, Any]]) -> None:
     fig.legend(handles, families, loc="upper right", ncol=len(families), frameon=False)
 
 
-def save_size_vs_accuracy(rows: list[dict[str, Any]], out: str | Path) -> Path:
+def size_vs_accuracy_figure(rows: list[dict[str, Any]]) -> Figure:
     """size_vs_accuracy.png: model size (MB) and parameter count against accuracy.
 
     Each model has its own colour (legend below); points are also labelled beside them wherever a
@@ -102,7 +103,7 @@ def save_size_vs_accuracy(rows: list[dict[str, Any]], out: str | Path) -> Path:
     fig.tight_layout(rect=(0, 0.06 * -(-len(rows) // 3), 1, 1))
     for ax, key, _, _ in panels:           # after the layout is final, so label boxes are too
         _label_points(fig, ax, [float(r[key]) for r in rows], acc, [r["model"] for r in rows])
-    return save_figure(fig, out)
+    return fig
 
 
 def _pad_log_limits(ax: Axes, xs: list[float]) -> None:
@@ -141,7 +142,7 @@ def _label_points(fig: plt.Figure, ax: Axes, xs: list[float], ys: list[float],
             label.remove()
 
 
-def save_per_class_f1(f1: pd.DataFrame, out: str | Path) -> Path:
+def per_class_f1_figure(f1: pd.DataFrame) -> Figure:
     """per_class_f1.png: heat map of F1 per class (rows) and model (columns), values written in."""
     n_classes, n_models = f1.shape
     fig, ax = plt.subplots(figsize=(1.5 * n_models + 3.5, min(0.38 * n_classes + 2.2, 40)))
@@ -160,10 +161,10 @@ def save_per_class_f1(f1: pd.DataFrame, out: str | Path) -> Path:
                     color="white" if not np.isnan(v) and (v < 0.2 or v > 0.85) else "black")
     ax.spines[:].set_visible(False)
     fig.tight_layout()
-    return save_figure(fig, out)
+    return fig
 
 
-def save_predictions_grid(samples: list[GridSample], out: str | Path) -> Path:
+def predictions_grid_figure(samples: list[GridSample]) -> Figure:
     """predictions_grid.png: each test image with its actual class and every model's prediction.
 
     One line per model under each image (green when right, red when wrong), so nothing overlaps.
@@ -190,7 +191,7 @@ def save_predictions_grid(samples: list[GridSample], out: str | Path) -> Path:
     sep = "\n" if cols * cell_w < 7 else " "      # a narrow figure gets a two-line title
     fig.suptitle(f"Test images: actual class and each model's prediction{sep}"
                  "(green = right, red = wrong)", fontweight="bold")
-    return save_figure(fig, out)
+    return fig
 
 
 def _prediction_line(model: str, predicted: str, confidence: float) -> str:
@@ -207,10 +208,30 @@ def _grid_image(ax: Axes, sample: GridSample) -> None:
 def _grid_text(ax: Axes, sample: GridSample) -> None:
     ax.axis("off")
     ax.annotate(f"Actual = {sample.actual}", (0.5, 1.0), xycoords="axes fraction",
-                xytext=(0, -2), textcoords="offset points", ha="center", va="top",
+                xytext=(0, -4), textcoords="offset points", ha="center", va="top",
                 fontsize=GRID_FONT + 0.5, fontweight="bold")
     for i, (model, predicted, confidence) in enumerate(sample.predictions, start=1):
         ax.annotate(_prediction_line(model, predicted, confidence), (0.5, 1.0),
-                    xycoords="axes fraction", xytext=(0, -2 - i * LINE_STEP),
+                    xycoords="axes fraction", xytext=(0, -4 - i * LINE_STEP),
                     textcoords="offset points", ha="center", va="top", fontsize=GRID_FONT,
                     color=RIGHT if predicted == sample.actual else WRONG)
+
+
+def save_accuracy_loss(rows: list[dict[str, Any]], out: str | Path) -> Path:
+    """Draw `accuracy_loss_figure` and write it to `out` (PNG, atomically)."""
+    return save_figure(accuracy_loss_figure(rows), out)
+
+
+def save_size_vs_accuracy(rows: list[dict[str, Any]], out: str | Path) -> Path:
+    """Draw `size_vs_accuracy_figure` and write it to `out` (PNG, atomically)."""
+    return save_figure(size_vs_accuracy_figure(rows), out)
+
+
+def save_per_class_f1(f1: pd.DataFrame, out: str | Path) -> Path:
+    """Draw `per_class_f1_figure` and write it to `out` (PNG, atomically)."""
+    return save_figure(per_class_f1_figure(f1), out)
+
+
+def save_predictions_grid(samples: list[GridSample], out: str | Path) -> Path:
+    """Draw `predictions_grid_figure` and write it to `out` (PNG, atomically)."""
+    return save_figure(predictions_grid_figure(samples), out)

@@ -7,6 +7,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from vitbench.plots.common import RIGHT, WRONG, save_figure
@@ -21,7 +22,9 @@ def save_confusion_matrix(cm: np.ndarray, classes: list[str], metrics: dict[str,
     side = min(max(4.5, 0.5 * n + 2.5), 22.0)
     fig, ax = plt.subplots(figsize=(side + 1.2, side))
     image = ax.imshow(cm, cmap="Blues", vmin=0, vmax=max(int(cm.max()), 1))
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="test images")
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="test images")
+    bar.locator = MaxNLocator(integer=True)
+    bar.update_ticks()
     ax.set_xticks(range(n), classes, rotation=45 if n > 3 else 0, ha="right" if n > 3 else "center")
     ax.set_yticks(range(n), classes)
     ax.set_xlabel("Predicted class")

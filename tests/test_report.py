@@ -1,0 +1,223 @@
+"""The compare stage on hand-made evaluate outputs: winners, ties, perfect and unsolved classes,
+warnings about untrained "pretrained" models, errors and atomic outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vitbench.config import MODEL_IDS, Compare, Params
+from vitbench.data.manifest import write_labels
+from vitbench.errors import DataError
+from vitbench.evaluation import class_report, compute_metrics, predictions_table
+from vitbench.fsutil import write_json
+from vitbench.paths import Paths
+from vitbench.report import compare
+
+CLASSES = ["cat", "dog", "owl"]
+NAMES = {"cnn_transfer": "MobileNetV2 (transfer)", "cnn_finetuned": "MobileNetV2 (fine-tuned)",
+         "vit_scratch": "ViT from scratch", "vit_transfer": "ViT-B/32 (transfer)",
+         "vit_finetuned": "ViT-B/32 (fine-tuned)"}
+SIZES = {"cnn_transfer": 9.2, "cnn_finetuned": 9.2, "vit_scratch": 1.7, "vit_transfer": 350.0,
+         "vit_finetuned": 350.0}
+SPEED = {"cnn_transfer": 300.0, "cnn_finetuned": 300.0, "vit_scratch": 900.0, "vit_transfer": 40.0,
+         "vit_finetuned": 40.0}
+Y_TRUE = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2])
+PARAMS = Params(compare=Compare(samples=4), seed=1)
+
+
+def write_images(paths: Paths) -> list[str]:
+    """One small PNG per test row; returns their paths relative to the project root."""
+    files = []
+    for i, y in enumerate(Y_TRUE):
+        rel = f"data/clean/{CLASSES[y]}/{i:02d}.png"
+        (paths.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((40, 50, 3), 60 * y + 40, np.uint8)).save(paths.root / rel)
+        files.append(rel)
+    return files
+
+
+def write_evaluation(paths: Paths, model_id: str, y_pred: np.ndarray, files: list[str],
+                     pretrained: bool | None = None) -> None:
+    """What evaluate writes for one model whose predictions are `y_pred` (confidence 0.8)."""
+    proba = np.full((len(y_pred), len(CLASSES)), 0.1)
+    proba[np.arange(len(y_pred)), y_pred] = 0.8
+    if pretrained is None:
+        pretrained = model_id != "vit_scratch"
+    metrics = {"model": model_id, "display_name": NAMES[model_id],
+               **compute_metrics(Y_TRUE, proba, len(CLASSES)),
+               "params_total": int(SIZES[model_id] * 250_000), "params_trainable": 1000,
+               "size_mb": SIZES[model_id], "train_seconds": 12.0, "epochs_run": 3,
+               "infer_images_per_second": SPEED[model_id], "pretrained": pretrained}
+    write_json(paths.metrics_json(model_id), metrics)
+    eval_dir = paths.eval_plots(model_id)
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    class_report(Y_TRUE, y_pred, CLASSES).to_csv(eval_dir / "report.csv", index=False)
+    predictions_table(files, Y_TRUE, proba, CLASSES).to_csv(eval_dir / "predictions.csv", index=False)
+
+
+def with_errors(*wrong: int) -> np.ndarray:
+    """Y_TRUE with the rows at `wrong` moved to the next class."""
+    y = Y_TRUE.copy()
+    for i in wrong:
+        y[i] = (y[i] + 1) % len(CLASSES)
+    return y
+
+
+DEFAULT_PREDICTIONS = {
+    "cnn_transfer": with_errors(0, 4, 8),        # 75%
+    "cnn_finetuned": with_errors(4),             # 91.7%, cat and owl: perfect recall
+    "vit_scratch": with_errors(0, 1, 4, 5, 8),   # 58.3%
+    "vit_transfer": with_errors(0, 4),           # 83.3%
+    "vit_finetuned": with_errors(8),             # 91.7%: ties with cnn_finetuned
+}
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Paths:
+    paths = Paths(tmp_path / "proj")
+    write_labels(CLASSES, paths.labels)
+    files = write_images(paths)
+    for model_id, y_pred in DEFAULT_PREDICTIONS.items():
+        write_evaluation(paths, model_id, y_pred, files)
+    paths.root.joinpath("files.json").write_text(json.dumps(files))
+    return paths
+
+
+def files_of(paths: Paths) -> list[str]:
+    return json.loads(paths.root.joinpath("files.json").read_text())
+
+
+def read_outputs(paths: Paths) -> tuple[dict, str]:
+    summary = json.loads(paths.metrics_json("compare").read_text())
+    return summary, (paths.metrics / "compare.md").read_text()
+
+
+def test_compare_writes_every_output(project: Paths) -> None:
+    returned = compare(PARAMS, project)
+    summary, md = read_outputs(project)
+    assert summary == json.loads(json.dumps(returned))
+    assert list(summary["models"]) == list(MODEL_IDS)
+    assert summary["models"]["vit_scratch"]["accuracy"] == pytest.approx(7 / 12)
+    assert summary["test_images"] == 12
+    assert summary["warnings"] == []
+    for name in ("accuracy_loss", "size_vs_accuracy", "per_class_f1", "predictions_grid"):
+        assert (project.compare_plots / f"{name}.png").stat().st_size > 0
+    for name in NAMES.values():
+        assert name in md
+    assert "WARNING" not in md
+
+
+def test_ties_report_every_best_model_in_pipeline_order(project: Paths) -> None:
+    summary = compare(PARAMS, project)
+    assert summary["best"]["accuracy"] == {"value": pytest.approx(11 / 12),
+                                           "models": ["cnn_finetuned", "vit_finetuned"]}
+    assert summary["best"]["f1_macro"]["models"] == ["cnn_finetuned", "vit_finetuned"]
+    assert summary["cnn_vs_vit"]["winner"] == "tie"
+    md = (project.metrics / "compare.md").read_text()
+    assert "**MobileNetV2 (fine-tuned)** and **ViT-B/32 (fine-tuned)** (a tie)" in md
+    table = [line for line in md.splitlines() if line.startswith("| MobileNetV2 (fine-tuned)")][0]
+    assert "**91.7%**" in table
+
+
+def test_clear_winner_and_cost_in_the_conclusion(project: Paths) -> None:
+    write_evaluation(project, "vit_finetuned", Y_TRUE, files_of(project))      # 100%
+    summary = compare(PARAMS, project)
+    assert summary["best"]["accuracy"]["models"] == ["vit_finetuned"]
+    assert summary["cnn_vs_vit"] == {"best_cnn": "cnn_finetuned", "best_vit": "vit_finetuned",
+                                     "accuracy_difference": pytest.approx(1 / 12), "winner": "ViT"}
+    md = (project.metrics / "compare.md").read_text()
+    assert "8.3 points ahead of the runner-up MobileNetV2 (fine-tuned) (91.7%)" in md
+    assert "38x larger (350.0 MB against 9.2 MB) and 7.5x slower" in md
+    assert "the **ViT** wins by 8.3 accuracy points" in md
+
+
+def test_perfect_classes_need_precision_and_recall_of_one(project: Paths) -> None:
+    summary = compare(PARAMS, project)
+    perfect = summary["perfect_classes"]
+    # cnn_finetuned: one dog predicted as owl -> owl precision < 1, dog recall < 1; cat perfect
+    assert perfect["cnn_finetuned"] == ["cat"]
+    # vit_finetuned: one owl predicted as cat -> cat precision < 1, owl recall < 1; dog perfect
+    assert perfect["vit_finetuned"] == ["dog"]
+    assert perfect["vit_scratch"] == []
+
+
+def test_a_class_no_model_gets_right(project: Paths) -> None:
+    files = files_of(project)
+    for model_id in MODEL_IDS:                   # nobody ever gets an owl right
+        write_evaluation(project, model_id, with_errors(8, 9, 10, 11), files)
+    summary = compare(PARAMS, project)
+    assert summary["unsolved_classes"] == ["owl"]
+    assert any("'owl'" in w for w in summary["warnings"])
+    md = (project.metrics / "compare.md").read_text()
+    owl_row = [line for line in md.splitlines() if line.startswith("| owl |")][0]
+    assert owl_row.count("0.000") == len(MODEL_IDS)
+    assert "No model got a single test image right** of class(es): owl" in md
+    assert "> **WARNING:** No model classified a single test image of class 'owl'" in md
+
+
+def test_a_pretrained_model_trained_from_random_weights_is_flagged(project: Paths) -> None:
+    write_evaluation(project, "cnn_transfer", DEFAULT_PREDICTIONS["cnn_transfer"], files_of(project),
+                     pretrained=False)
+    summary = compare(PARAMS, project)
+    flagged = [w for w in summary["warnings"] if "RANDOM weights" in w]
+    assert len(flagged) == 1 and flagged[0].startswith("cnn_transfer (MobileNetV2 (transfer))")
+    md = (project.metrics / "compare.md").read_text()
+    assert md.index("> **WARNING:** cnn_transfer") < md.index("## Conclusion")   # loud: on top
+    row = [line for line in md.splitlines() if line.startswith("| MobileNetV2 (transfer)")][0]
+    assert "**NO: random init!**" in row
+    scratch = [line for line in md.splitlines() if line.startswith("| ViT from scratch")][0]
+    assert "no (by design)" in scratch           # the scratch ViT is meant to be untrained
+
+
+def test_models_evaluated_on_different_test_images_are_flagged(project: Paths) -> None:
+    files = files_of(project)
+    other = files[:-1] + ["data/clean/owl/extra.png"]
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(project.root / other[-1])
+    write_evaluation(project, "vit_transfer", DEFAULT_PREDICTIONS["vit_transfer"], other)
+    summary = compare(PARAMS, project)
+    assert any("vit_transfer was evaluated on different test images" in w for w in summary["warnings"])
+
+
+def test_missing_metrics_is_a_data_error_naming_the_file(project: Paths) -> None:
+    project.metrics_json("vit_transfer").unlink()
+    with pytest.raises(DataError, match=r"metrics/vit_transfer\.json"):
+        compare(PARAMS, project)
+
+
+def test_missing_predictions_is_a_data_error_naming_the_file(project: Paths) -> None:
+    (project.eval_plots("cnn_finetuned") / "predictions.csv").unlink()
+    with pytest.raises(DataError, match=r"cnn_finetuned/eval/predictions\.csv"):
+        compare(PARAMS, project)
+
+
+def test_a_failed_compare_leaves_the_previous_outputs(project: Paths) -> None:
+    compare(PARAMS, project)
+    before = {p: p.read_bytes() for p in (project.metrics_json("compare"),
+                                          project.metrics / "compare.md",
+                                          project.compare_plots / "predictions_grid.png")}
+    for f in files_of(project):                  # the grid can no longer load its images
+        (project.root / f).unlink()
+    write_evaluation(project, "vit_scratch", Y_TRUE, files_of(project))
+    with pytest.raises(DataError, match="not found"):
+        compare(PARAMS, project)
+    assert {p: p.read_bytes() for p in before} == before
+    assert not list(project.plots.glob(".compare.tmp-*"))
+
+
+def test_the_grid_samples_are_fixed_by_the_seed(project: Paths) -> None:
+    from vitbench.report import grid_samples, load_results
+
+    results = load_results(project)
+    first = grid_samples(results, project, 4, seed=1)
+    again = grid_samples(results, project, 4, seed=1)
+    other = grid_samples(results, project, 4, seed=2)
+    assert [s.image.tobytes() for s in first] == [s.image.tobytes() for s in again]
+    assert [(s.actual, s.predictions) for s in first] == [(s.actual, s.predictions) for s in again]
+    assert [s.image.tobytes() for s in first] != [s.image.tobytes() for s in other]
+    assert len(grid_samples(results, project, 50, seed=1)) == 12     # capped at the test set
+    assert [p[0] for p in first[0].predictions] == list(NAMES.values())
