@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import os
+import socket
+import time
 from pathlib import Path
 
 import h5py
@@ -11,8 +16,8 @@ import pytest
 from keras.src.legacy.saving import legacy_h5_format
 
 from vitbench.config import CNN_ARCHS
-from vitbench.errors import ConfigError
-from vitbench.models import cnn, set_backbone_trainable
+from vitbench.errors import ConfigError, VitbenchError
+from vitbench.models import cnn, resolve_pretrained, set_backbone_trainable
 
 SIZE = 32
 
@@ -120,3 +125,58 @@ def test_mobilenet_weights_file_follows_image_size() -> None:
 def test_missing_weights_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nope.h5"):
         cnn.build_cnn("mobilenetv2", SIZE, 3, 0.2, weights=str(tmp_path / "nope.h5"))
+
+
+# --- pretrained: auto | true | false -----------------------------------------------------------------
+
+@pytest.fixture
+def offline_mobilenet(monkeypatch: pytest.MonkeyPatch) -> cnn.CnnArch:
+    """MobileNetV2 whose weights server is a loopback port nobody listens on (= offline)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    spec = dataclasses.replace(cnn.ARCHS["mobilenetv2"], weights_url=f"http://127.0.0.1:{port}/")
+    monkeypatch.setitem(cnn.ARCHS, "mobilenetv2", spec)
+    return spec
+
+
+def load_imagenet_mobilenet() -> keras.Model:
+    return cnn.build_cnn("mobilenetv2", SIZE, num_classes=3, dropout=0.2, weights="imagenet")
+
+
+def test_pretrained_false_never_touches_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("network used")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    assert resolve_pretrained(False, "MobileNetV2 ImageNet weights", load_imagenet_mobilenet) == (None, False)
+    assert resolve_pretrained("false", "MobileNetV2 ImageNet weights", load_imagenet_mobilenet) == (None, False)
+
+
+def test_pretrained_auto_offline_warns_and_goes_random(offline_mobilenet: cnn.CnnArch,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="vitbench.models"):
+        model, used = resolve_pretrained("auto", "MobileNetV2 ImageNet weights", load_imagenet_mobilenet)
+    assert (model, used) == (None, False)
+    assert time.monotonic() - start < 5
+    assert "no ImageNet weights reachable" in caplog.text and "RANDOM weights" in caplog.text
+    assert "pretrained: false" in caplog.text
+
+
+def test_pretrained_true_offline_is_an_error_that_says_what_to_do(offline_mobilenet: cnn.CnnArch) -> None:
+    cache = Path(os.environ["KERAS_HOME"]) / "models" / offline_mobilenet.weights_name(SIZE)
+    with pytest.raises(VitbenchError, match="pretrained: true") as info:
+        resolve_pretrained(True, "MobileNetV2 ImageNet weights", load_imagenet_mobilenet)
+    assert f"copy {cache.name} to {cache}" in str(info.value)
+
+
+def test_pretrained_auto_uses_the_keras_cache_without_network(offline_mobilenet: cnn.CnnArch) -> None:
+    reference = randomised_base("mobilenetv2", seed=5)
+    write_keras_h5(reference, Path(os.environ["KERAS_HOME"]) / "models"
+                   / offline_mobilenet.weights_name(SIZE))
+    model, used = resolve_pretrained("auto", "MobileNetV2 ImageNet weights", load_imagenet_mobilenet)
+    assert used is True
+    for ours, theirs in zip(model.get_layer("base").weights, reference.weights):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())

@@ -1,0 +1,240 @@
+"""models/<id>/ on disk: save -> load gives identical predictions; freezing; names; pretrained modes."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+
+from vitbench import models
+from vitbench.errors import ConfigError, DataError, FetchError
+
+SIZE = 32
+RECORDS: dict[str, dict[str, Any]] = {
+    "cnn_finetuned": {"family": "cnn", "build": {"arch": "mobilenetv2", "image_size": SIZE,
+                                                 "num_classes": 3, "dropout": 0.2}},
+    "vit_scratch": {"family": "vit_scratch", "build": {
+        "image_size": SIZE, "patch_size": 8, "projection_dim": 8, "num_heads": 2, "layers": 2,
+        "mlp_head": [8], "dropout": 0.1, "num_classes": 3, "spt": True, "lsa": True}},
+    "vit_transfer": {"family": "vit_ft", "build": {
+        "variant": "b16", "image_size": SIZE, "num_classes": 3,
+        "config": {"num_layers": 2, "hidden_size": 16, "mlp_dim": 32, "num_heads": 2}}},
+}
+
+
+def record(model_id: str, **extra: Any) -> dict[str, Any]:
+    return {"id": model_id, **RECORDS[model_id], "classes": ["a", "b", "c"], **extra}
+
+
+def batch(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, (4, SIZE, SIZE, 3)).astype("float32")
+
+
+def perturb(model: keras.Model, seed: int = 1) -> None:
+    """Move every weight away from its initial value (as training would; sign kept, so
+    variances stay positive), so that a fresh build cannot match the saved model."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        if w.dtype.startswith("float"):
+            w.assign(w.numpy() * rng.uniform(0.5, 1.5, w.shape) + rng.normal(0, 0.01, w.shape))
+
+
+def predict(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    return keras.ops.convert_to_numpy(model(x, training=False))
+
+
+@pytest.mark.parametrize("model_id", list(RECORDS))
+def test_save_load_gives_identical_predictions(model_id: str, tmp_path: Path) -> None:
+    model = models.build_model(record(model_id))
+    perturb(model)
+    expected = predict(model, batch())
+    models.save_model(model, tmp_path / model_id, record(model_id, pretrained=False))
+
+    assert sorted(p.name for p in (tmp_path / model_id).iterdir()) == ["model.weights.h5", "record.json"]
+    loaded, rec = models.load_model(tmp_path / model_id)
+    np.testing.assert_array_equal(predict(loaded, batch()), expected)
+    assert rec["params_total"] == model.count_params() > 0
+    assert rec["display_name"] == models.display_name(model_id, rec)
+    assert rec["classes"] == ["a", "b", "c"] and rec["pretrained"] is False
+    fresh = predict(models.build_model(rec), batch())
+    assert not np.allclose(fresh, expected)  # the weights really came from the file
+
+
+def test_params_trainable_follows_freezing(tmp_path: Path) -> None:
+    model = models.build_model(record("cnn_finetuned"))
+    models.set_backbone_trainable(model, "cnn", False)
+    models.save_model(model, tmp_path / "m", record("cnn_finetuned"))
+    rec = json.loads((tmp_path / "m" / "record.json").read_text())
+    head = model.get_layer("head")
+    assert rec["params_trainable"] == head.kernel.shape[0] * 3 + 3
+    kept = models.save_model(model, tmp_path / "k", record("cnn_finetuned", params_trainable=7))
+    assert kept is None and models.load_model(tmp_path / "k")[1]["params_trainable"] == 7
+
+
+def test_build_model_never_loads_pretrained_weights(tmp_path: Path) -> None:
+    rec = record("vit_transfer")
+    rec["build"] = {**rec["build"], "weights_path": str(tmp_path / "absent.npz")}
+    assert models.build_model(rec).get_layer("head") is not None  # no DataError: not loaded
+    cnn = record("cnn_finetuned")
+    cnn["build"] = {**cnn["build"], "weights": str(tmp_path / "absent.h5")}
+    assert models.build_model(cnn).get_layer("base") is not None
+
+
+def test_failed_save_leaves_the_previous_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = models.build_model(record("vit_scratch"))
+    models.save_model(model, tmp_path / "m", record("vit_scratch", epochs_run=1))
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(model, "save_weights", broken)
+    with pytest.raises(OSError, match="disk full"):
+        models.save_model(model, tmp_path / "m", record("vit_scratch", epochs_run=2))
+    assert models.load_model(tmp_path / "m")[1]["epochs_run"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
+def test_load_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="nothing does not exist"):
+        models.load_model(tmp_path / "nothing")
+    model = models.build_model(record("vit_scratch"))
+    models.save_model(model, tmp_path / "m", record("vit_scratch"))
+    rec_file = tmp_path / "m" / "record.json"
+    good = rec_file.read_text()
+
+    rec_file.write_text("{not json")
+    with pytest.raises(DataError, match="record.json is not valid JSON"):
+        models.load_model(tmp_path / "m")
+    rec_file.write_text(json.dumps({**json.loads(good), "family": "rnn"}))
+    with pytest.raises(DataError, match="family = 'rnn' is not one of cnn, vit_scratch, vit_ft"):
+        models.load_model(tmp_path / "m")
+    bigger = json.loads(good)
+    bigger["build"]["num_classes"] = 5
+    rec_file.write_text(json.dumps(bigger))
+    with pytest.raises(DataError, match="model.weights.h5 does not match the architecture"):
+        models.load_model(tmp_path / "m")
+    (tmp_path / "m" / "model.weights.h5").unlink()
+    with pytest.raises(DataError, match="model.weights.h5 does not exist"):
+        models.load_model(tmp_path / "m")
+
+
+def trainable_layers(model: keras.Model) -> set[str]:
+    return {layer.name for layer in model.layers if layer.trainable_weights}
+
+
+def test_set_backbone_trainable() -> None:
+    cnn = models.build_model(record("cnn_finetuned"))
+    models.set_backbone_trainable(cnn, "cnn", False)
+    assert trainable_layers(cnn) == {"head"}
+    models.set_backbone_trainable(cnn, "cnn", True)
+    base = cnn.get_layer("base")
+    assert base.get_layer("Conv1").trainable and not base.get_layer("bn_Conv1").trainable
+
+    vit_ft = models.build_model(record("vit_transfer"))
+    models.set_backbone_trainable(vit_ft, "vit_ft", False)
+    assert trainable_layers(vit_ft) == {"head"}
+    models.set_backbone_trainable(vit_ft, "vit_ft", True)
+    assert len(vit_ft.trainable_weights) == len(vit_ft.weights)
+
+    scratch = models.build_model(record("vit_scratch"))
+    models.set_backbone_trainable(scratch, "vit_scratch", False)
+    assert not scratch.trainable_weights
+    models.set_backbone_trainable(scratch, "vit_scratch", True)
+    assert len(scratch.trainable_weights) == len(scratch.weights)
+    with pytest.raises(ValueError, match="rnn"):
+        models.set_backbone_trainable(scratch, "rnn", True)
+
+
+def test_display_names() -> None:
+    cnn = {"family": "cnn", "build": {"arch": "mobilenetv2"}}
+    vgg = {"family": "cnn", "build": {"arch": "vgg16"}}
+    vit_ft = {"family": "vit_ft", "build": {"variant": "b32"}}
+    scratch = {"family": "vit_scratch", "build": {"spt": True, "lsa": True}}
+    assert models.display_name("cnn_transfer", cnn) == "MobileNetV2 (transfer)"
+    assert models.display_name("cnn_finetuned", cnn) == "MobileNetV2 (fine-tuned)"
+    assert models.display_name("cnn_finetuned", vgg) == "VGG16 (fine-tuned)"
+    assert models.display_name("vit_transfer", vit_ft) == "ViT-B/32 (transfer)"
+    assert models.display_name("vit_finetuned", vit_ft) == "ViT-B/32 (fine-tuned)"
+    assert models.display_name("vit_scratch", scratch) == "ViT from scratch (SPT+LSA)"
+    assert models.display_name("vit_scratch", {**scratch, "build": {"spt": False, "lsa": True}}) \
+        == "ViT from scratch (LSA)"
+    assert models.display_name("vit_scratch", {**scratch, "build": {"spt": False, "lsa": False}}) \
+        == "ViT from scratch"
+
+
+@pytest.mark.parametrize("model_id", ["vit_scratch", "vit_transfer"])
+def test_attention_weights_dispatch(model_id: str) -> None:
+    model = models.build_model(record(model_id))
+    weights = models.attention_weights(model, record(model_id), batch())
+    assert len(weights) == 2 and weights[0].ndim == 4 and weights[0].shape[:2] == (4, 2)
+
+
+def test_cnn_has_no_attention() -> None:
+    with pytest.raises(ValueError, match="cnn model has no attention"):
+        models.attention_weights(None, record("cnn_finetuned"), batch())
+
+
+# --- resolve_pretrained, generically ----------------------------------------------------------------
+
+def test_resolve_pretrained_modes() -> None:
+    calls: list[int] = []
+
+    def load() -> str:
+        calls.append(1)
+        return "weights"
+
+    assert models.resolve_pretrained(False, "w", load) == (None, False) and not calls
+    assert models.resolve_pretrained("auto", "w", load) == ("weights", True)
+    assert models.resolve_pretrained(True, "w", load) == ("weights", True)
+    assert models.resolve_pretrained("true", "w", load) == ("weights", True)
+    with pytest.raises(ConfigError, match="pretrained = 'maybe'.*auto, true or false"):
+        models.resolve_pretrained("maybe", "w", load)
+
+
+def test_resolve_pretrained_auto_does_not_hide_bugs() -> None:
+    def buggy() -> None:
+        raise TypeError("a bug, not missing weights")
+
+    with pytest.raises(TypeError):
+        models.resolve_pretrained("auto", "w", buggy)
+
+
+# --- reachability ------------------------------------------------------------------------------------
+
+def test_check_reachable_ok_and_refused() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        models.check_reachable(f"http://127.0.0.1:{port}/x.h5")
+    finally:
+        server.shutdown()
+        server.server_close()
+    with pytest.raises(FetchError, match=f"cannot reach 127.0.0.1:{port}"):
+        models.check_reachable(f"http://127.0.0.1:{port}/x.h5")
+
+
+def test_check_reachable_gives_up_on_a_hanging_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    def hang(*args: object, **kwargs: object) -> None:
+        time.sleep(3)
+
+    monkeypatch.setattr(socket, "create_connection", hang)
+    start = time.monotonic()
+    with pytest.raises(FetchError, match="no answer within 0.2 s"):
+        models.check_reachable("https://weights.example/x.npz", timeout=0.2)
+    assert time.monotonic() - start < 1.5
+
+
+def test_keras_home_is_read_at_call_time(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+    assert models.keras_home() == tmp_path / "kh"
+    monkeypatch.delenv("KERAS_HOME")
+    assert models.keras_home() == Path.home() / ".keras"
