@@ -227,7 +227,7 @@ train, val = data()
 with strategy.scope():
     model = tiny_model()
     training.compile_model(model, keras.optimizers.Adam(0.01), 2)
-result = training.fit_phase(model, train, val, epochs=2, patience=5, backup_dir="backup",
+result = training.fit_phase(model, train, val, epochs=1, patience=5, backup_dir="backup",
                             curves_dir="curves")
 print(json.dumps({"strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
                   "epochs": result.epochs_run, "loss": result.history["loss"]}))
@@ -236,7 +236,7 @@ print(json.dumps({"strategy": type(strategy).__name__, "replicas": strategy.num_
     assert proc.returncode == 0, err[-3000:]
     result = json.loads(out.strip().splitlines()[-1])
     assert result["strategy"] == "MirroredStrategy" and result["replicas"] == 2
-    assert result["epochs"] == 2 and all(np.isfinite(result["loss"]))
+    assert result["epochs"] == 1 and all(np.isfinite(result["loss"]))
 
 
 KILLABLE = TINY_FIT + """
@@ -437,21 +437,30 @@ class PhaseSpy:
 
 @pytest.mark.slow
 def test_kill_in_phase_two_keeps_the_finished_transfer_phase(project, tiny_vit_b, monkeypatch):
-    params = tiny_params()
-    monkeypatch.setattr(training, "fit_phase", spy := PhaseSpy(crash_on=2))
-    with pytest.raises(KeyboardInterrupt):
-        training.finetune_vit(params, project)
-    assert spy.calls == ["vit_transfer", "vit_finetuned"]
-    first = json.loads((project.model("vit_transfer") / "record.json").read_text())
+    def run(params, crash_on=None) -> list[str]:
+        monkeypatch.setattr(training, "fit_phase", spy := PhaseSpy(crash_on))
+        if crash_on:
+            with pytest.raises(KeyboardInterrupt):
+                training.finetune_vit(params, project)
+        else:
+            training.finetune_vit(params, project)
+        return spy.calls
+
+    def dvc_deletes_outputs() -> None:  # as DVC does before re-running a stage
+        for folder in (project.model("vit_transfer"), project.train_plots("vit_transfer")):
+            subprocess.run(["rm", "-rf", str(folder)], check=True)
+
+    other = tiny_params(vit_ft={"transfer": {"lr": 0.01}})
+    assert run(other, crash_on=2) == ["vit_transfer", "vit_finetuned"]
     assert (project.backup("vit_transfer") / "finished" / "record.json").is_file()
     assert not project.model("vit_finetuned").exists()
-    # DVC deletes a stage's outputs before re-running it
-    for folder in (project.model("vit_transfer"), project.train_plots("vit_transfer")):
-        subprocess.run(["rm", "-rf", str(folder)], check=True)
-
-    monkeypatch.setattr(training, "fit_phase", spy := PhaseSpy())
-    training.finetune_vit(params, project)
-    assert spy.calls == ["vit_finetuned"]               # the transfer phase was not trained again
+    # other params: the finished transfer phase is stale and trained again
+    params = tiny_params()
+    assert run(params, crash_on=2) == ["vit_transfer", "vit_finetuned"]
+    first = json.loads((project.model("vit_transfer") / "record.json").read_text())
+    dvc_deletes_outputs()
+    # same params and data: only the fine-tuning runs; the transfer model and curves come back
+    assert run(params) == ["vit_finetuned"]
     again = assert_trained(project, "vit_transfer", epochs=1, pretrained=False)
     assert again["train_seconds"] == first["train_seconds"]
     assert_trained(project, "vit_finetuned", epochs=1, pretrained=False)
@@ -459,10 +468,18 @@ def test_kill_in_phase_two_keeps_the_finished_transfer_phase(project, tiny_vit_b
 
 
 @pytest.mark.slow
-def test_stale_finished_transfer_phase_is_retrained(project, tiny_vit_b, monkeypatch):
-    monkeypatch.setattr(training, "fit_phase", PhaseSpy(crash_on=2))
-    with pytest.raises(KeyboardInterrupt):
-        training.finetune_vit(tiny_params(), project)
-    monkeypatch.setattr(training, "fit_phase", spy := PhaseSpy())
-    training.finetune_vit(tiny_params(vit_ft={"transfer": {"lr": 0.01}}), project)
-    assert spy.calls == ["vit_transfer", "vit_finetuned"]
+def test_throughput_benchmark(project, tiny_vit_b):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "throughput", Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.measure_throughput(tiny_params(), project, steps=2, families=["vit_scratch", "vit_ft"])
+    assert [r["family"] for r in rows] == ["vit_scratch", "vit_ft"]
+    for row in rows:
+        assert row["disk_images_per_s"] > 0 and row["memory_images_per_s"] > 0
+        assert row["disk_memory_ratio"] == pytest.approx(
+            row["disk_images_per_s"] / row["memory_images_per_s"], rel=0.01)
+    table = bench.format_table(rows)
+    assert "ViT-B/32 (transfer)" in table and "disk/memory" in table

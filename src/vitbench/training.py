@@ -204,6 +204,40 @@ def count_trainable(model: keras.Model) -> int:
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))
 
 
+# --- what each family trains on --------------------------------------------------------------------
+
+def input_spec(family: str, params: Params) -> tuple[int, str]:
+    """(image size, preprocess name) a family trains on at these params."""
+    if family == "cnn":
+        from vitbench.models.cnn import get_arch
+
+        return params.cnn.image_size, get_arch(params.cnn.arch).preprocess
+    if family == "vit_scratch":
+        return params.vit.image_size, "vit"
+    if family == "vit_ft":
+        return params.vit_ft.image_size, "vit"
+    raise ValueError(f"unknown model family {family!r}")
+
+
+def build_kwargs(family: str, params: Params, num_classes: int) -> dict[str, Any]:
+    """The family builder's keyword arguments at these params (vit_ft: before the weights file
+    decides `representation_size`)."""
+    if family == "cnn":
+        cfg = params.cnn
+        return {"arch": cfg.arch, "image_size": cfg.image_size, "num_classes": num_classes,
+                "dropout": cfg.dropout}
+    if family == "vit_scratch":
+        v = params.vit
+        return {"image_size": v.image_size, "patch_size": v.patch_size,
+                "projection_dim": v.projection_dim, "num_heads": v.num_heads, "layers": v.layers,
+                "mlp_head": list(v.mlp_head), "dropout": v.dropout, "num_classes": num_classes,
+                "spt": v.spt, "lsa": v.lsa}
+    if family == "vit_ft":
+        return {"variant": params.vit_ft.variant, "image_size": params.vit_ft.image_size,
+                "num_classes": num_classes, "representation_size": None}
+    raise ValueError(f"unknown model family {family!r}")
+
+
 # --- the resumable loop ------------------------------------------------------------------------
 
 class TrainingState(keras.callbacks.BackupAndRestore):
@@ -513,14 +547,13 @@ def _reuse_phase1(paths: Paths, model_id: str, print_: str) -> tuple[keras.Model
 def train_cnn(params: Params, paths: Paths) -> None:
     """cnn.arch: transfer -> models/cnn_transfer, fine-tune -> models/cnn_finetuned."""
     from vitbench.models import resolve_pretrained
-    from vitbench.models.cnn import build_cnn, get_arch
+    from vitbench.models.cnn import build_cnn
 
     cfg = params.cnn
     rt = setup_runtime(params)
-    preprocess = get_arch(cfg.arch).preprocess
-    data = load_train_data(params, paths, cfg.image_size, preprocess)
-    build = {"arch": cfg.arch, "image_size": cfg.image_size, "num_classes": len(data.classes),
-             "dropout": cfg.dropout}
+    image_size, preprocess = input_spec("cnn", params)
+    data = load_train_data(params, paths, image_size, preprocess)
+    build = build_kwargs("cnn", params, len(data.classes))
 
     def make_model() -> tuple[keras.Model, dict[str, Any], bool]:
         model, used = resolve_pretrained(cfg.pretrained, f"{cfg.arch} ImageNet weights",
@@ -528,7 +561,7 @@ def train_cnn(params: Params, paths: Paths) -> None:
         return (model if model is not None else build_cnn(**build)), build, used
 
     two_phase(params, paths, rt, data, ids=("cnn_transfer", "cnn_finetuned"), family="cnn",
-              section="cnn", image_size=cfg.image_size, preprocess=preprocess,
+              section="cnn", image_size=image_size, preprocess=preprocess,
               lrs=(cfg.transfer.lr, cfg.finetune.lr), make_model=make_model)
 
 
@@ -539,9 +572,8 @@ def finetune_vit(params: Params, paths: Paths) -> None:
 
     cfg = params.vit_ft
     rt = setup_runtime(params)
-    data = load_train_data(params, paths, cfg.image_size, "vit")
-    build = {"variant": cfg.variant, "image_size": cfg.image_size,
-             "num_classes": len(data.classes), "representation_size": None}
+    data = load_train_data(params, paths, *input_spec("vit_ft", params))
+    build = build_kwargs("vit_ft", params, len(data.classes))
 
     def pretrained() -> tuple[keras.Model, dict[str, Any]]:
         path = resolve_vit_weights(cfg.weights, cfg.variant)
@@ -566,14 +598,11 @@ def train_vit(params: Params, paths: Paths) -> None:
 
     cfg = params.vit
     rt = setup_runtime(params)
-    data = load_train_data(params, paths, cfg.image_size, "vit")
+    data = load_train_data(params, paths, *input_spec("vit_scratch", params))
     if rt.chief:
         first = load_images(data.train_paths[:1], cfg.image_size)[0]
         patch_grid(first, cfg.patch_size, paths.plots / "vit_patches.png")
-    build = {"image_size": cfg.image_size, "patch_size": cfg.patch_size,
-             "projection_dim": cfg.projection_dim, "num_heads": cfg.num_heads,
-             "layers": cfg.layers, "mlp_head": list(cfg.mlp_head), "dropout": cfg.dropout,
-             "num_classes": len(data.classes), "spt": cfg.spt, "lsa": cfg.lsa}
+    build = build_kwargs("vit_scratch", params, len(data.classes))
     job = Job("vit_scratch", build, cfg.image_size, "vit", False,
               fingerprint(params, paths, "vit"))
     total_steps = params.train.epochs * data.steps_per_epoch

@@ -1,0 +1,117 @@
+"""Training throughput: images/s fed from disk (the real tf.data pipeline) vs from memory.
+
+For each model family at the given params, one training step configuration is timed twice with
+the same model: batches decoded from data/augmented on every step (`make_dataset(cache=False)`,
+as the first epoch of a real run) and batches sliced from tensors already in memory. A
+disk/memory ratio near 1 means the input pipeline keeps up with the model; well below 1, the
+model waits for images. Models use random weights (speed does not depend on them) and the
+configuration of their first phase (cnn and vit_ft: backbone frozen).
+
+    python benchmarks/throughput.py --params params.yaml --root . --steps 20
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from vitbench import training
+from vitbench.config import Params, load_params
+from vitbench.data.manifest import read_labels
+from vitbench.data.pipeline import AUTOTUNE, labelled_paths, load_images, make_dataset, preprocess_fn
+from vitbench.paths import Paths
+
+log = logging.getLogger(__name__)
+
+FAMILIES = ("cnn", "vit_scratch", "vit_ft")
+WARMUP_STEPS = 2  # traced and run before timing
+
+
+def measure_throughput(params: Params, paths: Paths, steps: int,
+                       families: Sequence[str] = FAMILIES) -> list[dict[str, Any]]:
+    """One row per family: training images/s from disk and from memory, and their ratio."""
+    from vitbench.models import build_model, display_name, set_backbone_trainable
+
+    keras.utils.set_random_seed(params.seed)
+    classes = read_labels(paths.labels)
+    files, labels = labelled_paths(paths.augmented_csv, classes)
+    batch = params.train.batch_size
+    rows = []
+    for family in tqdm(families, desc="throughput", unit="model", disable=None):
+        image_size, preprocess = training.input_spec(family, params)
+        record = {"id": family, "family": family,
+                  "build": training.build_kwargs(family, params, len(classes))}
+        model = build_model(record)
+        if family != "vit_scratch":
+            set_backbone_trainable(model, family, False)
+        training.compile_model(model, keras.optimizers.Adam(1e-4), len(classes))
+        disk = make_dataset(files, labels, image_size, preprocess, batch, shuffle=True,
+                            seed=params.seed, cache=False).repeat()
+        memory = _memory_dataset(files, labels, image_size, preprocess, batch, params.seed)
+        disk_rate = _images_per_second(model, disk, steps, batch)
+        memory_rate = _images_per_second(model, memory, steps, batch)
+        rows.append({"family": family, "model": display_name(f"{family}_transfer", record),
+                     "image_size": image_size, "batch_size": batch, "steps": steps,
+                     "disk_images_per_s": round(disk_rate, 1),
+                     "memory_images_per_s": round(memory_rate, 1),
+                     "disk_memory_ratio": round(disk_rate / memory_rate, 3)})
+        keras.backend.clear_session()
+    return rows
+
+
+def _memory_dataset(files: list[str], labels: np.ndarray, image_size: int, preprocess: str,
+                    batch: int, seed: int) -> tf.data.Dataset:
+    """The same images, decoded and preprocessed up front, served from memory."""
+    images = preprocess_fn(preprocess)(load_images(files, image_size).astype(np.float32))
+    return (tf.data.Dataset.from_tensor_slices((images, labels))
+            .shuffle(len(files), seed=seed).repeat().batch(batch).prefetch(AUTOTUNE))
+
+
+def _images_per_second(model: keras.Model, ds: tf.data.Dataset, steps: int, batch: int) -> float:
+    """Training images per second over `steps` steps, after a short untimed warm-up."""
+    model.fit(ds, steps_per_epoch=WARMUP_STEPS, epochs=1, shuffle=False, verbose=0)
+    start = time.perf_counter()
+    model.fit(ds, steps_per_epoch=steps, epochs=1, shuffle=False, verbose=0)
+    return steps * batch / (time.perf_counter() - start)
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A plain-text table of measure_throughput's rows."""
+    header = ("model", "px", "batch", "disk img/s", "memory img/s", "disk/memory")
+    body = [(r["model"], r["image_size"], r["batch_size"], r["disk_images_per_s"],
+             r["memory_images_per_s"], r["disk_memory_ratio"]) for r in rows]
+    widths = [max(len(str(v)) for v in column) for column in zip(header, *body)]
+    lines = ["  ".join(str(v).rjust(w) if i else str(v).ljust(w)
+                       for i, (v, w) in enumerate(zip(line, widths))) for line in (header, *body)]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--params", "params_path", default="params.yaml", show_default=True,
+              type=click.Path(dir_okay=False, exists=True), help="The params file.")
+@click.option("--root", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="The project root (needs data/augmented and data/split).")
+@click.option("--steps", default=20, show_default=True, type=click.IntRange(1),
+              help="Timed training steps per model and source.")
+@click.option("--family", "families", multiple=True, type=click.Choice(FAMILIES),
+              help="Only these families (default: all).")
+def main(params_path: str, root: str, steps: int, families: tuple[str, ...]) -> None:
+    """Print training images/s from disk vs from memory for each model family."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    rows = measure_throughput(load_params(params_path), Paths(Path(root)), steps,
+                              families or FAMILIES)
+    click.echo(format_table(rows))
+
+
+if __name__ == "__main__":
+    main()
