@@ -216,14 +216,11 @@ def train_one(variant: Variant, seed: int, settings: Settings, data: Data) -> Ru
     import keras
 
     from vitbench.models.vit import build_vit
-    from vitbench.training import compile_model, fit_phase, vit_learning_rate
+    from vitbench.training import build_kwargs, compile_model, fit_phase, vit_learning_rate
 
     cfg = dataclasses.replace(settings.vit, spt=variant.spt, lsa=variant.lsa, warmup=variant.warmup)
     keras.utils.set_random_seed(seed)
-    model = build_vit(image_size=cfg.image_size, patch_size=cfg.patch_size,
-                      projection_dim=cfg.projection_dim, num_heads=cfg.num_heads,
-                      layers=cfg.layers, mlp_head=list(cfg.mlp_head), dropout=cfg.dropout,
-                      num_classes=len(data.classes), spt=cfg.spt, lsa=cfg.lsa)
+    model = build_vit(**build_kwargs("vit_scratch", config.Params(vit=cfg), len(data.classes)))
     steps = settings.epochs * -(-data.count("train") // settings.batch_size)
     optimizer = keras.optimizers.AdamW(learning_rate=vit_learning_rate(cfg.lr, cfg.warmup, steps),
                                        weight_decay=cfg.weight_decay)
