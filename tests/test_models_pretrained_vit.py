@@ -173,6 +173,12 @@ def test_weights_that_do_not_fit_are_a_data_error(tmp_path: Path) -> None:
     three_blocks = write_npz(tmp_path / "deep.npz", flax_params({**TINY, "num_layers": 3}, grid=2))
     with pytest.raises(DataError, match="deep.npz does not fit"):
         pv.build_vit_ft("b16", SIZE, 4, weights_path=str(three_blocks), config=TINY)
+    junk = tmp_path / "page.npz"
+    junk.write_text("<html>rate limited</html>")
+    with pytest.raises(DataError, match="page.npz is not a readable .npz"):
+        pv.representation_size(junk)
+    with pytest.raises(DataError, match="page.npz does not fit"):
+        pv.build_vit_ft("b16", SIZE, 4, weights_path=str(junk), config=TINY)
     with pytest.raises(DataError, match="missing.npz does not exist"):
         pv.build_vit_ft("b16", SIZE, 4, weights_path=str(tmp_path / "missing.npz"), config=TINY)
 

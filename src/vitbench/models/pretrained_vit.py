@@ -12,9 +12,11 @@ the same keys), resolved by `resolve_vit_weights` through the Keras cache (`$KER
 from __future__ import annotations
 
 import logging
+import pickle
 import re
 import urllib.parse
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,9 @@ log = logging.getLogger(__name__)
 VARIANTS = {"b16": 16, "b32": 32}  # variant -> patch size; all use vit_keras.vit.CONFIG_B
 KNOWN_WEIGHTS = tuple(vit_keras.WEIGHTS)  # "imagenet21k", "imagenet21k+imagenet2012"
 PRE_LOGITS_KEY = "pre_logits/kernel"
+# What np.load and vit-keras raise for a file that is not (or does not fit) a ViT checkpoint.
+NPZ_ERRORS = (KeyError, ValueError, AssertionError, OSError, zipfile.BadZipFile,
+              pickle.UnpicklingError)
 
 
 def patch_size(variant: str) -> int:
@@ -81,7 +86,7 @@ def load_npz_weights(model: keras.Model, path: Path, patches_per_side: int) -> N
             vit_utils.load_weights_numpy(model=model, params_path=str(path), pretrained_top=False,
                                          num_x_patches=patches_per_side,
                                          num_y_patches=patches_per_side)
-    except (KeyError, ValueError, AssertionError, OSError) as exc:
+    except NPZ_ERRORS as exc:
         raise DataError(f"ViT weights file {path} does not fit {model.name}: "
                         f"{type(exc).__name__}: {exc}") from exc
     for w in caught:
@@ -93,9 +98,12 @@ def load_npz_weights(model: keras.Model, path: Path, patches_per_side: int) -> N
 
 def representation_size(weights_file: str | Path) -> int | None:
     """Width of the `pre_logits` layer an .npz file has (768 for imagenet21k), else None."""
-    with np.load(weights_file, allow_pickle=False) as params:
-        if PRE_LOGITS_KEY in params.files:
-            return int(params[PRE_LOGITS_KEY].shape[-1])
+    try:
+        with np.load(weights_file, allow_pickle=False) as params:
+            if PRE_LOGITS_KEY in params.files:
+                return int(params[PRE_LOGITS_KEY].shape[-1])
+    except NPZ_ERRORS as exc:
+        raise DataError(f"ViT weights file {weights_file} is not a readable .npz: {exc}") from exc
     return None
 
 
