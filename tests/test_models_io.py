@@ -116,6 +116,9 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
     rec_file.write_text(json.dumps({**json.loads(good), "family": "rnn"}))
     with pytest.raises(DataError, match="family = 'rnn' is not one of cnn, vit_scratch, vit_ft"):
         models.load_model(tmp_path / "m")
+    rec_file.write_text(json.dumps({**json.loads(good), "build": {"image_size": SIZE, "depth": 3}}))
+    with pytest.raises(DataError, match="cannot rebuild the model.*depth"):
+        models.load_model(tmp_path / "m")
     bigger = json.loads(good)
     bigger["build"]["num_classes"] = 5
     rec_file.write_text(json.dumps(bigger))

@@ -83,7 +83,11 @@ def load_model(model_dir: str | Path) -> tuple[keras.Model, dict[str, Any]]:
     except ValueError as exc:
         raise DataError(f"{record_file} is not valid JSON: {exc}") from exc
     _check_record(record, str(record_file))
-    model = build_model(record)
+    try:
+        model = build_model(record)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{record_file}: cannot rebuild the model from its build arguments "
+                        f"{record['build']}: {exc}") from exc
     try:
         model.load_weights(weights)
     except (ValueError, OSError) as exc:
