@@ -64,7 +64,14 @@ def preprocess_fn(name: str) -> Preprocess:
 def decode_resize(path: tf.Tensor, image_size: int) -> tf.Tensor:
     """Read one image file -> uint8 RGB [image_size, image_size, 3] (bilinear, aspect not kept)."""
     raw = tf.io.read_file(path)
-    image = tf.io.decode_image(raw, channels=3, expand_animations=False)
+    return resize_uint8(tf.io.decode_image(raw, channels=3, expand_animations=False), image_size)
+
+
+def resize_uint8(image: tf.Tensor | np.ndarray, image_size: int) -> tf.Tensor:
+    """An RGB image [h, w, 3] -> uint8 [image_size, image_size, 3] (bilinear, aspect not kept).
+
+    The one resize of the project: training, evaluation and `vitbench predict` all go through it.
+    """
     image = tf.image.resize(image, (image_size, image_size), method="bilinear")
     image = tf.clip_by_value(tf.round(image), 0.0, 255.0)
     return tf.cast(image, tf.uint8)
