@@ -150,8 +150,8 @@ def test_pretrained_false_never_touches_the_network(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(socket, "create_connection", no_network)
     monkeypatch.setattr(socket.socket, "connect", no_network)
-    assert resolve_pretrained(False, "MobileNetV2 ImageNet weights", load_imagenet_mobilenet) == (None, False)
-    assert resolve_pretrained("false", "MobileNetV2 ImageNet weights", load_imagenet_mobilenet) == (None, False)
+    for setting in (False, "false"):
+        assert resolve_pretrained(setting, "MobileNetV2 weights", load_imagenet_mobilenet) == (None, False)
 
 
 def test_pretrained_auto_offline_warns_and_goes_random(offline_mobilenet: cnn.CnnArch,

@@ -41,8 +41,9 @@ def flax_params(config: dict, grid: int, patch: int = 16, representation: int | 
         block = f"Transformer/encoderblock_{i}"
         for norm in ("LayerNorm_0", "LayerNorm_2"):
             params.update({f"{block}/{norm}/scale": r(d), f"{block}/{norm}/bias": r(d)})
-        params.update({f"{block}/MlpBlock_3/Dense_0/kernel": r(d, m), f"{block}/MlpBlock_3/Dense_0/bias": r(m),
-                       f"{block}/MlpBlock_3/Dense_1/kernel": r(m, d), f"{block}/MlpBlock_3/Dense_1/bias": r(d)})
+        mlp = f"{block}/MlpBlock_3"
+        params.update({f"{mlp}/Dense_0/kernel": r(d, m), f"{mlp}/Dense_0/bias": r(m),
+                       f"{mlp}/Dense_1/kernel": r(m, d), f"{mlp}/Dense_1/bias": r(d)})
         att = f"{block}/MultiHeadDotProductAttention_1"
         for name in ("query", "key", "value"):
             params.update({f"{att}/{name}/kernel": r(d, h, d // h), f"{att}/{name}/bias": r(h, d // h)})
