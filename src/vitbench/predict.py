@@ -94,7 +94,7 @@ def predict_files(model_dir: Path, files: list[Path], top_k: int = 3, batch_size
         except BadImageError as exc:
             failures.append(Failure(str(path), f"{exc.reason}: {exc.detail}"))
             continue
-        images.append(resize_uint8(np.asarray(rgb), size))
+        images.append(resize_uint8(np.asarray(rgb), size).numpy())
         kept.append(path)
     predictions = []
     for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch",
