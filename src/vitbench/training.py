@@ -139,14 +139,21 @@ def load_train_data(params: Params, paths: Paths, image_size: int, preprocess: s
 
 
 def fingerprint(params: Params, paths: Paths, section: str) -> str:
-    """Hash of what a stage's models depend on: seed, train.*, its params section and the data."""
+    """Hash of what a stage's models depend on: seed, train.*, its params section, the data
+    manifests (which carry each image's sha256) and the training and model code."""
+    from vitbench import models
+    from vitbench.data import pipeline
+
     data_files = (paths.augmented_csv, paths.split_csv("val"), paths.labels)
+    code_files = [Path(__file__), Path(pipeline.__file__),
+                  *sorted(Path(models.__file__).parent.glob("*.py"))]
     payload = {
         "version": __version__,
         "seed": params.seed,
         "train": to_dict(params.train),
         section: to_dict(getattr(params, section)),
         "data": {p.name: sha256_file(p) for p in data_files},
+        "code": {p.name: sha256_file(p) for p in code_files},
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -202,6 +209,43 @@ def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer, num
 def count_trainable(model: keras.Model) -> int:
     """Scalars the optimizer updates."""
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+def calibrate_batchnorm(backbone: keras.Model, batches: tf.data.Dataset, steps: int = 50) -> int:
+    """Re-estimate every BatchNormalization layer's moving mean and variance in `backbone` from
+    up to `steps` training batches (their running average); no weight changes. Returns the
+    number of BatchNormalization layers.
+
+    For randomly initialised backbones only: the builders call the backbone in inference mode,
+    which then normalises with the initial statistics (0 and 1), so activations vanish with depth
+    and the head sees constant features (the loss stays at ln(classes) in both phases).
+    """
+    layers = [layer for layer in _all_layers(backbone)
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    if not layers:
+        return 0
+    momenta = [layer.momentum for layer in layers]
+    try:
+        for k, (x, _) in enumerate(batches):  # the whole epoch, so the tf.data cache fills
+            if k < steps:
+                for layer in layers:
+                    layer.momentum = k / (k + 1)  # running average over the batches seen
+                backbone(x, training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    log.info("random weights: re-estimated the statistics of %d BatchNormalization layers from "
+             "%d training batches", len(layers), min(steps, k + 1))
+    return len(layers)
+
+
+def _all_layers(model: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """Every layer inside `model`, nested models included."""
+    found = []
+    for layer in getattr(model, "layers", []):
+        found.append(layer)
+        found.extend(_all_layers(layer))
+    return found
 
 
 # --- what each family trains on --------------------------------------------------------------------
@@ -422,7 +466,7 @@ def prepare_backup(folder: Path, print_: str) -> Path:
     """`folder`, emptied first when it holds a backup of other params or data; stamped `print_`."""
     stamp = folder / FINGERPRINT_FILE
     if folder.exists() and (not stamp.is_file() or stamp.read_text().strip() != print_):
-        log.info("ignoring the stale backup in %s (params or data changed)", folder)
+        log.info("ignoring the stale backup in %s (params, data or code changed)", folder)
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if not stamp.is_file():
@@ -558,7 +602,10 @@ def train_cnn(params: Params, paths: Paths) -> None:
     def make_model() -> tuple[keras.Model, dict[str, Any], bool]:
         model, used = resolve_pretrained(cfg.pretrained, f"{cfg.arch} ImageNet weights",
                                          lambda: build_cnn(**build, weights="imagenet"))
-        return (model if model is not None else build_cnn(**build)), build, used
+        if model is None:
+            model = build_cnn(**build)
+            calibrate_batchnorm(model.get_layer("base"), data.train)
+        return model, build, used
 
     two_phase(params, paths, rt, data, ids=("cnn_transfer", "cnn_finetuned"), family="cnn",
               section="cnn", image_size=image_size, preprocess=preprocess,
