@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,12 @@ log = logging.getLogger(__name__)
 
 TOP_K = 5
 VIT_FAMILIES = ("vit_scratch", "vit_ft")
+ATTENTION_METHODS = {   # how each family's map is made and read (printed on attention.png)
+    "vit_scratch": "attention rollout (Abnar & Zuidema 2020) averaged over all patch tokens; "
+                   "red = most attention",
+    "vit_ft": "vit-keras attention_map (rollout from the class token): "
+              "the image is dimmed where the model does not attend",
+}
 ATTENTION_DISPLAY_SIZE = 160      # pixels: attention figures show the images at least this big
 THROUGHPUT_MIN_SECONDS = 1.0      # time repeated batches for at least this long ...
 THROUGHPUT_MIN_RUNS = 3           # ... and at least this many times (after one warm-up run)
@@ -157,66 +164,83 @@ def _check_predictions(y_true: np.ndarray, proba: np.ndarray,
 
 # --- the stage ----------------------------------------------------------------------------------
 
+RECORD_KEYS = ("classes", "family", "image_size", "preprocess", "pretrained", "train_seconds",
+               "epochs_run", "params_total", "params_trainable")
+
+
+@dataclass(frozen=True)
+class SplitPredictions:
+    """A model's predictions on the test split, in manifest order."""
+
+    paths: list[str]          # absolute image paths
+    rel_paths: list[str]      # the same, relative to the project root (as written to CSV)
+    y_true: np.ndarray        # label ids
+    proba: np.ndarray         # [n, classes] probabilities
+    classes: list[str]
+
+    @property
+    def y_pred(self) -> np.ndarray:
+        return self.proba.argmax(axis=1)
+
+
 def evaluate(model_id: str, params: Params, paths: Paths) -> dict[str, Any]:
     """Evaluate models/<id> on the test split; write metrics/<id>.json and plots/<id>/eval/."""
     from vitbench.models import load_model
 
     model_dir = paths.model(model_id)
-    if not (model_dir / "record.json").is_file():
-        raise DataError(f"no trained model in {model_dir} (record.json missing): "
-                        f"run the training stage that writes {model_id}")
     model, record = load_model(model_dir)
     classes = read_labels(paths.labels)
-    if list(record["classes"]) != classes:
-        raise DataError(f"{model_dir}/record.json classes {record['classes']} differ from "
-                        f"{paths.labels} {classes}: retrain {model_id} on the current split")
-    test_paths, y_true = _test_split(paths, classes)
-    log.info("evaluating %s on %d test images", model_id, len(test_paths))
-    proba = _predict(model, record, test_paths, y_true, params.evaluate.batch_size)
+    _check_record(record, model_dir, classes)
+    preds = _predict(model, record, paths, classes, params.evaluate.batch_size)
     metrics = {
         "model": model_id,
         "display_name": _display_name(model_id, record),
-        **compute_metrics(y_true, proba, len(classes)),
+        **compute_metrics(preds.y_true, preds.proba, len(classes)),
         "params_total": int(record["params_total"]),
         "params_trainable": int(record["params_trainable"]),
         "size_mb": round(_dir_bytes(model_dir) / 1e6, 3),
         "train_seconds": float(record["train_seconds"]),
         "epochs_run": int(record["epochs_run"]),
-        "infer_images_per_second": _throughput(model, record, test_paths, params.evaluate.batch_size),
+        "infer_images_per_second": _throughput(model, record, preds.paths,
+                                               params.evaluate.batch_size),
         "pretrained": bool(record["pretrained"]),
     }
-    rel_paths = [_relative(p, paths.root) for p in test_paths]
-    _write_eval_dir(paths.eval_plots(model_id), model, record, metrics, classes,
-                    rel_paths, test_paths, y_true, proba, params)
+    _write_eval_dir(paths.eval_plots(model_id), model, record, metrics, preds, params)
     write_json(paths.metrics_json(model_id), metrics)
     log.info("%s: accuracy %.4f, macro F1 %.4f", model_id, metrics["accuracy"], metrics["f1_macro"])
     return metrics
 
 
-def _test_split(paths: Paths, classes: list[str]) -> tuple[list[str], np.ndarray]:
-    from vitbench.data.pipeline import labelled_paths
+def _check_record(record: dict, model_dir: Path, classes: list[str]) -> None:
+    missing = [k for k in RECORD_KEYS if k not in record]
+    if missing:
+        raise DataError(f"{model_dir}/record.json lacks key(s) {', '.join(missing)}: "
+                        "retrain the model with this version of vitbench")
+    if list(record["classes"]) != classes:
+        raise DataError(f"{model_dir}/record.json classes {record['classes']} differ from "
+                        f"the split's labels {classes}: retrain {model_dir.name} on the current split")
+
+
+def _predict(model: Any, record: dict, paths: Paths, classes: list[str],
+             batch_size: int) -> SplitPredictions:
+    """Class probabilities for every test image, in manifest order."""
+    from vitbench.data.pipeline import labelled_paths, make_dataset
 
     test_paths, labels = labelled_paths(paths.split_csv("test"), classes)
-    return test_paths, labels.astype(np.int64)
-
-
-def _predict(model: Any, record: dict, test_paths: list[str], y_true: np.ndarray,
-             batch_size: int) -> np.ndarray:
-    """Class probabilities for every test image, in manifest order."""
-    from vitbench.data.pipeline import make_dataset
-
-    ds = make_dataset(test_paths, y_true, record["image_size"], record["preprocess"], batch_size,
+    log.info("predicting %d test images", len(test_paths))
+    ds = make_dataset(test_paths, labels, record["image_size"], record["preprocess"], batch_size,
                       shuffle=False, cache=False)
     batches = []
-    total = -(-len(test_paths) // batch_size)
-    for x, _ in tqdm(ds, total=total, desc="predict", unit="batch"):
+    for x, _ in tqdm(ds, total=-(-len(test_paths) // batch_size), desc="predict", unit="batch"):
         batches.append(np.asarray(model.predict_on_batch(x), dtype=np.float32))
-    return np.concatenate(batches)
+    return SplitPredictions(test_paths, [_relative(p, paths.root) for p in test_paths],
+                           labels.astype(np.int64), np.concatenate(batches), classes)
 
 
 def _throughput(model: Any, record: dict, test_paths: list[str], batch_size: int) -> float:
     """Images per second of the model alone on one in-memory batch: after a warm-up call, the
-    batch is timed repeatedly and the median run counts (robust to a busy machine)."""
+    batch is timed repeatedly and the fastest run counts (as timeit does: slower runs measure
+    other load on the machine, not the model)."""
     from vitbench.data.pipeline import load_images, preprocess_fn
 
     images = load_images(test_paths[:batch_size], record["image_size"])
@@ -231,49 +255,48 @@ def _throughput(model: Any, record: dict, test_paths: list[str], batch_size: int
         t0 = time.perf_counter()
         model.predict_on_batch(x)
         times.append(time.perf_counter() - t0)
-    return round(batch_size / float(np.median(times)), 2)
+    return round(batch_size / min(times), 2)
 
 
-def _write_eval_dir(target: Path, model: Any, record: dict, metrics: dict, classes: list[str],
-                    rel_paths: list[str], test_paths: list[str], y_true: np.ndarray,
-                    proba: np.ndarray, params: Params) -> None:
+def _write_eval_dir(target: Path, model: Any, record: dict, metrics: dict,
+                    preds: SplitPredictions, params: Params) -> None:
     """plots/<id>/eval/: dvclive confusion matrix, report.csv, predictions.csv and figures."""
     from dvclive import Live
 
     from vitbench.plots import evaluation as figures
 
-    y_pred = proba.argmax(axis=1)
-    actual, predicted = [classes[i] for i in y_true], [classes[i] for i in y_pred]
+    classes, y_true, y_pred = preds.classes, preds.y_true, preds.y_pred
     with atomic_dir(target) as tmp:
         live = Live(dir=str(tmp), save_dvc_exp=False, dvcyaml=None)
-        live.log_sklearn_plot("confusion_matrix", actual, predicted,
+        live.log_sklearn_plot("confusion_matrix", [classes[i] for i in y_true],
+                              [classes[i] for i in y_pred],
                               title=f"Confusion matrix: {metrics['display_name']}",
                               x_label="Actual class", y_label="Predicted class")
         class_report(y_true, y_pred, classes).to_csv(tmp / "report.csv", index=False)
-        predictions_table(rel_paths, y_true, proba, classes).to_csv(tmp / "predictions.csv",
-                                                                    index=False)
+        predictions_table(preds.rel_paths, y_true, preds.proba, classes).to_csv(
+            tmp / "predictions.csv", index=False)
         figures.save_confusion_matrix(confusion_counts(y_true, y_pred, len(classes)), classes,
                                       metrics, tmp / "confusion_matrix.png")
-        if record.get("family") in VIT_FAMILIES and params.evaluate.attention_samples > 0:
-            _attention_figure(model, record, metrics, classes, test_paths, y_true, proba,
-                              params, tmp / "attention.png")
+        if record["family"] in VIT_FAMILIES and params.evaluate.attention_samples > 0:
+            _attention_figure(model, record, metrics["display_name"], preds, params,
+                              tmp / "attention.png")
 
 
-def _attention_figure(model: Any, record: dict, metrics: dict, classes: list[str],
-                      test_paths: list[str], y_true: np.ndarray, proba: np.ndarray,
+def _attention_figure(model: Any, record: dict, name: str, preds: SplitPredictions,
                       params: Params, out: Path) -> None:
     """attention.png: fixed test images (chosen by params.seed) beside their attention maps."""
     from vitbench.data.pipeline import load_images
     from vitbench.plots import evaluation as figures
 
-    count = min(params.evaluate.attention_samples, len(test_paths))
-    idx = np.sort(np.random.default_rng(params.seed).choice(len(test_paths), count, replace=False))
-    chosen = [test_paths[i] for i in idx]
+    n = len(preds.paths)
+    count = min(params.evaluate.attention_samples, n)
+    idx = np.sort(np.random.default_rng(params.seed).choice(n, count, replace=False))
+    chosen = [preds.paths[i] for i in idx]
     display = load_images(chosen, max(record["image_size"], ATTENTION_DISPLAY_SIZE))
     overlays = _attention_overlays(model, record, chosen, display)
-    captions = [(classes[y_true[i]], classes[int(proba[i].argmax())], float(proba[i].max()))
-                for i in idx]
-    figures.save_attention(display, overlays, captions, metrics["display_name"], out)
+    captions = [(preds.classes[preds.y_true[i]], preds.classes[preds.y_pred[i]],
+                 float(preds.proba[i].max())) for i in idx]
+    figures.save_attention(display, overlays, captions, name, ATTENTION_METHODS[record["family"]], out)
 
 
 def _attention_overlays(model: Any, record: dict, chosen: list[str],

@@ -57,11 +57,12 @@ def heatmap_overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.55) ->
 
 
 def save_attention(images: np.ndarray, overlays: np.ndarray,
-                   captions: list[tuple[str, str, float]], model_name: str,
+                   captions: list[tuple[str, str, float]], model_name: str, method: str,
                    out: str | Path) -> Path:
     """attention.png: each test image beside its attention map, captioned actual vs predicted.
 
-    `captions` holds (actual, predicted, confidence) per image.
+    `captions` holds (actual, predicted, confidence) per image; `method` says how the maps were
+    made and how to read them (shown under the title).
     """
     n = len(images)
     cols = 2 if n > 1 else 1                       # pairs per row
@@ -76,6 +77,7 @@ def save_attention(images: np.ndarray, overlays: np.ndarray,
         right.imshow(overlay)
         right.set_title(f"predicted: {predicted} {conf:.0%}", fontsize=9, fontweight="normal",
                         color=RIGHT if predicted == actual else WRONG)
-    fig.suptitle(f"{model_name}: where the model attends (attention rollout)", fontweight="bold")
-    fig.tight_layout()
+    fig.suptitle(f"{model_name}: where the model attends", fontweight="bold", y=1.0, va="bottom")
+    fig.text(0.5, 0.995, method, ha="center", va="top", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.1 / fig.get_figheight()))
     return save_figure(fig, out)
