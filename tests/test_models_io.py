@@ -95,7 +95,7 @@ def test_failed_save_leaves_the_previous_model(tmp_path: Path, monkeypatch: pyte
     def broken(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(model, "save_weights", broken)
+    monkeypatch.setattr(keras.Model, "save_weights", broken)
     with pytest.raises(OSError, match="disk full"):
         models.save_model(model, tmp_path / "m", record("vit_scratch", epochs_run=2))
     assert models.load_model(tmp_path / "m")[1]["epochs_run"] == 1
@@ -241,3 +241,28 @@ def test_keras_home_is_read_at_call_time(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert models.keras_home() == tmp_path / "kh"
     monkeypatch.delenv("KERAS_HOME")
     assert models.keras_home() == Path.home() / ".keras"
+
+
+def test_saved_weights_hold_no_optimizer_state(tmp_path: Path) -> None:
+    """A compiled, trained model's file is no larger than an untrained one's (no Adam slots)."""
+    import keras
+    import numpy as np
+
+    from vitbench.models import load_model, save_model
+    from vitbench.models.vit import build_vit
+
+    build = {"image_size": 16, "patch_size": 8, "projection_dim": 8, "num_heads": 2, "layers": 1,
+             "mlp_head": [8], "dropout": 0.0, "num_classes": 2, "spt": False, "lsa": False}
+    record = {"family": "vit_scratch", "build": build, "classes": ["a", "b"], "image_size": 16,
+              "preprocess": "vit"}
+    model = build_vit(**build)
+    save_model(model, tmp_path / "fresh", record)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).normal(size=(8, 16, 16, 3)).astype("float32")
+    model.fit(x, np.array([0, 1] * 4), epochs=1, verbose=0)
+    save_model(model, tmp_path / "trained", record)
+    fresh = (tmp_path / "fresh" / "model.weights.h5").stat().st_size
+    trained = (tmp_path / "trained" / "model.weights.h5").stat().st_size
+    assert trained <= fresh * 1.05
+    reloaded, _ = load_model(tmp_path / "trained")
+    np.testing.assert_array_equal(reloaded.predict(x, verbose=0), model.predict(x, verbose=0))

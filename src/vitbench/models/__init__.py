@@ -52,7 +52,7 @@ def build_model(record: dict[str, Any]) -> keras.Model:
 
 
 def save_model(model: keras.Model, model_dir: str | Path, record: dict[str, Any]) -> None:
-    """Write `model.weights.h5` and `record.json` into `model_dir` atomically.
+    """Write `model.weights.h5` (weights only, no optimizer state) and `record.json` atomically.
 
     `params_total`, `params_trainable` and (when the record has an `id`) `display_name` are
     filled in when missing.
@@ -63,8 +63,12 @@ def save_model(model: keras.Model, model_dir: str | Path, record: dict[str, Any]
     record.setdefault("params_trainable", count_params(model.trainable_weights))
     if "id" in record:
         record.setdefault("display_name", display_name(record["id"], record))
+    # Keras 3 writes a compiled model's optimizer slots into the weights file too (3x the size
+    # after Adam); a fresh, uncompiled copy of the architecture holds only the model's weights.
+    bare = build_model(record)
+    bare.set_weights(model.get_weights())
     with atomic_dir(model_dir) as tmp:
-        model.save_weights(tmp / WEIGHTS_FILE)
+        bare.save_weights(tmp / WEIGHTS_FILE)
         write_json(tmp / RECORD_FILE, record)
     log.info("saved %s (%s parameters) to %s", record.get("id", "model"),
              f"{record['params_total']:,}", model_dir)
