@@ -359,6 +359,7 @@ def render(report: Report) -> str:
     chance, majority = baselines(data)
     rows = summary_rows(report)
     best = max(rows, key=lambda r: r["test_mean"])
+    stderr = float(np.sqrt(best["test_mean"] * (1 - best["test_mean"]) / data.count("test")))
     info = machine_info()
     load0, load1 = report.load_average
     seeds = ", ".join(map(str, report.seeds_run))
@@ -376,6 +377,11 @@ def render(report: Report) -> str:
         f"scores {majority:.3f} on this test set. Best: **{best['config']}** with "
         f"{best['test_mean']:.3f} test accuracy ({best['test_mean'] - majority:+.3f} over the "
         f"majority class, {best['gain']:+.3f} over the baseline).",
+        "",
+        f"Resolution: with {data.count('test')} test images, one run's accuracy near "
+        f"{best['test_mean']:.2f} has a binomial standard error of {stderr:.3f}, so differences "
+        f"below about {2 * stderr:.2f} between single runs are within noise; the spread between "
+        "seeds shows the training noise on top.",
         "",
         "Test accuracy is that of the weights with the lowest validation loss (restored by the "
         "project's training loop, `vitbench.training.fit_phase`, run without early stopping); "

@@ -64,6 +64,7 @@ def test_benchmark_smoke(pacs_dir: Path, tmp_path: Path) -> None:
     # 10 images of each of the 7 classes: 6 train, 2 val, 2 test per class
     assert re.search(r"7 classes \(.*\).*train 42, val 14, test 14", text)
     assert "Chance is 0.143 (1/7)" in text
+    assert re.search(r"with 14 test images, .* standard error of 0\.\d{3}", text)
     assert re.search(r"\d+ CPU\(s\), .*TensorFlow 2\.", text, re.S)
     assert "| baseline |" in result.output  # the table is printed too
 
