@@ -71,7 +71,8 @@ def test_patch_size_experiment_reruns_only_the_scratch_vit(reproduced: Path) -> 
     diff = run(reproduced, "dvc", "metrics", "diff", "--json").stdout
     assert "metrics/vit_scratch.json" in json.loads(diff)
     params_diff = json.loads(run(reproduced, "dvc", "params", "diff", "--json").stdout)
-    assert params_diff["params.yaml"]["vit.patch_size"] == {"old": 6, "new": 8}
+    change = params_diff["params.yaml"]["vit.patch_size"]
+    assert (change["old"], change["new"]) == (6, 8)
 
 
 def test_queued_sweep_runs_both_experiments(reproduced: Path) -> None:

@@ -1,0 +1,152 @@
+"""The vitbench benchmark: one table of the figures the README quotes, measured on this machine.
+
+    python benchmarks/run.py [--remedies-minutes 20] [--skip-repro] [--out benchmarks/results/latest.md]
+
+1. Wall time of the demo `dvc repro` from scratch (a fresh copy of the project, empty DVC cache),
+   and of a second, no-op `dvc repro`.
+2. Per model family: training images/s from disk and from tensors in memory (benchmarks/throughput.py),
+   and per model id: inference images/s and test accuracy from that demo run's metrics.
+3. The from-scratch ViT's accuracy on ../shared/datasets/pacs_cartoon (when present) with and
+   without its small-dataset remedies (benchmarks/vit_remedies.py), at a stated CPU budget.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+PACS = REPO.parent / "shared" / "datasets" / "pacs_cartoon"
+PROJECT_FILES = ("dvc.yaml", "params.yaml", "pyproject.toml", "stages", "src", ".dvc", ".dvcignore",
+                 ".gitignore")
+sys.path.insert(0, str(HERE))
+
+
+def fresh_copy(dest: Path) -> Path:
+    """The project's code and params in `dest`, as a new git repo with one commit, no cache."""
+    for name in PROJECT_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns(
+                "__pycache__", "*.egg-info", "cache", "tmp", "config.local"))
+        else:
+            shutil.copy2(src, dest / name)
+    git = ["git", "-c", "user.email=bench@vitbench.local", "-c", "user.name=vitbench bench"]
+    for cmd in (["git", "init", "-q"], git + ["add", "-A"], git + ["commit", "-q", "-m", "bench"]):
+        subprocess.run(cmd, cwd=dest, check=True)
+    return dest
+
+
+def timed(cmd: list[str], cwd: Path) -> float:
+    """Run `cmd` with this venv first on PATH; return its wall seconds (raise on failure)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise click.ClickException(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - start
+
+
+def repro_figures(project: Path) -> dict[str, object]:
+    """Demo `dvc repro` from scratch, then a no-op one; the metrics of every model."""
+    full = timed(["dvc", "repro"], project)
+    noop = timed(["dvc", "repro"], project)
+    models = {}
+    for path in sorted((project / "metrics").glob("*.json")):
+        data = json.loads(path.read_text())
+        if "infer_images_per_second" in data:
+            models[path.stem] = data
+    return {"repro_seconds": full, "noop_seconds": noop, "models": models}
+
+
+def machine() -> str:
+    """CPU model, cores, memory, Python and TensorFlow versions."""
+    import tensorflow as tf
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or "unknown CPU")
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, {gpus} GPU(s), "
+            f"Python {platform.python_version()}, TensorFlow {tf.__version__}")
+
+
+def render(repro: dict | None, throughput: list[dict] | None, remedies: str | None) -> str:
+    """The markdown report."""
+    out = [f"# vitbench benchmark\n\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} on {machine()}."]
+    if repro:
+        out += ["\n## The demo pipeline\n",
+                "| what | wall time |", "|---|---|",
+                f"| `dvc repro` from scratch (demo params) | {repro['repro_seconds']:.0f} s |",
+                f"| `dvc repro` again (nothing to do) | {repro['noop_seconds']:.1f} s |",
+                "\n| model | pretrained | test accuracy | inference images/s | train s | params |",
+                "|---|---|---|---|---|---|"]
+        for model_id, m in repro["models"].items():
+            out.append(f"| {m.get('display_name', model_id)} | {m['pretrained']} | {m['accuracy']:.3f} | "
+                       f"{m['infer_images_per_second']:.0f} | {m['train_seconds']:.0f} | "
+                       f"{m['params_total']:,} |")
+    if throughput:
+        out += ["\n## Training input pipeline: from disk vs from memory\n",
+                "| model family | input | batch | images/s from disk | images/s from memory | disk/memory |",
+                "|---|---|---|---|---|---|"]
+        for row in throughput:
+            out.append(f"| {row['model']} | {row['image_size']}px | {row['batch_size']} | "
+                       f"{row['disk_images_per_s']:.0f} | {row['memory_images_per_s']:.0f} | "
+                       f"{row['disk_memory_ratio']:.2f} |")
+        out.append("\nA ratio near 1 means the model, not the input pipeline, is the bottleneck.")
+    if remedies:
+        out += ["\n## From-scratch ViT on PACS cartoon: the small-dataset remedies\n", remedies]
+    return "\n".join(out) + "\n"
+
+
+@click.command()
+@click.option("--skip-repro", is_flag=True, help="Skip the demo `dvc repro` timing.")
+@click.option("--steps", default=15, show_default=True, help="Timed training steps per family.")
+@click.option("--remedies-minutes", default=20.0, show_default=True,
+              help="CPU budget of the ViT remedies benchmark (0 skips it).")
+@click.option("--out", type=click.Path(path_type=Path), default=HERE / "results" / "latest.md",
+              show_default=True)
+def main(skip_repro: bool, steps: int, remedies_minutes: float, out: Path) -> None:
+    """Run every benchmark and print one markdown report."""
+    from throughput import measure_throughput
+
+    from vitbench.config import load_params
+    from vitbench.paths import Paths
+
+    repro = throughput = remedies = None
+    with tempfile.TemporaryDirectory(prefix="vitbench-bench-") as tmp:
+        project = fresh_copy(Path(tmp))
+        if not skip_repro:
+            click.echo("timing the demo `dvc repro` from scratch ...", err=True)
+            repro = repro_figures(project)
+        else:
+            timed(["dvc", "repro", "augment"], project)
+        click.echo("measuring training throughput ...", err=True)
+        throughput = measure_throughput(load_params(project / "params.yaml"), Paths(project), steps)
+    if remedies_minutes > 0 and PACS.is_dir():
+        click.echo("training the from-scratch ViT variants on PACS cartoon ...", err=True)
+        remedies_out = out.with_name("vit_remedies.md")
+        subprocess.run([sys.executable, str(HERE / "vit_remedies.py"), "--data", str(PACS),
+                        "--budget-minutes", str(remedies_minutes), "--out", str(remedies_out)],
+                       check=True)
+        text = remedies_out.read_text()
+        remedies = text.split("## Result", 1)[-1].split("## Every run", 1)[0].strip()
+    report = render(repro, throughput, remedies)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report)
+    click.echo(report)
+
+
+if __name__ == "__main__":
+    main()
