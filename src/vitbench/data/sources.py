@@ -283,23 +283,34 @@ def _target(dest: Path, rel: PurePosixPath) -> Path:
 
 def _extract_tar(archive: Path, dest: Path) -> None:
     with tarfile.open(archive, "r:*") as tar:
-        members = tar.getmembers()
-        checked = [(m, _entry_path(archive, m.name)) for m in members]
+        checked = [(m, _entry_path(archive, m.name)) for m in tar.getmembers()]
         for member, _ in checked:
             _check_tar_type(archive, member)
-        for member, rel in tqdm(checked, desc="extract", unit="entry"):
-            if not rel.parts:
-                continue
-            target = _target(dest, rel)
-            if member.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            source = tar.extractfile(member)
-            if source is None:
-                raise FetchError(f"broken archive {archive}: no data for entry {member.name!r}")
-            with source, open(target, "wb") as out:
-                shutil.copyfileobj(source, out, CHUNK)
+
+        def opener(member: tarfile.TarInfo) -> Callable[[], BinaryIO]:
+            def open_member() -> BinaryIO:
+                source = tar.extractfile(member)
+                if source is None:
+                    raise FetchError(f"broken archive {archive}: no data for entry {member.name!r}")
+                return source
+            return open_member
+
+        _write_entries(dest, [(rel, m.isdir(), opener(m)) for m, rel in checked])
+
+
+def _write_entries(dest: Path, entries: list[tuple[PurePosixPath, bool, Callable[[], BinaryIO]]]
+                   ) -> None:
+    """Write checked archive entries (relative path, is a folder, opener of its bytes) into dest."""
+    for rel, is_dir, open_entry in tqdm(entries, desc="extract", unit="entry"):
+        if not rel.parts:
+            continue
+        target = _target(dest, rel)
+        if is_dir:
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open_entry() as source, open(target, "wb") as out:
+            shutil.copyfileobj(source, out, CHUNK)
 
 
 def _check_tar_type(archive: Path, member: tarfile.TarInfo) -> None:
@@ -327,19 +338,11 @@ def _extract_zip(archive: Path, dest: Path) -> None:
             if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
                 raise FetchError(f"refusing to extract {archive}: entry {info.filename!r} is not a "
                                  f"regular file or folder")
-        for info, rel in tqdm(checked, desc="extract", unit="entry"):
-            if not rel.parts:
-                continue
-            target = _target(dest, rel)
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                with zf.open(info) as source, open(target, "wb") as out:
-                    shutil.copyfileobj(source, out, CHUNK)
-            except RuntimeError as exc:  # encrypted entries
-                raise FetchError(f"cannot extract {archive}: entry {info.filename!r}: {exc}") from exc
+        try:
+            _write_entries(dest, [(rel, info.is_dir(), lambda info=info: zf.open(info))
+                                  for info, rel in checked])
+        except RuntimeError as exc:  # encrypted entries
+            raise FetchError(f"cannot extract {archive}: {exc}") from exc
 
 
 # --- downloads --------------------------------------------------------------------------------------------
