@@ -216,14 +216,13 @@ def train_one(variant: Variant, seed: int, settings: Settings, data: Data) -> Ru
     import keras
 
     from vitbench.models.vit import build_vit
-    from vitbench.training import build_kwargs, compile_model, fit_phase, vit_learning_rate
+    from vitbench.training import build_kwargs, compile_model, fit_phase, vit_optimizer
 
     cfg = dataclasses.replace(settings.vit, spt=variant.spt, lsa=variant.lsa, warmup=variant.warmup)
     keras.utils.set_random_seed(seed)
     model = build_vit(**build_kwargs("vit_scratch", config.Params(vit=cfg), len(data.classes)))
     steps = settings.epochs * -(-data.count("train") // settings.batch_size)
-    optimizer = keras.optimizers.AdamW(learning_rate=vit_learning_rate(cfg.lr, cfg.warmup, steps),
-                                       weight_decay=cfg.weight_decay)
+    optimizer = vit_optimizer(cfg, steps)
     compile_model(model, optimizer, len(data.classes))
     train = array_dataset(data.x["train"], data.y["train"], settings.batch_size, shuffle=True,
                           seed=seed)

@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from vitbench import __version__
-from vitbench.config import Params, to_dict
+from vitbench.config import Params, Vit, to_dict
 from vitbench.data.manifest import read_labels
 from vitbench.data.pipeline import labelled_paths, make_dataset
 from vitbench.fsutil import atomic_file, read_json, sha256_file, write_json
@@ -195,6 +195,12 @@ def vit_learning_rate(lr: float, warmup: float, total_steps: int) -> float | War
     if warmup <= 0:
         return lr
     return WarmupCosine(lr, total_steps, max(1, round(warmup * total_steps)))
+
+
+def vit_optimizer(cfg: Vit, total_steps: int) -> keras.optimizers.Optimizer:
+    """The from-scratch ViT's optimizer: AdamW at `vit.lr` (warm-up cosine per `vit.warmup`)."""
+    return keras.optimizers.AdamW(learning_rate=vit_learning_rate(cfg.lr, cfg.warmup, total_steps),
+                                  weight_decay=cfg.weight_decay)
 
 
 def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer, num_classes: int) -> None:
@@ -655,9 +661,7 @@ def train_vit(params: Params, paths: Paths) -> None:
     total_steps = params.train.epochs * data.steps_per_epoch
     with rt.strategy.scope():
         model = build_vit(**build)
-        optimizer = keras.optimizers.AdamW(
-            learning_rate=vit_learning_rate(cfg.lr, cfg.warmup, total_steps),
-            weight_decay=cfg.weight_decay)
+        optimizer = vit_optimizer(cfg, total_steps)
         train_phase(model, "vit_scratch", job, optimizer, params, paths, data, rt)
     if rt.chief:
         clean_backups(paths, ["vit_scratch"])
