@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dvc_project import TINY, commit, run, set_params, stages_run
+from dvc_project import TINY, changed_stages, commit, run, set_params, stages_run
 from vitbench.config import MODEL_IDS
 
 pytestmark = pytest.mark.slow
@@ -63,6 +63,22 @@ def test_plots_show_renders_everything_without_warnings(reproduced: Path) -> Non
     for needle in ("confusion_matrix.json", "predictions_grid.png", "augment_preview.png",
                    "val/accuracy.tsv", "vit_patches.png"):
         assert needle in html, needle
+
+
+def test_status_lists_only_the_stage_whose_params_changed(reproduced: Path) -> None:
+    original = (reproduced / "params.yaml").read_text()
+    try:
+        set_params(reproduced, {"cnn": {"finetune": {"lr": 3.0e-5}}})
+        assert changed_stages(reproduced) == {"train_cnn"}
+        (reproduced / "params.yaml").write_text(original)
+        set_params(reproduced, {"vit": {"patch_size": 8}})
+        assert changed_stages(reproduced) == {"train_vit"}
+        (reproduced / "params.yaml").write_text(original)
+        set_params(reproduced, {"evaluate": {"attention_samples": 1}})
+        assert changed_stages(reproduced) == {f"evaluate@{m}" for m in MODEL_IDS}
+    finally:
+        (reproduced / "params.yaml").write_text(original)
+    assert changed_stages(reproduced) == set()
 
 
 def test_patch_size_experiment_reruns_only_the_scratch_vit(reproduced: Path) -> None:
