@@ -86,7 +86,8 @@ def test_per_class_good_drawings_plus_extra_defects(files: list[dict]) -> None:
 
 
 def test_mixes_formats_and_modes(files: list[dict]) -> None:
-    images = [r for r in files if r["status"] == "ok" and min(r["image"].size) >= 32]
+    distinct = {r["sha"]: r for r in files if r["status"] == "ok" and min(r["image"].size) >= 32}
+    images = list(distinct.values())  # a duplicate of the CMYK JPEG must not count twice
     modes = Counter(r["image"].mode for r in images)
     suffixes = Counter(r["path"].suffix for r in images)
     assert modes["RGBA"] / len(images) == pytest.approx(0.2, abs=0.05)
@@ -131,3 +132,18 @@ def test_every_class_draws_something_that_varies(cls: str) -> None:
 def test_rejects_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="per_class"):
         generate(tmp_path, 0, 64, seed=1)
+
+
+@pytest.mark.parametrize("cls", CLASSES_EXPECTED)
+def test_object_fills_most_of_a_pale_background(cls: str) -> None:
+    """What keeps the demo learnable: a large, roughly centred object on a pale, weakly saturated
+    background (the same rng draws the same object with and without its background)."""
+    for i in range(3):
+        layer = synthetic.draw_image(cls, np.random.default_rng([3, i]), 64, transparent=True)
+        picture = synthetic.draw_image(cls, np.random.default_rng([3, i]), 64)
+        x0, y0, x1, y1 = layer.getchannel("A").getbbox()
+        assert 0.65 <= max(x1 - x0, y1 - y0) / 64 <= 1.0
+        assert abs((x0 + x1) / 128 - 0.5) < 0.15 and abs((y0 + y1) / 128 - 0.5) < 0.15
+        hsv = np.asarray(picture.convert("HSV"), float) / 255
+        background = hsv[np.asarray(layer.getchannel("A")) == 0]
+        assert np.median(background[:, 1]) < 0.3 and np.median(background[:, 2]) > 0.6

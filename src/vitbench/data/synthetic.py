@@ -2,21 +2,26 @@
 
 Each class has one small drawing function (`draw_cat`, `draw_plane`, ...) that paints the object
 on a transparent square layer in unit coordinates: (0, 0) is the top-left corner, (1, 1) the
-bottom-right. `generate()` then flips, rotates, scales and places that layer on a varied background
-(solid, gradient, smooth noise, clutter shapes), and saves it the way a web-scraped set would look:
+bottom-right, with bold outlines and class-typical colours. `generate()` then flips and slightly
+rotates that layer, crops it to the drawing, scales it to fill most of the picture, places it near
+the centre on a pale background (solid, gradient or softly mottled, sometimes with faint clutter
+shapes), and saves it the way a web-scraped set would look:
 a mix of JPEG and PNG, about a fifth RGBA PNGs with transparent backgrounds, some grayscale and
 palette images, a couple of CMYK JPEGs. On top of the `per_class` good drawings it adds the usual
 scraping debris (truncated files, an HTML error page saved as .jpg, a stray notes.txt, exact
 duplicates, a thumbnail below `clean.min_side`) so the clean stage has real work to do.
 
-Look-alike classes keep the task honest: cat, tiger, panda and dog share one head shape (colours
-overlap, tabby cats have stripes, some dogs have pointed ears), and bird, penguin and plane share
-elongated bodies. Everything is drawn from `numpy` generators seeded by (seed, class, index), so
+The pictures are meant to be learnable by small models in a few epochs from a few hundred images
+(hence large objects, little clutter, backgrounds that never drown the object), but look-alike
+classes keep the task honest: cat, tiger, panda and dog share one head shape (ginger cats are
+tiger-coloured, tabby cats have stripes, some dogs have pointed ears), and bird, penguin and plane
+share elongated bodies. Everything is drawn from `numpy` generators seeded by (seed, class, index), so
 two runs with the same arguments write byte-identical files.
 """
 
 from __future__ import annotations
 
+import colorsys
 import io
 import logging
 import math
@@ -35,6 +40,7 @@ RGB = tuple[int, int, int]
 Point = tuple[float, float]
 
 OUTLINE: RGB = (35, 30, 30)
+OUTLINE_WIDTH = 0.02     # bold cartoon outlines (a fraction of the drawing's side)
 SUPERSAMPLE = 2          # drawings are painted at 2x and downscaled: cheap anti-aliasing
 RGBA_SHARE = 0.2         # transparent-background PNGs
 GRAY_SHARE = 0.05        # grayscale ("L") images
@@ -71,7 +77,7 @@ class Pen:
         """An axis-aligned ellipse centred on (cx, cy), with a cartoon outline."""
         box = self._xy([(cx - rx, cy - ry), (cx + rx, cy + ry)])
         self.draw.ellipse(box, fill=fill, outline=OUTLINE if outline else None,
-                          width=self.px(0.012) if outline else 0)
+                          width=self.px(OUTLINE_WIDTH) if outline else 0)
 
     def circle(self, cx: float, cy: float, r: float, fill: RGB | None, outline: bool = True) -> None:
         """A circle of radius r centred on (cx, cy)."""
@@ -89,21 +95,24 @@ class Pen:
     def polygon(self, points: Sequence[Point], fill: RGB, outline: bool = True) -> None:
         """A filled polygon through `points`."""
         self.draw.polygon(self._xy(points), fill=fill, outline=OUTLINE if outline else None,
-                          width=self.px(0.012) if outline else 0)
+                          width=self.px(OUTLINE_WIDTH) if outline else 0)
 
     def rect(self, x0: float, y0: float, x1: float, y1: float, fill: RGB, radius: float = 0.0) -> None:
         """A rectangle from (x0, y0) to (x1, y1) with rounded corners of `radius`."""
         self.draw.rounded_rectangle(self._xy([(x0, y0), (x1, y1)]), radius=self.px(radius), fill=fill,
-                                    outline=OUTLINE, width=self.px(0.012))
+                                    outline=OUTLINE, width=self.px(OUTLINE_WIDTH))
 
     def line(self, points: Sequence[Point], fill: RGB, width: float) -> None:
         """A polyline `width` (a fraction of the side) thick."""
         self.draw.line(self._xy(points), fill=fill, width=self.px(width), joint="curve")
 
 
-def _pick(rng: np.random.Generator, colours: Sequence[RGB], jitter: int = 18) -> RGB:
-    """One of `colours`, each channel shifted by up to +-jitter."""
-    base = np.array(colours[rng.integers(len(colours))])
+def _pick(rng: np.random.Generator, colours: Sequence[RGB], jitter: int = 18,
+          weights: Sequence[float] | None = None) -> RGB:
+    """One of `colours` (with probabilities proportional to `weights`), each channel shifted by
+    up to +-jitter."""
+    p = None if weights is None else np.asarray(weights, float) / sum(weights)
+    base = np.array(colours[rng.choice(len(colours), p=p)])
     return _rgb(base + rng.integers(-jitter, jitter + 1, size=3))
 
 
@@ -121,10 +130,10 @@ def _rgb(values: Any) -> RGB:
 
 # --- shared parts of the look-alike classes -----------------------------------------------------
 
-CAT_FUR: tuple[RGB, ...] = ((230, 140, 50), (130, 130, 140), (45, 42, 42), (240, 238, 230),
-                            (150, 100, 60), (235, 205, 160))
-DOG_FUR: tuple[RGB, ...] = ((150, 95, 50), (210, 160, 90), (45, 40, 38), (240, 236, 228),
-                            (225, 180, 110), (120, 120, 125))
+# Each class has a typical colouring; the ginger cat (tiger-like) keeps the look-alikes honest.
+CAT_FUR: tuple[RGB, ...] = ((125, 128, 140), (155, 160, 175), (230, 140, 50), (235, 215, 175))
+CAT_WEIGHTS = (0.35, 0.3, 0.2, 0.15)
+DOG_FUR: tuple[RGB, ...] = ((150, 95, 50), (200, 150, 85), (110, 70, 40), (215, 170, 100))
 TIGER_FUR: tuple[RGB, ...] = ((235, 130, 35), (220, 110, 30), (240, 150, 60))
 WHITE: RGB = (245, 245, 240)
 BLACK: RGB = (25, 25, 28)
@@ -200,7 +209,7 @@ def _stripes(pen: Pen, rng: np.random.Generator, colour: RGB, thickness: float) 
 
 def draw_cat(pen: Pen, rng: np.random.Generator) -> None:
     """A cat's face: pointed ears, slit pupils and whiskers; a third are striped tabbies."""
-    fur = _pick(rng, CAT_FUR)
+    fur = _pick(rng, CAT_FUR, weights=CAT_WEIGHTS)
     _body(pen, rng, fur)
     _pointed_ears(pen, rng, fur, PINK)
     _head(pen, rng, fur)
@@ -264,8 +273,7 @@ def draw_dog(pen: Pen, rng: np.random.Generator) -> None:
 
 def draw_bird(pen: Pen, rng: np.random.Generator) -> None:
     """A songbird side-on: round body, tail, beak, a wing up (flying) or folded (perched)."""
-    colour = _pick(rng, [(220, 50, 45), (50, 110, 220), (240, 200, 40), (70, 170, 80),
-                         (140, 95, 60), (120, 120, 130)])
+    colour = _pick(rng, [(50, 110, 220), (40, 165, 195), (215, 50, 45)], weights=(0.5, 0.3, 0.2))
     wing = _shade(colour, 0.7)
     flying = rng.random() < 0.4
     pen.polygon([(0.28, 0.54), (0.06, 0.42 + rng.uniform(-0.05, 0.05)), (0.1, 0.66)], wing)
@@ -301,24 +309,23 @@ def draw_penguin(pen: Pen, rng: np.random.Generator) -> None:
 
 def draw_plane(pen: Pen, rng: np.random.Generator) -> None:
     """An airliner side-on: long fuselage, swept wings, tail fin and a row of windows."""
-    body = _pick(rng, [(235, 235, 240), (180, 185, 195), (200, 60, 50), (60, 110, 200)])
-    accent = _pick(rng, [(30, 80, 170), (200, 40, 40), (250, 190, 30)])
+    body = _pick(rng, [(240, 240, 245), (195, 200, 210)], jitter=10)
+    accent = _pick(rng, [(30, 80, 170), (200, 40, 40)])
     sweep = rng.uniform(0.0, 0.1)
-    pen.polygon([(0.46, 0.48), (0.36 - sweep, 0.2), (0.43 - sweep, 0.2), (0.6, 0.48)], _shade(body, 0.8))
-    pen.polygon([(0.14, 0.48), (0.07, 0.24), (0.15, 0.24), (0.26, 0.48)], accent)
-    pen.ellipse(0.5, 0.5, 0.4 * rng.uniform(0.9, 1.05), 0.075, body)
-    pen.line([(0.15, 0.53), (0.86, 0.53)], accent, 0.015)
-    for x in np.arange(0.3, 0.76, 0.05):
-        pen.circle(float(x), 0.48, 0.012, (90, 150, 210), outline=False)
-    pen.ellipse(0.84, 0.475, 0.03, 0.018, (60, 110, 170), outline=False)
-    pen.polygon([(0.46, 0.52), (0.32 - sweep, 0.86), (0.4 - sweep, 0.86), (0.6, 0.52)], body)
-    pen.ellipse(0.43 - sweep / 2, 0.68, 0.06, 0.025, _shade(body, 0.6))
+    pen.polygon([(0.44, 0.46), (0.34 - sweep, 0.14), (0.45 - sweep, 0.14), (0.64, 0.46)], _shade(body, 0.8))
+    pen.polygon([(0.12, 0.48), (0.05, 0.2), (0.16, 0.2), (0.3, 0.48)], accent)
+    pen.ellipse(0.5, 0.5, 0.42 * rng.uniform(0.92, 1.05), 0.1, body)
+    pen.line([(0.14, 0.55), (0.88, 0.55)], accent, 0.022)
+    for x in np.arange(0.3, 0.76, 0.06):
+        pen.circle(float(x), 0.47, 0.017, (90, 150, 210), outline=False)
+    pen.ellipse(0.85, 0.47, 0.035, 0.022, (60, 110, 170), outline=False)
+    pen.polygon([(0.44, 0.54), (0.3 - sweep, 0.88), (0.41 - sweep, 0.88), (0.64, 0.54)], body)
+    pen.ellipse(0.42 - sweep / 2, 0.7, 0.07, 0.032, _shade(body, 0.6))
 
 
 def draw_car(pen: Pen, rng: np.random.Generator) -> None:
     """A side-on car: body, cabin with two windows, two wheels and a headlight."""
-    paint = _pick(rng, [(210, 40, 40), (40, 90, 200), (240, 200, 40), (60, 160, 80),
-                        (235, 235, 235), (50, 50, 55)])
+    paint = _pick(rng, [(210, 40, 40), (240, 195, 40)], weights=(0.65, 0.35))
     roof = rng.uniform(0.26, 0.36)
     pen.polygon([(0.26, 0.52), (0.35, roof), (0.67, roof), (0.78, 0.52)], paint)
     glass = (170, 210, 235)
@@ -334,20 +341,20 @@ def draw_car(pen: Pen, rng: np.random.Generator) -> None:
 def draw_flower(pen: Pen, rng: np.random.Generator) -> None:
     """A flower: stem and leaves, 5 to 9 petals round a centre."""
     green = _pick(rng, [(60, 150, 60), (90, 170, 70)])
-    petal = _pick(rng, [(240, 90, 130), (220, 40, 50), (250, 210, 50), (150, 80, 200),
-                        (250, 250, 245), (250, 140, 40)])
+    petal = _pick(rng, [(240, 90, 150), (200, 50, 170), (150, 80, 200), (250, 250, 245)],
+                  weights=(0.35, 0.3, 0.25, 0.1))
     pen.line([(0.5, 0.45), (0.5 + rng.uniform(-0.05, 0.05), 0.98)], green, 0.03)
     pen.oval(0.4, 0.78, 0.1, 0.04, -30, green)
     if rng.random() < 0.6:
         pen.oval(0.6, 0.7, 0.1, 0.04, 30, green)
     count = int(rng.integers(5, 10))
-    reach, start = rng.uniform(0.13, 0.18), rng.uniform(0, 360)
+    reach, start = rng.uniform(0.17, 0.22), rng.uniform(0, 360)
     for k in range(count):
         a = start + 360 * k / count
         cx = 0.5 + reach * math.cos(math.radians(a))
         cy = 0.38 + reach * math.sin(math.radians(a))
-        pen.oval(cx, cy, reach * 0.75, 0.055, a, petal)
-    pen.circle(0.5, 0.38, 0.07, _pick(rng, [(250, 200, 40), (120, 70, 30)]))
+        pen.oval(cx, cy, reach * 0.75, 0.07, a, petal)
+    pen.circle(0.5, 0.38, 0.08, _pick(rng, [(250, 200, 40)]))
 
 
 def draw_tree(pen: Pen, rng: np.random.Generator) -> None:
@@ -360,7 +367,8 @@ def draw_tree(pen: Pen, rng: np.random.Generator) -> None:
             half = 0.32 - 0.07 * k
             pen.polygon([(0.5 - half, y), (0.5 + half, y), (0.5, y - 0.26)], green)
         return
-    leaves = _pick(rng, [(70, 160, 60), (40, 130, 50), (90, 180, 70), (230, 140, 40), (200, 70, 40)])
+    leaves = _pick(rng, [(70, 160, 60), (40, 130, 50), (90, 180, 70), (230, 140, 40)],
+                   weights=(0.3, 0.3, 0.25, 0.15))
     for _ in range(int(rng.integers(5, 8))):
         pen.circle(0.5 + rng.uniform(-0.17, 0.17), 0.38 + rng.uniform(-0.14, 0.12),
                    rng.uniform(0.12, 0.17), leaves)
@@ -380,58 +388,74 @@ CLASSES: tuple[str, ...] = tuple(sorted(DRAWERS))
 
 # --- backgrounds and composition ------------------------------------------------------------------
 
+OBJECT_SPAN = (0.72, 0.92)   # the drawing's longer side, as a fraction of the picture
+PLACE_JITTER = 0.05          # centre offset, as a fraction of the picture
+ROTATION = 12.0              # degrees either way
+CLUTTER_SHARE = 0.15         # backgrounds with a few faint shapes on them
+BLUR_SHARE = 0.1             # slightly out-of-focus pictures
+
+
+def _pastel(rng: np.random.Generator) -> RGB:
+    """A light, weakly saturated colour: backgrounds tint the picture without competing with it."""
+    rgb = colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0.03, 0.18), rng.uniform(0.75, 0.97))
+    return _rgb(np.array(rgb) * 255)
+
+
 def _background(rng: np.random.Generator, size: int) -> Image.Image:
-    """A solid, gradient or smooth-noise background, sometimes with clutter shapes on it."""
-    kind = rng.choice(["solid", "gradient", "noise"], p=[0.3, 0.35, 0.35])
+    """A pale solid, gradient or softly mottled background, sometimes with faint clutter shapes."""
+    kind = rng.choice(["solid", "gradient", "mottled"], p=[0.4, 0.35, 0.25])
     if kind == "solid":
-        image = Image.new("RGB", (size, size), _rgb(rng.integers(0, 256, size=3)))
+        image = Image.new("RGB", (size, size), _pastel(rng))
     elif kind == "gradient":
-        a, b = rng.integers(0, 256, size=3), rng.integers(0, 256, size=3)
+        a, b = np.array(_pastel(rng)), np.array(_pastel(rng))
         ramp = np.linspace(0.0, 1.0, size)[:, None, None]
         pixels = np.broadcast_to(a + (b - a) * ramp, (size, size, 3))
         if rng.random() < 0.5:
             pixels = pixels.transpose(1, 0, 2)
         image = Image.fromarray(np.ascontiguousarray(pixels).astype(np.uint8))
     else:
-        base = rng.integers(40, 216, size=3)
-        grid = np.clip(base + rng.integers(-80, 81, size=(4, 4, 3)), 0, 255).astype(np.uint8)
-        smooth = np.asarray(Image.fromarray(grid).resize((size, size), Image.Resampling.BICUBIC), float)
-        grain = rng.normal(0.0, 12.0, size=(size, size, 3))
+        grid = np.clip(np.array(_pastel(rng)) + rng.integers(-25, 26, size=(4, 4, 3)), 0, 255)
+        smooth = np.asarray(Image.fromarray(grid.astype(np.uint8)).resize(
+            (size, size), Image.Resampling.BICUBIC), float)
+        grain = rng.normal(0.0, 5.0, size=(size, size, 3))
         image = Image.fromarray(np.clip(smooth + grain, 0, 255).astype(np.uint8))
-    if rng.random() < 0.35:
+    if rng.random() < CLUTTER_SHARE:
         _clutter(ImageDraw.Draw(image), rng, size)
     return image
 
 
 def _clutter(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int) -> None:
-    """A few random ellipses, boxes and lines behind the object."""
-    for _ in range(int(rng.integers(3, 8))):
+    """Two to four pale ellipses, boxes and lines behind the object."""
+    for _ in range(int(rng.integers(2, 5))):
         x0, y0 = rng.uniform(-0.1, 0.9, size=2) * size
-        w, h = rng.uniform(0.05, 0.35, size=2) * size
-        colour = _rgb(rng.integers(0, 256, size=3))
+        w, h = rng.uniform(0.05, 0.25, size=2) * size
+        colour = _pastel(rng)
         shape = rng.integers(3)
         if shape == 0:
             draw.ellipse([x0, y0, x0 + w, y0 + h], fill=colour)
         elif shape == 1:
             draw.rectangle([x0, y0, x0 + w, y0 + h], fill=colour)
         else:
-            draw.line([x0, y0, x0 + w, y0 + h], fill=colour, width=max(1, size // 40))
+            draw.line([x0, y0, x0 + w, y0 + h], fill=colour, width=max(1, size // 60))
 
 
 def _object_layer(cls: str, rng: np.random.Generator, size: int) -> Image.Image:
-    """The class drawing on a transparent full-size layer: flipped, rotated, scaled and placed."""
+    """The class drawing on a transparent full-size layer: flipped, slightly rotated, cropped to
+    its outline, scaled to fill most of the picture and placed near the centre."""
     side = size * SUPERSAMPLE
     layer = Image.new("RGBA", (side, side), (0, 0, 0, 0))
     DRAWERS[cls](Pen(layer), rng)
     if rng.random() < 0.5:
         layer = layer.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    layer = layer.rotate(rng.uniform(-25, 25), resample=Image.Resampling.BICUBIC)
-    scaled = max(8, round(size * rng.uniform(0.55, 1.0)))
-    layer = layer.resize((scaled, scaled), Image.Resampling.LANCZOS)
-    slack = size - scaled
-    x, y = (round(v) for v in rng.uniform(-0.1 * scaled, slack + 0.1 * scaled, size=2))
+    layer = layer.rotate(rng.uniform(-ROTATION, ROTATION), resample=Image.Resampling.BICUBIC,
+                         expand=True)
+    layer = layer.crop(layer.getchannel("A").getbbox())
+    scale = size * rng.uniform(*OBJECT_SPAN) / max(layer.size)
+    w, h = (max(1, round(v * scale)) for v in layer.size)
+    layer = layer.resize((w, h), Image.Resampling.LANCZOS)
+    x, y = (round((size - d) / 2 + rng.uniform(-PLACE_JITTER, PLACE_JITTER) * size) for d in (w, h))
     placed = Image.new("RGBA", (size, size), (0, 0, 0, 0))
-    placed.paste(layer, (x, y))
+    placed.paste(layer, (min(max(x, 0), size - w), min(max(y, 0), size - h)))
     return placed
 
 
@@ -443,8 +467,8 @@ def draw_image(cls: str, rng: np.random.Generator, size: int, transparent: bool 
     canvas = _background(rng, size).convert("RGBA")
     canvas.alpha_composite(obj)
     image = canvas.convert("RGB")
-    if rng.random() < 0.2:
-        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.2)))
+    if rng.random() < BLUR_SHARE:
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.8)))
     return image
 
 
