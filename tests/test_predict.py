@@ -34,7 +34,7 @@ def project(tmp_path: Path) -> Path:
     save_model(build_vit(**build), tmp_path / "models" / "cnn_finetuned", {
         "id": "cnn_finetuned", "family": "vit_scratch", "build": build, "classes": CLASSES,
         "image_size": 32, "preprocess": "vit", "pretrained": False})
-    write_json(tmp_path / "metrics" / "compare.json", {"best": {"accuracy": ["cnn_finetuned"]}})
+    write_json(tmp_path / "metrics" / "compare.json", {"best": {"accuracy": {"value": 0.9, "models": ["cnn_finetuned", "vit_scratch"]}}})
     return tmp_path
 
 

@@ -49,12 +49,10 @@ def best_model_id(paths: Paths) -> str:
     compare = paths.metrics_json("compare")
     if not compare.is_file():
         raise DataError(f"{compare} not found: run `dvc repro` first, or pass --model ID")
-    best = read_json(compare).get("best", {}).get("accuracy")
-    if isinstance(best, list):
-        best = best[0] if best else None
-    if not best:
+    tied = read_json(compare).get("best", {}).get("accuracy", {}).get("models") or []
+    if not tied:
         raise DataError(f"{compare} names no best model; pass --model ID")
-    return str(best)
+    return str(tied[0])  # ties come in pipeline order
 
 
 def collect_inputs(inputs: list[Path]) -> tuple[list[Path], list[Failure]]:
