@@ -352,19 +352,26 @@ def test_open_live_resumes_matching_curves_and_rewrites_others(tmp_path, monkeyp
     assert pd.read_csv(tsv, sep="\t")["loss"].tolist() == pytest.approx([1.0, 0.9])
 
 
-def test_calibrate_batchnorm_averages_batch_statistics():
-    rng = np.random.default_rng(0)
-    x = rng.normal([1.0, -2.0, 5.0], [1.0, 3.0, 0.5], (40, 3)).astype("float32")
-    ds = tf.data.Dataset.from_tensor_slices((x, np.zeros(40, "int32"))).batch(10)
-    bn = keras.layers.BatchNormalization(momentum=0.99, name="bn")
-    backbone = keras.Sequential([keras.Input((3,)), keras.Sequential([bn])])   # nested on purpose
-    gamma = bn.gamma.numpy().copy()
-    assert training.calibrate_batchnorm(backbone, ds, steps=3) == 1
-    batches = x[:30].reshape(3, 10, 3)                  # only the first 3 batches count
-    np.testing.assert_allclose(bn.moving_mean.numpy(), batches.mean(1).mean(0), rtol=1e-5)
-    np.testing.assert_allclose(bn.moving_variance.numpy(), batches.var(1).mean(0), rtol=1e-4)
-    assert bn.momentum == 0.99 and (bn.gamma.numpy() == gamma).all()
-    assert training.calibrate_batchnorm(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]), ds) == 0
+def test_random_cnn_base_trains_from_scratch_with_fast_batchnorm():
+    from vitbench.models.cnn import build_cnn
+
+    model = build_cnn("mobilenetv2", 32, 3, 0.0)
+    bns = [layer for layer in model.get_layer("base").layers
+           if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bns and all(bn.momentum == 0.999 for bn in bns)
+    assert training.train_base_from_scratch(model) == len(bns)
+    assert all(bn.trainable and bn.momentum == training.SCRATCH_BN_MOMENTUM for bn in bns)
+    assert training.count_trainable(model) == sum(
+        int(np.prod(w.shape)) for w in model.weights if "moving" not in w.path)
+
+
+@pytest.mark.slow
+def test_train_cnn_without_pretrained_weights_trains_the_whole_network(project):
+    training.train_cnn(tiny_params(cnn={"pretrained": False}), project)
+    transfer = assert_trained(project, "cnn_transfer", epochs=1, pretrained=False)
+    finetuned = assert_trained(project, "cnn_finetuned", epochs=1, pretrained=False)
+    assert transfer["params_trainable"] > 100 * (1280 + 1) * 3   # not just the head
+    assert finetuned["params_trainable"] < transfer["params_trainable"]  # BatchNorm frozen again
 
 
 def test_stale_backup_is_ignored(tmp_path):

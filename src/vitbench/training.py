@@ -1,7 +1,8 @@
 """Training: the three training stages and the resumable loop they share.
 
 `train_cnn` and `finetune_vit` run two phases (transfer: backbone frozen; fine-tune: everything
-trainable, BatchNorm kept in inference mode by the builders) and save both models; `train_vit`
+trainable, BatchNorm kept in inference mode by the builders) and save both models (a CNN with no
+pretrained weights trains its whole base in the first phase: `train_base_from_scratch`); `train_vit`
 runs one (AdamW with a warm-up cosine schedule). Every phase runs `fit_phase`: `train.epochs`,
 early stopping on `val_loss` (`train.patience`, best weights restored), dvclive learning curves,
 and a backup in `.cache/backup/<id>/` after every epoch, so a killed run resumes from its last
@@ -217,31 +218,28 @@ def count_trainable(model: keras.Model) -> int:
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))
 
 
-def calibrate_batchnorm(backbone: keras.Model, batches: tf.data.Dataset, steps: int = 50) -> int:
-    """Re-estimate every BatchNormalization layer's moving mean and variance in `backbone` from
-    up to `steps` training batches (their running average); no weight changes. Returns the
-    number of BatchNormalization layers.
+SCRATCH_BN_MOMENTUM = 0.9
 
-    For randomly initialised backbones only: the builders call the backbone in inference mode,
-    which then normalises with the initial statistics (0 and 1), so activations vanish with depth
-    and the head sees constant features (the loss stays at ln(classes) in both phases).
+
+def train_base_from_scratch(model: keras.Model) -> int:
+    """Make a randomly initialised CNN's whole base trainable, BatchNormalization included.
+
+    Without pretrained weights there is nothing to transfer: a frozen random base hands its head
+    next to nothing (the offline demo's MobileNetV2 stayed at 15% on 10 classes, even with its
+    BatchNorm statistics re-estimated). So the first phase trains the network from scratch.
+    BatchNormalization runs in training mode with momentum 0.9, so its moving statistics catch up
+    within a few epochs (keras.applications' 0.999 needs thousands of steps; with it validation
+    stays at chance while training accuracy climbs). Returns the number of BatchNorm layers.
     """
-    layers = [layer for layer in _all_layers(backbone)
+    base = model.get_layer("base")
+    base.trainable = True
+    layers = [layer for layer in _all_layers(base)
               if isinstance(layer, keras.layers.BatchNormalization)]
-    if not layers:
-        return 0
-    momenta = [layer.momentum for layer in layers]
-    try:
-        for k, (x, _) in enumerate(batches):  # the whole epoch, so the tf.data cache fills
-            if k < steps:
-                for layer in layers:
-                    layer.momentum = k / (k + 1)  # running average over the batches seen
-                backbone(x, training=True)
-    finally:
-        for layer, momentum in zip(layers, momenta):
-            layer.momentum = momentum
-    log.info("random weights: re-estimated the statistics of %d BatchNormalization layers from "
-             "%d training batches", len(layers), min(steps, k + 1))
+    for layer in layers:
+        layer.trainable = True
+        layer.momentum = SCRATCH_BN_MOMENTUM
+    log.info("random weights: nothing to transfer, so the whole %s trains from scratch "
+             "(BatchNorm momentum %.1f)", base.name, SCRATCH_BN_MOMENTUM)
     return len(layers)
 
 
@@ -566,7 +564,10 @@ def two_phase(params: Params, paths: Paths, rt: Runtime, data: TrainData, *, ids
         if model is None:
             model, build, used = make_model()
             job = Job(family, build, image_size, preprocess, used, print_)
-            set_backbone_trainable(model, family, False)
+            if family == "cnn" and not used:
+                train_base_from_scratch(model)
+            else:
+                set_backbone_trainable(model, family, False)
             record = train_phase(model, transfer_id, job, keras.optimizers.Adam(lrs[0]),
                                  params, paths, data, rt)
             if rt.chief:
@@ -608,10 +609,7 @@ def train_cnn(params: Params, paths: Paths) -> None:
     def make_model() -> tuple[keras.Model, dict[str, Any], bool]:
         model, used = resolve_pretrained(cfg.pretrained, f"{cfg.arch} ImageNet weights",
                                          lambda: build_cnn(**build, weights="imagenet"))
-        if model is None:
-            model = build_cnn(**build)
-            calibrate_batchnorm(model.get_layer("base"), data.train)
-        return model, build, used
+        return (model, build, used) if model is not None else (build_cnn(**build), build, used)
 
     two_phase(params, paths, rt, data, ids=("cnn_transfer", "cnn_finetuned"), family="cnn",
               section="cnn", image_size=image_size, preprocess=preprocess,
