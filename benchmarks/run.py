@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,24 +27,7 @@ import click
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PACS = REPO.parent / "shared" / "datasets" / "pacs_cartoon"
-PROJECT_FILES = ("dvc.yaml", "params.yaml", "pyproject.toml", "stages", "src", ".dvc", ".dvcignore",
-                 ".gitignore")
 sys.path.insert(0, str(HERE))
-
-
-def fresh_copy(dest: Path) -> Path:
-    """The project's code and params in `dest`, as a new git repo with one commit, no cache."""
-    for name in PROJECT_FILES:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns(
-                "__pycache__", "*.egg-info", "cache", "tmp", "config.local"))
-        else:
-            shutil.copy2(src, dest / name)
-    git = ["git", "-c", "user.email=bench@vitbench.local", "-c", "user.name=vitbench bench"]
-    for cmd in (["git", "init", "-q"], git + ["add", "-A"], git + ["commit", "-q", "-m", "bench"]):
-        subprocess.run(cmd, cwd=dest, check=True)
-    return dest
 
 
 def timed(cmd: list[str], cwd: Path) -> float:
@@ -122,11 +104,12 @@ def main(skip_repro: bool, steps: int, remedies_minutes: float, out: Path) -> No
     from throughput import measure_throughput
 
     from vitbench.config import load_params
+    from vitbench.project import copy_project
     from vitbench.paths import Paths
 
     repro = throughput = remedies = None
     with tempfile.TemporaryDirectory(prefix="vitbench-bench-") as tmp:
-        project = fresh_copy(Path(tmp))
+        project = copy_project(REPO, Path(tmp), "bench")
         if not skip_repro:
             click.echo("timing the demo `dvc repro` from scratch ...", err=True)
             repro = repro_figures(project)

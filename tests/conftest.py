@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from vitbench.project import copy_project
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
 PACS = REPO.parent / "shared" / "datasets" / "pacs_cartoon"
-# What a project copy needs to run the DAG (no data, models, caches or venv).
-PROJECT_FILES = ("dvc.yaml", "params.yaml", "pyproject.toml", "stages", "src", ".dvc", ".dvcignore",
-                 ".gitignore", "conf")
 
 
 @pytest.fixture(autouse=True)
@@ -35,20 +32,8 @@ def pacs_dir() -> Path:
 
 
 def make_project_copy(dest: Path) -> Path:
-    """Copy the project (code, dvc.yaml, params) into `dest` as a fresh git repo with one commit."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT_FILES:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns(
-                "__pycache__", "*.egg-info", "tmp", "cache", "config.local"))
-        elif src.exists():
-            shutil.copy2(src, dest / name)
-    git = ["git", "-c", "user.email=test@vitbench.local", "-c", "user.name=vitbench test"]
-    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=dest, check=True)
-    subprocess.run(git + ["add", "-A"], cwd=dest, check=True)
-    subprocess.run(git + ["commit", "-q", "-m", "test project"], cwd=dest, check=True)
-    return dest
+    """This project (code, dvc.yaml, params) copied into `dest` as a fresh, committed git repo."""
+    return copy_project(REPO, dest, "test project")
 
 
 def bin_path(name: str) -> str:
