@@ -11,6 +11,7 @@ import zipfile
 from loopback import Server
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from PIL import Image
@@ -128,7 +129,11 @@ def test_folder_with_wrapper_wordnet_names_and_junk(paths: Paths, tmp_path: Path
     before = _tree(source)
     summary = fetch_dataset(_dataset(source), seed=0, paths=paths)
     assert summary["counts"] == _expected_tree()
-    assert summary["skipped"] == {"outside_class_folders": 2, "hidden": 2}
+    assert summary["report"]["skipped"]["loose_file"] == 2
+    assert summary["report"]["skipped"]["hidden"] == 2
+    rejected = pd.read_csv(paths.metrics / "fetch_rejected.csv", keep_default_na=False)
+    assert sorted(rejected["reason"]) == ["hidden", "hidden", "loose_file", "loose_file"]
+    assert "README.txt" in set(rejected["source"])
     assert _tree(paths.raw)["Chihuahua/n02085620-Chihuahua_0.png"] == _png(0)
     assert _tree(source) == before, "files are copied, never moved"
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -16,7 +17,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from vitbench.errors import ConfigError
+from vitbench.errors import ConfigError, short_list
 
 PARAMS_FILE = "params.yaml"
 _YAML12_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -44,6 +45,8 @@ class Dataset:
     source: str = "synthetic"
     sha256: str | None = None
     synthetic: Synthetic = field(default_factory=Synthetic)
+    max_extract_mb: int = 20_000   # archives: refuse more than this many MB once extracted
+    max_ratio: float = 200.0       # archives: refuse an extracted/compressed size ratio above this
 
     @property
     def kind(self) -> str:
@@ -57,22 +60,14 @@ class Dataset:
         return "folder"
 
     def validate(self, key: str) -> None:
+        # Type and range checks only: whether the source exists is fetch's business (no I/O here).
+        if not self.source.strip():
+            raise ConfigError(f"{key}.source", self.source,
+                              "synthetic, digits, a folder, an archive or an http(s) URL")
         if self.sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", self.sha256):
             raise ConfigError(f"{key}.sha256", self.sha256, "null or 64 hexadecimal digits")
-        kind = self.kind
-        if kind in ("folder", "archive"):
-            path = Path(self.source).expanduser()
-            if not path.exists():
-                raise ConfigError(
-                    f"{key}.source", self.source,
-                    "synthetic, digits, an existing folder, an existing archive "
-                    f"({', '.join(ARCHIVE_SUFFIXES)}) or an http(s) URL; that path does not exist",
-                )
-            if kind == "folder" and not path.is_dir():
-                raise ConfigError(
-                    f"{key}.source", self.source,
-                    f"a folder of class folders or an archive ending in {', '.join(ARCHIVE_SUFFIXES)}",
-                )
+        _check_range(f"{key}.max_extract_mb", self.max_extract_mb, lo=1)
+        _check_range(f"{key}.max_ratio", self.max_ratio, lo=1.0)
         self.synthetic.validate(f"{key}.synthetic")
 
 
@@ -287,9 +282,13 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     if not path.is_file():
         raise ConfigError("params file", str(path), "an existing params.yaml")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError("params file", str(path), f"valid YAML ({exc})") from exc
+    if raw is None:
+        raise ConfigError("params file", str(path),
+                          "the sections seed, dataset, clean, ...: the file is empty "
+                          "(restore it with `git checkout params.yaml`)")
     return params_from_dict(raw)
 
 
@@ -316,10 +315,11 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         raise ConfigError(prefix or "params", raw, f"a mapping of {cls.__name__} keys")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
+    unknown = sorted(set(raw) - names, key=str)  # keys of mixed types (`1: a`) sort too
     if unknown:
         key = f"{prefix}.{unknown[0]}" if prefix else str(unknown[0])
-        raise ConfigError(key, raw[unknown[0]], f"a known key here: {', '.join(sorted(names))}")
+        more = f" ({len(unknown)} unknown keys: {short_list(unknown)})" if len(unknown) > 1 else ""
+        raise ConfigError(key, raw[unknown[0]], f"a known key here: {', '.join(sorted(names))}{more}")
     kwargs = {}
     for name in names & set(raw):
         key = f"{prefix}.{name}" if prefix else name
@@ -364,10 +364,14 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         raise ConfigError(key, value, "an integer")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and _YAML12_FLOAT.fullmatch(value.strip()):
-            return float(value)  # `1e-5`: a float in YAML 1.2 (DVC, ruamel), a string to PyYAML
-        raise ConfigError(key, value, "a number")
+            number = float(value)
+        elif isinstance(value, str) and _YAML12_FLOAT.fullmatch(value.strip()):
+            number = float(value)  # `1e-5`: a float in YAML 1.2 (DVC, ruamel), a string to PyYAML
+        else:
+            raise ConfigError(key, value, "a number")
+        if not math.isfinite(number):  # `.nan` and `.inf` pass every range check
+            raise ConfigError(key, value, "a finite number (not .nan or .inf)")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
+
+LIST_LIMIT = 10  # names shown in one error line before "and N more"
 
 
 class VitbenchError(Exception):
@@ -14,7 +17,10 @@ class ConfigError(VitbenchError):
 
     def __init__(self, key: str, value: Any, allowed: str) -> None:
         self.key, self.value, self.allowed = key, value, allowed
-        super().__init__(f"params.yaml: {key} = {value!r} is not allowed; expected {allowed}")
+        shown = repr(value)
+        if len(shown) > 200:
+            shown = shown[:200] + "...'"
+        super().__init__(f"params.yaml: {key} = {shown} is not allowed; expected {allowed}")
 
 
 class DataError(VitbenchError):
@@ -23,3 +29,11 @@ class DataError(VitbenchError):
 
 class FetchError(DataError):
     """A download or extraction failed; the previous output is left untouched."""
+
+
+def short_list(items: Iterable[Any], limit: int = LIST_LIMIT, sep: str = ", ") -> str:
+    """`a, b, c and 190 more`: a list capped for one readable error or log line."""
+    items = [str(i) for i in items]
+    if len(items) <= limit:
+        return sep.join(items)
+    return f"{sep.join(items[:limit])} and {len(items) - limit} more"

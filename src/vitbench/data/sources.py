@@ -3,30 +3,25 @@
 Sources: the embedded synthetic cartoons, scikit-learn's bundled digits, a local folder with one
 sub-folder per class, a local archive (.tar, .tar.gz, .tgz, .zip) or an http(s) URL of one. The
 tree is built in a temporary sibling of data/raw and renamed into place only when everything
-succeeded, so a bad checksum, a broken or malicious archive or an HTTP error raises `FetchError`
-and leaves the previous data/raw exactly as it was.
+succeeded, so a missing source, a bad checksum, a broken or malicious archive or an HTTP error
+raises and leaves the previous data/raw exactly as it was. What was skipped or renamed on the way
+is counted in metrics/fetch.json and listed in metrics/fetch_rejected.csv.
 
 `download()`, `safe_extract()` and `clean_class_name()` are public: other commands reuse them.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import http.client
 import logging
-import lzma
 import os
 import re
 import shutil
-import stat
-import tarfile
 import tempfile
 import time
 import urllib.error
 import urllib.request
-import zipfile
-import zlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -37,9 +32,15 @@ from PIL import Image
 from tqdm import tqdm
 
 from vitbench.config import ARCHIVE_SUFFIXES, Dataset
-from vitbench.errors import FetchError
+from vitbench.data.archives import ExtractLimits, safe_extract
+from vitbench.data.fetch_report import FetchReport
+from vitbench.data.folders import NO_CLASS, clean_class_name, import_folder
+from vitbench.errors import ConfigError, FetchError
 from vitbench.fsutil import atomic_dir, sha256_file
 from vitbench.paths import Paths
+
+__all__ = ["clean_class_name", "download", "fetch_dataset", "import_folder", "safe_extract",
+           "write_digits"]
 
 log = logging.getLogger(__name__)
 
@@ -47,62 +48,94 @@ DIGITS_SIZE = 32                 # 8x8 digits upscaled so that clean.min_side=32
 BACKOFF_SECONDS = 1.0            # first retry delay; doubles on each further retry
 CHUNK = 1 << 16
 USER_AGENT = "vitbench/0.1 (+https://github.com/vitbench)"
-JUNK_NAMES = frozenset({"Thumbs.db", "desktop.ini", "__MACOSX"})
-WORDNET_PREFIX = re.compile(r"n\d{8}[-_ ](.+)")
-MAX_WRAPPERS = 5                 # how many single wrapper folders are looked through
+REJECTED_CSV = "fetch_rejected.csv"
 
 
 # --- the stage entry point ------------------------------------------------------------------------
 
 def fetch_dataset(cfg: Dataset, seed: int, paths: Paths) -> dict:
-    """Fetch `cfg.source` into `paths.raw` (replacing it only on success); return a summary."""
+    """Fetch `cfg.source` into `paths.raw` (replacing it only on success), write
+    metrics/fetch.json and metrics/fetch_rejected.csv; return a summary."""
     kind = cfg.kind
+    check_source(cfg)
     if cfg.sha256 and kind not in ("archive", "url"):
         log.warning("dataset.sha256 is set but dataset.source %r is not an archive; it is not checked",
                     cfg.source)
+    _remove_legacy_extract_folders(paths.raw.parent)
+    report = FetchReport()
     with atomic_dir(paths.raw) as tmp:
-        details = _FETCHERS[kind](cfg, seed, paths, tmp)
+        details = _FETCHERS[kind](cfg, seed, paths, tmp, report)
         summary = {"source": cfg.source, "kind": kind, **_tree_counts(tmp), **details}
+    summary["report"] = report.write(paths.metrics_json("fetch"), paths.metrics / REJECTED_CSV,
+                                     summary["files"], len(summary["classes"]))
+    report.log_summary()
     counts = ", ".join(f"{cls} {n}" for cls, n in summary["counts"].items())
     log.info("fetched %d files in %d classes from %s into %s: %s", summary["files"],
-             len(summary["classes"]), cfg.source, paths.raw, counts)
+             len(summary["classes"]), cfg.source, paths.raw,
+             counts if len(counts) < 500 else counts[:500] + "...")
     return summary
 
 
-def _fetch_synthetic(cfg: Dataset, seed: int, paths: Paths, dest: Path) -> dict:
+def check_source(cfg: Dataset) -> None:
+    """ConfigError when a local dataset.source does not exist or has the wrong kind."""
+    if cfg.kind not in ("folder", "archive"):
+        return
+    path = Path(cfg.source).expanduser()
+    if not path.exists():
+        raise ConfigError(
+            "dataset.source", cfg.source,
+            "synthetic, digits, an existing folder, an existing archive "
+            f"({', '.join(ARCHIVE_SUFFIXES)}) or an http(s) URL; that path does not exist")
+    if cfg.kind == "folder" and not path.is_dir():
+        raise ConfigError("dataset.source", cfg.source,
+                          f"a folder of class folders or an archive ending in {', '.join(ARCHIVE_SUFFIXES)}")
+    if cfg.kind == "archive" and not path.is_file():
+        raise ConfigError("dataset.source", cfg.source, "an archive file; that path is a folder")
+
+
+def _remove_legacy_extract_folders(data: Path) -> None:
+    """`data/.extract-*` folders that versions before the pid-stamped temps left after a kill."""
+    if data.is_dir():
+        for stale in data.glob(".extract-*"):
+            log.info("removing the stale extraction folder %s of an interrupted run", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _fetch_synthetic(cfg: Dataset, seed: int, paths: Paths, dest: Path, report: FetchReport) -> dict:
     from vitbench.data.synthetic import generate
 
     return {"synthetic": generate(dest, cfg.synthetic.per_class, cfg.synthetic.image_size, seed)}
 
 
-def _fetch_digits(cfg: Dataset, seed: int, paths: Paths, dest: Path) -> dict:
+def _fetch_digits(cfg: Dataset, seed: int, paths: Paths, dest: Path, report: FetchReport) -> dict:
     write_digits(dest)
     return {}
 
 
-def _fetch_folder(cfg: Dataset, seed: int, paths: Paths, dest: Path) -> dict:
-    return import_folder(Path(cfg.source).expanduser(), dest)
+def _fetch_folder(cfg: Dataset, seed: int, paths: Paths, dest: Path, report: FetchReport) -> dict:
+    import_folder(Path(cfg.source).expanduser(), dest, report)
+    return {}
 
 
-def _fetch_archive(cfg: Dataset, seed: int, paths: Paths, dest: Path) -> dict:
+def _fetch_archive(cfg: Dataset, seed: int, paths: Paths, dest: Path, report: FetchReport) -> dict:
     archive = Path(cfg.source).expanduser()
-    if not archive.is_file():
-        raise FetchError(f"dataset archive not found: {archive}")
     if cfg.sha256:
         _verify_sha256(archive, cfg.sha256, what=str(archive))
-    return _import_archive(archive, dest)
+    _import_archive(archive, dest, cfg, report)
+    return {}
 
 
-def _fetch_url(cfg: Dataset, seed: int, paths: Paths, dest: Path) -> dict:
+def _fetch_url(cfg: Dataset, seed: int, paths: Paths, dest: Path, report: FetchReport) -> dict:
     archive = download(cfg.source, paths.downloads, cfg.sha256)
     try:
-        return _import_archive(archive, dest)
+        _import_archive(archive, dest, cfg, report)
     except FetchError as exc:
         archive.unlink(missing_ok=True)
         raise FetchError(f"{exc} (the download was removed from the cache {paths.downloads})") from exc
+    return {}
 
 
-_FETCHERS: dict[str, Callable[[Dataset, int, Paths, Path], dict]] = {
+_FETCHERS: dict[str, Callable[[Dataset, int, Paths, Path, FetchReport], dict]] = {
     "synthetic": _fetch_synthetic, "digits": _fetch_digits, "folder": _fetch_folder,
     "archive": _fetch_archive, "url": _fetch_url,
 }
@@ -111,7 +144,7 @@ _FETCHERS: dict[str, Callable[[Dataset, int, Paths, Path], dict]] = {
 def _tree_counts(root: Path) -> dict:
     """Classes (sorted), files per class and the total of a class-per-folder tree."""
     counts = {d.name: sum(1 for f in d.iterdir() if f.is_file())
-              for d in sorted(root.iterdir()) if d.is_dir()}
+              for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")}
     return {"classes": list(counts), "counts": counts, "files": sum(counts.values())}
 
 
@@ -131,218 +164,22 @@ def write_digits(dest: Path, size: int = DIGITS_SIZE) -> None:
         image.save(folder / f"digit_{i:04d}.png")
 
 
-# --- a folder of class folders ------------------------------------------------------------------------
-
-def clean_class_name(name: str) -> str:
-    """A class folder's name without its WordNet id: `n02085620-Chihuahua` -> `Chihuahua`."""
-    name = name.strip()
-    match = WORDNET_PREFIX.fullmatch(name)
-    return match.group(1).strip() if match and match.group(1).strip() else name
-
-
-def import_folder(source: Path, dest: Path, *, move: bool = False) -> dict:
-    """Copy (or move) `source/<class>/**/<file>` into `dest/<clean class>/<file>`.
-
-    One chain of single wrapper folders (Stanford Dogs' `Images/`) is looked through; hidden and
-    system files are skipped, and so are files that are not inside a class folder (counted and
-    logged). Returns the skipped counts.
-    """
-    if not Path(source).is_dir():
-        raise FetchError(f"dataset folder not found: {source}")
-    root, skipped_root = _class_root(Path(source))
-    class_dirs = _visible(root, dirs=True)
-    if not class_dirs:
-        raise FetchError(
-            f"no class folders in {source}: expected one sub-folder per class with the images "
-            f"inside, e.g. {Path(source) / 'cat' / '001.jpg'} and {Path(source) / 'dog' / '002.jpg'} "
-            f"(optionally inside a single wrapper folder such as Images/)")
-    if skipped_root:
-        log.warning("skipped %d file(s) in %s that are not inside a class folder", skipped_root, root)
-    names = _class_names(class_dirs)
-    jobs, hidden = _collect_files(class_dirs, names, dest)
-    transfer = os.replace if move else shutil.copyfile
-    for src, target in tqdm(jobs, desc="import", unit="file"):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        transfer(src, target)
-    if hidden:
-        log.info("skipped %d hidden or system file(s) such as .DS_Store", hidden)
-    return {"skipped": {"outside_class_folders": skipped_root, "hidden": hidden}}
-
-
-def _visible(folder: Path, *, dirs: bool) -> list[Path]:
-    """The non-hidden, non-system sub-folders (dirs=True) or files (dirs=False) of `folder`."""
-    return sorted(p for p in folder.iterdir()
-                  if not _is_hidden(p.name) and (p.is_dir() if dirs else p.is_file()))
-
-
-def _is_hidden(name: str) -> bool:
-    return name.startswith(".") or name in JUNK_NAMES
-
-
-def _class_root(source: Path) -> tuple[Path, int]:
-    """Look through single wrapper folders; return the folder holding the class folders and the
-    number of loose files met on the way (they belong to no class)."""
-    root, loose = source, 0
-    for _ in range(MAX_WRAPPERS):
-        dirs = _visible(root, dirs=True)
-        if len(dirs) != 1 or not _visible(dirs[0], dirs=True):
-            break
-        loose += len(_visible(root, dirs=False))
-        log.info("looking through the wrapper folder %s", dirs[0])
-        root = dirs[0]
-    return root, loose + len(_visible(root, dirs=False))
-
-
-def _class_names(class_dirs: list[Path]) -> dict[Path, str]:
-    """Cleaned class names; folders whose cleaned names would collide keep their own names."""
-    cleaned = {d: clean_class_name(d.name) for d in class_dirs}
-    taken: dict[str, int] = {}
-    for name in cleaned.values():
-        taken[name] = taken.get(name, 0) + 1
-    clashes = sorted(d.name for d, n in cleaned.items() if taken[n] > 1)
-    if clashes:
-        log.warning("class folders %s would share a name once cleaned; keeping their full names",
-                    ", ".join(clashes))
-    return {d: (n if taken[n] == 1 else d.name) for d, n in cleaned.items()}
-
-
-def _collect_files(class_dirs: list[Path], names: dict[Path, str], dest: Path
-                   ) -> tuple[list[tuple[Path, Path]], int]:
-    """(source, target) pairs for every visible file under each class folder, and the hidden count.
-
-    Files in nested sub-folders are flattened into the class folder as `sub__file.jpg`.
-    """
-    jobs: list[tuple[Path, Path]] = []
-    hidden = 0
-    for class_dir in class_dirs:
-        files = sorted(p for p in class_dir.rglob("*") if p.is_file())
-        kept = [p for p in files if not any(_is_hidden(part) for part in p.relative_to(class_dir).parts)]
-        hidden += len(files) - len(kept)
-        if not kept:
-            log.warning("class folder %s holds no files; skipped", class_dir)
-        for path in kept:
-            flat = "__".join(path.relative_to(class_dir).parts)
-            jobs.append((path, dest / names[class_dir] / flat))
-    return jobs, hidden
-
-
 # --- archives --------------------------------------------------------------------------------------------
 
-def _import_archive(archive: Path, dest: Path) -> dict:
-    """Extract `archive` safely next to `dest`, then move its class folders into `dest`."""
-    with tempfile.TemporaryDirectory(prefix=".extract-", dir=dest.parent) as work:
-        safe_extract(archive, Path(work))
-        return import_folder(Path(work), dest, move=True)
+def _import_archive(archive: Path, dest: Path, cfg: Dataset, report: FetchReport) -> None:
+    """Extract `archive` into a hidden work folder inside `dest`, then move its class folders up.
 
-
-def safe_extract(archive: Path, dest: Path) -> None:
-    """Extract a .tar/.tar.gz/.tgz/.zip into `dest`, refusing any entry that could escape it.
-
-    Absolute paths, `..` components, symlinks, hard links, devices and FIFOs raise `FetchError`
-    naming the entry; every entry is checked before anything is written. A damaged archive raises
-    `FetchError` too.
+    The work folder lives inside the temporary data/raw, so an interrupted run leaves nothing
+    that the next run's stale-temp cleanup would not remove.
     """
-    archive, dest = Path(archive), Path(dest)
-    if not archive.is_file():
-        raise FetchError(f"archive not found: {archive}")
-    dest.mkdir(parents=True, exist_ok=True)
+    work = dest / ".extract"
     try:
-        if tarfile.is_tarfile(archive):  # first: a tar ending in a .zip member looks like a zip
-            _extract_tar(archive, dest)
-        elif zipfile.is_zipfile(archive):
-            _extract_zip(archive, dest)
-        else:
-            raise FetchError(f"{archive} is not a readable archive; expected one of "
-                             f"{', '.join(ARCHIVE_SUFFIXES)}")
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile,
-            lzma.LZMAError) as exc:
-        raise FetchError(f"broken archive {archive}: {exc}") from exc
-    except OSError as exc:
-        raise FetchError(f"cannot extract {archive}: {exc}") from exc
-
-
-def _entry_path(archive: Path, name: str) -> PurePosixPath:
-    """The checked relative path of an archive entry (backslashes count as separators)."""
-    posix = name.replace("\\", "/")
-    if posix.startswith("/") or re.match(r"^[A-Za-z]:", posix):
-        raise FetchError(f"refusing to extract {archive}: entry {name!r} has an absolute path")
-    path = PurePosixPath(posix)
-    if ".." in path.parts:
-        raise FetchError(f"refusing to extract {archive}: entry {name!r} points outside the "
-                         f"extraction folder ('..')")
-    return path
-
-
-def _target(dest: Path, rel: PurePosixPath) -> Path:
-    """`dest / rel`, asserted to stay inside `dest` (belt and braces after `_entry_path`)."""
-    target = dest.joinpath(*rel.parts)
-    if not target.resolve().is_relative_to(dest.resolve()):
-        raise FetchError(f"refusing to extract entry {str(rel)!r}: it resolves outside {dest}")
-    return target
-
-
-def _extract_tar(archive: Path, dest: Path) -> None:
-    with tarfile.open(archive, "r:*") as tar:
-        checked = [(m, _entry_path(archive, m.name)) for m in tar.getmembers()]
-        for member, _ in checked:
-            _check_tar_type(archive, member)
-
-        def opener(member: tarfile.TarInfo) -> Callable[[], BinaryIO]:
-            def open_member() -> BinaryIO:
-                source = tar.extractfile(member)
-                if source is None:
-                    raise FetchError(f"broken archive {archive}: no data for entry {member.name!r}")
-                return source
-            return open_member
-
-        _write_entries(dest, [(rel, m.isdir(), opener(m)) for m, rel in checked])
-
-
-def _write_entries(dest: Path, entries: list[tuple[PurePosixPath, bool, Callable[[], BinaryIO]]]
-                   ) -> None:
-    """Write checked archive entries (relative path, is a folder, opener of its bytes) into dest."""
-    for rel, is_dir, open_entry in tqdm(entries, desc="extract", unit="entry"):
-        if not rel.parts:
-            continue
-        target = _target(dest, rel)
-        if is_dir:
-            target.mkdir(parents=True, exist_ok=True)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open_entry() as source, open(target, "wb") as out:
-            shutil.copyfileobj(source, out, CHUNK)
-
-
-def _check_tar_type(archive: Path, member: tarfile.TarInfo) -> None:
-    """Only regular files and folders may be extracted."""
-    if member.issym() or member.islnk():
-        kind = "a symbolic link" if member.issym() else "a hard link"
-        raise FetchError(f"refusing to extract {archive}: entry {member.name!r} is {kind} "
-                         f"(to {member.linkname!r})")
-    if member.ischr() or member.isblk() or member.isfifo():
-        raise FetchError(f"refusing to extract {archive}: entry {member.name!r} is a device or FIFO")
-    if not (member.isfile() or member.isdir()):
-        raise FetchError(f"refusing to extract {archive}: entry {member.name!r} has an "
-                         f"unsupported type {member.type!r}")
-
-
-def _extract_zip(archive: Path, dest: Path) -> None:
-    with zipfile.ZipFile(archive) as zf:
-        infos = zf.infolist()
-        checked = [(info, _entry_path(archive, info.filename)) for info in infos]
-        for info, _ in checked:
-            mode = info.external_attr >> 16
-            if stat.S_ISLNK(mode):
-                raise FetchError(f"refusing to extract {archive}: entry {info.filename!r} is a "
-                                 f"symbolic link")
-            if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
-                raise FetchError(f"refusing to extract {archive}: entry {info.filename!r} is not a "
-                                 f"regular file or folder")
-        try:
-            _write_entries(dest, [(rel, info.is_dir(), lambda info=info: zf.open(info))
-                                  for info, rel in checked])
-        except RuntimeError as exc:  # encrypted entries
-            raise FetchError(f"cannot extract {archive}: {exc}") from exc
+        for name, new in safe_extract(archive, work, ExtractLimits.of(cfg)):
+            report.add(name, NO_CLASS, "duplicate_entry", f"entry appears more than once in "
+                       f"{archive.name}; this copy stored as {new!r}")
+        import_folder(work, dest, report, move=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 # --- downloads --------------------------------------------------------------------------------------------

@@ -1,0 +1,198 @@
+"""A folder of class folders -> data/raw/<class>/<file>, with nothing lost and nothing silent.
+
+The source tree is walked without following links out of it: a link whose target lies outside
+the source folder, a dangling link and a linked folder are skipped and reported, and so are hidden
+and system files, AppleDouble `._*` files, files outside any class folder, empty class folders and
+anything that is not a regular file (a FIFO would hang the copy). Nested folders are flattened
+(`sub/x.jpg` -> `sub__x.jpg`); a name that is already taken (also ignoring case, for macOS and
+Windows checkouts) gets a unique one (`sub__x~2.jpg`), and a file or folder name that is not valid
+UTF-8 (DVC cannot track it) is re-encoded from Latin-1. Every skip and rename is a row of the
+FetchReport.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+from tqdm import tqdm
+
+from vitbench.data.fetch_report import FetchReport, shown
+from vitbench.errors import FetchError
+
+log = logging.getLogger(__name__)
+
+JUNK_NAMES = frozenset({"Thumbs.db", "desktop.ini"})
+WORDNET_PREFIX = re.compile(r"n\d{8}[-_ ](.+)")
+MAX_WRAPPERS = 5                 # how many single wrapper folders are looked through
+NO_CLASS = ""                    # the class column of a skip that belongs to no class
+
+
+def clean_class_name(name: str) -> str:
+    """A class folder's name without its WordNet id: `n02085620-Chihuahua` -> `Chihuahua`."""
+    name = name.strip()
+    match = WORDNET_PREFIX.fullmatch(name)
+    return match.group(1).strip() if match and match.group(1).strip() else name
+
+
+def utf8_name(name: str) -> str:
+    """`name` itself when its bytes are UTF-8; otherwise those bytes read as Latin-1."""
+    raw = os.fsencode(name)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def import_folder(source: Path, dest: Path, report: FetchReport | None = None, *,
+                  move: bool = False) -> FetchReport:
+    """Copy (or move) `source/<class>/**/<file>` into `dest/<clean class>/<unique flat name>`.
+
+    One chain of single wrapper folders (Stanford Dogs' `Images/`) is looked through. What is
+    skipped or renamed goes into `report` (a new one if None), which is returned.
+    """
+    source, report = Path(source), report if report is not None else FetchReport()
+    if not source.is_dir():
+        raise FetchError(f"dataset folder not found: {source}")
+    walker = _Walker(source, report)
+    root, class_dirs = walker.class_root()
+    if not class_dirs:
+        raise FetchError(
+            f"no class folders in {source}: expected one sub-folder per class with the images "
+            f"inside, e.g. {source / 'cat' / '001.jpg'} and {source / 'dog' / '002.jpg'} "
+            f"(optionally inside a single wrapper folder such as Images/)")
+    jobs: list[tuple[Path, Path]] = []
+    for class_dir, cls in _class_names(class_dirs, report).items():
+        jobs += _class_jobs(class_dir, cls, dest / cls, walker, report)
+    transfer = os.replace if move else shutil.copyfile
+    for src, target in tqdm(jobs, desc="import", unit="file"):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        transfer(src, target)
+    return report
+
+
+class _Walker:
+    """Classifies the entries of the source tree: usable folders, usable files, or a skip reason."""
+
+    def __init__(self, source: Path, report: FetchReport) -> None:
+        self.source, self.boundary, self.report = source, source.resolve(), report
+
+    def skip_reason(self, path: Path) -> tuple[str, str] | None:
+        name = path.name
+        if name.startswith("._") or name == "__MACOSX":
+            return "appledouble", "macOS resource fork"
+        if name.startswith(".") or name in JUNK_NAMES:
+            return "hidden", "hidden or system file"
+        if path.is_symlink():
+            target = Path(os.path.realpath(path))
+            if not target.exists():
+                return "dangling_link", f"link to {shown(os.readlink(path))}, which does not exist"
+            if not target.is_relative_to(self.boundary):
+                return "link_outside", f"link to {shown(target)}, outside the source folder"
+            if target.is_dir():
+                return "symlinked_folder", f"link to the folder {shown(target)}; not followed"
+        if not (path.is_dir() or path.is_file()):
+            return "not_regular", "not a regular file (FIFO, socket or device)"
+        return None
+
+    def level(self, folder: Path, cls: str = NO_CLASS, *, record: bool = False
+              ) -> tuple[list[Path], list[Path]]:
+        """The usable sub-folders and files of `folder`; the rest is reported when `record`."""
+        dirs, files = [], []
+        for entry in sorted(folder.iterdir()):
+            reason = self.skip_reason(entry)
+            if reason is None:
+                (dirs if entry.is_dir() else files).append(entry)
+            elif record:
+                self.report.add(entry.relative_to(self.source), cls, *reason)
+        return dirs, files
+
+    def class_root(self) -> tuple[Path, list[Path]]:
+        """Look through single wrapper folders; return the folder holding the class folders and
+        them. Loose files met on the way (and in it) belong to no class and are reported."""
+        root = self.source
+        for _ in range(MAX_WRAPPERS):
+            dirs, _files = self.level(root)
+            if len(dirs) != 1 or not self.level(dirs[0])[0]:
+                break
+            self._loose(root)
+            log.info("looking through the wrapper folder %s", dirs[0])
+            root = dirs[0]
+        self._loose(root)
+        return root, self.level(root)[0]
+
+    def _loose(self, folder: Path) -> None:
+        _dirs, files = self.level(folder, record=True)
+        for f in files:
+            self.report.add(f.relative_to(self.source), NO_CLASS, "loose_file",
+                            "not inside a class folder")
+
+    def files(self, class_dir: Path, cls: str) -> list[Path]:
+        """Every usable file under `class_dir` (recursively; linked folders are not entered)."""
+        dirs, files = self.level(class_dir, cls, record=True)
+        for sub in dirs:
+            files += self.files(sub, cls)
+        return files
+
+
+def _class_names(class_dirs: list[Path], report: FetchReport) -> dict[Path, str]:
+    """Cleaned, UTF-8, unique class names; folders whose cleaned names would collide keep their
+    own names."""
+    cleaned = {d: clean_class_name(utf8_name(d.name)) for d in class_dirs}
+    counts: dict[str, int] = {}
+    for name in cleaned.values():
+        counts[name.casefold()] = counts.get(name.casefold(), 0) + 1
+    names, taken = {}, set()
+    for d, name in cleaned.items():
+        if counts[name.casefold()] > 1:
+            log.warning("class folder %s would share the name %r with another once cleaned; "
+                        "keeping its full name", shown(d), name)
+            name = utf8_name(d.name)
+        names[d] = _unique(name, taken)
+        if utf8_name(d.name) != d.name:
+            report.add(d.name, names[d], "non_utf8_name", f"class folder name is not UTF-8; "
+                       f"stored as {names[d]!r}")
+            log.warning("class folder %s has a name that is not UTF-8; stored as %r", shown(d), names[d])
+        elif names[d].casefold() != name.casefold():
+            report.add(d.name, names[d], "name_collision", f"class stored as {names[d]!r}")
+    return names
+
+
+def _class_jobs(class_dir: Path, cls: str, target_dir: Path, walker: _Walker,
+                report: FetchReport) -> list[tuple[Path, Path]]:
+    """(source, target) for each file of one class folder, flattened to unique UTF-8 names."""
+    files = walker.files(class_dir, cls)
+    if not files:
+        report.add(class_dir.relative_to(walker.source), cls, "empty_class",
+                   "class folder holds no usable files")
+        log.warning("class folder %s holds no usable files; skipped", shown(class_dir))
+        return []
+    jobs, taken = [], set()
+    for path in files:
+        parts = path.relative_to(class_dir).parts
+        flat = "__".join(utf8_name(p) for p in parts)
+        name = _unique(flat, taken)
+        source = path.relative_to(walker.source)
+        if flat != "__".join(parts):
+            report.add(source, cls, "non_utf8_name", f"stored as {name!r}")
+            log.warning("%s: the file name is not UTF-8; stored as %r", shown(path), name)
+        elif name != flat:
+            report.add(source, cls, "name_collision", f"{flat!r} was taken; stored as {name!r}")
+        jobs.append((path, target_dir / name))
+    return jobs
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    """`name`, or `stem~2.ext`, `stem~3.ext`... if taken (case-insensitively); marks it taken."""
+    stem, dot, suffix = name.rpartition(".")
+    if not stem:
+        stem, dot, suffix = name, "", ""
+    candidate, k = name, 2
+    while candidate.casefold() in taken:
+        candidate = f"{stem}~{k}{dot}{suffix}"
+        k += 1
+    taken.add(candidate.casefold())
+    return candidate

@@ -1,0 +1,199 @@
+"""fetch loses nothing silently: collisions, duplicate tar entries, non-UTF-8 names, links, skips
+by reason, archive size guards and stale temporary folders (issue 8)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from vitbench.config import Dataset
+from vitbench.data.archives import ExtractLimits, safe_extract
+from vitbench.data.sources import fetch_dataset
+from vitbench.errors import ConfigError, FetchError
+from vitbench.fsutil import atomic_dir, remove_stale_temps
+from vitbench.paths import Paths
+
+
+def _png(seed: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (seed * 37 % 256, 90, 160)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _fetch(source: Path, paths: Paths, **kw: object) -> dict:
+    return fetch_dataset(Dataset(source=str(source), **kw), seed=0, paths=paths)
+
+
+def _rejected(paths: Paths) -> pd.DataFrame:
+    return pd.read_csv(paths.metrics / "fetch_rejected.csv", keep_default_na=False)
+
+
+def test_flattening_collision_keeps_both_and_counts_it(tmp_path: Path) -> None:
+    src, paths = tmp_path / "src", Paths(tmp_path / "p")
+    (src / "cat" / "sub").mkdir(parents=True)
+    (src / "cat" / "sub" / "x.png").write_bytes(_png(1))
+    (src / "cat" / "sub__x.png").write_bytes(_png(2))
+    (src / "cat" / "SUB__X.PNG").write_bytes(_png(3))  # same name to a case-insensitive disk
+    (src / "dog").mkdir()
+    (src / "dog" / "a.png").write_bytes(_png(4))
+    summary = _fetch(src, paths)
+    got = _files(paths.raw)
+    assert sorted(got.values()) == sorted([_png(1), _png(2), _png(3), _png(4)]), "no image lost"
+    assert len({k.casefold() for k in got}) == 4
+    metrics = json.loads(paths.metrics_json("fetch").read_text())
+    assert metrics["renamed"]["name_collision"] == 2 == summary["report"]["renamed"]["name_collision"]
+    assert metrics["files"] == 4 and metrics["classes"] == 2
+
+
+def test_duplicate_tar_entries_are_all_kept_and_counted(tmp_path: Path) -> None:
+    archive, paths = tmp_path / "dup.tar.gz", Paths(tmp_path / "p")
+    with tarfile.open(archive, "w:gz") as tar:
+        for seed in (1, 2, 3):
+            info = tarfile.TarInfo("cat/same.png")
+            info.size = len(_png(seed))
+            tar.addfile(info, io.BytesIO(_png(seed)))
+        info = tarfile.TarInfo("dog/d.png")
+        info.size = len(_png(9))
+        tar.addfile(info, io.BytesIO(_png(9)))
+    _fetch(archive, paths)
+    assert sorted(_files(paths.raw / "cat").values()) == sorted([_png(1), _png(2), _png(3)])
+    rejected = _rejected(paths)
+    assert list(rejected["reason"]) == ["duplicate_entry", "duplicate_entry"]
+    assert json.loads(paths.metrics_json("fetch").read_text())["renamed"]["duplicate_entry"] == 2
+
+
+def test_duplicate_zip_entries_are_all_kept(tmp_path: Path) -> None:
+    archive, paths = tmp_path / "dup.zip", Paths(tmp_path / "p")
+    import warnings
+
+    with warnings.catch_warnings(), zipfile.ZipFile(archive, "w") as zf:
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name we want
+        zf.writestr("cat/same.png", _png(1))
+        zf.writestr("cat/same.png", _png(2))
+        zf.writestr("dog/d.png", _png(3))
+    _fetch(archive, paths)
+    assert sorted(_files(paths.raw / "cat").values()) == sorted([_png(1), _png(2)])
+
+
+def test_non_utf8_names_are_reencoded_and_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    src, paths = tmp_path / "src", Paths(tmp_path / "p")
+    bad_class = os.fsdecode(b"caf\xe9")
+    (src / bad_class).mkdir(parents=True)
+    (src / bad_class / os.fsdecode(b"cr\xe8me.png")).write_bytes(_png(1))
+    (src / "dog").mkdir()
+    (src / "dog" / "a.png").write_bytes(_png(2))
+    _fetch(src, paths)
+    names = [p.relative_to(paths.raw).as_posix() for p in paths.raw.rglob("*")]
+    for name in names:
+        name.encode("utf-8")  # raises on a surrogate-escaped (non-UTF-8) name
+    assert "café/crème.png" in names
+    assert sorted(_rejected(paths)["reason"]) == ["non_utf8_name", "non_utf8_name"]
+    assert "caf\\xe9" in caplog.text, "the log names the file as its bytes are"
+
+
+def test_links_and_junk_are_skipped_by_reason_and_never_followed_outside(tmp_path: Path) -> None:
+    outside = tmp_path / "secret.txt"
+    outside.write_text("root:x:0:0\n")
+    src, paths = tmp_path / "src", Paths(tmp_path / "p")
+    (src / "cat").mkdir(parents=True)
+    (src / "cat" / "ok.png").write_bytes(_png(1))
+    (src / "cat" / ".DS_Store").write_bytes(b"x")
+    (src / "cat" / "._ok.png").write_bytes(b"x")
+    (src / "cat" / "passwd.png").symlink_to(outside)
+    (src / "cat" / "gone.png").symlink_to(tmp_path / "nope.png")
+    (src / "cat" / "inside.png").symlink_to(src / "cat" / "ok.png")
+    (src / "cat" / "loop").symlink_to(src / "cat", target_is_directory=True)
+    os.mkfifo(src / "cat" / "pipe.png")
+    (src / "dog").mkdir()
+    (src / "dog" / "d.png").write_bytes(_png(2))
+    (src / "empty").mkdir()
+    (src / "notes.txt").write_text("loose")
+    (src / "__MACOSX").mkdir()
+    summary = _fetch(src, paths)
+    assert summary["counts"] == {"cat": 2, "dog": 1}, "ok.png and the in-source link inside.png"
+    assert b"root:x" not in b"".join(_files(paths.raw).values())
+    metrics = json.loads(paths.metrics_json("fetch").read_text())
+    assert metrics["skipped"] == {"hidden": 1, "appledouble": 2, "loose_file": 1, "empty_class": 1,
+                                  "dangling_link": 1, "symlinked_folder": 1, "link_outside": 1,
+                                  "not_regular": 1}
+    rejected = _rejected(paths)
+    assert len(rejected) == 9 and set(rejected.columns) == {"source", "class", "reason", "detail"}
+    row = rejected[rejected["reason"] == "link_outside"].iloc[0]
+    assert row["source"] == "cat/passwd.png" and str(outside) in row["detail"]
+
+
+def _bomb(path: Path, mb: int) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("cat/ok.png", _png(1))
+        zf.writestr("cat/zeros.bin", b"\0" * (mb << 20))
+    return path
+
+
+def test_zip_bomb_is_refused_from_its_headers(tmp_path: Path) -> None:
+    archive = _bomb(tmp_path / "bomb.zip", 50)
+    assert archive.stat().st_size < 200_000
+    with pytest.raises(FetchError, match=r"compression ratio of \d+ above dataset.max_ratio \(200\)"):
+        safe_extract(archive, tmp_path / "out")
+    assert not any((tmp_path / "out").rglob("*")), "nothing written"
+    safe_extract(archive, tmp_path / "ok", ExtractLimits(max_mb=100, max_ratio=10_000))
+    assert (tmp_path / "ok" / "cat" / "zeros.bin").stat().st_size == 50 << 20
+
+
+def test_archive_over_max_extract_mb_is_refused(tmp_path: Path) -> None:
+    paths = Paths(tmp_path / "p")
+    archive = tmp_path / "big.tar"
+    with tarfile.open(archive, "w") as tar:
+        for i in range(3):
+            info = tarfile.TarInfo(f"cat/{i}.bin")
+            info.size = 1 << 20
+            tar.addfile(info, io.BytesIO(b"\1" * info.size))
+    with pytest.raises(FetchError, match=r"more than 2 MB uncompressed \(dataset.max_extract_mb\)"):
+        _fetch(archive, paths, max_extract_mb=2)
+    assert not paths.raw.exists()
+
+
+def test_missing_source_is_refused_by_fetch_not_by_config(tmp_path: Path) -> None:
+    paths = Paths(tmp_path / "p")
+    cfg = Dataset(source=str(tmp_path / "nowhere"))
+    cfg.validate("dataset")  # config does no I/O
+    with pytest.raises(ConfigError, match="dataset.source .* that path does not exist"):
+        fetch_dataset(cfg, seed=0, paths=paths)
+    assert not paths.root.exists()
+
+
+def test_stale_temps_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    target = tmp_path / "data" / "raw"
+    target.parent.mkdir()
+    dead = 2**22 + 12345  # above the default pid_max: never a live process
+    stale = [target.parent / f".raw.tmp-p{dead}-abc", target.parent / ".raw.tmp-k2j_x9",
+             target.parent / f".raw.old-p{dead}"]
+    live = target.parent / f".raw.tmp-p{os.getppid()}-live"
+    other = target.parent / ".clean.tmp-zzz"
+    for d in [*stale, live, other]:
+        d.mkdir()
+        (d / "f").write_text("x")
+    with atomic_dir(target) as tmp:
+        (tmp / "new").write_text("y")
+    assert all(not d.exists() for d in stale)
+    assert live.exists() and other.exists(), "a running writer's and other outputs' temps are kept"
+    assert remove_stale_temps(target.parent / "clean") == [other]
+
+
+def test_fetch_removes_legacy_extract_folders(tmp_path: Path) -> None:
+    paths = Paths(tmp_path / "p")
+    legacy = paths.raw.parent / ".extract-abc123"
+    legacy.mkdir(parents=True)
+    fetch_dataset(Dataset(source="digits"), seed=0, paths=paths)
+    assert sorted(p.name for p in paths.raw.parent.iterdir()) == ["raw"]
