@@ -203,7 +203,7 @@ def test_clean_dataset_end_to_end(built: Paths, caplog: pytest.LogCaptureFixture
         metrics = clean_dataset(CFG, built, max_pixels=20_000)
 
     assert metrics == read_json(built.metrics_json("clean"))
-    assert set(metrics) == {"kept", "removed", "converted", "per_class"}
+    assert set(metrics) == {"kept", "classes", "removed", "converted"}, "flat for dvc metrics show"
     assert tuple(metrics["removed"]) == REMOVED_REASONS
     assert tuple(metrics["converted"]) == CONVERTED_KINDS
     assert metrics["removed"] == {"corrupt": 1, "not_image": 1, "too_small": 2, "duplicate": 1,
@@ -211,8 +211,9 @@ def test_clean_dataset_end_to_end(built: Paths, caplog: pytest.LogCaptureFixture
     assert metrics["kept"] == 9
     assert metrics["converted"] == {"rgba": 1, "palette": 0, "grayscale": 1, "cmyk": 0, "la": 0,
                                     "16bit": 0, "other": 0}
-    assert metrics["per_class"] == {"cat": {"kept": 4, "removed": 3},
-                                    "dog": {"kept": 5, "removed": 5}}
+    per_class = pd.read_csv(built.metrics / "clean_classes.csv", keep_default_na=False)
+    assert per_class.to_dict("records") == [{"class": "cat", "kept": 4, "removed": 3},
+                                            {"class": "dog", "kept": 5, "removed": 5}]
 
     # the conflict warning names both files and both classes
     conflict = [r.getMessage() for r in caplog.records if "label conflict" in r.getMessage()]
@@ -220,7 +221,9 @@ def test_clean_dataset_end_to_end(built: Paths, caplog: pytest.LogCaptureFixture
     assert all(s in conflict[0] for s in ("cat/shared.png", "dog/shared.png", "class cat", "class dog"))
 
     df = read_manifest(built.clean_manifest)
-    assert list(df.columns) == ["path", "class", "sha256", "width", "height", "mode", "source"]
+    assert list(df.columns) == ["path", "class", "sha256", "width", "height", "mode", "source",
+                                "dhash"]
+    assert df["dhash"].str.fullmatch(r"[0-9a-f]{16}").all()
     assert len(df) == 9 and df["sha256"].is_unique
     assert "shared" not in " ".join(df["source"])
     for row in df.itertuples():
@@ -269,7 +272,26 @@ def test_min_per_class_error_leaves_previous_output_intact(built: Paths) -> None
     assert built.clean_manifest.read_bytes() == manifest
     assert built.metrics_json("clean").read_bytes() == metrics
     assert sorted(built.clean.rglob("*")) == files
-    assert [p.name for p in built.clean.parent.iterdir()] == ["clean", "raw"]   # no temp dir left
+    assert sorted(p.name for p in built.clean.parent.iterdir()) == ["clean", "raw"]  # no temp left
+
+
+def test_single_class_after_cleaning_is_an_error_naming_it(tmp_path: Path) -> None:
+    paths = Paths(tmp_path)
+    for i in range(4):
+        save(noise((40, 40), 60 + i), paths.raw / "NA" / f"{i}.png")
+    with pytest.raises(DataError, match="only one class is left after cleaning: 'NA' \\(4 images\\)"):
+        clean_dataset(config.Clean(min_side=16, max_side=64, min_per_class=1), paths)
+    assert not paths.clean.exists()
+
+
+def test_error_listing_many_classes_is_capped(tmp_path: Path) -> None:
+    paths = Paths(tmp_path)
+    for c in range(40):
+        save(noise((40, 40), 100 + c), paths.raw / f"class{c:02d}" / "one.png")
+    with pytest.raises(DataError) as info:
+        clean_dataset(config.Clean(min_side=16, max_side=64, min_per_class=2), paths)
+    assert "40 class(es)" in str(info.value) and "and 30 more" in str(info.value)
+    assert len(str(info.value)) < 1500
 
 
 @pytest.mark.parametrize("setup", ["missing", "empty", "no_files"])

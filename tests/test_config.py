@@ -52,7 +52,14 @@ def _with(raw: dict, dotted: str, value: object) -> dict:
     ("vit_ft.variant", "l16", "vit_ft.variant", "b16, b32"),
     ("cnn.arch", "alexnet", "cnn.arch", "mobilenetv2"),
     ("cnn.pretrained", "maybe", "cnn.pretrained", "'auto'"),
-    ("dataset.source", "/no/such/folder", "dataset.source", "does not exist"),
+    ("dataset.source", "", "dataset.source", "synthetic, digits"),
+    ("dataset.max_extract_mb", 0, "dataset.max_extract_mb", ">= 1"),
+    ("dataset.max_ratio", 0.5, "dataset.max_ratio", ">= 1.0"),
+    ("split.val", float("nan"), "split.val", "a finite number"),
+    ("split.test", float("inf"), "split.test", "a finite number"),
+    ("augment.rotation", float("-inf"), "augment.rotation", "a finite number"),
+    ("cnn.transfer.lr", float("nan"), "cnn.transfer.lr", "a finite number"),
+    ("vit.warmup", ".nan", "vit.warmup", "a number"),
     ("dataset.sha256", "abc", "dataset.sha256", "64 hexadecimal"),
     ("vit_ft.weights", "/no/such.npz", "vit_ft.weights", "existing .npz"),
     ("clean.max_side", 16, "clean.max_side", "clean.min_side"),
@@ -100,3 +107,45 @@ def test_stage_exits_1_with_one_line_before_touching_outputs(raw: dict, tmp_path
     assert "vit.patch_size = 7" in proc.stderr and "a divisor of vit.image_size (48)" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert (raw_dir / "keep.txt").read_text() == "previous output"
+
+
+@pytest.mark.parametrize("text", ["split:\n  val: .nan\n", "split:\n  test: .inf\n",
+                                  "vit:\n  lr: -.inf\n"])
+def test_yaml_nan_and_inf_are_refused(tmp_path: Path, text: str) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(text)
+    with pytest.raises(ConfigError, match="a finite number"):
+        load_params(params)
+
+
+def test_unknown_keys_of_mixed_types_are_a_config_error(raw: dict, tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw) + "1: a\nzz: b\n")
+    with pytest.raises(ConfigError, match=r"params.yaml: 1 = 'a' is not allowed.*2 unknown keys: 1, zz"):
+        load_params(params)
+    with pytest.raises(ConfigError, match="train.1"):
+        params_from_dict(_with(raw, "train.1", "x"))
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "---\n"])
+def test_empty_params_file_is_a_clear_error(tmp_path: Path, text: str) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(text)
+    with pytest.raises(ConfigError, match="the file is empty"):
+        load_params(params)
+
+
+def test_long_lists_in_errors_are_capped(raw: dict) -> None:
+    from vitbench.errors import short_list
+
+    assert short_list(range(200)) == "0, 1, 2, 3, 4, 5, 6, 7, 8, 9 and 190 more"
+    assert short_list(["a", "b"]) == "a, b"
+    many = {f"k{i:03d}": i for i in range(200)}
+    with pytest.raises(ConfigError) as info:
+        params_from_dict({**raw, **many})
+    assert "and 190 more" in str(info.value) and len(str(info.value)) < 600
+
+
+def test_missing_source_passes_config_fetch_checks_it(raw: dict) -> None:
+    params = params_from_dict(_with(raw, "dataset.source", "/no/such/folder"))
+    assert params.dataset.kind == "folder"

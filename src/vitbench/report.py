@@ -76,7 +76,8 @@ def _load_result(paths: Paths, model_id: str) -> ModelResult:
 def _read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path} not found: run the evaluate stage that writes it")
-    df = pd.read_csv(path, dtype={"class": str, "actual": str, "predicted": str})
+    df = pd.read_csv(path, dtype={"class": str, "actual": str, "predicted": str},
+                     keep_default_na=False)  # a class called NA stays "NA"
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise DataError(f"{path} lacks column(s) {', '.join(missing)}")

@@ -23,8 +23,9 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from vitbench import config
+from vitbench.data.imageprep import dhash, fit_max_side, write_transform
 from vitbench.data.manifest import write_manifest
-from vitbench.errors import DataError
+from vitbench.errors import DataError, short_list
 from vitbench.fsutil import atomic_dir, atomic_file, write_json
 from vitbench.paths import Paths
 
@@ -38,9 +39,10 @@ DECODE_REASONS = ("corrupt", "not_image", "decompression_bomb")
 REMOVED_REASONS = ("corrupt", "not_image", "too_small", "duplicate", "decompression_bomb",
                    "label_conflict")
 CONVERTED_KINDS = ("rgba", "palette", "grayscale", "cmyk", "la", "16bit", "other")
-MANIFEST_COLUMNS = ("path", "class", "sha256", "width", "height", "mode", "source")
+MANIFEST_COLUMNS = ("path", "class", "sha256", "width", "height", "mode", "source", "dhash")
 REJECTED_COLUMNS = ("source", "class", "reason", "detail")
 REJECTED_CSV = "clean_rejected.csv"
+CLASSES_CSV = "clean_classes.csv"  # per-class detail, kept out of the flat metrics/clean.json
 WHITE = (255, 255, 255)
 
 _MODE_KIND = {"RGBA": "rgba", "RGBa": "rgba", "P": "palette", "PA": "palette", "L": "grayscale",
@@ -157,15 +159,15 @@ def _high_depth_to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _fit(img: Image.Image, path: Path, cfg: config.Clean) -> Image.Image:
-    """Downscale so the longest side is at most max_side (LANCZOS); reject a short side < min_side."""
-    w, h = img.size
-    scale = min(1.0, cfg.max_side / max(w, h))
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    if min(size) < cfg.min_side:
-        after = f", {size[0]}x{size[1]} after downscaling" if scale < 1 else ""
+    """Downscale so the longest side is at most max_side (imageprep.fit_max_side, LANCZOS);
+    reject a short side < min_side."""
+    fitted = fit_max_side(img, cfg.max_side)
+    if min(fitted.size) < cfg.min_side:
+        (w, h), size = img.size, fitted.size
+        after = f", {size[0]}x{size[1]} after downscaling" if size != img.size else ""
         raise BadImageError(path, "too_small",
                             f"{w}x{h}{after}; shortest side must be >= clean.min_side ({cfg.min_side})")
-    return img if scale == 1.0 else img.resize(size, Image.Resampling.LANCZOS)
+    return fitted
 
 
 # --- the stage -------------------------------------------------------------------------------
@@ -181,6 +183,7 @@ class _Item:
     height: int
     mode: str
     png: Path
+    dhash: str
 
 
 @dataclass(frozen=True)
@@ -204,11 +207,14 @@ def clean_dataset(cfg: config.Clean, paths: Paths, *, max_pixels: int | None = N
         kept, dropped = _resolve_duplicates(items)
         rejected += dropped
         _check_min_per_class(classes, kept, rejected, cfg.min_per_class)
+        _check_two_classes(kept)
         for item in _dropped_items(items, kept):
             item.png.unlink(missing_ok=True)
         write_manifest(_manifest_frame(kept), tmp / "manifest.csv")
-    metrics = _metrics(classes, kept, rejected)
+        write_transform(tmp, cfg.max_side)
+    metrics = _metrics(kept, rejected)
     _write_rejected(rejected, paths.metrics / REJECTED_CSV)
+    _write_classes(classes, kept, rejected, paths.metrics / CLASSES_CSV)
     write_json(paths.metrics_json("clean"), metrics)
     log.info("clean: kept %d, removed %s", metrics["kept"],
              {k: v for k, v in metrics["removed"].items() if v} or "none")
@@ -252,7 +258,7 @@ def _process(files: list[tuple[str, Path]], raw: Path, out: Path, cfg: config.Cl
         if not png.exists():
             png.parent.mkdir(parents=True, exist_ok=True)
             png.write_bytes(data)
-        items.append(_Item(source, cls, sha, img.width, img.height, mode, png))
+        items.append(_Item(source, cls, sha, img.width, img.height, mode, png, dhash(img)))
     return items, rejected
 
 
@@ -297,28 +303,48 @@ def _check_min_per_class(classes: list[str], kept: list[_Item], rejected: list[_
         why = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons[c].items())) or "none removed"
         lines.append(f"'{c}' kept {kept_n[c]} of {kept_n[c] + sum(reasons[c].values())} ({why})")
     raise DataError(f"{len(short)} class(es) have fewer than clean.min_per_class ({minimum}) "
-                    f"usable images: {'; '.join(lines)}. Add images, or lower clean.min_per_class")
+                    f"usable images: {short_list(lines, sep='; ')}. Add images, or lower "
+                    f"clean.min_per_class (every class: {CLASSES_CSV} after a successful run, "
+                    f"the log with -v)")
+
+
+def _check_two_classes(kept: list[_Item]) -> None:
+    """A classifier needs two classes: a dataset left with one is an error that names it."""
+    counts = Counter(k.cls for k in kept)
+    if len(counts) < 2:
+        (cls, n), = counts.items()
+        raise DataError(f"only one class is left after cleaning: '{cls}' ({n} images); a "
+                        f"classifier needs at least two. Check dataset.source: it should hold one "
+                        f"folder per class")
 
 
 def _manifest_frame(kept: list[_Item]) -> pd.DataFrame:
     rows = sorted(kept, key=lambda k: (k.cls, k.source))
     return pd.DataFrame(
-        [(str(k.png), k.cls, k.sha256, k.width, k.height, k.mode, k.source) for k in rows],
+        [(str(k.png), k.cls, k.sha256, k.width, k.height, k.mode, k.source, k.dhash) for k in rows],
         columns=list(MANIFEST_COLUMNS))
 
 
-def _metrics(classes: list[str], kept: list[_Item], rejected: list[_Rejected]) -> dict:
-    """metrics/clean.json: every key present, zeros included."""
+def _metrics(kept: list[_Item], rejected: list[_Rejected]) -> dict:
+    """metrics/clean.json: few flat keys for `dvc metrics show`, every key present, zeros included.
+    The per-class detail is metrics/clean_classes.csv."""
     removed = Counter(r.reason for r in rejected)
     converted = Counter(conversion_kind(k.mode) for k in kept)
-    kept_n = Counter(k.cls for k in kept)
-    removed_n = Counter(r.cls for r in rejected)
     return {
         "kept": len(kept),
+        "classes": len({k.cls for k in kept}),
         "removed": {reason: removed[reason] for reason in REMOVED_REASONS},
         "converted": {kind: converted[kind] for kind in CONVERTED_KINDS},
-        "per_class": {c: {"kept": kept_n[c], "removed": removed_n[c]} for c in classes},
     }
+
+
+def _write_classes(classes: list[str], kept: list[_Item], rejected: list[_Rejected], csv: Path) -> None:
+    """metrics/clean_classes.csv: class, kept, removed (all reasons)."""
+    kept_n, removed_n = Counter(k.cls for k in kept), Counter(r.cls for r in rejected)
+    df = pd.DataFrame([(c, kept_n[c], removed_n[c]) for c in classes],
+                      columns=["class", "kept", "removed"])
+    with atomic_file(csv) as fh:
+        df.to_csv(fh, index=False)
 
 
 def _write_rejected(rejected: list[_Rejected], csv: Path) -> None:

@@ -15,6 +15,9 @@ from vitbench.errors import DataError
 from vitbench.fsutil import atomic_file, read_json, write_json
 
 REQUIRED = ("path", "class")
+# columns that hold text, in any of our CSVs (manifests, rejected lists, reports, predictions)
+TEXT_COLUMNS = ("path", "class", "sha256", "mode", "source", "origin", "dhash", "reason", "detail",
+                "split", "actual", "predicted", "top3", "group")
 
 
 def read_manifest(csv: str | Path) -> pd.DataFrame:
@@ -22,13 +25,20 @@ def read_manifest(csv: str | Path) -> pd.DataFrame:
     csv = Path(csv)
     if not csv.is_file():
         raise DataError(f"manifest not found: {csv} (run the stage that writes it: `dvc repro`)")
-    df = pd.read_csv(csv, dtype={"class": str})
+    df = read_csv_keeping_strings(csv)
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise DataError(f"manifest {csv} lacks column(s) {', '.join(missing)}")
     base = csv.resolve().parent
     df["path"] = [str((base / p).resolve()) for p in df["path"]]
     return df
+
+
+def read_csv_keeping_strings(csv: str | Path, **kwargs: object) -> pd.DataFrame:
+    """`pd.read_csv` that keeps text as text: a class called `NA`, `None`, `null` or `nan` stays a
+    string (pandas' default turns those into NaN), and the text columns are read as `str`."""
+    text = {c: str for c in TEXT_COLUMNS}
+    return pd.read_csv(csv, dtype=text, keep_default_na=False, na_values=[], **kwargs)
 
 
 def write_manifest(df: pd.DataFrame, csv: str | Path) -> None:
