@@ -28,12 +28,19 @@ def make_clean(paths: Paths, counts: dict[str, int], *, shuffle_seed: int | None
             path = paths.clean / cls / f"{sha[:16]}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
-            rows.append((str(path), cls, sha, 40, 40, "RGB", f"{cls}/{i}.jpg"))
-    df = pd.DataFrame(rows, columns=["path", "class", "sha256", "width", "height", "mode", "source"])
+            rows.append((str(path), cls, sha, 40, 40, "RGB", f"{cls}/{i}.jpg", sha[:16]))
+    df = pd.DataFrame(rows, columns=["path", "class", "sha256", "width", "height", "mode", "source",
+                                     "dhash"])
     if shuffle_seed is not None:
         df = df.sample(frac=1.0, random_state=shuffle_seed)
     write_manifest(df, paths.clean_manifest)
     return df
+
+
+def per_class(paths: Paths) -> dict[str, dict[str, int]]:
+    """metrics/split_classes.csv as {class: {train, val, test}}."""
+    df = pd.read_csv(paths.metrics / "split_classes.csv", keep_default_na=False)
+    return {r["class"]: {s: r[s] for s in ("train", "val", "test")} for r in df.to_dict("records")}
 
 
 def split_of(paths: Paths) -> dict[str, set[str]]:
@@ -50,7 +57,9 @@ def test_outputs_and_metrics(paths: Paths) -> None:
     metrics = split_dataset(CFG, 1, paths)
 
     assert metrics == read_json(paths.metrics_json("split"))
-    assert metrics["per_class"] == {"ant": {"train": 28, "val": 6, "test": 6},
+    assert set(metrics) == {"train", "val", "test", "unused", "classes", "near_duplicate_groups",
+                            "near_duplicate_images"}, "flat for dvc metrics show"
+    assert per_class(paths) == {"ant": {"train": 28, "val": 6, "test": 6},
                                     "cat": {"train": 5, "val": 1, "test": 1},
                                     "dog": {"train": 14, "val": 3, "test": 3}}
     assert (metrics["train"], metrics["val"], metrics["test"]) == (47, 10, 10)
@@ -94,7 +103,7 @@ def test_split_ignores_manifest_row_order(paths: Paths) -> None:
 def test_fractions_are_respected(paths: Paths) -> None:
     make_clean(paths, {"a": 100, "b": 50})
     metrics = split_dataset(config.Split(val=0.2, test=0.1), 0, paths)
-    assert metrics["per_class"] == {"a": {"train": 70, "val": 20, "test": 10},
+    assert per_class(paths) == {"a": {"train": 70, "val": 20, "test": 10},
                                     "b": {"train": 35, "val": 10, "test": 5}}
 
 
@@ -111,13 +120,14 @@ def test_split_sizes(n: int, val: float, test: float, expected: tuple[int, int, 
 
 def test_max_train_per_class_caps_train_only(paths: Paths) -> None:
     make_clean(paths, {"a": 40, "b": 12})
-    full = split_dataset(CFG, 4, paths)
+    split_dataset(CFG, 4, paths)
+    full = per_class(paths)
     uncapped = split_of(paths)
     capped = split_dataset(config.Split(val=0.15, test=0.15, max_train_per_class=10), 4, paths)
     sets = split_of(paths)
-    assert capped["per_class"] == {"a": {"train": 10, "val": 6, "test": 6},
+    assert per_class(paths) == {"a": {"train": 10, "val": 6, "test": 6},
                                    "b": {"train": 8, "val": 2, "test": 2}}
-    assert capped["unused"] == full["per_class"]["a"]["train"] - 10 == 18
+    assert capped["unused"] == full["a"]["train"] - 10 == 18
     assert sets["val"] == uncapped["val"] and sets["test"] == uncapped["test"]
     assert sets["train"] < uncapped["train"]
 
@@ -149,8 +159,8 @@ def test_too_small_class_is_named_and_previous_split_kept(paths: Paths) -> None:
     with pytest.raises(DataError, match="class 'tiny' has 2 image"):
         split_dataset(CFG, 0, paths)
     assert {p: p.read_bytes() for p in sorted(paths.split.iterdir())} == before
-    assert split_dataset(config.Split(val=0.0, test=0.3), 0, paths)["per_class"]["tiny"] == {
-        "train": 1, "val": 0, "test": 1}
+    split_dataset(config.Split(val=0.0, test=0.3), 0, paths)
+    assert per_class(paths)["tiny"] == {"train": 1, "val": 0, "test": 1}
 
 
 def test_bad_manifests_are_data_errors(paths: Paths) -> None:

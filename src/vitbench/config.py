@@ -89,6 +89,7 @@ class Split:
     val: float = 0.15
     test: float = 0.15
     max_train_per_class: int | None = None
+    near_duplicate_bits: int | None = 6   # dHash distance that makes two images of a class one group
 
     def validate(self, key: str) -> None:
         _check_range(f"{key}.val", self.val, lo=0.0, hi=1.0, hi_open=True)
@@ -100,6 +101,8 @@ class Split:
             )
         if self.max_train_per_class is not None:
             _check_range(f"{key}.max_train_per_class", self.max_train_per_class, lo=1)
+        if self.near_duplicate_bits is not None:
+            _check_range(f"{key}.near_duplicate_bits", self.near_duplicate_bits, lo=0, hi=32)
 
 
 @dataclass(frozen=True)

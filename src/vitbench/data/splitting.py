@@ -3,6 +3,11 @@
 The split is stored as manifests (no copies). Each class is shuffled by its own generator, derived
 from the seed and the class name, after sorting by content hash, so the split depends on neither the
 manifest's row order nor the other classes.
+
+Near-duplicates (the same picture at another JPEG quality or size: difference hashes at most
+`split.near_duplicate_bits` apart, within a class) form a group, and a group goes to one split as a
+whole, so a re-encoded copy of a test image never sits in train. The groups are counted in
+metrics/split.json and listed in metrics/split_near_duplicates.csv.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import pandas as pd
 from vitbench import config
 from vitbench.data.manifest import read_manifest, write_labels, write_manifest
 from vitbench.errors import DataError
-from vitbench.fsutil import atomic_dir, write_json
+from vitbench.fsutil import atomic_dir, atomic_file, write_json
 from vitbench.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -26,6 +31,8 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 UNUSED = "unused"
 REQUIRED_COLUMNS = ("path", "class", "sha256")
+CLASSES_CSV = "split_classes.csv"              # per-class counts, kept out of metrics/split.json
+NEAR_DUPLICATES_CSV = "split_near_duplicates.csv"
 
 
 def split_sizes(n: int, cfg: config.Split, cls: str) -> tuple[int, int, int]:
@@ -47,32 +54,88 @@ def split_sizes(n: int, cfg: config.Split, cls: str) -> tuple[int, int, int]:
     return n - sizes["val"] - sizes["test"], sizes["val"], sizes["test"]
 
 
+def near_duplicate_groups(hashes: list[str], max_bits: int | None) -> np.ndarray:
+    """A group id per image (the index of its group's first member): images whose 64-bit
+    difference hashes are at most `max_bits` apart are linked, transitively. None: no grouping."""
+    n = len(hashes)
+    parent = np.arange(n)
+    if max_bits is None or n < 2:
+        return parent
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    values = np.array([int(h, 16) for h in hashes], dtype=np.uint64)
+    for i in range(n - 1):
+        for j in np.nonzero(np.bitwise_count(values[i + 1:] ^ values[i]) <= max_bits)[0] + i + 1:
+            a, b = root(i), root(int(j))
+            parent[max(a, b)] = min(a, b)
+    return np.array([root(i) for i in range(n)])
+
+
 def assign_splits(df: pd.DataFrame, cfg: config.Split, seed: int) -> pd.DataFrame:
-    """The manifest plus a `split` column: train, val, test or unused (over max_train_per_class)."""
+    """The manifest plus `split` (train, val, test or unused: over max_train_per_class) and `group`
+    (near-duplicate group id within the class, see `near_duplicate_groups`)."""
+    has_hash = "dhash" in df.columns and (df["dhash"] != "").all()
+    if not has_hash and cfg.near_duplicate_bits is not None:
+        log.warning("the clean manifest has no dhash column: near-duplicates are not grouped "
+                    "(re-run `dvc repro clean`)")
     parts = []
     for cls, group in df.groupby("class", sort=True):
         group = group.sort_values("sha256", kind="stable").reset_index(drop=True)
         order = _class_rng(seed, str(cls)).permutation(len(group))
         n_train, n_val, n_test = split_sizes(len(group), cfg, str(cls))
-        labels = np.array(["test"] * n_test + ["val"] * n_val + ["train"] * n_train, dtype=object)
+        ids = near_duplicate_groups(list(group["dhash"]), cfg.near_duplicate_bits) if has_hash \
+            else np.arange(len(group))
+        labels = _group_labels(order, ids, n_test, n_val)
         cap = cfg.max_train_per_class
         if cap is not None and n_train > cap:
-            labels[n_test + n_val + cap:] = UNUSED
-        group["split"] = labels[np.argsort(order)]
+            train_rows = [i for i in order if labels[i] == "train"]
+            labels[train_rows[cap:]] = UNUSED
+        group["split"] = labels
+        group["group"] = [f"{cls}#{g}" for g in ids]
         parts.append(group)
     return pd.concat(parts, ignore_index=True).sort_values(["class", "path"], ignore_index=True)
 
 
+def _group_labels(order: np.ndarray, ids: np.ndarray, n_test: int, n_val: int) -> np.ndarray:
+    """Walk the images in `order`; each group takes the split of the position its first member
+    reaches (test first, then val, then train) and all its members go there. Without groups this
+    is exactly the per-image assignment; a group may overshoot its split by its size - 1."""
+    labels = np.empty(len(order), dtype=object)
+    members: dict[int, list[int]] = {}
+    for i in order:
+        members.setdefault(int(ids[i]), []).append(int(i))
+    position = 0
+    for i in order:
+        if labels[i] is not None:
+            continue
+        split = "test" if position < n_test else "val" if position < n_test + n_val else "train"
+        labels[members[int(ids[i])]] = split
+        position += len(members[int(ids[i])])
+    if not (labels == "train").any():  # one big group ate the class: it trains instead
+        biggest = max(members.values(), key=len)
+        labels[biggest] = "train"
+    return labels
+
+
 def check_leakage(df: pd.DataFrame) -> None:
-    """DataError if an identical image (same sha256) sits in two of train, val and test."""
+    """DataError if an identical image (same sha256), or a near-duplicate group, sits in two of
+    train, val and test."""
     used = df[df["split"].isin(SPLITS)]
-    spread = used.groupby("sha256")["split"].nunique()
-    leaked = spread[spread > 1].index
-    if len(leaked):
-        rows = used[used["sha256"].isin(leaked)].sort_values(["sha256", "split"])
-        examples = "; ".join(f"{r.path} in {r.split}" for r in rows.head(6).itertuples())
-        raise DataError(f"leakage: {len(leaked)} image(s) appear in more than one split "
-                        f"(e.g. {examples}); identical images would inflate test accuracy")
+    for column, what in (("sha256", "image(s)"), ("group", "near-duplicate group(s)")):
+        if column not in used.columns:
+            continue
+        spread = used.groupby(column)["split"].nunique()
+        leaked = spread[spread > 1].index
+        if len(leaked):
+            rows = used[used[column].isin(leaked)].sort_values([column, "split"])
+            examples = "; ".join(f"{r.path} in {r.split}" for r in rows.head(6).itertuples())
+            raise DataError(f"leakage: {len(leaked)} {what} appear in more than one split "
+                            f"(e.g. {examples}); they would inflate test accuracy")
 
 
 def split_dataset(cfg: config.Split, seed: int, paths: Paths) -> dict:
@@ -82,14 +145,20 @@ def split_dataset(cfg: config.Split, seed: int, paths: Paths) -> dict:
     assigned = assign_splits(df, cfg, seed)
     check_leakage(assigned)
     classes = sorted(assigned["class"].unique())
+    near = _near_duplicates(assigned)
     with atomic_dir(paths.split) as tmp:
         for name in SPLITS:
-            write_manifest(assigned[assigned["split"] == name], tmp / f"{name}.csv")
+            write_manifest(assigned[assigned["split"] == name].drop(columns="group"),
+                           tmp / f"{name}.csv")
         write_labels(classes, tmp / paths.labels.name)
-    metrics = _metrics(assigned, classes)
+    metrics = _metrics(assigned, classes, near)
+    _write_csv(_class_counts(assigned, classes), paths.metrics / CLASSES_CSV)
+    _write_csv(near, paths.metrics / NEAR_DUPLICATES_CSV)
     write_json(paths.metrics_json("split"), metrics)
-    log.info("split: train %d, val %d, test %d, unused %d over %d classes", metrics["train"],
-             metrics["val"], metrics["test"], metrics["unused"], metrics["classes"])
+    log.info("split: train %d, val %d, test %d, unused %d over %d classes; %d near-duplicate "
+             "group(s) of %d images kept within one split", metrics["train"], metrics["val"],
+             metrics["test"], metrics["unused"], metrics["classes"],
+             metrics["near_duplicate_groups"], metrics["near_duplicate_images"])
     return metrics
 
 
@@ -119,13 +188,33 @@ def _class_rng(seed: int, cls: str) -> np.random.Generator:
     return np.random.default_rng([seed, int(hashlib.sha256(cls.encode()).hexdigest()[:16], 16)])
 
 
-def _metrics(df: pd.DataFrame, classes: list[str]) -> dict:
+def _near_duplicates(df: pd.DataFrame) -> pd.DataFrame:
+    """metrics/split_near_duplicates.csv: every image of a group of two or more."""
+    sizes = df.groupby("group")["path"].transform("size")
+    near = df[sizes > 1]
+    columns = ["group", "class", "split", "source", "dhash"]
+    near = near.reindex(columns=columns, fill_value="")
+    return near.sort_values(["class", "group", "source"], ignore_index=True)
+
+
+def _class_counts(df: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
     counts = df.groupby(["class", "split"]).size()
-    per_class = {c: {s: int(counts.get((c, s), 0)) for s in SPLITS} for c in classes}
+    return pd.DataFrame([(c, *(int(counts.get((c, s), 0)) for s in (*SPLITS, UNUSED)))
+                         for c in classes], columns=["class", *SPLITS, UNUSED])
+
+
+def _write_csv(df: pd.DataFrame, csv: Path) -> None:
+    with atomic_file(csv) as fh:
+        df.to_csv(fh, index=False)
+
+
+def _metrics(df: pd.DataFrame, classes: list[str], near: pd.DataFrame) -> dict:
+    """metrics/split.json: few flat keys; per-class counts are metrics/split_classes.csv."""
     totals = df["split"].value_counts()
     return {
         **{s: int(totals.get(s, 0)) for s in SPLITS},
         UNUSED: int(totals.get(UNUSED, 0)),
         "classes": len(classes),
-        "per_class": per_class,
+        "near_duplicate_groups": int(near["group"].nunique()),
+        "near_duplicate_images": len(near),
     }
