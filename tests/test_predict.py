@@ -110,3 +110,68 @@ def test_cli_without_a_trained_project_is_a_clear_error(tmp_path: Path, photos: 
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "compare.json not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_on_an_empty_folder_is_an_error(project: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    (empty / ".thumbs").mkdir(parents=True)
+    proc = subprocess.run([bin_path("vitbench"), "predict", str(empty), "--root", str(project)],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "nothing to predict" in proc.stderr and str(empty) in proc.stderr
+    assert "holds no files" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _stripes(path: Path, side: int = 4000) -> None:
+    """A photo-sized image of fine stripes: a plain resize to 32 px aliases them into moire."""
+    y, x = np.mgrid[0:side // 4, 0:side]
+    wave = (127.5 + 127.5 * np.sin(x * 0.9 + y * 0.35)).astype(np.uint8)
+    rgb = np.stack([wave, np.roll(wave, 7, axis=1), 255 - wave], axis=-1)
+    Image.fromarray(rgb).save(path, quality=95)
+
+
+def test_a_4000px_photo_reaches_predict_exactly_as_clean_and_the_pipeline_saw_it(
+        project: Path, tmp_path: Path) -> None:
+    """One preparation: clean (decode, LANCZOS to max_side) + pipeline (antialiased resize) gives
+    the very tensor `vitbench predict` feeds the model."""
+    from vitbench import config
+    from vitbench.data.cleaning import clean_dataset
+    from vitbench.data.imageprep import prepare_image, read_transform
+    from vitbench.data.manifest import read_manifest
+
+    paths = Paths(tmp_path / "p")
+    (paths.raw / "big").mkdir(parents=True)
+    _stripes(paths.raw / "big" / "photo.jpg")
+    (paths.raw / "other").mkdir()
+    Image.new("RGB", (64, 64), "red").save(paths.raw / "other" / "red.png")
+    clean_dataset(config.Clean(min_side=32, max_side=256, min_per_class=1), paths)
+    manifest = read_manifest(paths.clean_manifest)
+    png = manifest.loc[manifest["class"] == "big", "path"].iloc[0]
+    seen_in_training = load_images([png], 32)[0]
+
+    transform = read_transform(paths.clean, 32)
+    assert transform["max_side"] == 256 and transform["resize"] == "bilinear antialias"
+    photo = paths.raw / "big" / "photo.jpg"
+    assert np.array_equal(prepare_image(photo, transform["max_side"], 32), seen_in_training)
+    import tensorflow as tf
+    from vitbench.data.cleaning import load_rgb
+
+    naive = tf.cast(tf.round(tf.image.resize(np.asarray(load_rgb(photo)[0]), (32, 32))), tf.uint8)
+    assert np.abs(naive.numpy().astype(int) - seen_in_training).mean() > 5, "the old path aliased"
+
+    # through predict_files and the CLI, with a model whose record carries the transform
+    model_dir = project / "models" / "cnn_finetuned"
+    record = json.loads((model_dir / "record.json").read_text())
+    record["input"] = transform
+    (model_dir / "record.json").write_text(json.dumps(record))
+    model, _ = load_model(model_dir)
+    expected = np.asarray(model.predict_on_batch(
+        preprocess_fn("vit")(seen_in_training[None].astype(np.float32))))[0]
+    (pred,), failures = predict_files(model_dir, [photo], top_k=3, progress=False)
+    assert not failures
+    assert [s for _, s in pred.top] == pytest.approx(sorted(expected, reverse=True), abs=1e-6)
+    proc = subprocess.run([bin_path("vitbench"), "predict", str(photo), "--root", str(project),
+                           "--format", "json", "--top-k", "3"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    top = json.loads(proc.stdout)[0]["top"]
+    assert [t["probability"] for t in top] == pytest.approx(sorted(expected, reverse=True), abs=1e-5)

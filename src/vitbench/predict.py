@@ -1,8 +1,10 @@
 """`vitbench predict`: classify new image files with a trained model.
 
-Inputs go through the same decoder as the clean stage (EXIF orientation, transparency on white,
-any mode to RGB) and the same resize and preprocessing as training. A file that is not a usable
-image is reported and skipped; the others still get their predictions.
+Inputs go through `vitbench.data.imageprep.prepare_image`, the preparation every training image
+went through (decode with EXIF orientation and transparency on white, LANCZOS downscale to the
+`max_side` recorded in the model's record.json, antialiased resize to the model size), then the
+model's preprocessing. A file that is not a usable image is reported and skipped; the others still
+get their predictions. Nothing to predict at all is an error.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vitbench.errors import DataError
+from vitbench.errors import DataError, short_list
 from vitbench.fsutil import read_json
 from vitbench.paths import Paths
 
@@ -56,18 +58,25 @@ def best_model_id(paths: Paths) -> str:
 
 
 def collect_inputs(inputs: list[Path]) -> tuple[list[Path], list[Failure]]:
-    """Expand folders (recursively, sorted, hidden files skipped); a missing path is a failure."""
+    """Expand folders (recursively, sorted, hidden files skipped); a missing path or a folder with
+    no files is a failure, and no file at all is a DataError."""
     files: list[Path] = []
     failures: list[Failure] = []
     for item in inputs:
         if item.is_dir():
-            files += sorted(p for p in item.rglob("*")
-                            if p.is_file() and not any(part.startswith(".") for part in
-                                                       p.relative_to(item).parts))
+            found = sorted(p for p in item.rglob("*")
+                           if p.is_file() and not any(part.startswith(".") for part in
+                                                      p.relative_to(item).parts))
+            if not found:
+                failures.append(Failure(str(item), "the folder holds no files"))
+            files += found
         elif item.is_file():
             files.append(item)
         else:
             failures.append(Failure(str(item), "no such file or folder"))
+    if not files:
+        why = short_list((f"{f.path}: {f.reason}" for f in failures), sep="; ")
+        raise DataError(f"nothing to predict: no image files in the input(s) ({why})")
     return files, failures
 
 
@@ -76,23 +85,27 @@ def predict_files(model_dir: Path, files: list[Path], top_k: int = 3, batch_size
     """Classify `files` with the model saved in `model_dir`."""
     from tqdm import tqdm
 
-    from vitbench.data.cleaning import BadImageError, load_rgb
-    from vitbench.data.pipeline import preprocess_fn, resize_uint8
+    from vitbench.data.cleaning import BadImageError
+    from vitbench.data.imageprep import prepare_image
+    from vitbench.data.pipeline import preprocess_fn
     from vitbench.models import load_model
 
     model, record = load_model(model_dir)
     classes: list[str] = list(record["classes"])
     size, preprocess = int(record["image_size"]), preprocess_fn(record["preprocess"])
+    max_side = record.get("input", {}).get("max_side")
+    if "input" not in record:
+        log.warning("%s/record.json does not record its input transform (a model trained before "
+                    "vitbench recorded it): images are resized straight to %d px", model_dir, size)
     k = max(1, min(top_k, len(classes)))
 
     images, kept, failures = [], [], []
     for path in tqdm(files, desc="read images", unit="img", disable=not progress or None):
         try:
-            rgb, _ = load_rgb(path)
+            images.append(prepare_image(path, max_side, size))
         except BadImageError as exc:
             failures.append(Failure(str(path), f"{exc.reason}: {exc.detail}"))
             continue
-        images.append(resize_uint8(np.asarray(rgb), size).numpy())
         kept.append(path)
     predictions = []
     for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch",

@@ -40,9 +40,10 @@ import tensorflow as tf
 
 from vitbench import __version__
 from vitbench.config import Params, Vit, to_dict
+from vitbench.data.imageprep import read_transform
 from vitbench.data.manifest import read_labels
 from vitbench.data.pipeline import labelled_paths, make_dataset
-from vitbench.fsutil import atomic_file, read_json, sha256_file, write_json
+from vitbench.fsutil import atomic_dir, atomic_file, read_json, sha256_file, write_json
 from vitbench.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -415,6 +416,13 @@ def write_curves(live_dir: str | Path, history: dict[str, list[float]]) -> None:
                          for i in range(epochs)]).end()
 
 
+def publish_curves(live_dir: Path, target: Path) -> None:
+    """Replace plots/<id>/train with a finished phase's curves, atomically: a failed or refused
+    run never leaves half-written curves there (they grow in the backup folder meanwhile)."""
+    with atomic_dir(target) as tmp:
+        shutil.copytree(live_dir, tmp, dirs_exist_ok=True)
+
+
 class LiveCurves(keras.callbacks.Callback):
     """Learning curves in dvclive: train/{loss,accuracy}, val/{loss,accuracy} each epoch."""
 
@@ -512,12 +520,15 @@ def train_phase(model: keras.Model, model_id: str, job: Job, optimizer: keras.op
         backup = backup.with_name(f"fit-{kind}-{index}")
     log.info("training %s: %s of %s parameters trainable", model_id,
              f"{count_trainable(model):,}", f"{model.count_params():,}")
+    curves = paths.backup(model_id) / "curves"  # published to plots/<id>/train only on success
     result = fit_phase(model, data.train, data.val, epochs=params.train.epochs,
                        patience=params.train.patience, backup_dir=backup,
-                       curves_dir=paths.train_plots(model_id), write=rt.chief)
+                       curves_dir=curves, write=rt.chief)
     record = make_record(model_id, job, model, data.classes, result, rt)
+    record["input"] = read_transform(paths.clean, job.image_size)  # the model's own input recipe
     if rt.chief:
         save_model(model, paths.model(model_id), record)
+        publish_curves(curves, paths.train_plots(model_id))
     log.info("%s: %d epoch(s) in %.1fs, best val_loss at epoch %d", model_id, result.epochs_run,
              result.seconds, result.best_epoch + 1)
     return record
@@ -589,7 +600,8 @@ def _reuse_phase1(paths: Paths, model_id: str, print_: str) -> tuple[keras.Model
     model, record = load_model(finished)
     log.info("reusing the finished %s phase from %s (same params and data)", model_id, finished)
     save_model(model, paths.model(model_id), record)
-    write_curves(paths.train_plots(model_id), record["history"])
+    with atomic_dir(paths.train_plots(model_id)) as tmp:
+        write_curves(tmp, record["history"])
     return model, record
 
 
