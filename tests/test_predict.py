@@ -130,6 +130,7 @@ def _stripes(path: Path, side: int = 4000) -> None:
     Image.fromarray(rgb).save(path, quality=95)
 
 
+@pytest.mark.slow  # a TF subprocess (`vitbench predict`) on a busy 2-core machine
 def test_a_4000px_photo_reaches_predict_exactly_as_clean_and_the_pipeline_saw_it(
         project: Path, tmp_path: Path) -> None:
     """One preparation: clean (decode, LANCZOS to max_side) + pipeline (antialiased resize) gives
