@@ -24,7 +24,7 @@ from tqdm import tqdm
 from vitbench import config
 from vitbench.data.cleaning import encode_png
 from vitbench.data.manifest import read_labels, read_manifest, write_manifest
-from vitbench.errors import DataError
+from vitbench.errors import DataError, short_list
 from vitbench.fsutil import atomic_dir
 from vitbench.paths import Paths
 from vitbench.plots.data import augment_preview
@@ -143,7 +143,7 @@ def _read_train(paths: Paths) -> pd.DataFrame:
         raise DataError(f"{paths.split_csv('train')} lists no images (re-run `dvc repro split`)")
     unknown = sorted(set(train["class"]) - set(read_labels(paths.labels)))
     if unknown:
-        raise DataError(f"{paths.split_csv('train')} has class(es) {', '.join(unknown)} missing "
+        raise DataError(f"{paths.split_csv('train')} has class(es) {short_list(unknown)} missing "
                         f"from {paths.labels} (re-run `dvc repro split`)")
     return train
 

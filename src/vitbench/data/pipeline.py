@@ -17,7 +17,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from vitbench.data.manifest import read_manifest
-from vitbench.errors import DataError
+from vitbench.errors import DataError, short_list
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,8 @@ def labelled_paths(csv: str | Path, classes: Sequence[str]) -> tuple[list[str], 
     index = {name: i for i, name in enumerate(classes)}
     unknown = sorted(set(df["class"]) - set(index))
     if unknown:
-        raise DataError(f"manifest {csv} has class(es) {', '.join(map(repr, unknown))} that are not "
-                        f"in the labels ({', '.join(classes)}); re-run `dvc repro split`")
+        raise DataError(f"manifest {csv} has class(es) {short_list(map(repr, unknown))} that are "
+                        f"not in the labels ({short_list(classes)}); re-run `dvc repro split`")
     return list(df["path"]), np.array([index[c] for c in df["class"]], dtype=np.int32)
 
 
