@@ -323,6 +323,7 @@ def _frozen_model() -> keras.Model:
     return model
 
 
+@pytest.mark.slow
 def test_early_stopping_state_survives_a_resume(tmp_path, monkeypatch):
     monkeypatch.chdir(git_repo(tmp_path / "repo"))
     x = np.random.default_rng(0).random((16, 4)).astype("float32")
