@@ -145,9 +145,9 @@ def prepare_data(settings: Settings, paths: Paths) -> Data:
     clean_dataset(config.Clean(), paths)
     if settings.max_per_class is not None:  # quick runs: a seeded subset of each class
         df = read_manifest(paths.clean_manifest)
-        write_manifest(df.groupby("class", group_keys=False).apply(lambda g: g.sample(
-            n=min(len(g), settings.max_per_class), random_state=settings.split_seed)),
-            paths.clean_manifest)
+        subset = df.sample(frac=1.0, random_state=settings.split_seed).groupby("class").head(
+            settings.max_per_class)
+        write_manifest(subset.sort_index(), paths.clean_manifest)
     split_dataset(config.Split(val=settings.val, test=settings.test), settings.split_seed, paths)
     augment_dataset(config.Augment(copies=0), settings.split_seed, paths)
     classes = read_labels(paths.labels)
