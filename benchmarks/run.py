@@ -101,10 +101,11 @@ def render(repro: dict | None, throughput: list[dict] | None, remedies: str | No
               show_default=True)
 def main(skip_repro: bool, steps: int, remedies_minutes: float, out: Path) -> None:
     """Run every benchmark and print one markdown report."""
+    sys.path.insert(0, str(REPO / "tests"))   # the project-copy helper the DAG tests use
+    from dvc_project import copy_project
     from throughput import measure_throughput
 
     from vitbench.config import load_params
-    from vitbench.project import copy_project
     from vitbench.paths import Paths
 
     repro = throughput = remedies = None

@@ -28,38 +28,37 @@ from vitbench import training
 from vitbench.config import Params, load_params
 from vitbench.data.manifest import read_labels
 from vitbench.data.pipeline import AUTOTUNE, labelled_paths, load_images, make_dataset, preprocess_fn
+from vitbench.models import build_model, display_name, registry
 from vitbench.paths import Paths
 
 log = logging.getLogger(__name__)
 
-FAMILIES = ("cnn", "vit_scratch", "vit_ft")
+FAMILIES = tuple(registry.FAMILIES)
 WARMUP_STEPS = 2  # traced and run before timing
 
 
 def measure_throughput(params: Params, paths: Paths, steps: int,
                        families: Sequence[str] = FAMILIES) -> list[dict[str, Any]]:
     """One row per family: training images/s from disk and from memory, and their ratio."""
-    from vitbench.models import build_model, display_name, set_backbone_trainable
-
     keras.utils.set_random_seed(params.seed)
     classes = read_labels(paths.labels)
     files, labels = labelled_paths(paths.augmented_csv, classes)
     batch = params.train.batch_size
     rows = []
     for family in tqdm(families, desc="throughput", unit="model", disable=None):
-        image_size, preprocess = training.input_spec(family, params)
-        record = {"id": family, "family": family,
-                  "build": training.build_kwargs(family, params, len(classes))}
+        fam, first = registry.family(family), registry.models_of(family)[0]
+        cfg = getattr(params, fam.section)
+        image_size, preprocess = fam.input_spec(cfg)
+        record = {"id": first.id, "family": family, "build": fam.build_kwargs(cfg, len(classes))}
         model = build_model(record)
-        if family != "vit_scratch":
-            set_backbone_trainable(model, family, False)
+        fam.prepare_phase(model, first.phase, pretrained=True)
         training.compile_model(model, keras.optimizers.Adam(1e-4), len(classes))
         disk = make_dataset(files, labels, image_size, preprocess, batch, shuffle=True,
                             seed=params.seed, cache=False).repeat()
         memory = _memory_dataset(files, labels, image_size, preprocess, batch, params.seed)
         disk_rate = _images_per_second(model, disk, steps, batch)
         memory_rate = _images_per_second(model, memory, steps, batch)
-        rows.append({"family": family, "model": display_name(f"{family}_transfer", record),
+        rows.append({"family": family, "model": display_name(first.id, record),
                      "image_size": image_size, "batch_size": batch, "steps": steps,
                      "disk_images_per_s": round(disk_rate, 1),
                      "memory_images_per_s": round(memory_rate, 1),

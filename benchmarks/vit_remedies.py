@@ -2,16 +2,16 @@
 
 Lee et al. (2021), "Vision Transformer for Small-Size Datasets", add shifted patch tokenization
 (`vit.spt`), locality self-attention (`vit.lsa`) and a warm-up cosine schedule (`vit.warmup`).
-This script trains the project's own ViT (`vitbench.models.vit.build_vit`) with the project's own
-optimiser settings and training loop (`vitbench.training`) five times on one fixed, seeded,
-stratified split:
+This script runs the pipeline's own stages in a scratch project: fetch (the folder), clean, split
+(seeded, stratified, leakage-checked), augment with `copies: 0` (no augmentation: this measures the
+architecture and the schedule, not the data), then `train_vit` + `evaluate` five times:
 
     baseline (no SPT, no LSA, constant lr) / +SPT / +LSA / +warm-up cosine / all three
 
-every configuration with the same epochs and seed(s), and reports test accuracy, best validation
-accuracy, train seconds and parameters as a markdown table (stdout and `--out`, with the settings,
-the machine and the date). Images are decoded once (`vitbench.data.pipeline.load_images`) and kept
-in memory. No augmentation: this measures the architecture and the schedule, not the data.
+every configuration with the same epochs and seed(s) and `train.patience` = epochs (no early stop;
+the weights with the lowest val_loss are restored and tested, as in the pipeline). It reports test
+accuracy, best validation accuracy, train seconds and parameters as a markdown table (stdout and
+`--out`, with the settings, the machine and the date).
 
 A second (third...) seed is trained only if a whole round of configurations still fits in
 `--budget-minutes`; the first round always runs in full.
@@ -32,26 +32,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 import numpy as np
-import pandas as pd
 
 from vitbench import config
-from vitbench.data.splitting import SPLITS, assign_splits, check_leakage
 from vitbench.errors import ConfigError, DataError, VitbenchError
-from vitbench.fsutil import atomic_file, sha256_file
-
-if TYPE_CHECKING:
-    import tensorflow as tf
+from vitbench.fsutil import atomic_file
+from vitbench.paths import Paths
 
 log = logging.getLogger("vitbench.benchmarks.vit_remedies")
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "pacs_cartoon"
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "vit_remedies.md"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 
 
 @dataclass(frozen=True)
@@ -98,14 +92,14 @@ class Settings:
 
 @dataclass(frozen=True)
 class Data:
-    """The decoded split: uint8 images [n, s, s, 3] and label ids per split."""
+    """The split the runs share: class names and images per split."""
 
     classes: list[str]
-    x: dict[str, np.ndarray]
-    y: dict[str, np.ndarray]
+    counts: dict[str, int]
+    test_labels: np.ndarray
 
     def count(self, split: str) -> int:
-        return int(len(self.y[split]))
+        return int(self.counts[split])
 
 
 @dataclass(frozen=True)
@@ -135,121 +129,62 @@ class Report:
     load_average: tuple[tuple[float, float, float], tuple[float, float, float]]  # start, end
 
 
-# --- data ----------------------------------------------------------------------------------------
+# --- the pipeline's stages in a scratch project ----------------------------------------------------
 
-def discover(root: Path) -> pd.DataFrame:
-    """path and class of every image file in `root/<class>/`."""
-    if not root.is_dir():
-        raise DataError(f"dataset folder {root} does not exist (pass --data)")
-    rows = [(str(p), d.name) for d in sorted(root.iterdir()) if d.is_dir()
-            for p in sorted(d.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
-    df = pd.DataFrame(rows, columns=["path", "class"])
-    if df["class"].nunique() < 2:
-        raise DataError(f"{root} needs at least two class folders of images "
-                        f"({', '.join(sorted(IMAGE_SUFFIXES))}); found {df['class'].nunique()}")
-    return df
+def prepare_data(settings: Settings, paths: Paths) -> Data:
+    """fetch -> clean -> (at most --max-per-class per class) -> split -> augment (no copies)."""
+    from vitbench.data.augmentation import augment_dataset
+    from vitbench.data.cleaning import clean_dataset
+    from vitbench.data.manifest import read_labels, read_manifest, write_manifest
+    from vitbench.data.sources import fetch_dataset
+    from vitbench.data.splitting import SPLITS, split_dataset
 
-
-def deduplicate(df: pd.DataFrame) -> pd.DataFrame:
-    """`df` plus a sha256 column, identical files kept once (a logged, counted skip)."""
-    df = df.copy()
-    df["sha256"] = [sha256_file(p) for p in df["path"]]
-    dupes = df["sha256"].duplicated()
-    if dupes.any():
-        log.warning("skipping %d duplicate image file(s), e.g. %s", int(dupes.sum()),
-                    df.loc[dupes, "path"].iloc[0])
-    return df[~dupes].reset_index(drop=True)
-
-
-def subsample(df: pd.DataFrame, per_class: int | None, seed: int) -> pd.DataFrame:
-    """At most `per_class` images of each class (seeded), for quick runs; all when None."""
-    if per_class is None:
-        return df
-    parts = [g.sample(n=min(len(g), per_class), random_state=seed)
-             for _, g in df.groupby("class", sort=True)]
-    return pd.concat(parts, ignore_index=True)
+    if not settings.data.is_dir():
+        raise DataError(f"dataset folder {settings.data} does not exist (pass --data)")
+    fetch_dataset(config.Dataset(source=str(settings.data)), settings.split_seed, paths)
+    clean_dataset(config.Clean(), paths)
+    if settings.max_per_class is not None:  # quick runs: a seeded subset of each class
+        df = read_manifest(paths.clean_manifest)
+        subset = df.sample(frac=1.0, random_state=settings.split_seed).groupby("class").head(
+            settings.max_per_class)
+        write_manifest(subset.sort_index(), paths.clean_manifest)
+    split_dataset(config.Split(val=settings.val, test=settings.test), settings.split_seed, paths)
+    augment_dataset(config.Augment(copies=0), settings.split_seed, paths)
+    classes = read_labels(paths.labels)
+    frames = {split: read_manifest(paths.split_csv(split)) for split in SPLITS}
+    test = np.array([classes.index(c) for c in frames["test"]["class"]])
+    return Data(classes, {split: len(df) for split, df in frames.items()}, test)
 
 
-def split_frame(df: pd.DataFrame, val: float, test: float, seed: int) -> pd.DataFrame:
-    """The project's stratified, seeded, leakage-checked split (`vitbench.data.splitting`)."""
-    cfg = config.Split(val=val, test=test)
-    cfg.validate("split")
-    assigned = assign_splits(df, cfg, seed)
-    check_leakage(assigned)
-    return assigned
-
-
-def load_data(df: pd.DataFrame, image_size: int) -> Data:
-    """Decode every split once, as the pipeline does, into memory."""
-    from vitbench.data.pipeline import load_images
-
-    classes = sorted(df["class"].unique())
-    index = {c: i for i, c in enumerate(classes)}
-    x, y = {}, {}
-    for split in SPLITS:
-        part = df[df["split"] == split]
-        x[split] = load_images(list(part["path"]), image_size)
-        y[split] = np.array([index[c] for c in part["class"]], dtype=np.int32)
-    return Data(classes, x, y)
-
-
-def array_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool = False,
-                  seed: int = 0) -> tf.data.Dataset:
-    """In-memory uint8 images -> batches preprocessed like `make_dataset(..., "vit", ...)`."""
-    import tensorflow as tf
-
-    from vitbench.data.pipeline import preprocess_fn
-
-    fn = preprocess_fn("vit")
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(lambda a, b: (fn(tf.cast(a, tf.float32)), b),
-                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
-
-
-# --- training ------------------------------------------------------------------------------------
-
-def train_one(variant: Variant, seed: int, settings: Settings, data: Data) -> RunResult:
-    """Build, train (the train_vit optimiser and loop, no early stop) and test one configuration."""
-    import keras
-
-    from vitbench.models.vit import build_vit
-    from vitbench.training import build_kwargs, compile_model, fit_phase, vit_optimizer
+def train_one(variant: Variant, seed: int, settings: Settings, paths: Paths) -> RunResult:
+    """The train_vit and evaluate stages on one configuration."""
+    from vitbench.evaluation import evaluate
+    from vitbench.fsutil import read_json
+    from vitbench.training import train_vit
 
     cfg = dataclasses.replace(settings.vit, spt=variant.spt, lsa=variant.lsa, warmup=variant.warmup)
-    keras.utils.set_random_seed(seed)
-    model = build_vit(**build_kwargs("vit_scratch", config.Params(vit=cfg), len(data.classes)))
-    steps = settings.epochs * -(-data.count("train") // settings.batch_size)
-    optimizer = vit_optimizer(cfg, steps)
-    compile_model(model, optimizer, len(data.classes))
-    train = array_dataset(data.x["train"], data.y["train"], settings.batch_size, shuffle=True,
-                          seed=seed)
-    val = array_dataset(data.x["val"], data.y["val"], settings.batch_size)
-    log.info("%s, seed %d: %s parameters, %d steps", variant.label, seed,
-             f"{model.count_params():,}", steps)
-    with tempfile.TemporaryDirectory(prefix="vit_remedies-") as backup:
-        result = fit_phase(model, train, val, epochs=settings.epochs, patience=settings.epochs,
-                           backup_dir=Path(backup) / "fit", curves_dir=None)
-    test = model.evaluate(array_dataset(data.x["test"], data.y["test"], settings.batch_size),
-                          return_dict=True, verbose=0)
-    return RunResult(variant.name, seed, float(test["accuracy"]),
-                     float(max(result.history.get("val_accuracy", [float("nan")]))),
-                     result.best_epoch + 1, result.epochs_run, float(result.seconds),
-                     int(model.count_params()))
+    train = config.Train(epochs=settings.epochs, batch_size=settings.batch_size,
+                         patience=settings.epochs, mixed_precision=False)
+    log.info("%s, seed %d", variant.label, seed)
+    train_vit(cfg, train, seed, paths)
+    metrics = evaluate("vit_scratch", config.Params(
+        evaluate=config.Evaluate(batch_size=settings.batch_size, attention_samples=0), seed=seed),
+        paths)
+    record = read_json(paths.model("vit_scratch") / "record.json")
+    return RunResult(variant.name, seed, float(metrics["accuracy"]),
+                     float(max(record["history"].get("val_accuracy", [float("nan")]))),
+                     int(record["best_epoch"]), int(record["epochs_run"]),
+                     float(record["train_seconds"]), int(record["params_total"]))
 
 
-def run_benchmark(settings: Settings) -> Report:
-    """Split, decode, then one round of every variant per seed while the budget allows."""
+def run_benchmark(settings: Settings, workdir: Path) -> Report:
+    """Prepare the split in `workdir`, then one round of every variant per seed while the budget allows."""
     start = time.perf_counter()
     load_start = os.getloadavg()
-    images = deduplicate(subsample(discover(settings.data), settings.max_per_class,
-                                   settings.split_seed))
-    df = split_frame(images, settings.val, settings.test, settings.split_seed)
-    data = load_data(df, settings.vit.image_size)
+    paths = Paths(workdir)
+    data = prepare_data(settings, paths)
     load_seconds = time.perf_counter() - start
-    log.info("split of %s: train %d, val %d, test %d, %d classes (decoded in %.1fs)", settings.data,
+    log.info("split of %s: train %d, val %d, test %d, %d classes (prepared in %.1fs)", settings.data,
              data.count("train"), data.count("val"), data.count("test"), len(data.classes),
              load_seconds)
     variants = make_variants(settings.vit.warmup)
@@ -264,7 +199,7 @@ def run_benchmark(settings: Settings) -> Report:
             break
         round_start = time.perf_counter()
         for name in settings.variants:
-            results.append(train_one(variants[name], seed, settings, data))
+            results.append(train_one(variants[name], seed, settings, paths))
             print(f"{variants[name].label} seed {seed}: test accuracy "
                   f"{results[-1].test_accuracy:.3f}", flush=True)
         seeds_run.append(seed)
@@ -348,7 +283,7 @@ def machine_info() -> dict[str, str]:
 
 def baselines(data: Data) -> tuple[float, float]:
     """(chance = 1 / classes, accuracy of always predicting the test set's majority class)."""
-    counts = np.bincount(data.y["test"], minlength=len(data.classes))
+    counts = np.bincount(data.test_labels, minlength=len(data.classes))
     return 1 / len(data.classes), float(counts.max() / counts.sum())
 
 
@@ -382,16 +317,16 @@ def render(report: Report) -> str:
         f"below about {2 * stderr:.2f} between single runs are within noise; the spread between "
         "seeds shows the training noise on top.",
         "",
-        "Test accuracy is that of the weights with the lowest validation loss (restored by the "
-        "project's training loop, `vitbench.training.fit_phase`, run without early stopping); "
+        "Test accuracy is that of the weights with the lowest validation loss (the pipeline's "
+        "`train_vit` with train.patience = epochs, then `evaluate`); "
         f"{'the mean over seeds ' + seeds + '; ' if len(report.seeds_run) > 1 else ''}"
         f"'best val acc' is the highest validation accuracy of any epoch; 'train s' is the wall "
         "time of the training epochs including validation.",
         "",
         "## Settings",
         "",
-        f"- data: `{s.data}`, {len(data.classes)} classes ({', '.join(data.classes)}); fixed "
-        f"stratified split (seed {s.split_seed}, `vitbench.data.splitting`): train "
+        f"- data: `{s.data}`, {len(data.classes)} classes ({', '.join(data.classes)}); the "
+        f"pipeline's clean and split stages (seed {s.split_seed}): train "
         f"{data.count('train')}, val {data.count('val')}, test {data.count('test')}"
         + (f" (at most {s.max_per_class} images per class)" if s.max_per_class else ""),
         f"- images {v.image_size}px, patch {v.patch_size} ({v.num_patches} tokens), projection_dim "
@@ -402,7 +337,7 @@ def render(report: Report) -> str:
         "cosine to 0 (`vitbench.training.vit_learning_rate`)",
         f"- seeds run: {seeds}" + (f"; not run (budget): {', '.join(map(str, skipped))}" if skipped else ""),
         f"- budget {s.budget_minutes:g} min; used {report.wall_seconds / 60:.1f} min wall time "
-        f"(decoding {report.load_seconds:.0f}s)",
+        f"(fetch, clean, split, augment: {report.load_seconds:.0f}s)",
         "",
         "## Machine",
         "",
@@ -474,7 +409,8 @@ def main(data: Path, epochs: int, image_size: int, patch_size: int, layers: int,
                         split_seed=seed, val=0.15, test=0.15, max_per_class=max_per_class,
                         variants=_variants(configs), budget_minutes=budget_minutes)
     try:
-        report = run_benchmark(settings)
+        with tempfile.TemporaryDirectory(prefix="vit_remedies-") as workdir:
+            report = run_benchmark(settings, Path(workdir))
     except VitbenchError as exc:
         click.secho(f"error: vit_remedies: {exc}", fg="red", err=True)
         sys.exit(1)

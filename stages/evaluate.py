@@ -13,7 +13,8 @@ def main(params: Params, paths: Paths, model_id: str) -> None:
     """Evaluate models/<id> on the test split."""
     from vitbench.evaluation import evaluate
 
-    evaluate(model_id, params, paths)
+    # hand on only the sections it reads, so dvc.yaml's params can be checked
+    evaluate(model_id, Params(evaluate=params.evaluate, seed=params.seed), paths)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from vitbench.project import copy_project
+from dvc_project import copy_project
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -1,10 +1,13 @@
-"""Drive `dvc` in a throwaway project copy: tiny params, subprocess runs, stage logs."""
+"""Drive `dvc` in a throwaway project copy (`copy_project`): tiny params, subprocess runs, stage logs.
+
+Also used by benchmarks/run.py (which puts tests/ on sys.path)."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +16,28 @@ from typing import Any
 import yaml
 
 VENV_BIN = str(Path(sys.executable).parent)
+
+# What a copy needs to run the DAG: code, dvc.yaml, params; no data, models, caches or venv.
+PROJECT_FILES = ("dvc.yaml", "params.yaml", "pyproject.toml", "stages", "src", ".dvc", ".dvcignore",
+                 ".gitignore")
+
+
+def copy_project(root: Path, dest: Path, message: str = "project copy") -> Path:
+    """Copy the project at `root` into `dest` as a fresh git repo with one commit (dvclive needs one)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = root / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns(
+                "__pycache__", "*.egg-info", "tmp", "cache", "config.local"))
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    git = ["git", "-c", "user.email=copy@vitbench.local", "-c", "user.name=vitbench"]
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=dest, check=True)
+    subprocess.run(git + ["add", "-A"], cwd=dest, check=True)
+    subprocess.run(git + ["commit", "-q", "-m", message], cwd=dest, check=True)
+    return dest
+
 
 # A configuration small enough for the whole DAG to run in a minute or two on 2 CPU cores.
 TINY = {

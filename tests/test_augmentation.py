@@ -141,6 +141,7 @@ def test_counts_manifest_and_files(split_paths: Paths) -> None:
     assert (split_paths.plots / "augment_preview.png").is_file()
 
 
+@pytest.mark.slow
 def test_deterministic_and_independent_of_order(split_paths: Paths) -> None:
     cfg = config.Augment(copies=2)
     augment_dataset(cfg, 5, split_paths)

@@ -61,7 +61,7 @@ def _with(raw: dict, dotted: str, value: object) -> dict:
     ("cnn.transfer.lr", float("nan"), "cnn.transfer.lr", "a finite number"),
     ("vit.warmup", ".nan", "vit.warmup", "a number"),
     ("dataset.sha256", "abc", "dataset.sha256", "64 hexadecimal"),
-    ("vit_ft.weights", "/no/such.npz", "vit_ft.weights", "existing .npz"),
+    ("vit_ft.weights", " ", "vit_ft.weights", ".npz file path"),
     ("clean.max_side", 16, "clean.max_side", "clean.min_side"),
     ("vit.mlp_head", [64, "x"], "vit.mlp_head[1]", "an integer"),
 ])
@@ -72,6 +72,11 @@ def test_bad_values_name_key_value_and_allowed(raw: dict, key: str, value: objec
     assert info.value.key == expect_key
     assert expect_allowed in info.value.allowed
     assert expect_key in str(info.value)
+
+
+def test_config_does_no_io_on_the_weights_path(raw: dict) -> None:
+    """Whether vit_ft.weights exists is checked where the weights are used (finetune_vit)."""
+    assert params_from_dict(_with(raw, "vit_ft.weights", "/no/such.npz")).vit_ft.weights == "/no/such.npz"
 
 
 def test_unknown_keys_are_errors(raw: dict) -> None:

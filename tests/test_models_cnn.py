@@ -68,12 +68,14 @@ def assert_cnn_structure(model: keras.Model, num_classes: int, dropout: float) -
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_build_cnn_random_weights() -> None:
     model = cnn.build_cnn("mobilenetv2", SIZE, num_classes=5, dropout=0.3)
     assert_cnn_structure(model, 5, 0.3)
     assert model.count_params() > 2_000_000
 
 
+@pytest.mark.slow
 def test_base_batchnorm_stays_in_inference_mode_when_unfrozen() -> None:
     """Fine-tuning (base unfrozen) must not move the BatchNorm statistics, though fit passes
     training=True (which in Keras 3 overrides the training=False the base is called with)."""
@@ -90,6 +92,7 @@ def test_base_batchnorm_stays_in_inference_mode_when_unfrozen() -> None:
     assert conv.trainable and not bn.trainable
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", CNN_ARCHS)
 def test_weights_file_equals_keras_applications_imagenet(arch: str, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:

@@ -51,7 +51,8 @@ def predict(model: keras.Model, x: np.ndarray) -> np.ndarray:
     return keras.ops.convert_to_numpy(model(x, training=False))
 
 
-@pytest.mark.parametrize("model_id", list(RECORDS))
+@pytest.mark.parametrize("model_id", [  # the CNN takes ~10 s: in the full suite only
+    pytest.param(m, marks=pytest.mark.slow) if m.startswith("cnn") else m for m in RECORDS])
 def test_save_load_gives_identical_predictions(model_id: str, tmp_path: Path) -> None:
     model = models.build_model(record(model_id))
     perturb(model)
@@ -68,6 +69,7 @@ def test_save_load_gives_identical_predictions(model_id: str, tmp_path: Path) ->
     assert not np.allclose(fresh, expected)  # the weights really came from the file
 
 
+@pytest.mark.slow
 def test_params_trainable_follows_freezing(tmp_path: Path) -> None:
     model = models.build_model(record("cnn_finetuned"))
     models.set_backbone_trainable(model, "cnn", False)
@@ -88,6 +90,7 @@ def test_build_model_never_loads_pretrained_weights(tmp_path: Path) -> None:
     assert models.build_model(cnn).get_layer("base") is not None
 
 
+@pytest.mark.slow
 def test_failed_save_leaves_the_previous_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = models.build_model(record("vit_scratch"))
     models.save_model(model, tmp_path / "m", record("vit_scratch", epochs_run=1))
@@ -243,6 +246,7 @@ def test_keras_home_is_read_at_call_time(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert models.keras_home() == Path.home() / ".keras"
 
 
+@pytest.mark.slow
 def test_saved_weights_hold_no_optimizer_state(tmp_path: Path) -> None:
     """A compiled, trained model's file is no larger than an untrained one's (no Adam slots)."""
     import keras

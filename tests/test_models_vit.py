@@ -115,6 +115,7 @@ def test_attention_weights(lsa: bool) -> None:
         assert diagonal.min() > 0
 
 
+@pytest.mark.slow
 def test_lsa_temperature_is_learned() -> None:
     model = vit.build_vit(**{**SMALL, "layers": 1}, spt=False, lsa=True)
     model.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy")

@@ -79,6 +79,7 @@ def test_predictions_grid_rejects_no_samples() -> None:
         figures.predictions_grid_figure([])
 
 
+@pytest.mark.slow
 def test_predictions_grid_png_grows_with_samples(tmp_path: Path) -> None:
     sizes = []
     for count in (1, 5, 12):
@@ -101,6 +102,7 @@ def rows(accuracies: list[float], sizes: list[float]) -> list[dict]:
     ([1.0, 1.0, 1.0, 1.0, 1.0], [9.1, 9.1, 1.7, 350.2, 350.2]),   # every point at 100%
     ([0.5, 0.5, 0.5, 0.5, 0.5], [5.0, 5.0, 5.0, 5.0, 5.0]),       # all on one spot
 ])
+@pytest.mark.slow
 def test_size_vs_accuracy_labels_never_overlap(accuracies: list[float], sizes: list[float]) -> None:
     fig = figures.size_vs_accuracy_figure(rows(accuracies, sizes))
     for ax in fig.axes:

@@ -59,6 +59,7 @@ def test_collect_inputs_walks_folders_and_reports_missing(photos: Path) -> None:
     assert [f.path for f in failures] == [str(photos / "missing.jpg")]
 
 
+@pytest.mark.slow
 def test_predict_files_matches_the_model_and_skips_the_text_file(project: Path, photos: Path) -> None:
     files, _ = collect_inputs([photos])
     predictions, failures = predict_files(project / "models" / "cnn_finetuned", files, top_k=2,
@@ -87,6 +88,7 @@ def test_best_model_comes_from_compare_json(project: Path) -> None:
     assert best_model_id(Paths(project)) == "cnn_finetuned"
 
 
+@pytest.mark.slow
 def test_cli_prints_predictions_reports_the_text_file_and_exits_1(project: Path, photos: Path) -> None:
     proc = subprocess.run([bin_path("vitbench"), "predict", str(photos), "--root", str(project),
                            "--format", "json", "--top-k", "3"], capture_output=True, text=True)
@@ -98,6 +100,7 @@ def test_cli_prints_predictions_reports_the_text_file_and_exits_1(project: Path,
     assert "3 predicted with cnn_finetuned, 1 failed" in proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_table_on_good_images_exits_0(project: Path, photos: Path) -> None:
     proc = subprocess.run([bin_path("vitbench"), "predict", str(photos / "a.jpg"), "--root", str(project),
                            "--model", "cnn_finetuned"], capture_output=True, text=True)

@@ -97,6 +97,7 @@ def read_outputs(paths: Paths) -> tuple[dict, str]:
     return summary, (paths.metrics / "compare.md").read_text()
 
 
+@pytest.mark.slow
 def test_compare_writes_every_output(project: Paths) -> None:
     returned = compare(PARAMS, project)
     summary, md = read_outputs(project)
@@ -112,6 +113,7 @@ def test_compare_writes_every_output(project: Paths) -> None:
     assert "WARNING" not in md
 
 
+@pytest.mark.slow
 def test_ties_report_every_best_model_in_pipeline_order(project: Paths) -> None:
     summary = compare(PARAMS, project)
     assert summary["best"]["accuracy"] == {"value": pytest.approx(11 / 12),
@@ -146,6 +148,7 @@ def test_perfect_classes_need_precision_and_recall_of_one(project: Paths) -> Non
     assert perfect["vit_scratch"] == []
 
 
+@pytest.mark.slow
 def test_a_class_no_model_gets_right(project: Paths) -> None:
     files = files_of(project)
     for model_id in MODEL_IDS:                   # nobody ever gets an owl right
@@ -160,6 +163,7 @@ def test_a_class_no_model_gets_right(project: Paths) -> None:
     assert "> **WARNING:** No model classified a single test image of class 'owl'" in md
 
 
+@pytest.mark.slow
 def test_a_pretrained_model_trained_from_random_weights_is_flagged(project: Paths) -> None:
     write_evaluation(project, "cnn_transfer", DEFAULT_PREDICTIONS["cnn_transfer"], files_of(project),
                      pretrained=False)
@@ -174,6 +178,7 @@ def test_a_pretrained_model_trained_from_random_weights_is_flagged(project: Path
     assert "no (by design)" in scratch           # the scratch ViT is meant to be untrained
 
 
+@pytest.mark.slow
 def test_models_evaluated_on_different_test_images_are_flagged(project: Paths) -> None:
     files = files_of(project)
     other = files[:-1] + ["data/clean/owl/extra.png"]
@@ -195,6 +200,7 @@ def test_missing_predictions_is_a_data_error_naming_the_file(project: Paths) -> 
         compare(PARAMS, project)
 
 
+@pytest.mark.slow
 def test_a_failed_compare_leaves_the_previous_outputs(project: Paths) -> None:
     compare(PARAMS, project)
     before = {p: p.read_bytes() for p in (project.metrics_json("compare"),

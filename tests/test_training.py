@@ -77,9 +77,9 @@ def make_dataset_tree(root: Path, per_class: int = 6, seed: int = 0) -> Paths:
     return paths
 
 
-def tiny_params(**sections: dict):
+def tiny_params(seed: int = 3, **sections: dict):
     raw = {
-        "seed": 3,
+        "seed": seed,
         "train": {"epochs": 1, "batch_size": 8, "patience": 2, "mixed_precision": False},
         "cnn": {"arch": "mobilenetv2", "image_size": 32, "pretrained": False},
         "vit": {"image_size": 16, "patch_size": 4, "projection_dim": 16, "num_heads": 2, "layers": 1,
@@ -89,6 +89,11 @@ def tiny_params(**sections: dict):
     for name, values in sections.items():
         raw[name] = {**raw.get(name, {}), **values}
     return params_from_dict(raw)
+
+
+def train_stage(entry, section: str, params, paths: Paths) -> None:
+    """Call a training entry point as its stage script does: its section, train, seed."""
+    entry(getattr(params, section), params.train, params.seed, paths)
 
 
 @pytest.fixture
@@ -318,6 +323,7 @@ def _frozen_model() -> keras.Model:
     return model
 
 
+@pytest.mark.slow
 def test_early_stopping_state_survives_a_resume(tmp_path, monkeypatch):
     monkeypatch.chdir(git_repo(tmp_path / "repo"))
     x = np.random.default_rng(0).random((16, 4)).astype("float32")
@@ -353,21 +359,22 @@ def test_open_live_resumes_matching_curves_and_rewrites_others(tmp_path, monkeyp
 
 
 def test_random_cnn_base_trains_from_scratch_with_fast_batchnorm():
+    from vitbench.models import count_params, registry
     from vitbench.models.cnn import build_cnn
 
     model = build_cnn("mobilenetv2", 32, 3, 0.0)
     bns = [layer for layer in model.get_layer("base").layers
            if isinstance(layer, keras.layers.BatchNormalization)]
     assert bns and all(bn.momentum == 0.999 for bn in bns)
-    assert training.train_base_from_scratch(model) == len(bns)
-    assert all(bn.trainable and bn.momentum == training.SCRATCH_BN_MOMENTUM for bn in bns)
-    assert training.count_trainable(model) == sum(
+    registry.family("cnn").prepare_phase(model, "transfer", pretrained=False)
+    assert all(bn.trainable and bn.momentum == registry.SCRATCH_BN_MOMENTUM for bn in bns)
+    assert count_params(model.trainable_weights) == sum(
         int(np.prod(w.shape)) for w in model.weights if "moving" not in w.path)
 
 
 @pytest.mark.slow
 def test_train_cnn_without_pretrained_weights_trains_the_whole_network(project):
-    training.train_cnn(tiny_params(cnn={"pretrained": False}), project)
+    train_stage(training.train_cnn, "cnn", tiny_params(cnn={"pretrained": False}), project)
     transfer = assert_trained(project, "cnn_transfer", epochs=1, pretrained=False)
     finetuned = assert_trained(project, "cnn_finetuned", epochs=1, pretrained=False)
     assert transfer["params_trainable"] > 100 * (1280 + 1) * 3   # not just the head
@@ -385,13 +392,32 @@ def test_stale_backup_is_ignored(tmp_path):
     assert (folder / training.FINGERPRINT_FILE).read_text().strip() == "bbb"
 
 
-def test_fingerprint_follows_params_and_data(project):
-    base = training.fingerprint(tiny_params(), project, "cnn")
-    assert training.fingerprint(tiny_params(), project, "cnn") == base
-    assert training.fingerprint(tiny_params(cnn={"dropout": 0.3}), project, "cnn") != base
-    assert training.fingerprint(tiny_params(vit={"lr": 0.01}), project, "cnn") == base
+def test_fingerprint_follows_params_data_and_code(project, monkeypatch):
+    def fingerprint(params):
+        return training.fingerprint("cnn", params.cnn, params.train, params.seed, project)
+
+    base = fingerprint(tiny_params())
+    assert fingerprint(tiny_params()) == base
+    assert fingerprint(tiny_params(cnn={"dropout": 0.3})) != base
+    assert fingerprint(tiny_params(train={"patience": 5})) != base
+    assert fingerprint(tiny_params(seed=4)) != base
+    assert fingerprint(tiny_params(vit={"lr": 0.01})) == base
     project.labels.write_text(json.dumps({"classes": list(reversed(CLASSES))}))
-    assert training.fingerprint(tiny_params(), project, "cnn") != base
+    labels_changed = fingerprint(tiny_params())
+    assert labels_changed != base
+
+    # the code is what vitbench.deps finds training imports (the same list dvc.yaml is checked
+    # against): a change to any of those files makes the backup stale
+    from vitbench import deps
+
+    names = {deps.relative(p) for p in deps.module_files("vitbench.training")}
+    assert {"vitbench/training.py", "vitbench/models/registry.py", "vitbench/models/cnn.py",
+            "vitbench/data/pipeline.py", "vitbench/config.py"} <= names
+    assert "vitbench/evaluation.py" not in names
+    real_sha = training.sha256_file
+    monkeypatch.setattr(training, "sha256_file", lambda p: "edited" if p.name == "registry.py"
+                        else real_sha(p))
+    assert fingerprint(tiny_params()) != labels_changed
 
 
 # --- the stage entry points ------------------------------------------------------------------------
@@ -399,7 +425,7 @@ def test_fingerprint_follows_params_and_data(project):
 @pytest.mark.slow
 def test_train_vit_end_to_end(project):
     params = tiny_params(train={"epochs": 2})
-    training.train_vit(params, project)
+    train_stage(training.train_vit, "vit", params, project)
     record = assert_trained(project, "vit_scratch", epochs=2, pretrained=False)
     assert record["family"] == "vit_scratch" and record["preprocess"] == "vit"
     assert record["build"]["patch_size"] == 4 and record["build"]["num_classes"] == 3
@@ -418,7 +444,7 @@ def test_train_cnn_end_to_end_with_pretrained_weights(project, monkeypatch):
 
     loaded = []
     monkeypatch.setattr(cnn, "load_base_weights", lambda base, *a: loaded.append(base.name))
-    training.train_cnn(tiny_params(cnn={"pretrained": True}), project)
+    train_stage(training.train_cnn, "cnn", tiny_params(cnn={"pretrained": True}), project)
     assert loaded == ["base"]                           # the ImageNet loader was asked, once
     transfer = assert_trained(project, "cnn_transfer", epochs=1, pretrained=True)
     finetuned = assert_trained(project, "cnn_finetuned", epochs=1, pretrained=True)
@@ -433,7 +459,8 @@ def test_train_cnn_end_to_end_with_pretrained_weights(project, monkeypatch):
 
 @pytest.mark.slow
 def test_finetune_vit_end_to_end_without_pretrained_weights(project, tiny_vit_b):
-    training.finetune_vit(tiny_params(vit_ft={"pretrained": False}, train={"epochs": 2}), project)
+    train_stage(training.finetune_vit, "vit_ft",
+                tiny_params(vit_ft={"pretrained": False}, train={"epochs": 2}), project)
     transfer = assert_trained(project, "vit_transfer", epochs=2, pretrained=False)
     finetuned = assert_trained(project, "vit_finetuned", epochs=2, pretrained=False)
     assert transfer["display_name"] == "ViT-B/32 (transfer)"
@@ -463,9 +490,9 @@ def test_kill_in_phase_two_keeps_the_finished_transfer_phase(project, tiny_vit_b
         monkeypatch.setattr(training, "fit_phase", spy := PhaseSpy(crash_on))
         if crash_on:
             with pytest.raises(KeyboardInterrupt):
-                training.finetune_vit(params, project)
+                train_stage(training.finetune_vit, "vit_ft", params, project)
         else:
-            training.finetune_vit(params, project)
+            train_stage(training.finetune_vit, "vit_ft", params, project)
         return spy.calls
 
     def dvc_deletes_outputs() -> None:  # as DVC does before re-running a stage

@@ -228,13 +228,9 @@ class VitFt:
                 f"a multiple of the {self.variant} patch size ({self.patch_size}), e.g. "
                 f"{self.patch_size * 2}, {self.patch_size * 7}",
             )
-        w = self.weights
-        if w not in VIT_FT_WEIGHTS and not re.match(r"^https?://", w):
-            if not Path(w).expanduser().is_file():
-                raise ConfigError(
-                    f"{key}.weights", w,
-                    f"{' or '.join(VIT_FT_WEIGHTS)}, an http(s) URL, or an existing .npz file",
-                )
+        if not self.weights.strip():  # whether a local file exists is checked where it is used
+            raise ConfigError(f"{key}.weights", self.weights,
+                              f"{' or '.join(VIT_FT_WEIGHTS)}, an http(s) URL, or an .npz file path")
         self.transfer.validate(f"{key}.transfer")
         self.finetune.validate(f"{key}.finetune")
 

@@ -2,12 +2,14 @@
 
 `train_cnn` and `finetune_vit` run two phases (transfer: backbone frozen; fine-tune: everything
 trainable, BatchNorm kept in inference mode by the builders) and save both models (a CNN with no
-pretrained weights trains its whole base in the first phase: `train_base_from_scratch`); `train_vit`
-runs one (AdamW with a warm-up cosine schedule). Every phase runs `fit_phase`: `train.epochs`,
+pretrained weights trains its whole base in the first phase: `registry.train_base_from_scratch`);
+`train_vit` runs one (AdamW with a warm-up cosine schedule). Every phase runs `fit_phase`: `train.epochs`,
 early stopping on `val_loss` (`train.patience`, best weights restored), dvclive learning curves,
 and a backup in `.cache/backup/<id>/` after every epoch, so a killed run resumes from its last
 finished epoch. A finished transfer phase is kept there too, so a kill during fine-tuning does not
 redo it. Backups carry a fingerprint of the params and data they came from; a stale one is ignored.
+What differs between model families (builder, input size, freezing, pretrained weights) is looked
+up in `vitbench.models.registry`; each stage receives only its params sections.
 
 Determinism: `keras.utils.set_random_seed(seed)` seeds Python, NumPy and TensorFlow, and the
 training set is shuffled from the seed, so two runs on one CPU machine give the same models up
@@ -39,11 +41,13 @@ import numpy as np
 import tensorflow as tf
 
 from vitbench import __version__
-from vitbench.config import Params, Vit, to_dict
+from vitbench.config import Cnn, Train, Vit, VitFt, to_dict
 from vitbench.data.imageprep import read_transform
 from vitbench.data.manifest import read_labels
 from vitbench.data.pipeline import labelled_paths, make_dataset
 from vitbench.fsutil import atomic_dir, atomic_file, read_json, sha256_file, write_json
+from vitbench.models import display_name, load_model, registry, resolve_pretrained, save_model
+from vitbench.models.store import count_params
 from vitbench.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -97,15 +101,15 @@ def task() -> tuple[str, int, bool]:
     return kind, index, kind == "chief" or (kind == "worker" and index == 0 and not has_chief)
 
 
-def setup_runtime(params: Params) -> Runtime:
+def setup_runtime(train: Train, seed: int) -> Runtime:
     """Strategy first (multi-worker needs that), then the seed and the precision policy; logs them."""
     strategy = get_strategy()
-    keras.utils.set_random_seed(params.seed)
-    mixed = use_mixed_precision(params.train.mixed_precision)
+    keras.utils.set_random_seed(seed)
+    mixed = use_mixed_precision(train.mixed_precision)
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
     rt = Runtime(strategy, device, mixed, task()[2])
     log.info("training on %s: %s with %d replica(s), mixed precision %s, seed %d", device,
-             type(strategy).__name__, rt.replicas, "on" if mixed else "off", params.seed)
+             type(strategy).__name__, rt.replicas, "on" if mixed else "off", seed)
     return rt
 
 
@@ -126,36 +130,36 @@ class TrainData:
         return -(-len(self.train_paths) // self.batch_size)
 
 
-def load_train_data(params: Params, paths: Paths, image_size: int, preprocess: str) -> TrainData:
+def load_train_data(train_cfg: Train, seed: int, paths: Paths, image_size: int,
+                    preprocess: str) -> TrainData:
     """data/augmented/train.csv (shuffled from the seed) and data/split/val.csv, labels.json order."""
     classes = read_labels(paths.labels)
     train_paths, train_labels = labelled_paths(paths.augmented_csv, classes)
     val_paths, val_labels = labelled_paths(paths.split_csv("val"), classes)
-    batch = params.train.batch_size
+    batch = train_cfg.batch_size
     train = make_dataset(train_paths, train_labels, image_size, preprocess, batch,
-                         shuffle=True, seed=params.seed)
+                         shuffle=True, seed=seed)
     val = make_dataset(val_paths, val_labels, image_size, preprocess, batch)
     log.info("%d training and %d validation images, %d classes, %dpx, batch %d",
              len(train_paths), len(val_paths), len(classes), image_size, batch)
     return TrainData(classes, train, val, train_paths, batch)
 
 
-def fingerprint(params: Params, paths: Paths, section: str) -> str:
-    """Hash of what a stage's models depend on: seed, train.*, its params section, the data
-    manifests (which carry each image's sha256) and the training and model code."""
-    from vitbench import models
-    from vitbench.data import pipeline
+def fingerprint(section: str, cfg: Any, train: Train, seed: int, paths: Paths) -> str:
+    """Hash of what a stage's models depend on: seed, train.*, its params section `cfg`, the data
+    manifests (which carry each image's sha256) and the code: every vitbench module this one
+    imports, as `vitbench.deps` finds them (the same list the dvc.yaml test checks)."""
+    from vitbench import deps
 
     data_files = (paths.augmented_csv, paths.split_csv("val"), paths.labels)
-    code_files = [Path(__file__), Path(pipeline.__file__),
-                  *sorted(Path(models.__file__).parent.glob("*.py"))]
+    code_files = deps.module_files(__name__)
     payload = {
         "version": __version__,
-        "seed": params.seed,
-        "train": to_dict(params.train),
-        section: to_dict(getattr(params, section)),
+        "seed": seed,
+        "train": to_dict(train),
+        section: to_dict(cfg),
         "data": {p.name: sha256_file(p) for p in data_files},
-        "code": {p.name: sha256_file(p) for p in code_files},
+        "code": {deps.relative(p): sha256_file(p) for p in code_files},
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -212,79 +216,6 @@ def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer, num
         metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"))
     model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(),
                   metrics=metrics)
-
-
-def count_trainable(model: keras.Model) -> int:
-    """Scalars the optimizer updates."""
-    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
-
-
-SCRATCH_BN_MOMENTUM = 0.9
-
-
-def train_base_from_scratch(model: keras.Model) -> int:
-    """Make a randomly initialised CNN's whole base trainable, BatchNormalization included.
-
-    Without pretrained weights there is nothing to transfer: a frozen random base hands its head
-    next to nothing (the offline demo's MobileNetV2 stayed at 15% on 10 classes, even with its
-    BatchNorm statistics re-estimated). So the first phase trains the network from scratch.
-    BatchNormalization runs in training mode with momentum 0.9, so its moving statistics catch up
-    within a few epochs (keras.applications' 0.999 needs thousands of steps; with it validation
-    stays at chance while training accuracy climbs). Returns the number of BatchNorm layers.
-    """
-    base = model.get_layer("base")
-    base.trainable = True
-    layers = [layer for layer in _all_layers(base)
-              if isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in layers:
-        layer.trainable = True
-        layer.momentum = SCRATCH_BN_MOMENTUM
-    log.info("random weights: nothing to transfer, so the whole %s trains from scratch "
-             "(BatchNorm momentum %.1f)", base.name, SCRATCH_BN_MOMENTUM)
-    return len(layers)
-
-
-def _all_layers(model: keras.layers.Layer) -> list[keras.layers.Layer]:
-    """Every layer inside `model`, nested models included."""
-    found = []
-    for layer in getattr(model, "layers", []):
-        found.append(layer)
-        found.extend(_all_layers(layer))
-    return found
-
-
-# --- what each family trains on --------------------------------------------------------------------
-
-def input_spec(family: str, params: Params) -> tuple[int, str]:
-    """(image size, preprocess name) a family trains on at these params."""
-    if family == "cnn":
-        from vitbench.models.cnn import get_arch
-
-        return params.cnn.image_size, get_arch(params.cnn.arch).preprocess
-    if family == "vit_scratch":
-        return params.vit.image_size, "vit"
-    if family == "vit_ft":
-        return params.vit_ft.image_size, "vit"
-    raise ValueError(f"unknown model family {family!r}")
-
-
-def build_kwargs(family: str, params: Params, num_classes: int) -> dict[str, Any]:
-    """The family builder's keyword arguments at these params (vit_ft: before the weights file
-    decides `representation_size`)."""
-    if family == "cnn":
-        cfg = params.cnn
-        return {"arch": cfg.arch, "image_size": cfg.image_size, "num_classes": num_classes,
-                "dropout": cfg.dropout}
-    if family == "vit_scratch":
-        v = params.vit
-        return {"image_size": v.image_size, "patch_size": v.patch_size,
-                "projection_dim": v.projection_dim, "num_heads": v.num_heads, "layers": v.layers,
-                "mlp_head": list(v.mlp_head), "dropout": v.dropout, "num_classes": num_classes,
-                "spt": v.spt, "lsa": v.lsa}
-    if family == "vit_ft":
-        return {"variant": params.vit_ft.variant, "image_size": params.vit_ft.image_size,
-                "num_classes": num_classes, "representation_size": None}
-    raise ValueError(f"unknown model family {family!r}")
 
 
 # --- the resumable loop ------------------------------------------------------------------------
@@ -508,10 +439,8 @@ class Job:
 
 
 def train_phase(model: keras.Model, model_id: str, job: Job, optimizer: keras.optimizers.Optimizer,
-                params: Params, paths: Paths, data: TrainData, rt: Runtime) -> dict[str, Any]:
+                train: Train, paths: Paths, data: TrainData, rt: Runtime) -> dict[str, Any]:
     """Compile, fit (resumably), save models/<id>; returns the record."""
-    from vitbench.models import save_model
-
     with rt.strategy.scope():
         compile_model(model, optimizer, len(data.classes))
     backup = prepare_backup(paths.backup(model_id), job.print_) / "fit"
@@ -519,10 +448,10 @@ def train_phase(model: keras.Model, model_id: str, job: Job, optimizer: keras.op
         kind, index, _ = task()
         backup = backup.with_name(f"fit-{kind}-{index}")
     log.info("training %s: %s of %s parameters trainable", model_id,
-             f"{count_trainable(model):,}", f"{model.count_params():,}")
+             f"{count_params(model.trainable_weights):,}", f"{model.count_params():,}")
     curves = paths.backup(model_id) / "curves"  # published to plots/<id>/train only on success
-    result = fit_phase(model, data.train, data.val, epochs=params.train.epochs,
-                       patience=params.train.patience, backup_dir=backup,
+    result = fit_phase(model, data.train, data.val, epochs=train.epochs,
+                       patience=train.patience, backup_dir=backup,
                        curves_dir=curves, write=rt.chief)
     record = make_record(model_id, job, model, data.classes, result, rt)
     record["input"] = read_transform(paths.clean, job.image_size)  # the model's own input recipe
@@ -537,19 +466,37 @@ def train_phase(model: keras.Model, model_id: str, job: Job, optimizer: keras.op
 def make_record(model_id: str, job: Job, model: keras.Model, classes: list[str],
                 result: PhaseResult, rt: Runtime) -> dict[str, Any]:
     """record.json of a trained model (docs/design.md, "Models on disk")."""
-    from vitbench.models import display_name
-
     record: dict[str, Any] = {"id": model_id, "family": job.family, "build": dict(job.build)}
     record["display_name"] = display_name(model_id, record)
     record.update({
         "classes": list(classes), "image_size": job.image_size, "preprocess": job.preprocess,
         "pretrained": job.pretrained, "train_seconds": round(result.seconds, 3),
         "epochs_run": result.epochs_run, "best_epoch": result.best_epoch + 1,
-        "params_total": int(model.count_params()), "params_trainable": count_trainable(model),
+        "params_total": int(model.count_params()),
+        "params_trainable": count_params(model.trainable_weights),
         "history": result.history, "device": rt.device, "mixed_precision": rt.mixed_precision,
         "replicas": rt.replicas,
     })
     return record
+
+
+@dataclass(frozen=True)
+class StageStart:
+    """What every training stage sets up first: runtime, data, input size and preprocessing."""
+
+    rt: Runtime
+    data: TrainData
+    image_size: int
+    preprocess: str
+
+
+def start_stage(family: registry.Family, cfg: Any, train: Train, seed: int,
+                paths: Paths) -> StageStart:
+    """Runtime (strategy, seed, precision), then the family's training and validation batches."""
+    rt = setup_runtime(train, seed)
+    image_size, preprocess = family.input_spec(cfg)
+    data = load_train_data(train, seed, paths, image_size, preprocess)
+    return StageStart(rt, data, image_size, preprocess)
 
 
 # --- two-phase stages: transfer, then fine-tune ---------------------------------------------------
@@ -557,43 +504,39 @@ def make_record(model_id: str, job: Job, model: keras.Model, classes: list[str],
 ModelMaker = Callable[[], tuple[keras.Model, dict[str, Any], bool]]
 
 
-def two_phase(params: Params, paths: Paths, rt: Runtime, data: TrainData, *, ids: tuple[str, str],
-              family: str, section: str, image_size: int, preprocess: str,
-              lrs: tuple[float, float], make_model: ModelMaker) -> None:
-    """Transfer (backbone frozen, Adam at lrs[0]) -> ids[0]; fine-tune (all trainable, lrs[1]) -> ids[1].
+def two_phase(family: registry.Family, cfg: Cnn | VitFt, train: Train, seed: int, paths: Paths,
+              start: StageStart, make_model: ModelMaker) -> None:
+    """Transfer (backbone frozen, Adam at cfg.transfer.lr) -> the family's transfer model;
+    fine-tune (all trainable, cfg.finetune.lr) -> its fine-tuned model.
 
     `make_model()` (called in the strategy scope) returns (model, its build kwargs, whether
     pretrained weights were loaded). A transfer phase finished by an earlier, killed run of the
     same params and data is reused instead of trained again.
     """
-    from vitbench.models import save_model, set_backbone_trainable
-
-    print_ = fingerprint(params, paths, section)
-    transfer_id, finetune_id = ids
+    rt, data = start.rt, start.data
+    transfer_id, finetune_id = ids = tuple(m.id for m in registry.models_of(family.name))
+    print_ = fingerprint(family.section, cfg, train, seed, paths)
     with rt.strategy.scope():
         model, record = _reuse_phase1(paths, transfer_id, print_)
         if model is None:
             model, build, used = make_model()
-            job = Job(family, build, image_size, preprocess, used, print_)
-            if family == "cnn" and not used:
-                train_base_from_scratch(model)
-            else:
-                set_backbone_trainable(model, family, False)
-            record = train_phase(model, transfer_id, job, keras.optimizers.Adam(lrs[0]),
-                                 params, paths, data, rt)
+            job = Job(family.name, build, start.image_size, start.preprocess, used, print_)
+            family.prepare_phase(model, "transfer", used)
+            record = train_phase(model, transfer_id, job, keras.optimizers.Adam(cfg.transfer.lr),
+                                 train, paths, data, rt)
             if rt.chief:
                 save_model(model, paths.backup(transfer_id) / "finished", record)
-        job = Job(family, record["build"], image_size, preprocess, bool(record["pretrained"]), print_)
-        set_backbone_trainable(model, family, True)
-        train_phase(model, finetune_id, job, keras.optimizers.Adam(lrs[1]), params, paths, data, rt)
+        job = Job(family.name, record["build"], start.image_size, start.preprocess,
+                  bool(record["pretrained"]), print_)
+        family.prepare_phase(model, "finetune", job.pretrained)
+        train_phase(model, finetune_id, job, keras.optimizers.Adam(cfg.finetune.lr), train,
+                    paths, data, rt)
     if rt.chief:
         clean_backups(paths, ids)
 
 
 def _reuse_phase1(paths: Paths, model_id: str, print_: str) -> tuple[keras.Model | None, dict | None]:
     """The transfer model an interrupted run finished (then re-published), or (None, None)."""
-    from vitbench.models import load_model, save_model
-
     finished = prepare_backup(paths.backup(model_id), print_) / "finished"
     if not finished.is_dir():
         return None, None
@@ -605,73 +548,54 @@ def _reuse_phase1(paths: Paths, model_id: str, print_: str) -> tuple[keras.Model
     return model, record
 
 
+def pretrained_stage(family_name: str, cfg: Cnn | VitFt, train: Train, seed: int,
+                     paths: Paths) -> None:
+    """A family with pretrained weights (`cfg.pretrained`: auto, true or false), in two phases."""
+    family = registry.family(family_name)
+    if cfg.pretrained is not False and family.check_weights is not None:
+        family.check_weights(cfg)          # a bad setting is an error even with `auto`
+    start = start_stage(family, cfg, train, seed, paths)
+    build = family.build_kwargs(cfg, len(start.data.classes))
+
+    def make_model() -> tuple[keras.Model, dict[str, Any], bool]:
+        loaded, used = resolve_pretrained(cfg.pretrained, family.weights_label(cfg),
+                                          lambda: family.load_pretrained(cfg, build))
+        return (*loaded, True) if loaded is not None else (family.builder(**build), build, used)
+
+    two_phase(family, cfg, train, seed, paths, start, make_model)
+
+
 # --- the stage entry points ----------------------------------------------------------------------
 
-def train_cnn(params: Params, paths: Paths) -> None:
+def train_cnn(cfg: Cnn, train: Train, seed: int, paths: Paths) -> None:
     """cnn.arch: transfer -> models/cnn_transfer, fine-tune -> models/cnn_finetuned."""
-    from vitbench.models import resolve_pretrained
-    from vitbench.models.cnn import build_cnn
-
-    cfg = params.cnn
-    rt = setup_runtime(params)
-    image_size, preprocess = input_spec("cnn", params)
-    data = load_train_data(params, paths, image_size, preprocess)
-    build = build_kwargs("cnn", params, len(data.classes))
-
-    def make_model() -> tuple[keras.Model, dict[str, Any], bool]:
-        model, used = resolve_pretrained(cfg.pretrained, f"{cfg.arch} ImageNet weights",
-                                         lambda: build_cnn(**build, weights="imagenet"))
-        return (model, build, used) if model is not None else (build_cnn(**build), build, used)
-
-    two_phase(params, paths, rt, data, ids=("cnn_transfer", "cnn_finetuned"), family="cnn",
-              section="cnn", image_size=image_size, preprocess=preprocess,
-              lrs=(cfg.transfer.lr, cfg.finetune.lr), make_model=make_model)
+    pretrained_stage("cnn", cfg, train, seed, paths)
 
 
-def finetune_vit(params: Params, paths: Paths) -> None:
+def finetune_vit(cfg: VitFt, train: Train, seed: int, paths: Paths) -> None:
     """vit_ft.variant: transfer -> models/vit_transfer, fine-tune -> models/vit_finetuned."""
-    from vitbench.models import resolve_pretrained
-    from vitbench.models.pretrained_vit import build_vit_ft, representation_size, resolve_vit_weights
-
-    cfg = params.vit_ft
-    rt = setup_runtime(params)
-    data = load_train_data(params, paths, *input_spec("vit_ft", params))
-    build = build_kwargs("vit_ft", params, len(data.classes))
-
-    def pretrained() -> tuple[keras.Model, dict[str, Any]]:
-        path = resolve_vit_weights(cfg.weights, cfg.variant)
-        kwargs = {**build, "representation_size": representation_size(path)}
-        return build_vit_ft(**kwargs, weights_path=str(path)), kwargs
-
-    def make_model() -> tuple[keras.Model, dict[str, Any], bool]:
-        loaded, used = resolve_pretrained(cfg.pretrained, f"ViT-{cfg.variant} {cfg.weights} weights",
-                                          pretrained)
-        return (*loaded, True) if loaded is not None else (build_vit_ft(**build), build, used)
-
-    two_phase(params, paths, rt, data, ids=("vit_transfer", "vit_finetuned"), family="vit_ft",
-              section="vit_ft", image_size=cfg.image_size, preprocess="vit",
-              lrs=(cfg.transfer.lr, cfg.finetune.lr), make_model=make_model)
+    pretrained_stage("vit_ft", cfg, train, seed, paths)
 
 
-def train_vit(params: Params, paths: Paths) -> None:
+def train_vit(cfg: Vit, train: Train, seed: int, paths: Paths) -> None:
     """The from-scratch ViT -> models/vit_scratch, plus plots/vit_patches.png."""
     from vitbench.data.pipeline import load_images
-    from vitbench.models.vit import build_vit
     from vitbench.plots.patches import patch_grid
 
-    cfg = params.vit
-    rt = setup_runtime(params)
-    data = load_train_data(params, paths, *input_spec("vit_scratch", params))
+    family = registry.family("vit_scratch")
+    (spec,) = registry.models_of(family.name)
+    start = start_stage(family, cfg, train, seed, paths)
+    rt, data = start.rt, start.data
     if rt.chief:
-        first = load_images(data.train_paths[:1], cfg.image_size)[0]
+        first = load_images(data.train_paths[:1], start.image_size)[0]
         patch_grid(first, cfg.patch_size, paths.plots / "vit_patches.png")
-    build = build_kwargs("vit_scratch", params, len(data.classes))
-    job = Job("vit_scratch", build, cfg.image_size, "vit", False,
-              fingerprint(params, paths, "vit"))
-    total_steps = params.train.epochs * data.steps_per_epoch
+    build = family.build_kwargs(cfg, len(data.classes))
+    job = Job(family.name, build, start.image_size, start.preprocess, False,
+              fingerprint(family.section, cfg, train, seed, paths))
+    total_steps = train.epochs * data.steps_per_epoch
     with rt.strategy.scope():
-        model = build_vit(**build)
+        model = family.builder(**build)
         optimizer = vit_optimizer(cfg, total_steps)
-        train_phase(model, "vit_scratch", job, optimizer, params, paths, data, rt)
+        train_phase(model, spec.id, job, optimizer, train, paths, data, rt)
     if rt.chief:
-        clean_backups(paths, ["vit_scratch"])
+        clean_backups(paths, [spec.id])

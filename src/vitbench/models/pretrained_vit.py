@@ -107,6 +107,16 @@ def representation_size(weights_file: str | Path) -> int | None:
     return None
 
 
+def check_weights_setting(weights: str) -> None:
+    """ConfigError unless `vit_ft.weights` is a release name, an http(s) URL or an existing file
+    (checked where the weights are used, not when params.yaml is read)."""
+    if weights in KNOWN_WEIGHTS or re.match(r"^https?://", weights) \
+            or Path(weights).expanduser().is_file():
+        return
+    raise ConfigError("vit_ft.weights", weights,
+                      f"{' or '.join(KNOWN_WEIGHTS)}, an http(s) URL, or an existing .npz file")
+
+
 def resolve_vit_weights(weights: str, variant: str) -> Path:
     """Local path of the weights named by `vit_ft.weights`: a vit-keras release name
     (imagenet21k, imagenet21k+imagenet2012) or an http(s) URL -> downloaded into the Keras cache

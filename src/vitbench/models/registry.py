@@ -1,0 +1,229 @@
+"""The model families and model ids: the one table that says what each kind of model is.
+
+A *family* (`cnn`, `vit_scratch`, `vit_ft`) knows its params.yaml section, its builder and the
+builder argument that loads pretrained weights, how it reads its input size, preprocessing and
+build arguments from its section, how to freeze it for a training phase, its attention function
+and its display name. A *model id* (the contract's five) is a family trained in one phase
+(`transfer`, `finetune` or `scratch`), meant to start from pretrained weights or not.
+
+Adding a family is one `Family(...)` entry in FAMILIES (plus its params section in config.py);
+adding a CNN architecture is one entry in `vitbench.models.cnn.ARCHS`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+
+from vitbench.errors import ConfigError
+from vitbench.models import cnn, pretrained_vit, vit
+
+log = logging.getLogger(__name__)
+
+PHASES = ("transfer", "finetune", "scratch")
+PHASE_LABELS = {"transfer": "transfer", "finetune": "fine-tuned", "scratch": "from scratch"}
+SCRATCH_BN_MOMENTUM = 0.9
+
+
+@dataclass(frozen=True)
+class Family:
+    """One kind of model; `cfg` below is the family's params section (config.Cnn, .Vit, .VitFt)."""
+
+    name: str                                                 # the `family` of record.json
+    section: str                                              # its params.yaml section
+    kind: str                                                 # side of the comparison: CNN or ViT
+    builder: Callable[..., keras.Model]
+    build_kwargs: Callable[[Any, int], dict[str, Any]]        # (cfg, num_classes) -> builder kwargs
+    preprocess: Callable[[Any], str]                          # cfg -> data.pipeline.PREPROCESS key
+    set_trainable: Callable[[keras.Model, bool], None]        # freeze/unfreeze the pretrained part
+    base_name: Callable[[dict[str, Any]], str]                # build kwargs -> "MobileNetV2", ...
+    weights_kwarg: str | None = None                          # builder argument loading weights
+    load_pretrained: Callable[[Any, dict[str, Any]], tuple[keras.Model, dict[str, Any]]] | None = None
+    weights_label: Callable[[Any], str] | None = None         # cfg -> "mobilenetv2 ImageNet weights"
+    check_weights: Callable[[Any], None] | None = None        # cfg -> ConfigError for a bad setting
+    attention: Callable[[keras.Model, np.ndarray], list[np.ndarray]] | None = None
+
+    def input_spec(self, cfg: Any) -> tuple[int, str]:
+        """(image size, preprocess name) the family trains on with section `cfg`."""
+        return int(cfg.image_size), self.preprocess(cfg)
+
+    def rebuild(self, build: dict[str, Any]) -> keras.Model:
+        """The architecture of `build` with random weights (never downloads)."""
+        kwargs = dict(build)
+        if self.weights_kwarg is not None:
+            kwargs[self.weights_kwarg] = None
+        return self.builder(**kwargs)
+
+    def prepare_phase(self, model: keras.Model, phase: str, pretrained: bool) -> None:
+        """Set what trains in `phase`: transfer freezes the pretrained part (a CNN with random
+        weights trains its whole base instead: `train_base_from_scratch`), finetune unfreezes it,
+        scratch trains everything. Recompile afterwards."""
+        if phase == "transfer" and self.name == "cnn" and not pretrained:
+            train_base_from_scratch(model)
+        else:
+            self.set_trainable(model, phase != "transfer")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One of the contract's model ids."""
+
+    id: str
+    family: str
+    phase: str                # transfer, finetune or scratch
+    meant_pretrained: bool    # starts from pretrained weights when they are available
+
+    @property
+    def kind(self) -> str:
+        """CNN or ViT."""
+        return FAMILIES[self.family].kind
+
+
+# --- per-family pieces ---------------------------------------------------------------------------
+
+def _freeze_cnn(model: keras.Model, trainable: bool) -> None:
+    """Layer "base" follows `trainable`; its BatchNormalization layers stay frozen, hence in
+    inference mode: Keras 3 lets `fit`'s training=True override the training=False the base is
+    called with (keras-team/keras#20285), and only a frozen BatchNormalization ignores it."""
+    base = model.get_layer("base")
+    base.trainable = trainable
+    for layer in base.layers:  # keras.applications bases are flat
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+
+
+def _freeze_all_but_head(model: keras.Model, trainable: bool) -> None:
+    for layer in model.layers:
+        if layer.name != "head":
+            layer.trainable = trainable
+
+
+def _freeze_all(model: keras.Model, trainable: bool) -> None:
+    for layer in model.layers:
+        layer.trainable = trainable
+
+
+def train_base_from_scratch(model: keras.Model) -> int:
+    """Make a randomly initialised CNN's whole base trainable, BatchNormalization included.
+
+    Without pretrained weights there is nothing to transfer: a frozen random base hands its head
+    next to nothing (the offline demo's MobileNetV2 stayed at 15% on 10 classes, even with its
+    BatchNorm statistics re-estimated). So the first phase trains the network from scratch.
+    BatchNormalization runs in training mode with momentum 0.9, so its moving statistics catch up
+    within a few epochs (keras.applications' 0.999 needs thousands of steps; with it validation
+    stays at chance while training accuracy climbs). Returns the number of BatchNorm layers.
+    """
+    base = model.get_layer("base")
+    base.trainable = True
+    layers = [layer for layer in _all_layers(base)
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in layers:
+        layer.trainable = True
+        layer.momentum = SCRATCH_BN_MOMENTUM
+    log.info("random weights: nothing to transfer, so the whole %s trains from scratch "
+             "(BatchNorm momentum %.1f)", base.name, SCRATCH_BN_MOMENTUM)
+    return len(layers)
+
+
+def _all_layers(model: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """Every layer inside `model`, nested models included."""
+    found = []
+    for layer in getattr(model, "layers", []):
+        found.append(layer)
+        found.extend(_all_layers(layer))
+    return found
+
+
+def _cnn_kwargs(cfg: Any, num_classes: int) -> dict[str, Any]:
+    return {"arch": cfg.arch, "image_size": cfg.image_size, "num_classes": num_classes,
+            "dropout": cfg.dropout}
+
+
+def _vit_kwargs(cfg: Any, num_classes: int) -> dict[str, Any]:
+    return {"image_size": cfg.image_size, "patch_size": cfg.patch_size,
+            "projection_dim": cfg.projection_dim, "num_heads": cfg.num_heads, "layers": cfg.layers,
+            "mlp_head": list(cfg.mlp_head), "dropout": cfg.dropout, "num_classes": num_classes,
+            "spt": cfg.spt, "lsa": cfg.lsa}
+
+
+def _vit_ft_kwargs(cfg: Any, num_classes: int) -> dict[str, Any]:
+    """Before the weights file decides `representation_size`."""
+    return {"variant": cfg.variant, "image_size": cfg.image_size, "num_classes": num_classes,
+            "representation_size": None}
+
+
+def _cnn_pretrained(cfg: Any, build: dict[str, Any]) -> tuple[keras.Model, dict[str, Any]]:
+    return cnn.build_cnn(**build, weights="imagenet"), build
+
+
+def _vit_ft_pretrained(cfg: Any, build: dict[str, Any]) -> tuple[keras.Model, dict[str, Any]]:
+    path = pretrained_vit.resolve_vit_weights(cfg.weights, cfg.variant)
+    kwargs = {**build, "representation_size": pretrained_vit.representation_size(path)}
+    return pretrained_vit.build_vit_ft(**kwargs, weights_path=str(path)), kwargs
+
+
+def _scratch_name(build: dict[str, Any]) -> str:
+    tricks = "+".join(name for name, on in (("SPT", build.get("spt")), ("LSA", build.get("lsa"))) if on)
+    return "ViT from scratch" + (f" ({tricks})" if tricks else "")
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("cnn", "cnn", "CNN", cnn.build_cnn, _cnn_kwargs,
+           preprocess=lambda cfg: cnn.get_arch(cfg.arch).preprocess,
+           set_trainable=_freeze_cnn,
+           base_name=lambda build: cnn.get_arch(build["arch"]).display,
+           weights_kwarg="weights", load_pretrained=_cnn_pretrained,
+           weights_label=lambda cfg: f"{cfg.arch} ImageNet weights"),
+    Family("vit_scratch", "vit", "ViT", vit.build_vit, _vit_kwargs,
+           preprocess=lambda cfg: "vit", set_trainable=_freeze_all, base_name=_scratch_name,
+           attention=vit.attention_weights),
+    Family("vit_ft", "vit_ft", "ViT", pretrained_vit.build_vit_ft, _vit_ft_kwargs,
+           preprocess=lambda cfg: "vit", set_trainable=_freeze_all_but_head,
+           base_name=lambda build: pretrained_vit.variant_name(build["variant"]),
+           weights_kwarg="weights_path", load_pretrained=_vit_ft_pretrained,
+           weights_label=lambda cfg: f"ViT-{cfg.variant} {cfg.weights} weights",
+           check_weights=lambda cfg: pretrained_vit.check_weights_setting(cfg.weights),
+           attention=pretrained_vit.attention_weights),
+)}
+
+MODELS: dict[str, ModelSpec] = {m.id: m for m in (
+    ModelSpec("cnn_transfer", "cnn", "transfer", True),
+    ModelSpec("cnn_finetuned", "cnn", "finetune", True),
+    ModelSpec("vit_scratch", "vit_scratch", "scratch", False),
+    ModelSpec("vit_transfer", "vit_ft", "transfer", True),
+    ModelSpec("vit_finetuned", "vit_ft", "finetune", True),
+)}
+
+
+def family(name: str) -> Family:
+    """The family called `name`, or a ValueError naming the known ones."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"family = {name!r} is not one of {', '.join(FAMILIES)}") from None
+
+
+def model_spec(model_id: str) -> ModelSpec:
+    """The spec of a contract model id, or a ConfigError naming the known ones."""
+    try:
+        return MODELS[model_id]
+    except KeyError:
+        raise ConfigError("model id", model_id, f"one of {', '.join(MODELS)}") from None
+
+
+def models_of(family_name: str) -> tuple[ModelSpec, ...]:
+    """The model ids a family's stage trains, in training order."""
+    return tuple(m for m in MODELS.values() if m.family == family_name)
+
+
+def display_name(model_id: str, family_name: str, build: dict[str, Any]) -> str:
+    """"MobileNetV2 (fine-tuned)", "ViT-B/32 (transfer)", "ViT from scratch (SPT+LSA)"."""
+    base = family(family_name).base_name(build)
+    if len({m.phase for m in models_of(family_name)}) < 2:   # one phase: nothing to tell apart
+        return base
+    return f"{base} ({PHASE_LABELS[model_spec(model_id).phase]})"
