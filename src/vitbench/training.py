@@ -42,6 +42,7 @@ from vitbench import __version__
 from vitbench.config import Params, Vit, to_dict
 from vitbench.data.manifest import read_labels
 from vitbench.data.pipeline import labelled_paths, make_dataset
+from vitbench.features import HeadOnFeatures, head_on_features, use_feature_cache
 from vitbench.fsutil import atomic_file, read_json, sha256_file, write_json
 from vitbench.paths import Paths
 
@@ -142,11 +143,11 @@ def load_train_data(params: Params, paths: Paths, image_size: int, preprocess: s
 def fingerprint(params: Params, paths: Paths, section: str) -> str:
     """Hash of what a stage's models depend on: seed, train.*, its params section, the data
     manifests (which carry each image's sha256) and the training and model code."""
-    from vitbench import models
+    from vitbench import features, models
     from vitbench.data import pipeline
 
     data_files = (paths.augmented_csv, paths.split_csv("val"), paths.labels)
-    code_files = [Path(__file__), Path(pipeline.__file__),
+    code_files = [Path(__file__), Path(pipeline.__file__), Path(features.__file__),
                   *sorted(Path(models.__file__).parent.glob("*.py"))]
     payload = {
         "version": __version__,
@@ -500,22 +501,29 @@ class Job:
 
 
 def train_phase(model: keras.Model, model_id: str, job: Job, optimizer: keras.optimizers.Optimizer,
-                params: Params, paths: Paths, data: TrainData, rt: Runtime) -> dict[str, Any]:
-    """Compile, fit (resumably), save models/<id>; returns the record."""
+                params: Params, paths: Paths, data: TrainData, rt: Runtime,
+                head: HeadOnFeatures | None = None) -> dict[str, Any]:
+    """Compile, fit (resumably), save models/<id>; returns the record. With `head`, the head
+    alone is fitted on cached features and then copied into `model` (vitbench.features)."""
     from vitbench.models import save_model
 
+    fitted, train, val = ((model, data.train, data.val) if head is None
+                          else (head.model, head.train, head.val))
     with rt.strategy.scope():
-        compile_model(model, optimizer, len(data.classes))
+        compile_model(fitted, optimizer, len(data.classes))
     backup = prepare_backup(paths.backup(model_id), job.print_) / "fit"
     if not rt.chief:  # a non-chief worker keeps its own copy
         kind, index, _ = task()
         backup = backup.with_name(f"fit-{kind}-{index}")
     log.info("training %s: %s of %s parameters trainable", model_id,
              f"{count_trainable(model):,}", f"{model.count_params():,}")
-    result = fit_phase(model, data.train, data.val, epochs=params.train.epochs,
+    result = fit_phase(fitted, train, val, epochs=params.train.epochs,
                        patience=params.train.patience, backup_dir=backup,
                        curves_dir=paths.train_plots(model_id), write=rt.chief)
     record = make_record(model_id, job, model, data.classes, result, rt)
+    if head is not None:
+        head.copy_to(model)
+        head.annotate(record)
     if rt.chief:
         save_model(model, paths.model(model_id), record)
     log.info("%s: %d epoch(s) in %.1fs, best val_loss at epoch %d", model_id, result.epochs_run,
@@ -568,8 +576,10 @@ def two_phase(params: Params, paths: Paths, rt: Runtime, data: TrainData, *, ids
                 train_base_from_scratch(model)
             else:
                 set_backbone_trainable(model, family, False)
+            head = (head_on_features(model, data.train, data.val, data.batch_size, params.seed)
+                    if family == "cnn" and use_feature_cache(params, used) else None)
             record = train_phase(model, transfer_id, job, keras.optimizers.Adam(lrs[0]),
-                                 params, paths, data, rt)
+                                 params, paths, data, rt, head)
             if rt.chief:
                 save_model(model, paths.backup(transfer_id) / "finished", record)
         job = Job(family, record["build"], image_size, preprocess, bool(record["pretrained"]), print_)
@@ -607,8 +617,9 @@ def train_cnn(params: Params, paths: Paths) -> None:
     build = build_kwargs("cnn", params, len(data.classes))
 
     def make_model() -> tuple[keras.Model, dict[str, Any], bool]:
-        model, used = resolve_pretrained(cfg.pretrained, f"{cfg.arch} ImageNet weights",
-                                         lambda: build_cnn(**build, weights="imagenet"))
+        model, used = resolve_pretrained(
+            cfg.pretrained, f"{cfg.arch} {cfg.weights} weights",
+            lambda: build_cnn(**build, weights=cfg.weights, weights_sha256=cfg.weights_sha256))
         return (model, build, used) if model is not None else (build_cnn(**build), build, used)
 
     two_phase(params, paths, rt, data, ids=("cnn_transfer", "cnn_finetuned"), family="cnn",
