@@ -168,6 +168,17 @@ def test_cached_download_checks_keras_md5(server) -> None:  # noqa: ANN001
         cached_download("g.h5", f"{server.url}/g.h5", "models", "0" * 32)
 
 
+def test_vit_weights_urls_use_the_same_download(server) -> None:  # noqa: ANN001
+    from vitbench.models.pretrained_vit import resolve_vit_weights
+
+    server.routes["/vit/ViT-B_32_custom.npz"] = [(500, b"oops"), (200, b"npz bytes")]
+    url = f"{server.url}/vit/ViT-B_32_custom.npz"
+    path = resolve_vit_weights(url, "b32")
+    assert path.read_bytes() == b"npz bytes" and path.parent.name == "weights"
+    assert resolve_vit_weights(url, "b32") == path
+    assert server.hits["/vit/ViT-B_32_custom.npz"] == 2               # a retry, then the cache
+
+
 @pytest.mark.parametrize(("cnn_cfg", "key"), [
     ({"weights": "weights.txt"}, "cnn.weights"),
     ({"weights": "https://host/"}, "cnn.weights"),
