@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -42,9 +42,11 @@ from vitbench import __version__
 from vitbench.config import Params, Vit, to_dict
 from vitbench.data.manifest import read_labels
 from vitbench.data.pipeline import labelled_paths, make_dataset
-from vitbench.features import HeadOnFeatures, head_on_features, use_feature_cache
 from vitbench.fsutil import atomic_file, read_json, sha256_file, write_json
 from vitbench.paths import Paths
+
+if TYPE_CHECKING:
+    from vitbench.features import HeadOnFeatures
 
 log = logging.getLogger(__name__)
 
@@ -143,11 +145,11 @@ def load_train_data(params: Params, paths: Paths, image_size: int, preprocess: s
 def fingerprint(params: Params, paths: Paths, section: str) -> str:
     """Hash of what a stage's models depend on: seed, train.*, its params section, the data
     manifests (which carry each image's sha256) and the training and model code."""
-    from vitbench import features, models
+    from vitbench import models
     from vitbench.data import pipeline
 
     data_files = (paths.augmented_csv, paths.split_csv("val"), paths.labels)
-    code_files = [Path(__file__), Path(pipeline.__file__), Path(features.__file__),
+    code_files = [Path(__file__), Path(pipeline.__file__), Path(__file__).with_name("features.py"),
                   *sorted(Path(models.__file__).parent.glob("*.py"))]
     payload = {
         "version": __version__,
@@ -563,6 +565,7 @@ def two_phase(params: Params, paths: Paths, rt: Runtime, data: TrainData, *, ids
     pretrained weights were loaded). A transfer phase finished by an earlier, killed run of the
     same params and data is reused instead of trained again.
     """
+    from vitbench.features import head_on_features, use_feature_cache
     from vitbench.models import save_model, set_backbone_trainable
 
     print_ = fingerprint(params, paths, section)
