@@ -149,6 +149,9 @@ class Cnn:
     image_size: int = 96
     pretrained: Pretrained = "auto"
     dropout: float = 0.2
+    weights: str = "imagenet"
+    weights_sha256: str | None = None
+    feature_cache: bool = True
     transfer: LearningRate = field(default_factory=lambda: LearningRate(1e-3))
     finetune: LearningRate = field(default_factory=lambda: LearningRate(1e-5))
 
@@ -157,6 +160,18 @@ class Cnn:
             raise ConfigError(f"{key}.arch", self.arch, f"one of {', '.join(CNN_ARCHS)}")
         _check_range(f"{key}.image_size", self.image_size, lo=32, hi=1024)
         _check_range(f"{key}.dropout", self.dropout, lo=0.0, hi=1.0, hi_open=True)
+        w = self.weights  # existence and content are checked where the weights are loaded
+        if w != "imagenet" and not re.match(r"^https?://[^/]+/.*[^/]$", w) and not w.endswith(".h5"):
+            raise ConfigError(f"{key}.weights", w, "imagenet, an http(s) URL of a file, or the "
+                              "path of a no-top .h5 weights file")
+        if self.weights_sha256 is not None:
+            if not re.fullmatch(r"[0-9a-fA-F]{64}", self.weights_sha256):
+                raise ConfigError(f"{key}.weights_sha256", self.weights_sha256,
+                                  "null or a sha256 of 64 hex digits")
+            if w == "imagenet":
+                raise ConfigError(f"{key}.weights_sha256", self.weights_sha256,
+                                  "null when cnn.weights is imagenet (Keras names and checks "
+                                  "those files itself)")
         self.transfer.validate(f"{key}.transfer")
         self.finetune.validate(f"{key}.finetune")
 

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -49,6 +49,9 @@ from vitbench.fsutil import atomic_dir, atomic_file, read_json, sha256_file, wri
 from vitbench.models import display_name, load_model, registry, resolve_pretrained, save_model
 from vitbench.models.store import count_params
 from vitbench.paths import Paths
+
+if TYPE_CHECKING:
+    from vitbench.features import HeadOnFeatures
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +155,7 @@ def fingerprint(section: str, cfg: Any, train: Train, seed: int, paths: Paths) -
     from vitbench import deps
 
     data_files = (paths.augmented_csv, paths.split_csv("val"), paths.labels)
-    code_files = deps.module_files(__name__)
+    code_files = deps.module_files(__name__) + deps.module_files("vitbench.features")
     payload = {
         "version": __version__,
         "seed": seed,
@@ -439,10 +442,14 @@ class Job:
 
 
 def train_phase(model: keras.Model, model_id: str, job: Job, optimizer: keras.optimizers.Optimizer,
-                train: Train, paths: Paths, data: TrainData, rt: Runtime) -> dict[str, Any]:
-    """Compile, fit (resumably), save models/<id>; returns the record."""
+                train: Train, paths: Paths, data: TrainData, rt: Runtime,
+                head: HeadOnFeatures | None = None) -> dict[str, Any]:
+    """Compile, fit (resumably), save models/<id>; returns the record. With `head`, the head
+    alone is fitted on cached features and then copied into `model` (vitbench.features)."""
+    fitted, train_ds, val_ds = ((model, data.train, data.val) if head is None
+                                else (head.model, head.train, head.val))
     with rt.strategy.scope():
-        compile_model(model, optimizer, len(data.classes))
+        compile_model(fitted, optimizer, len(data.classes))
     backup = prepare_backup(paths.backup(model_id), job.print_) / "fit"
     if not rt.chief:  # a non-chief worker keeps its own copy
         kind, index, _ = task()
@@ -450,10 +457,13 @@ def train_phase(model: keras.Model, model_id: str, job: Job, optimizer: keras.op
     log.info("training %s: %s of %s parameters trainable", model_id,
              f"{count_params(model.trainable_weights):,}", f"{model.count_params():,}")
     curves = paths.backup(model_id) / "curves"  # published to plots/<id>/train only on success
-    result = fit_phase(model, data.train, data.val, epochs=train.epochs,
+    result = fit_phase(fitted, train_ds, val_ds, epochs=train.epochs,
                        patience=train.patience, backup_dir=backup,
                        curves_dir=curves, write=rt.chief)
     record = make_record(model_id, job, model, data.classes, result, rt)
+    if head is not None:
+        head.copy_to(model)
+        head.annotate(record)
     record["input"] = read_transform(paths.clean, job.image_size)  # the model's own input recipe
     if rt.chief:
         save_model(model, paths.model(model_id), record)
@@ -513,6 +523,8 @@ def two_phase(family: registry.Family, cfg: Cnn | VitFt, train: Train, seed: int
     pretrained weights were loaded). A transfer phase finished by an earlier, killed run of the
     same params and data is reused instead of trained again.
     """
+    from vitbench.features import head_on_features, use_feature_cache
+
     rt, data = start.rt, start.data
     transfer_id, finetune_id = ids = tuple(m.id for m in registry.models_of(family.name))
     print_ = fingerprint(family.section, cfg, train, seed, paths)
@@ -522,8 +534,10 @@ def two_phase(family: registry.Family, cfg: Cnn | VitFt, train: Train, seed: int
             model, build, used = make_model()
             job = Job(family.name, build, start.image_size, start.preprocess, used, print_)
             family.prepare_phase(model, "transfer", used)
+            head = (head_on_features(model, data.train, data.val, data.batch_size, seed)
+                    if family.name == "cnn" and use_feature_cache(cfg, used) else None)
             record = train_phase(model, transfer_id, job, keras.optimizers.Adam(cfg.transfer.lr),
-                                 train, paths, data, rt)
+                                 train, paths, data, rt, head)
             if rt.chief:
                 save_model(model, paths.backup(transfer_id) / "finished", record)
         job = Job(family.name, record["build"], start.image_size, start.preprocess,

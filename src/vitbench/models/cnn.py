@@ -4,9 +4,10 @@ The model follows the Keras transfer-learning guide: Input -> base (named "base"
 training=False so its BatchNorm layers stay in inference mode even when unfrozen) ->
 GlobalAveragePooling2D -> Dropout -> Dense softmax "head" (float32, so mixed precision is safe).
 
-ImageNet weights are the files keras.applications itself downloads, fetched through
-`vitbench.models.cached_download` into the Keras cache (`$KERAS_HOME/models`), so a file already
-there is used without any network and an offline machine fails fast.
+Weights (`cnn.weights`, see `resolve_weights`): the ImageNet files keras.applications itself
+downloads, fetched through `vitbench.models.weights.cached_download` into the Keras cache
+(`$KERAS_HOME/models`), so a file already there is used without any network and an offline machine
+fails fast; or a local .h5 file; or an http(s) URL (downloaded once into the same cache).
 """
 
 from __future__ import annotations
@@ -90,14 +91,15 @@ def get_arch(arch: str) -> CnnArch:
 
 
 def build_cnn(arch: str, image_size: int, num_classes: int, dropout: float,
-              weights: str | None = None) -> keras.Model:
-    """Base + new head. `weights`: None (random), "imagenet" (Keras cache or download) or the
-    path of a keras.applications no-top .h5 file."""
+              weights: str | None = None, weights_sha256: str | None = None) -> keras.Model:
+    """Base + new head. `weights`: None (random) or a `cnn.weights` value: "imagenet" (Keras
+    cache or download), an http(s) URL, or the path of a keras.applications no-top .h5 file of
+    `arch` (see `resolve_weights`)."""
     spec = get_arch(arch)
     shape = (image_size, image_size, 3)
     base = spec.constructor(include_top=False, weights=None, input_shape=shape, name="base")
     if weights is not None:
-        load_base_weights(base, spec, image_size, weights)
+        load_base_weights(base, spec, image_size, weights, weights_sha256)
     inputs = keras.Input(shape, name="image")
     x = base(inputs, training=False)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
@@ -106,23 +108,74 @@ def build_cnn(arch: str, image_size: int, num_classes: int, dropout: float,
     return keras.Model(inputs, outputs, name=f"cnn_{arch}")
 
 
-def load_base_weights(base: keras.Model, spec: CnnArch, image_size: int, weights: str) -> None:
-    """Load ImageNet (or a given .h5 file's) weights into a base built with weights=None."""
-    path = imagenet_weights(spec, image_size) if weights == "imagenet" else Path(weights)
-    if not path.is_file():
-        raise FileNotFoundError(f"CNN weights file {path} does not exist")
-    base.load_weights(path)
+def load_base_weights(base: keras.Model, spec: CnnArch, image_size: int, weights: str,
+                      sha256: str | None = None) -> None:
+    """Load the weights `resolve_weights` finds into a base built with weights=None.
+
+    A file that is not a no-top weights file of this architecture (another arch, a with-top file,
+    another width, not HDF5 at all) is a WeightsFileError naming the file and the architecture.
+    """
+    from vitbench.models.weights import WeightsFileError
+
+    path = resolve_weights(weights, sha256, spec, image_size)
+    try:
+        base.load_weights(path)
+    except (ValueError, OSError, KeyError) as exc:
+        raise WeightsFileError(
+            f"{path} is not a no-top {spec.display} weights file (keras.applications layout, "
+            f"include_top=False) for cnn.arch = {base_arch_name(spec)}: {exc}") from exc
     if spec.after_load is not None:
         spec.after_load(base)
     log.info("loaded %s weights from %s", spec.display, path)
 
 
-def imagenet_weights(spec: CnnArch, image_size: int) -> Path:
-    """Path of the arch's ImageNet no-top weights in the Keras cache, downloading if needed."""
-    from vitbench.models import cached_download
+def base_arch_name(spec: CnnArch) -> str:
+    """The `cnn.arch` key of a registry entry."""
+    return next(name for name, entry in ARCHS.items() if entry == spec)
 
+
+def imagenet_weights(spec: CnnArch, image_size: int) -> Path:
+    """Path of the arch's ImageNet no-top weights in the Keras cache, downloading if needed.
+
+    MobileNetV2 has one file per input size (96, 128, 160, 192, 224 px). When the file of this
+    size is not in the cache but the 224 px one is, that one is used: its convolutions load into
+    any input size, and no network is needed. Otherwise the file of this size is downloaded.
+    """
+    from vitbench.errors import FetchError
+    from vitbench.models.weights import cached_download, keras_home
+
+    name, fallback = spec.weights_name(image_size), spec.weights_name(224)
+    cached = keras_home() / "models"
+    if name != fallback and not (cached / name).is_file() and (cached / fallback).is_file():
+        log.info("%s: %s is not in %s; using the 224 px ImageNet weights %s for %d px inputs",
+                 spec.display, name, cached, fallback, image_size)
+        return cached / fallback
     if image_size != spec.weights_size(image_size):
         log.info("%s has no ImageNet weights for %d px; using the %d px ones", spec.display,
                  image_size, spec.weights_size(image_size))
-    name = spec.weights_name(image_size)
-    return cached_download(name, spec.weights_url + name, "models", file_hash=spec.file_hash)
+    try:
+        return cached_download(name, spec.weights_url + name, "models", file_hash=spec.file_hash)
+    except FetchError as exc:
+        if name == fallback:
+            raise
+        raise FetchError(f"{exc} (or copy the 224 px file {fallback} there: it fits any size)") from exc
+
+
+def resolve_weights(weights: str, sha256: str | None, spec: CnnArch, image_size: int) -> Path:
+    """The local file `cnn.weights` names: "imagenet" -> the Keras cache (downloading when
+    online), an http(s) URL -> downloaded once into `$KERAS_HOME/models` (checked against
+    `sha256` when given), else an existing local .h5 file (checked against `sha256` too)."""
+    from vitbench.errors import DataError
+    from vitbench.models.weights import cached_download, file_matches, url_file_name
+
+    if weights == "imagenet":
+        return imagenet_weights(spec, image_size)
+    if weights.startswith(("http://", "https://")):
+        return cached_download(url_file_name(weights), weights, "models", file_hash=sha256)
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"cnn.weights: {weights} does not exist (expected a no-top "
+                                f"{spec.display} .h5 weights file)")
+    if sha256 is not None and not file_matches(path, sha256):
+        raise DataError(f"cnn.weights: {path} does not match cnn.weights_sha256 = {sha256}")
+    return path

@@ -158,7 +158,7 @@ def _vit_ft_kwargs(cfg: Any, num_classes: int) -> dict[str, Any]:
 
 
 def _cnn_pretrained(cfg: Any, build: dict[str, Any]) -> tuple[keras.Model, dict[str, Any]]:
-    return cnn.build_cnn(**build, weights="imagenet"), build
+    return cnn.build_cnn(**build, weights=cfg.weights, weights_sha256=cfg.weights_sha256), build
 
 
 def _vit_ft_pretrained(cfg: Any, build: dict[str, Any]) -> tuple[keras.Model, dict[str, Any]]:
@@ -178,7 +178,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            set_trainable=_freeze_cnn,
            base_name=lambda build: cnn.get_arch(build["arch"]).display,
            weights_kwarg="weights", load_pretrained=_cnn_pretrained,
-           weights_label=lambda cfg: f"{cfg.arch} ImageNet weights"),
+           weights_label=lambda cfg: f"{cfg.arch} {cfg.weights} weights"),
     Family("vit_scratch", "vit", "ViT", vit.build_vit, _vit_kwargs,
            preprocess=lambda cfg: "vit", set_trainable=_freeze_all, base_name=_scratch_name,
            attention=vit.attention_weights),
