@@ -13,7 +13,7 @@ def main(params: Params, paths: Paths, model_id: str) -> None:
     """Evaluate models/<id> on the test split."""
     from vitbench.evaluation import evaluate
 
-    evaluate(model_id, params, paths)
+    evaluate(model_id, params.evaluate, params.seed, paths)
 
 
 if __name__ == "__main__":
