@@ -1,4 +1,4 @@
-"""compare: every model side by side -> metrics/compare.json, metrics/compare.md, plots/compare/."""
+"""compare: every model side by side -> metrics/compare.json, compare_detail.json, compare.md, plots/compare/."""
 
 from vitbench.config import Params
 from vitbench.paths import Paths
@@ -10,7 +10,7 @@ def main(params: Params, paths: Paths) -> None:
     """Write the comparison report."""
     from vitbench.report import compare
 
-    compare(params, paths)
+    compare(params.compare, params.seed, paths)
 
 
 if __name__ == "__main__":
