@@ -31,8 +31,8 @@ SCRIPT = textwrap.dedent("""
         os.chdir(root)
         paths = make_dataset_tree(root)
         params = tiny_params(train={{"epochs": 2, "deterministic": deterministic}})
-        training.train_cnn(params, paths)
-        model, record = load_model(paths.model("cnn_finetuned"))
+        training.train_vit(params, paths)
+        model, record = load_model(paths.model("vit_scratch"))
         digest = hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in model.get_weights()))
         out.append({{"deterministic": deterministic, "digest": digest.hexdigest(),
                      "val_loss": record["history"]["val_loss"], "seconds": record["train_seconds"],
@@ -44,7 +44,7 @@ SCRIPT = textwrap.dedent("""
 def run_trainings(tmp_path: Path, modes: list[bool]) -> list[dict]:
     tests = str(Path(__file__).parent)
     code = SCRIPT.format(tests=tests, modes=modes, tmp=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1400)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
