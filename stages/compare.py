@@ -1,4 +1,4 @@
-"""compare: every model side by side -> metrics/compare.json, metrics/compare.md, plots/compare/."""
+"""compare: every model side by side -> metrics/compare.json, compare_detail.json, compare.md, plots/compare/."""
 
 from vitbench.config import Params
 from vitbench.paths import Paths
@@ -10,8 +10,7 @@ def main(params: Params, paths: Paths) -> None:
     """Write the comparison report."""
     from vitbench.report import compare
 
-    # hand on only the sections it reads, so dvc.yaml's params can be checked
-    compare(Params(compare=params.compare, seed=params.seed), paths)
+    compare(params.compare, params.seed, paths)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,7 @@ def main(params: Params, paths: Paths, model_id: str) -> None:
     """Evaluate models/<id> on the test split."""
     from vitbench.evaluation import evaluate
 
-    # hand on only the sections it reads, so dvc.yaml's params can be checked
-    evaluate(model_id, Params(evaluate=params.evaluate, seed=params.seed), paths)
+    evaluate(model_id, params.evaluate, params.seed, paths)
 
 
 if __name__ == "__main__":

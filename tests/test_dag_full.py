@@ -43,11 +43,18 @@ def test_outputs_of_the_whole_dag(reproduced: Path) -> None:
         assert (reproduced / "models" / model_id / "record.json").is_file()
         assert (reproduced / "plots" / model_id / "eval" / "plots" / "sklearn" /
                 "confusion_matrix.json").is_file()
+        assert (reproduced / "plots" / model_id / "eval" / "reliability.png").is_file()
+        assert metrics["accuracy_ci_low"] <= metrics["accuracy"] <= metrics["accuracy_ci_high"]
     report = (reproduced / "metrics" / "compare.md").read_text()
     assert "| " in report and "accuracy" in report.lower()
+    detail = json.loads((reproduced / "metrics" / "compare_detail.json").read_text())
+    assert set(detail["models"]) == set(MODEL_IDS)
     compare = json.loads((reproduced / "metrics" / "compare.json").read_text())
-    assert set(compare["models"]) == set(MODEL_IDS)
-    for name in ("accuracy_loss", "size_vs_accuracy", "per_class_f1", "predictions_grid"):
+    assert all(not isinstance(v, (dict, list)) for v in compare.values())     # flat DVC metrics
+    shown = run(reproduced, "dvc", "metrics", "show", "metrics/compare.json").stdout
+    assert max(len(line) for line in shown.splitlines()) < 200, shown
+    for name in ("accuracy_loss", "size_vs_accuracy", "per_class_f1", "predictions_grid",
+                 "robustness"):
         assert (reproduced / "plots" / "compare" / f"{name}.png").stat().st_size > 5_000
 
 
@@ -61,7 +68,8 @@ def test_plots_show_renders_everything_without_warnings(reproduced: Path) -> Non
     html = (reproduced / "plots_html" / "index.html").read_text()
     assert "WARNING" not in out.stderr.upper() and "WARNING" not in out.stdout.upper(), out.stderr
     for needle in ("confusion_matrix.json", "predictions_grid.png", "augment_preview.png",
-                   "val/accuracy.tsv", "vit_patches.png"):
+                   "val/accuracy.tsv", "vit_patches.png", "gradcam.png", "reliability.png",
+                   "robustness.png"):
         assert needle in html, needle
 
 

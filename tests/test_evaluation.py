@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from sklearn import metrics as skm
 
-from vitbench.config import Evaluate, Params
+from vitbench.config import Evaluate
 from vitbench.data.manifest import write_labels, write_manifest
 from vitbench.errors import DataError
 from vitbench.evaluation import (attention_rollout, class_report, compute_metrics, evaluate,
@@ -206,7 +206,8 @@ def save_tiny(paths: Paths, model_id: str, family: str, build: dict, preprocess:
 
 VIT_SCRATCH = {"image_size": 16, "patch_size": 4, "projection_dim": 8, "num_heads": 2, "layers": 2,
                "mlp_head": [8], "dropout": 0.0, "num_classes": 3, "spt": True, "lsa": True}
-PARAMS = Params(evaluate=Evaluate(batch_size=5, attention_samples=3), seed=3)
+EVAL = Evaluate(batch_size=5, attention_samples=3)
+SEED = 3
 
 
 def check_outputs(paths: Paths, model_id: str, metrics: dict) -> None:
@@ -226,6 +227,13 @@ def check_outputs(paths: Paths, model_id: str, metrics: dict) -> None:
     assert len(preds) == 12 and preds["path"].str.startswith("data/clean/").all()
     assert (preds["actual"] == preds["predicted"]).mean() == pytest.approx(metrics["accuracy"])
     assert (eval_dir / "confusion_matrix.png").stat().st_size > 0
+    assert (eval_dir / "reliability.png").stat().st_size > 0
+    assert on_disk["accuracy_ci_low"] <= on_disk["accuracy"] <= on_disk["accuracy_ci_high"]
+    assert on_disk["f1_macro_ci_low"] <= on_disk["f1_macro"] <= on_disk["f1_macro_ci_high"]
+    assert 0 <= on_disk["ece"] <= 1
+    robustness = pd.read_csv(eval_dir / "robustness.csv")
+    assert len(robustness) == 15 and robustness["accuracy"].between(0, 1).all()
+    assert on_disk["corruption_accuracy"] == pytest.approx(robustness["accuracy"].mean(), abs=1e-6)
     assert not list(eval_dir.parent.glob(".eval.tmp-*"))     # the atomic temp dir is gone
 
 
@@ -234,17 +242,19 @@ def test_evaluate_cnn_end_to_end(tiny_project: Paths) -> None:
     save_tiny(tiny_project, "cnn_transfer", "cnn",
               {"arch": "mobilenetv2", "image_size": 32, "num_classes": 3, "dropout": 0.0},
               "mobilenet_v2")
-    metrics = evaluate("cnn_transfer", PARAMS, tiny_project)
+    metrics = evaluate("cnn_transfer", EVAL, SEED, tiny_project)
     check_outputs(tiny_project, "cnn_transfer", metrics)
     assert metrics["display_name"] == "MobileNetV2 (transfer)"
     assert metrics["pretrained"] is False
     assert not (tiny_project.eval_plots("cnn_transfer") / "attention.png").exists()
+    with Image.open(tiny_project.eval_plots("cnn_transfer") / "gradcam.png") as img:
+        assert img.width > 300 and img.height > 200
 
 
 @pytest.mark.slow
 def test_evaluate_vit_scratch_writes_attention(tiny_project: Paths) -> None:
     save_tiny(tiny_project, "vit_scratch", "vit_scratch", VIT_SCRATCH, "vit")
-    metrics = evaluate("vit_scratch", PARAMS, tiny_project)
+    metrics = evaluate("vit_scratch", EVAL, SEED, tiny_project)
     check_outputs(tiny_project, "vit_scratch", metrics)
     with Image.open(tiny_project.eval_plots("vit_scratch") / "attention.png") as img:
         assert img.width > 300 and img.height > 200
@@ -255,7 +265,7 @@ def test_evaluate_vit_ft_uses_vit_keras_attention_map(tiny_project: Paths) -> No
     tiny = {"variant": "b16", "image_size": 32, "num_classes": 3, "representation_size": None,
             "config": {"hidden_size": 16, "num_layers": 2, "num_heads": 2, "mlp_dim": 16, "dropout": 0.0}}
     save_tiny(tiny_project, "vit_finetuned", "vit_ft", tiny, "vit", pretrained=True)
-    metrics = evaluate("vit_finetuned", PARAMS, tiny_project)
+    metrics = evaluate("vit_finetuned", EVAL, SEED, tiny_project)
     check_outputs(tiny_project, "vit_finetuned", metrics)
     assert metrics["pretrained"] is True
     assert (tiny_project.eval_plots("vit_finetuned") / "attention.png").is_file()
@@ -263,7 +273,7 @@ def test_evaluate_vit_ft_uses_vit_keras_attention_map(tiny_project: Paths) -> No
 
 def test_missing_model_is_a_data_error(tiny_project: Paths) -> None:
     with pytest.raises(DataError, match="vit_transfer"):
-        evaluate("vit_transfer", PARAMS, tiny_project)
+        evaluate("vit_transfer", EVAL, SEED, tiny_project)
 
 
 @pytest.mark.slow
@@ -271,5 +281,5 @@ def test_model_trained_on_other_classes_is_refused(tiny_project: Paths) -> None:
     save_tiny(tiny_project, "vit_scratch", "vit_scratch", VIT_SCRATCH, "vit")
     write_labels(["circle", "square", "triangle"], tiny_project.labels)
     with pytest.raises(DataError, match="differ"):
-        evaluate("vit_scratch", PARAMS, tiny_project)
+        evaluate("vit_scratch", EVAL, SEED, tiny_project)
     assert not tiny_project.metrics_json("vit_scratch").exists()

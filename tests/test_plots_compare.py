@@ -92,9 +92,15 @@ def test_predictions_grid_png_grows_with_samples(tmp_path: Path) -> None:
 
 def rows(accuracies: list[float], sizes: list[float]) -> list[dict]:
     families = ["CNN", "CNN", "ViT", "ViT", "ViT"]
-    return [{"model": m, "family": f, "accuracy": a, "loss": 1.5 - a, "size_mb": s,
-             "params_total": int(s * 250_000)}
-            for m, f, a, s in zip(MODELS, families, accuracies, sizes)]
+    from vitbench.stats import accuracy_interval
+
+    out = []
+    for m, f, a, s in zip(MODELS, families, accuracies, sizes):
+        ci = accuracy_interval(round(a * 60), 60)
+        out.append({"model": m, "family": f, "accuracy": a, "loss": 1.5 - a, "size_mb": s,
+                    "params_total": int(s * 250_000), "accuracy_ci_low": ci.low,
+                    "accuracy_ci_high": ci.high})
+    return out
 
 
 @pytest.mark.parametrize("accuracies,sizes", [
@@ -121,6 +127,8 @@ def test_accuracy_loss_names_every_model(tmp_path: Path) -> None:
     assert sorted(ticks, key=ticks.get, reverse=True) == MODELS     # first model on top
     assert {t.get_text() for t in acc_ax.texts} == {"60.0%", "80.0%", "30.0%", "85.0%", "95.0%"}
     assert len(loss_ax.patches) == 5
+    caps = [c for c in acc_ax.collections if c.get_segments()]          # the 95% error bars
+    assert len(caps[0].get_segments()) == 5
     assert figures.save_accuracy_loss(rows([0.6] * 5, [1] * 5), tmp_path / "a.png").stat().st_size
 
 
@@ -138,3 +146,19 @@ def test_per_class_f1_heatmap(n_classes: int, tmp_path: Path) -> None:
     if values:
         assert values[0] == "-" and values[1] == f"{f1.iloc[0, 1]:.2f}"
     assert figures.save_per_class_f1(f1, tmp_path / "f1.png").stat().st_size > 0
+
+
+def test_robustness_figure_has_a_panel_per_corruption_and_a_line_per_model(tmp_path: Path) -> None:
+    from vitbench.robustness import CORRUPTIONS, SEVERITIES
+
+    curves = []
+    for k, (model, family) in enumerate(zip(MODELS, ["CNN", "CNN", "ViT", "ViT", "ViT"])):
+        table = pd.DataFrame([{"corruption": c, "severity": s, "accuracy": 0.9 - 0.1 * s - 0.02 * k}
+                              for c in CORRUPTIONS for s in SEVERITIES])
+        curves.append({"model": model, "family": family, "clean": 0.9, "table": table})
+    fig = figures.robustness_figure(curves)
+    used = [ax for ax in fig.axes if ax.axison]
+    assert len(used) == len(CORRUPTIONS) + 1
+    assert all(len(ax.lines) == len(MODELS) for ax in used)
+    assert list(used[0].lines[0].get_ydata()) == pytest.approx([0.9, 0.8, 0.7, 0.6])
+    assert figures.save_robustness(curves, tmp_path / "r.png").stat().st_size > 5_000

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vitbench.config import MODEL_IDS, Compare, Params
+from vitbench.calibration import expected_calibration_error
+from vitbench.config import MODEL_IDS, Compare
 from vitbench.data.manifest import write_labels
 from vitbench.errors import DataError
-from vitbench.evaluation import class_report, compute_metrics, predictions_table
+from vitbench.evaluation import class_report, compute_metrics, predictions_table, uncertainty
 from vitbench.fsutil import write_json
 from vitbench.paths import Paths
 from vitbench.report import compare
@@ -27,7 +28,8 @@ SIZES = {"cnn_transfer": 9.2, "cnn_finetuned": 9.2, "vit_scratch": 1.7, "vit_tra
 SPEED = {"cnn_transfer": 300.0, "cnn_finetuned": 300.0, "vit_scratch": 900.0, "vit_transfer": 40.0,
          "vit_finetuned": 40.0}
 Y_TRUE = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2])
-PARAMS = Params(compare=Compare(samples=4), seed=1)
+CFG = Compare(samples=4)
+SEED = 1
 
 
 def write_images(paths: Paths) -> list[str]:
@@ -50,6 +52,8 @@ def write_evaluation(paths: Paths, model_id: str, y_pred: np.ndarray, files: lis
         pretrained = model_id != "vit_scratch"
     metrics = {"model": model_id, "display_name": NAMES[model_id],
                **compute_metrics(Y_TRUE, proba, len(CLASSES)),
+               **uncertainty(Y_TRUE, y_pred, len(CLASSES), seed=0),
+               "ece": expected_calibration_error(Y_TRUE, proba),
                "params_total": int(SIZES[model_id] * 250_000), "params_trainable": 1000,
                "size_mb": SIZES[model_id], "train_seconds": 12.0, "epochs_run": 3,
                "infer_images_per_second": SPEED[model_id], "pretrained": pretrained}
@@ -88,20 +92,31 @@ def project(tmp_path: Path) -> Paths:
     return paths
 
 
+def row_of(md: str, first_cell: str) -> str:
+    """The markdown table row whose first cell is `first_cell`."""
+    return next(line for line in md.splitlines()
+                if line.startswith("|") and line.split("|")[1].strip() == first_cell)
+
+
 def files_of(paths: Paths) -> list[str]:
     return json.loads(paths.root.joinpath("files.json").read_text())
 
 
-def read_outputs(paths: Paths) -> tuple[dict, str]:
-    summary = json.loads(paths.metrics_json("compare").read_text())
-    return summary, (paths.metrics / "compare.md").read_text()
+def read_outputs(paths: Paths) -> tuple[dict, dict, str]:
+    flat = json.loads(paths.metrics_json("compare").read_text())
+    detail = json.loads(paths.metrics_json("compare_detail").read_text())
+    return flat, detail, (paths.metrics / "compare.md").read_text()
 
 
 @pytest.mark.slow
 def test_compare_writes_every_output(project: Paths) -> None:
-    returned = compare(PARAMS, project)
-    summary, md = read_outputs(project)
+    returned = compare(CFG, SEED, project)
+    flat, summary, md = read_outputs(project)
     assert summary == json.loads(json.dumps(returned))
+    assert all(not isinstance(v, (dict, list)) for v in flat.values())     # dvc metrics: flat
+    assert len(flat) <= 10 and flat["best_accuracy"] == pytest.approx(11 / 12, abs=1e-6)
+    assert flat["winner"] == "undecided" and flat["warnings"] == 0
+    assert len(summary["pairwise"]) == 10                  # every pair of the five models
     assert list(summary["models"]) == list(MODEL_IDS)
     assert summary["models"]["vit_scratch"]["accuracy"] == pytest.approx(7 / 12)
     assert summary["test_images"] == 12
@@ -115,31 +130,52 @@ def test_compare_writes_every_output(project: Paths) -> None:
 
 @pytest.mark.slow
 def test_ties_report_every_best_model_in_pipeline_order(project: Paths) -> None:
-    summary = compare(PARAMS, project)
+    summary = compare(CFG, SEED, project)
     assert summary["best"]["accuracy"] == {"value": pytest.approx(11 / 12),
                                            "models": ["cnn_finetuned", "vit_finetuned"]}
     assert summary["best"]["f1_macro"]["models"] == ["cnn_finetuned", "vit_finetuned"]
-    assert summary["cnn_vs_vit"]["winner"] == "tie"
+    assert summary["cnn_vs_vit"]["winner"] == "undecided"
+    assert summary["cnn_vs_vit"]["p_value"] == 1.0
     md = (project.metrics / "compare.md").read_text()
     assert "**MobileNetV2 (fine-tuned)** and **ViT-B/32 (fine-tuned)** (a tie)" in md
-    table = [line for line in md.splitlines() if line.startswith("| MobileNetV2 (fine-tuned)")][0]
+    table = row_of(md, "MobileNetV2 (fine-tuned)")
     assert "**91.7%**" in table
 
 
 def test_clear_winner_and_cost_in_the_conclusion(project: Paths) -> None:
     write_evaluation(project, "vit_finetuned", Y_TRUE, files_of(project))      # 100%
-    summary = compare(PARAMS, project)
+    summary = compare(CFG, SEED, project)
     assert summary["best"]["accuracy"]["models"] == ["vit_finetuned"]
-    assert summary["cnn_vs_vit"] == {"best_cnn": "cnn_finetuned", "best_vit": "vit_finetuned",
-                                     "accuracy_difference": pytest.approx(1 / 12), "winner": "ViT"}
+    versus = summary["cnn_vs_vit"]
+    assert (versus["best_cnn"], versus["best_vit"]) == ("cnn_finetuned", "vit_finetuned")
+    assert versus["accuracy_difference"] == pytest.approx(1 / 12)
+    assert (versus["vit_only_right"], versus["cnn_only_right"]) == (1, 0)
+    assert versus["winner"] == "undecided"           # one image: far from significant
     md = (project.metrics / "compare.md").read_text()
-    assert "8.3 points ahead of the runner-up MobileNetV2 (fine-tuned) (91.7%)" in md
+    assert ("8.3 points ahead of the runner-up MobileNetV2 (fine-tuned) (91.7%; McNemar p = 1.00, "
+            "not significant)") in md
     assert "38x larger (350.0 MB against 9.2 MB) and 7.5x slower" in md
-    assert "the **ViT** wins by 8.3 accuracy points" in md
+    assert "**no significant difference** on 12 test images" in md
+    assert f"About {versus['images_needed']:,} test images would be needed to resolve 8.3 points" in md
+
+
+def test_a_significant_difference_is_called_better(project: Paths) -> None:
+    files = files_of(project)
+    write_evaluation(project, "vit_finetuned", Y_TRUE, files)                  # 12/12
+    for model_id in ("cnn_transfer", "cnn_finetuned"):                         # 6/12
+        write_evaluation(project, model_id, with_errors(0, 1, 4, 5, 8, 9), files)
+    summary = compare(CFG, SEED, project)
+    versus = summary["cnn_vs_vit"]
+    assert (versus["vit_only_right"], versus["cnn_only_right"]) == (6, 0)
+    assert versus["p_value"] == pytest.approx(2 * 0.5 ** 6)                    # exact McNemar
+    assert versus["winner"] == "ViT"
+    md = (project.metrics / "compare.md").read_text()
+    assert "the **ViT** is better, by 50.0 accuracy points (McNemar exact p = 0.031" in md
+    assert json.loads(project.metrics_json("compare").read_text())["winner"] == "ViT"
 
 
 def test_perfect_classes_need_precision_and_recall_of_one(project: Paths) -> None:
-    summary = compare(PARAMS, project)
+    summary = compare(CFG, SEED, project)
     perfect = summary["perfect_classes"]
     # cnn_finetuned: one dog predicted as owl -> owl precision < 1, dog recall < 1; cat perfect
     assert perfect["cnn_finetuned"] == ["cat"]
@@ -153,11 +189,11 @@ def test_a_class_no_model_gets_right(project: Paths) -> None:
     files = files_of(project)
     for model_id in MODEL_IDS:                   # nobody ever gets an owl right
         write_evaluation(project, model_id, with_errors(8, 9, 10, 11), files)
-    summary = compare(PARAMS, project)
+    summary = compare(CFG, SEED, project)
     assert summary["unsolved_classes"] == ["owl"]
     assert any("'owl'" in w for w in summary["warnings"])
     md = (project.metrics / "compare.md").read_text()
-    owl_row = [line for line in md.splitlines() if line.startswith("| owl |")][0]
+    owl_row = row_of(md, "owl")
     assert owl_row.count("0.000") == len(MODEL_IDS)
     assert "No model got a single test image right** of class(es): owl" in md
     assert "> **WARNING:** No model classified a single test image of class 'owl'" in md
@@ -167,14 +203,14 @@ def test_a_class_no_model_gets_right(project: Paths) -> None:
 def test_a_pretrained_model_trained_from_random_weights_is_flagged(project: Paths) -> None:
     write_evaluation(project, "cnn_transfer", DEFAULT_PREDICTIONS["cnn_transfer"], files_of(project),
                      pretrained=False)
-    summary = compare(PARAMS, project)
+    summary = compare(CFG, SEED, project)
     flagged = [w for w in summary["warnings"] if "RANDOM weights" in w]
     assert len(flagged) == 1 and flagged[0].startswith("cnn_transfer (MobileNetV2 (transfer))")
     md = (project.metrics / "compare.md").read_text()
     assert md.index("> **WARNING:** cnn_transfer") < md.index("## Conclusion")   # loud: on top
-    row = [line for line in md.splitlines() if line.startswith("| MobileNetV2 (transfer)")][0]
+    row = row_of(md, "MobileNetV2 (transfer)")
     assert "**NO: random init!**" in row
-    scratch = [line for line in md.splitlines() if line.startswith("| ViT from scratch")][0]
+    scratch = row_of(md, "ViT from scratch")
     assert "no (by design)" in scratch           # the scratch ViT is meant to be untrained
 
 
@@ -184,25 +220,25 @@ def test_models_evaluated_on_different_test_images_are_flagged(project: Paths) -
     other = files[:-1] + ["data/clean/owl/extra.png"]
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(project.root / other[-1])
     write_evaluation(project, "vit_transfer", DEFAULT_PREDICTIONS["vit_transfer"], other)
-    summary = compare(PARAMS, project)
+    summary = compare(CFG, SEED, project)
     assert any("vit_transfer was evaluated on different test images" in w for w in summary["warnings"])
 
 
 def test_missing_metrics_is_a_data_error_naming_the_file(project: Paths) -> None:
     project.metrics_json("vit_transfer").unlink()
     with pytest.raises(DataError, match=r"metrics/vit_transfer\.json"):
-        compare(PARAMS, project)
+        compare(CFG, SEED, project)
 
 
 def test_missing_predictions_is_a_data_error_naming_the_file(project: Paths) -> None:
     (project.eval_plots("cnn_finetuned") / "predictions.csv").unlink()
     with pytest.raises(DataError, match=r"cnn_finetuned/eval/predictions\.csv"):
-        compare(PARAMS, project)
+        compare(CFG, SEED, project)
 
 
 @pytest.mark.slow
 def test_a_failed_compare_leaves_the_previous_outputs(project: Paths) -> None:
-    compare(PARAMS, project)
+    compare(CFG, SEED, project)
     before = {p: p.read_bytes() for p in (project.metrics_json("compare"),
                                           project.metrics / "compare.md",
                                           project.compare_plots / "predictions_grid.png")}
@@ -210,7 +246,7 @@ def test_a_failed_compare_leaves_the_previous_outputs(project: Paths) -> None:
         (project.root / f).unlink()
     write_evaluation(project, "vit_scratch", Y_TRUE, files_of(project))
     with pytest.raises(DataError, match="not found"):
-        compare(PARAMS, project)
+        compare(CFG, SEED, project)
     assert {p: p.read_bytes() for p in before} == before
     assert not list(project.plots.glob(".compare.tmp-*"))
 
@@ -227,3 +263,35 @@ def test_the_grid_samples_are_fixed_by_the_seed(project: Paths) -> None:
     assert [s.image.tobytes() for s in first] != [s.image.tobytes() for s in other]
     assert len(grid_samples(results, project, 50, seed=1)) == 12     # capped at the test set
     assert [p[0] for p in first[0].predictions] == list(NAMES.values())
+
+
+def add_robustness(paths: Paths, model_id: str, drop: float) -> None:
+    """Give a model corruption results: every corruption and severity `drop` below its accuracy."""
+    metrics = json.loads(paths.metrics_json(model_id).read_text())
+    rows = [{"corruption": c, "severity": s, "accuracy": metrics["accuracy"] - drop}
+            for c in ("gaussian_noise", "gaussian_blur", "jpeg", "brightness", "contrast")
+            for s in (1, 2, 3)]
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(paths.eval_plots(model_id) / "robustness.csv", index=False)
+    metrics["corruption_accuracy"] = metrics["accuracy"] - drop
+    write_json(paths.metrics_json(model_id), metrics)
+
+
+def test_robustness_says_which_family_degrades_less(project: Paths) -> None:
+    for model_id in MODEL_IDS:
+        add_robustness(project, model_id, 0.3 if model_id.startswith("cnn") else 0.1)
+    summary = compare(CFG, SEED, project)
+    assert summary["families"]["CNN"]["corruption_drop"] == pytest.approx(0.3)
+    assert summary["families"]["ViT"]["corruption_drop"] == pytest.approx(0.1)
+    md = (project.metrics / "compare.md").read_text()
+    assert "the CNNs 30.0, the ViTs 10.0 accuracy points: the **ViTs degrade less**" in md
+    assert "## Robustness: accuracy under corruptions" in md
+    assert (project.compare_plots / "robustness.png").stat().st_size > 5_000
+
+
+def test_without_robustness_results_the_report_leaves_them_out(project: Paths) -> None:
+    compare(CFG, SEED, project)
+    md = (project.metrics / "compare.md").read_text()
+    assert "Robustness" not in md and "Corrupted acc." not in md
+    assert not (project.compare_plots / "robustness.png").exists()

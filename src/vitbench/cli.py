@@ -121,6 +121,49 @@ def preset_apply(name: str, params_path: str) -> None:
     click.echo(f"applied {len(flags)} settings of {name} to {params_path}")
 
 
+@main.command()
+@click.option("--n", "count", default=3, show_default=True, type=click.IntRange(1, 100),
+              help="How many seeds (1..n, unless --seeds is given).")
+@click.option("--seeds", "seed_list", default=None,
+              help="Comma-separated seeds, e.g. 1,2,3 (overrides --n).")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Experiments run in parallel (`dvc queue start -j`).")
+@click.option("--no-wait", is_flag=True, help="Queue and start, then return at once.")
+@click.option("--root", default=".", show_default=True, type=click.Path(file_okay=False))
+def seeds(count: int, seed_list: str | None, jobs: int, no_wait: bool, root: str) -> None:
+    """Run the whole comparison once per seed as queued DVC experiments (named seed-N), then
+    `vitbench summarize`."""
+    from vitbench import seeds as repeated
+
+    chosen = _parse_seeds(seed_list) if seed_list else list(range(1, count + 1))
+    _guard(lambda: repeated.run_seeds(chosen, Path(root), jobs=jobs, wait=not no_wait))
+    click.echo(f"{'started' if no_wait else 'finished'} {len(chosen)} experiment(s): "
+               + ", ".join(f"seed-{s}" for s in chosen), err=True)
+
+
+@main.command()
+@click.option("--prefix", default="seed-", show_default=True, help="Experiment names to include.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of markdown.")
+@click.option("--root", default=".", show_default=True, type=click.Path(file_okay=False))
+def summarize(prefix: str, as_json: bool, root: str) -> None:
+    """Each model's accuracy over the seed experiments: mean, std, 95% interval, and whether the
+    CNN-vs-ViT ranking holds in every seed."""
+    from vitbench import seeds as repeated
+
+    summary = _guard(lambda: repeated.summarize_project(Path(root), prefix))
+    click.echo(json.dumps(summary, indent=2) if as_json else repeated.render(summary))
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected comma-separated integers", param_hint="--seeds")
+    if not values or any(v < 0 for v in values):
+        raise click.BadParameter(f"{text!r}: expected non-negative integers", param_hint="--seeds")
+    return values
+
+
 def _guard(fn):  # type: ignore[no-untyped-def]
     try:
         return fn()

@@ -128,6 +128,7 @@ class Train:
     batch_size: int = 32
     patience: int = 3
     mixed_precision: Pretrained = "auto"
+    deterministic: bool = False     # TensorFlow op determinism: one seed, the same metrics
 
     def validate(self, key: str) -> None:
         _check_range(f"{key}.epochs", self.epochs, lo=1)
@@ -254,6 +255,7 @@ class VitFt:
 class Evaluate:
     batch_size: int = 64
     attention_samples: int = 4
+    robustness: bool = True         # accuracy under 5 corruptions x 3 severities
 
     def validate(self, key: str) -> None:
         _check_range(f"{key}.batch_size", self.batch_size, lo=1, hi=4096)

@@ -1,7 +1,10 @@
 """The evaluate stage: one trained model on the test split -> metrics/<id>.json and plots/<id>/eval/.
 
-The metrics are computed here from the predicted probabilities (and tested against scikit-learn);
-the figures come from `vitbench.plots.evaluation`.
+One evaluation path: the test images are decoded once (resized to the model's input, uint8) and
+one inference pass over them feeds the metrics (scikit-learn), their 95% intervals
+(`vitbench.stats`), the calibration (`vitbench.calibration`), predictions.csv and the figures;
+the same array feeds the corruption passes (`vitbench.robustness`), the throughput timing and the
+attention / Grad-CAM maps. The figures come from `vitbench.plots.evaluation`.
 """
 
 from __future__ import annotations
@@ -9,15 +12,19 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
+from PIL import Image
+from sklearn import metrics as skm
 
-from vitbench.config import Params
+from vitbench import stats
+from vitbench.calibration import expected_calibration_error, reliability_table
+from vitbench.config import Evaluate
 from vitbench.data.manifest import read_labels
 from vitbench.errors import DataError
 from vitbench.fsutil import atomic_dir, write_json
@@ -26,12 +33,13 @@ from vitbench.paths import Paths
 log = logging.getLogger(__name__)
 
 TOP_K = 5
-VIT_FAMILIES = ("vit_scratch", "vit_ft")
 ATTENTION_METHODS = {   # how each family's map is made and read (printed on attention.png)
     "vit_scratch": "attention rollout (Abnar & Zuidema 2020) averaged over all patch tokens; "
                    "red = most attention",
     "vit_ft": "vit-keras attention_map (rollout from the class token): "
               "the image is dimmed where the model does not attend",
+    "cnn": "Grad-CAM (Selvaraju et al. 2017) of the predicted class on the base's last feature "
+           "map; red = most evidence",
 }
 ATTENTION_DISPLAY_SIZE = 160      # pixels: attention figures show the images at least this big
 THROUGHPUT_MIN_SECONDS = 1.0      # time repeated batches for at least this long ...
@@ -41,63 +49,47 @@ THROUGHPUT_MAX_RUNS = 50
 
 # --- metrics (pure) -----------------------------------------------------------------------------
 
-def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
-    """Confusion matrix `cm[actual, predicted]` of integer label ids."""
-    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
-    flat = np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes)
-    return flat.reshape(num_classes, num_classes)
-
-
-def per_class_scores(cm: np.ndarray) -> dict[str, np.ndarray]:
-    """Precision, recall, F1 and support per class from a confusion matrix (0 where undefined)."""
-    tp = np.diag(cm).astype(np.float64)
-    predicted, support = cm.sum(axis=0), cm.sum(axis=1)
-    precision = _safe_divide(tp, predicted)
-    recall = _safe_divide(tp, support)
-    f1 = _safe_divide(2 * tp, predicted + support)
-    return {"precision": precision, "recall": recall, "f1": f1, "support": support}
-
-
 def compute_metrics(y_true: np.ndarray, proba: np.ndarray, num_classes: int) -> dict[str, Any]:
-    """Accuracy, cross-entropy, top-5 accuracy (None for <= 5 classes) and macro/weighted scores.
-
-    `y_true` holds integer label ids, `proba` the predicted class probabilities `[n, num_classes]`.
-    Every value equals scikit-learn's on the same inputs (macro averages over all `num_classes`).
-    """
+    """Accuracy, cross-entropy, top-5 accuracy (None for <= 5 classes) and macro/weighted scores,
+    from scikit-learn. `y_true` holds integer label ids, `proba` the predicted class probabilities
+    `[n, num_classes]`; macro averages run over all `num_classes` (0 for a class never predicted)."""
     y_true, proba = _check_predictions(y_true, proba, num_classes)
+    labels = list(range(num_classes))
     y_pred = proba.argmax(axis=1)
-    scores = per_class_scores(confusion_counts(y_true, y_pred, num_classes))
-    support = scores["support"]
+    macro, weighted = (skm.precision_recall_fscore_support(y_true, y_pred, labels=labels,
+                                                           average=avg, zero_division=0)
+                       for avg in ("macro", "weighted"))
     return {
-        "accuracy": float(np.mean(y_pred == y_true)),
-        "loss": cross_entropy(y_true, proba),
-        "top5_accuracy": top_k_accuracy(y_true, proba, TOP_K) if num_classes > TOP_K else None,
-        "precision_macro": float(scores["precision"].mean()),
-        "recall_macro": float(scores["recall"].mean()),
-        "f1_macro": float(scores["f1"].mean()),
-        "f1_weighted": float((scores["f1"] * support).sum() / support.sum()),
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "loss": float(skm.log_loss(y_true, proba, labels=labels)),
+        "top5_accuracy": (float(skm.top_k_accuracy_score(y_true, proba, k=TOP_K, labels=labels))
+                          if num_classes > TOP_K else None),
+        "precision_macro": float(macro[0]),
+        "recall_macro": float(macro[1]),
+        "f1_macro": float(macro[2]),
+        "f1_weighted": float(weighted[2]),
     }
 
 
-def cross_entropy(y_true: np.ndarray, proba: np.ndarray) -> float:
-    """Mean negative log probability of the true class (clipped to [eps, 1-eps] of proba's dtype)."""
-    dtype = proba.dtype if np.issubdtype(proba.dtype, np.floating) else np.float64
-    eps = np.finfo(dtype).eps
-    p_true = np.clip(proba[np.arange(len(y_true)), y_true].astype(np.float64), eps, 1 - eps)
-    return float(-np.log(p_true).mean())
+def uncertainty(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, seed: int) -> dict[str, float]:
+    """95% intervals: Wilson for the accuracy, a seeded bootstrap over the images for macro F1."""
+    acc = stats.accuracy_interval(int(np.sum(y_true == y_pred)), len(y_true))
+    f1 = stats.f1_macro_interval(y_true, y_pred, num_classes, seed)
+    return {"accuracy_ci_low": round(acc.low, 6), "accuracy_ci_high": round(acc.high, 6),
+            "f1_macro_ci_low": round(f1.low, 6), "f1_macro_ci_high": round(f1.high, 6)}
 
 
-def top_k_accuracy(y_true: np.ndarray, proba: np.ndarray, k: int) -> float:
-    """Fraction of samples whose true class is among the k highest probabilities."""
-    top = np.argsort(proba, axis=1, kind="mergesort")[:, ::-1][:, :k]
-    return float(np.mean((top == y_true[:, None]).any(axis=1)))
+def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Confusion matrix `cm[actual, predicted]` of integer label ids."""
+    return skm.confusion_matrix(y_true, y_pred, labels=list(range(num_classes)))
 
 
 def class_report(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> pd.DataFrame:
     """One row per class: class, precision, recall, f1, support."""
-    scores = per_class_scores(confusion_counts(y_true, y_pred, len(classes)))
-    return pd.DataFrame({"class": classes, **{k: scores[k] for k in
-                                              ("precision", "recall", "f1", "support")}})
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        y_true, y_pred, labels=list(range(len(classes))), zero_division=0)
+    return pd.DataFrame({"class": classes, "precision": precision, "recall": recall, "f1": f1,
+                         "support": support})
 
 
 def predictions_table(paths: list[str], y_true: np.ndarray, proba: np.ndarray,
@@ -170,44 +162,61 @@ RECORD_KEYS = ("classes", "family", "image_size", "preprocess", "pretrained", "t
 
 @dataclass(frozen=True)
 class SplitPredictions:
-    """A model's predictions on the test split, in manifest order."""
+    """A model's predictions on the test split, in manifest order, with the decoded images."""
 
     paths: list[str]          # absolute image paths
     rel_paths: list[str]      # the same, relative to the project root (as written to CSV)
     y_true: np.ndarray        # label ids
     proba: np.ndarray         # [n, classes] probabilities
     classes: list[str]
+    images: np.ndarray        # uint8 [n, s, s, 3]: the images as the model sees them
 
     @property
     def y_pred(self) -> np.ndarray:
         return self.proba.argmax(axis=1)
 
 
-def evaluate(model_id: str, params: Params, paths: Paths) -> dict[str, Any]:
-    """Evaluate models/<id> on the test split; write metrics/<id>.json and plots/<id>/eval/."""
+def evaluate(model_id: str, cfg: Evaluate, seed: int, paths: Paths) -> dict[str, Any]:
+    """Evaluate models/<id> on the test split; write metrics/<id>.json and plots/<id>/eval/.
+
+    `seed` fixes the bootstrap, the corruption noise and the test images shown in the figures."""
     from vitbench.models import load_model
 
     model_dir = paths.model(model_id)
     model, record = load_model(model_dir)
     classes = read_labels(paths.labels)
     _check_record(record, model_dir, classes)
-    preds = _predict(model, record, paths, classes, params.evaluate.batch_size)
+    predict = _predictor(model, record["preprocess"], cfg.batch_size)
+    preds = _predict(predict, record, paths, classes)
+    n_classes = len(classes)
     metrics = {
         "model": model_id,
         "display_name": _display_name(model_id, record),
-        **compute_metrics(preds.y_true, preds.proba, len(classes)),
+        **compute_metrics(preds.y_true, preds.proba, n_classes),
+        **uncertainty(preds.y_true, preds.y_pred, n_classes, seed),
+        "ece": round(expected_calibration_error(preds.y_true, preds.proba), 6),
         "params_total": int(record["params_total"]),
         "params_trainable": int(record["params_trainable"]),
         "size_mb": round(_dir_bytes(model_dir) / 1e6, 3),
         "train_seconds": float(record["train_seconds"]),
         "epochs_run": int(record["epochs_run"]),
-        "infer_images_per_second": _throughput(model, record, preds.paths,
-                                               params.evaluate.batch_size),
+        "infer_images_per_second": _throughput(model, record, preds.images, cfg.batch_size),
         "pretrained": bool(record["pretrained"]),
     }
-    _write_eval_dir(paths.eval_plots(model_id), model, record, metrics, preds, params)
+    robustness = None
+    if cfg.robustness:
+        from vitbench.robustness import corruption_accuracy
+
+        start = time.perf_counter()
+        robustness = corruption_accuracy(predict, preds.images, preds.y_true, seed)
+        metrics["corruption_accuracy"] = round(float(robustness["accuracy"].mean()), 6)
+        log.info("corruption pass: %d corrupted copies of the test split in %.1f s",
+                 len(robustness), time.perf_counter() - start)
+    _write_eval_dir(paths.eval_plots(model_id), model, record, metrics, preds, robustness, cfg, seed)
     write_json(paths.metrics_json(model_id), metrics)
-    log.info("%s: accuracy %.4f, macro F1 %.4f", model_id, metrics["accuracy"], metrics["f1_macro"])
+    log.info("%s: accuracy %.4f [%.4f, %.4f], macro F1 %.4f, ECE %.4f", model_id,
+             metrics["accuracy"], metrics["accuracy_ci_low"], metrics["accuracy_ci_high"],
+             metrics["f1_macro"], metrics["ece"])
     return metrics
 
 
@@ -221,31 +230,43 @@ def _check_record(record: dict, model_dir: Path, classes: list[str]) -> None:
                         f"the split's labels {classes}: retrain {model_dir.name} on the current split")
 
 
-def _predict(model: Any, record: dict, paths: Paths, classes: list[str],
-             batch_size: int) -> SplitPredictions:
-    """Class probabilities for every test image, in manifest order."""
-    from vitbench.data.pipeline import labelled_paths, make_dataset
+Predict = Callable[[np.ndarray], np.ndarray]
+
+
+def _predictor(model: Any, preprocess: str, batch_size: int) -> Predict:
+    """uint8 images [n, s, s, 3] -> class probabilities [n, classes], `batch_size` at a time."""
+    from vitbench.data.pipeline import preprocess_fn
+
+    fn = preprocess_fn(preprocess)
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        batches = [np.asarray(model.predict_on_batch(fn(images[i:i + batch_size].astype(np.float32))),
+                              dtype=np.float32)
+                   for i in range(0, len(images), batch_size)]
+        return np.concatenate(batches)
+
+    return predict
+
+
+def _predict(predict: Predict, record: dict, paths: Paths, classes: list[str]) -> SplitPredictions:
+    """Decode the test images once and predict them, in manifest order."""
+    from vitbench.data.pipeline import labelled_paths, load_images
 
     test_paths, labels = labelled_paths(paths.split_csv("test"), classes)
     log.info("predicting %d test images", len(test_paths))
-    ds = make_dataset(test_paths, labels, record["image_size"], record["preprocess"], batch_size,
-                      shuffle=False, cache=False)
-    batches = []
-    for x, _ in tqdm(ds, total=-(-len(test_paths) // batch_size), desc="predict", unit="batch"):
-        batches.append(np.asarray(model.predict_on_batch(x), dtype=np.float32))
+    images = load_images(test_paths, record["image_size"])
     return SplitPredictions(test_paths, [_relative(p, paths.root) for p in test_paths],
-                           labels.astype(np.int64), np.concatenate(batches), classes)
+                            labels.astype(np.int64), predict(images), classes, images)
 
 
-def _throughput(model: Any, record: dict, test_paths: list[str], batch_size: int) -> float:
+def _throughput(model: Any, record: dict, images: np.ndarray, batch_size: int) -> float:
     """Images per second of the model alone on one in-memory batch: after a warm-up call, the
     batch is timed repeatedly and the fastest run counts (as timeit does: slower runs measure
     other load on the machine, not the model)."""
-    from vitbench.data.pipeline import load_images, preprocess_fn
+    from vitbench.data.pipeline import preprocess_fn
 
-    images = load_images(test_paths[:batch_size], record["image_size"])
     reps = -(-batch_size // len(images))
-    batch = np.concatenate([images] * reps)[:batch_size]
+    batch = np.concatenate([images[:batch_size]] * reps)[:batch_size]
     x = preprocess_fn(record["preprocess"])(batch.astype(np.float32))
     model.predict_on_batch(x)                                   # warm-up: tracing, allocation
     times: list[float] = []
@@ -259,8 +280,10 @@ def _throughput(model: Any, record: dict, test_paths: list[str], batch_size: int
 
 
 def _write_eval_dir(target: Path, model: Any, record: dict, metrics: dict,
-                    preds: SplitPredictions, params: Params) -> None:
-    """plots/<id>/eval/: dvclive confusion matrix, report.csv, predictions.csv and figures."""
+                    preds: SplitPredictions, robustness: pd.DataFrame | None, cfg: Evaluate,
+                    seed: int) -> None:
+    """plots/<id>/eval/: dvclive confusion matrix, report.csv, predictions.csv, robustness.csv
+    and the figures."""
     from dvclive import Live
 
     from vitbench.plots import evaluation as figures
@@ -275,33 +298,38 @@ def _write_eval_dir(target: Path, model: Any, record: dict, metrics: dict,
         class_report(y_true, y_pred, classes).to_csv(tmp / "report.csv", index=False)
         predictions_table(preds.rel_paths, y_true, preds.proba, classes).to_csv(
             tmp / "predictions.csv", index=False)
+        if robustness is not None:
+            robustness.to_csv(tmp / "robustness.csv", index=False)
         figures.save_confusion_matrix(confusion_counts(y_true, y_pred, len(classes)), classes,
                                       metrics, tmp / "confusion_matrix.png")
-        if record["family"] in VIT_FAMILIES and params.evaluate.attention_samples > 0:
-            _attention_figure(model, record, metrics["display_name"], preds, params,
-                              tmp / "attention.png")
+        figures.save_reliability(reliability_table(y_true, preds.proba), metrics,
+                                 tmp / "reliability.png")
+        if cfg.attention_samples > 0:
+            name = "gradcam.png" if record["family"] == "cnn" else "attention.png"
+            _map_figure(model, record, metrics["display_name"], preds, cfg.attention_samples,
+                        seed, tmp / name)
 
 
-def _attention_figure(model: Any, record: dict, name: str, preds: SplitPredictions,
-                      params: Params, out: Path) -> None:
-    """attention.png: fixed test images (chosen by params.seed) beside their attention maps."""
-    from vitbench.data.pipeline import load_images
+def _map_figure(model: Any, record: dict, name: str, preds: SplitPredictions, samples: int,
+                seed: int, out: Path) -> None:
+    """attention.png (ViTs) or gradcam.png (CNNs): the same test images for every model (chosen
+    by `seed`) beside the map of where the model looks."""
     from vitbench.plots import evaluation as figures
 
     n = len(preds.paths)
-    count = min(params.evaluate.attention_samples, n)
-    idx = np.sort(np.random.default_rng(params.seed).choice(n, count, replace=False))
-    chosen = [preds.paths[i] for i in idx]
-    display = load_images(chosen, max(record["image_size"], ATTENTION_DISPLAY_SIZE))
-    overlays = _attention_overlays(model, record, chosen, display)
+    idx = np.sort(np.random.default_rng(seed).choice(n, min(samples, n), replace=False))
+    images = preds.images[idx]
+    side = max(images.shape[1], ATTENTION_DISPLAY_SIZE)
+    display = np.stack([_upscale(image, side) for image in images])
+    overlays = _overlays(model, record, images, display)
     captions = [(preds.classes[preds.y_true[i]], preds.classes[preds.y_pred[i]],
                  float(preds.proba[i].max())) for i in idx]
     figures.save_attention(display, overlays, captions, name, ATTENTION_METHODS[record["family"]], out)
 
 
-def _attention_overlays(model: Any, record: dict, chosen: list[str],
-                        display: np.ndarray) -> np.ndarray:
-    """uint8 images showing where the model attends, one per chosen test image."""
+def _overlays(model: Any, record: dict, images: np.ndarray, display: np.ndarray) -> np.ndarray:
+    """uint8 images (display size) showing where the model looks, one per test image."""
+    from vitbench.data.pipeline import preprocess_fn
     from vitbench.plots.evaluation import heatmap_overlay
 
     if record["family"] == "vit_ft":
@@ -311,18 +339,29 @@ def _attention_overlays(model: Any, record: dict, chosen: list[str],
         was_on = keras.config.is_interactive_logging_enabled()
         keras.config.disable_interactive_logging()              # attention_map's predict() bars
         try:
-            return np.stack([attention_map(model, image) for image in display])
+            dimmed = [attention_map(model, image) for image in images]
         finally:
             if was_on:
                 keras.config.enable_interactive_logging()
-    from vitbench.data.pipeline import load_images, preprocess_fn
-    from vitbench.models import attention_weights
+        return np.stack([_upscale(np.asarray(d, np.uint8), display.shape[1]) for d in dimmed])
+    x = preprocess_fn(record["preprocess"])(images.astype(np.float32))
+    if record["family"] == "cnn":
+        from vitbench.saliency import gradcam
 
-    x = preprocess_fn(record["preprocess"])(
-        load_images(chosen, record["image_size"]).astype(np.float32))
-    weights = [np.asarray(w) for w in attention_weights(model, record, x)]
-    maps = attention_rollout(weights, class_token=False)
+        maps = gradcam(model, np.asarray(x))
+    else:
+        from vitbench.models import attention_weights
+
+        weights = [np.asarray(w) for w in attention_weights(model, record, x)]
+        maps = attention_rollout(weights, class_token=False)
     return np.stack([heatmap_overlay(img, m) for img, m in zip(display, maps)])
+
+
+def _upscale(image: np.ndarray, side: int) -> np.ndarray:
+    """A model-size uint8 image enlarged (bilinear) to `side` pixels for the figures."""
+    if image.shape[0] == side:
+        return image
+    return np.asarray(Image.fromarray(image).resize((side, side), Image.BILINEAR))
 
 
 def _display_name(model_id: str, record: dict) -> str:

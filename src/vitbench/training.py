@@ -108,11 +108,14 @@ def setup_runtime(train: Train, seed: int) -> Runtime:
     """Strategy first (multi-worker needs that), then the seed and the precision policy; logs them."""
     strategy = get_strategy()
     keras.utils.set_random_seed(seed)
+    if train.deterministic:      # same seed, same weights, run after run (slower kernels)
+        tf.config.experimental.enable_op_determinism()
     mixed = use_mixed_precision(train.mixed_precision)
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
     rt = Runtime(strategy, device, mixed, task()[2])
-    log.info("training on %s: %s with %d replica(s), mixed precision %s, seed %d", device,
-             type(strategy).__name__, rt.replicas, "on" if mixed else "off", seed)
+    log.info("training on %s: %s with %d replica(s), mixed precision %s, seed %d%s", device,
+             type(strategy).__name__, rt.replicas, "on" if mixed else "off", seed,
+             ", deterministic ops" if train.deterministic else "")
     return rt
 
 

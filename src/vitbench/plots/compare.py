@@ -1,4 +1,5 @@
-"""Figures of the compare stage: accuracy and loss, cost against benefit, per-class F1, predictions."""
+"""Figures of the compare stage: accuracy and loss (with 95% intervals), cost against benefit,
+per-class F1, predictions, robustness under corruptions."""
 
 from __future__ import annotations
 
@@ -44,10 +45,12 @@ def accuracy_loss_figure(rows: list[dict[str, Any]]) -> Figure:
     y = np.arange(len(rows))[::-1]
     acc = np.array([r["accuracy"] for r in rows], dtype=float)
     loss = np.array([r["loss"] for r in rows], dtype=float)
-    _hbars(acc_ax, y, acc, colours, [f"{v:.1%}" for v in acc], xmax=1.0)
+    errors = _ci_errors(rows, acc)
+    _hbars(acc_ax, y, acc, colours, [f"{v:.1%}" for v in acc], xmax=1.0, xerr=errors)
     acc_ax.set_xticks(np.linspace(0, 1, 6))
     acc_ax.xaxis.set_major_formatter(PercentFormatter(1.0))
-    acc_ax.set(xlabel="accuracy on the test split (higher is better)", title="Accuracy")
+    acc_ax.set(xlabel="accuracy on the test split (higher is better; bars: 95% interval)",
+               title="Accuracy")
     _hbars(loss_ax, y, loss, colours, [f"{v:.3f}" for v in loss], xmax=float(loss.max()) or 1.0)
     loss_ax.set(xlabel="cross-entropy on the test split (lower is better)", title="Loss")
     acc_ax.set_yticks(y, names)
@@ -57,10 +60,21 @@ def accuracy_loss_figure(rows: list[dict[str, Any]]) -> Figure:
     return fig
 
 
+def _ci_errors(rows: list[dict[str, Any]], acc: np.ndarray) -> np.ndarray:
+    """[2, n] distances from each accuracy down to and up to its 95% interval bounds."""
+    low = np.array([r["accuracy_ci_low"] for r in rows], dtype=float)
+    high = np.array([r["accuracy_ci_high"] for r in rows], dtype=float)
+    return np.vstack([np.clip(acc - low, 0, None), np.clip(high - acc, 0, None)])
+
+
 def _hbars(ax: Axes, y: np.ndarray, values: np.ndarray, colours: list[str], labels: list[str],
-           xmax: float) -> None:
+           xmax: float, xerr: np.ndarray | None = None) -> None:
     ax.barh(y, values, color=colours, height=0.6)
-    for yi, v, text in zip(y, values, labels):
+    ends = values
+    if xerr is not None:
+        ax.errorbar(values, y, xerr=xerr, fmt="none", ecolor="black", elinewidth=1.2, capsize=4)
+        ends = values + xerr[1]
+    for yi, v, text in zip(y, ends, labels):
         ax.text(v + xmax * 0.01, yi, text, va="center", fontsize=9)
     ax.set_xlim(0, xmax * 1.18)
     ax.grid(axis="x", alpha=0.3)
@@ -85,21 +99,27 @@ def size_vs_accuracy_figure(rows: list[dict[str, Any]]) -> Figure:
               (axes[1], "params_total", "parameters (log scale)", "Parameters against accuracy"))
     for ax, key, xlabel, title in panels:
         xs = [float(r[key]) for r in rows]
-        for r, x, a, colour in zip(rows, xs, acc, colours):
+        errors = _ci_errors(rows, np.array(acc))
+        for i, (r, x, a, colour) in enumerate(zip(rows, xs, acc, colours)):
+            ax.errorbar(x, a, yerr=errors[:, i:i + 1], fmt="none", ecolor=colour, elinewidth=1.5,
+                        capsize=4, zorder=2)
             ax.scatter(x, a, s=80, color=colour, marker=FAMILY_MARKERS[r["family"]],
                        edgecolor="black", zorder=3, label=f"{r['model']} ({r['family']})")
         ax.set_xscale("log")
         _pad_log_limits(ax, xs)
         ax.set(xlabel=xlabel, title=title)
         ax.grid(alpha=0.3, which="both")
-    pad = max(0.05, (max(acc) - min(acc)) * 0.2)
-    axes[0].set_ylim(max(0.0, min(acc) - pad), min(1.0, max(acc)) + pad / 2)
+    lows = [float(r["accuracy_ci_low"]) for r in rows]
+    highs = [float(r["accuracy_ci_high"]) for r in rows]
+    pad = max(0.05, (max(highs) - min(lows)) * 0.1)
+    axes[0].set_ylim(max(0.0, min(lows) - pad), min(1.0, max(highs)) + pad / 2)
     axes[0].set_yticks([t for t in axes[0].get_yticks() if 0 <= t <= 1 + 1e-9])   # no 102%
     axes[0].yaxis.set_major_formatter(PercentFormatter(1.0))
     axes[0].set_ylabel("accuracy on the test split")
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=min(len(rows), 3), frameon=False)
-    fig.suptitle("What accuracy costs: up and to the left is better", fontweight="bold")
+    fig.suptitle("What accuracy costs: up and to the left is better (bars: 95% interval)",
+                 fontweight="bold")
     fig.tight_layout(rect=(0, 0.06 * -(-len(rows) // 3), 1, 1))
     for ax, key, _, _ in panels:           # after the layout is final, so label boxes are too
         _label_points(fig, ax, [float(r[key]) for r in rows], acc, [r["model"] for r in rows])
@@ -235,3 +255,48 @@ def save_per_class_f1(f1: pd.DataFrame, out: str | Path) -> Path:
 def save_predictions_grid(samples: list[GridSample], out: str | Path) -> Path:
     """Draw `predictions_grid_figure` and write it to `out` (PNG, atomically)."""
     return save_figure(predictions_grid_figure(samples), out)
+
+
+def robustness_figure(curves: list[dict[str, Any]]) -> Figure:
+    """robustness.png: accuracy against corruption severity (0 = clean), one panel per corruption
+    plus their mean, one line per model (colour per model, marker per family)."""
+    corruptions = list(dict.fromkeys(c for curve in curves for c in curve["table"]["corruption"]))
+    panels = ["mean of all", *corruptions]
+    cols = 3
+    rows_n = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.2 * rows_n + 0.8),
+                             sharex=True, sharey=True, squeeze=False)
+    for k, curve in enumerate(curves):
+        table = curve["table"]
+        colour = MODEL_COLOURS[k % len(MODEL_COLOURS)]
+        per_severity = {c: table[table["corruption"] == c].sort_values("severity")
+                        for c in corruptions}
+        mean = table.groupby("severity")["accuracy"].mean().sort_index()
+        series = {"mean of all": (list(mean.index), list(mean.values)),
+                  **{c: (list(t["severity"]), list(t["accuracy"])) for c, t in per_severity.items()}}
+        for ax, panel in zip(axes.flat, panels):
+            xs, ys = series[panel]
+            ax.plot([0, *xs], [curve["clean"], *ys], marker=FAMILY_MARKERS[curve["family"]],
+                    color=colour, label=f"{curve['model']} ({curve['family']})")
+    for ax, panel in zip(axes.flat, panels):
+        ax.set_title(panel.replace("_", " "))
+        ax.grid(alpha=0.3)
+        ax.set_ylim(0, 1.02)
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("severity (0 = clean)")
+        ax.set_xticks(range(0, 4))
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test accuracy")
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=min(len(curves), 3), frameon=False)
+    fig.suptitle("Accuracy under common corruptions: flatter is more robust", fontweight="bold")
+    fig.tight_layout(rect=(0, 0.05 * -(-len(curves) // 3) + 0.02, 1, 1))
+    return fig
+
+
+def save_robustness(curves: list[dict[str, Any]], out: str | Path) -> Path:
+    """Draw `robustness_figure` and write it to `out` (PNG, atomically)."""
+    return save_figure(robustness_figure(curves), out)

@@ -1,4 +1,5 @@
-"""Figures of the evaluate stage: the confusion matrix and the ViT attention maps."""
+"""Figures of the evaluate stage: the confusion matrix, the reliability diagram, and the ViT
+attention maps or CNN Grad-CAM maps."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import MaxNLocator
+import pandas as pd
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 from PIL import Image
 
 from vitbench.plots.common import RIGHT, WRONG, save_figure
@@ -59,7 +61,7 @@ def heatmap_overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.55) ->
 def save_attention(images: np.ndarray, overlays: np.ndarray,
                    captions: list[tuple[str, str, float]], model_name: str, method: str,
                    out: str | Path) -> Path:
-    """attention.png: each test image beside its attention map, captioned actual vs predicted.
+    """attention.png / gradcam.png: each test image beside its map, captioned actual vs predicted.
 
     `captions` holds (actual, predicted, confidence) per image; `method` says how the maps were
     made and how to read them (shown under the title).
@@ -77,7 +79,34 @@ def save_attention(images: np.ndarray, overlays: np.ndarray,
         right.imshow(overlay)
         right.set_title(f"predicted: {predicted} {conf:.0%}", fontsize=9, fontweight="normal",
                         color=RIGHT if predicted == actual else WRONG)
-    fig.suptitle(f"{model_name}: where the model attends", fontweight="bold", y=1.0, va="bottom")
+    fig.suptitle(f"{model_name}: where the model looks", fontweight="bold", y=1.0, va="bottom")
     fig.text(0.5, 0.995, method, ha="center", va="top", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.1 / fig.get_figheight()))
+    return save_figure(fig, out)
+
+
+def save_reliability(table: pd.DataFrame, metrics: dict[str, Any], out: str | Path) -> Path:
+    """reliability.png: accuracy against confidence per bin (the diagonal = perfectly calibrated),
+    with the number of test images per bin underneath and the ECE in the title."""
+    fig, (ax, count_ax) = plt.subplots(2, 1, figsize=(5.2, 5.6), sharex=True,
+                                       gridspec_kw={"height_ratios": [3, 1]})
+    used = table[table["count"] > 0]
+    width = float(table["high"].iloc[0] - table["low"].iloc[0])
+    centres = (used["low"] + used["high"]) / 2
+    ax.bar(centres, used["accuracy"], width=width * 0.9, color="#1f77b4", edgecolor="black",
+           label="accuracy in the bin")
+    gap = used["confidence"] - used["accuracy"]
+    ax.bar(centres, gap, bottom=used["accuracy"], width=width * 0.9, color=WRONG, alpha=0.35,
+           edgecolor=WRONG, label="gap to the mean confidence")
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy")
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    ax.set_title(f"{metrics['display_name']}: reliability on the test split\n"
+                 f"ECE {metrics['ece']:.3f} ({len(table)} bins; 0 = perfectly calibrated)")
+    count_ax.bar(centres, used["count"], width=width * 0.9, color="grey")
+    count_ax.set(xlabel="confidence (top probability)", ylabel="images")
+    count_ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    count_ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=3))
+    fig.tight_layout()
     return save_figure(fig, out)

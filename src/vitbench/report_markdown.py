@@ -1,0 +1,311 @@
+"""metrics/compare.md: the comparison as a report a person reads (tables by pandas + tabulate).
+
+The conclusion's wording follows the statistics: a model is "better" only when McNemar's exact
+test on the shared test images gives p < 0.05; otherwise the report says the difference is not
+significant and how many test images would resolve it (`vitbench.stats`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from vitbench import stats
+from vitbench.calibration import BINS
+from vitbench.report import (MEANT_PRETRAINED, ModelResult, per_class_f1, robustness_table)
+from vitbench.robustness import CORRUPTIONS, SEVERITIES
+
+# (header, metric key, formatter, which value is best: "max", "min" or None)
+TABLE_COLUMNS: tuple[tuple[str, str, Any, str | None], ...] = (
+    ("Params", "params_total", lambda v: _fmt_count(v), "min"),
+    ("Size (MB)", "size_mb", lambda v: f"{v:.1f}", "min"),
+    ("Train time", "train_seconds", lambda v: _fmt_seconds(v), "min"),
+    ("Images/s", "infer_images_per_second", lambda v: f"{v:.1f}", "max"),
+    ("Accuracy", "accuracy", lambda v: f"{v:.1%}", "max"),
+    ("Loss", "loss", lambda v: f"{v:.3f}", "min"),
+    ("Macro F1", "f1_macro", lambda v: f"{v:.3f}", "max"),
+    ("ECE", "ece", lambda v: f"{v:.3f}", "min"),
+    ("Corrupted acc.", "corruption_accuracy", lambda v: f"{v:.1%}", "max"),
+)
+# columns whose cell also shows the 95% interval
+INTERVALS = {"accuracy": (lambda v: f"{v * 100:.0f}"), "f1_macro": (lambda v: f"{v:.2f}")}
+
+
+def render_markdown(summary: dict[str, Any], results: list[ModelResult], classes: list[str]) -> str:
+    """The report: warnings, conclusion, the side-by-side table, paired tests, robustness, maps,
+    per-class F1."""
+    n = summary["test_images"]
+    lines = ["# CNN or Vision Transformer? The comparison", ""]
+    if summary["warnings"]:
+        lines += [f"> **WARNING:** {w}" + "  " for w in summary["warnings"]] + [""]
+    lines += ["## Conclusion", "", *conclusion(summary, results, classes), ""]
+    robust = robustness_table(results)
+    corrupted = (f"Corrupted acc.: mean accuracy under {len(CORRUPTIONS)} corruptions x "
+                 f"{len(SEVERITIES)} severities. " if not robust.empty else "")
+    lines += [f"## All models on the test split ({n} images)", "", _models_table(results), "",
+              "Best value per column in **bold**. Accuracy and macro F1 with their 95% interval in "
+              "brackets (accuracy: Wilson; macro F1: bootstrap over the test images, "
+              f"{stats.BOOTSTRAP_RESAMPLES} resamples). ECE: expected calibration error over "
+              f"{BINS} confidence bins (0 = confidence matches accuracy). {corrupted}"
+              "Size is the model folder on disk; images/s is inference alone on one in-memory "
+              "batch.", ""]
+    lines += ["## Paired tests (McNemar, exact)", "", _pairs_table(summary, results), "",
+              "A right / B right: test images only that model classifies correctly. p < 0.05: the "
+              f"two accuracies differ beyond chance on these {n} images. Images needed: test "
+              "images that would detect the observed difference (or 5 points when there is none) "
+              "with 80% power at alpha = 0.05 (Connor 1987, from the observed share of "
+              "discordant images).", ""]
+    if not robust.empty:
+        lines += ["## Robustness: accuracy under corruptions", "", _robustness_md(robust, results),
+                  "", f"Each corruption is the mean over its {len(SEVERITIES)} severities "
+                  "(ImageNet-C severities 1, 3, 5), applied to the test images at each model's "
+                  "input size. Per severity: `plots/<id>/eval/robustness.csv`; curves: "
+                  "`plots/compare/robustness.png`.", ""]
+    lines += ["## Where the models look", "", *_map_links(results), ""]
+    lines += ["## F1 per class", "", _per_class_table(results, classes), ""]
+    return "\n".join(lines)
+
+
+def conclusion(summary: dict[str, Any], results: list[ModelResult], classes: list[str]) -> list[str]:
+    """A short data-driven verdict: who wins, whether it is significant, at what cost;
+    calibration, robustness, perfect and hard classes."""
+    by_id = {r.model_id: r for r in results}
+    pairs = {(p["a"], p["b"]): p for p in summary["pairwise"]}
+    out = [_winner_sentence(summary["best"]["accuracy"], results, "accuracy", pairs)]
+    if summary["best"]["f1_macro"]["models"] != summary["best"]["accuracy"]["models"]:
+        out.append(_winner_sentence(summary["best"]["f1_macro"], results, "f1_macro", pairs))
+    if summary["cnn_vs_vit"]:
+        out.append(_versus_sentence(summary["cnn_vs_vit"], by_id, summary["test_images"]))
+    out += _family_sentences(summary["families"], results)
+    perfect = [f"{by_id[m].name} {len(c)}/{len(classes)}"
+               for m, c in summary["perfect_classes"].items()]
+    out.append("- Classes with a perfect score (precision = recall = 1): " + ", ".join(perfect) + ".")
+    out.append(_hardest_class_sentence(summary["unsolved_classes"], per_class_f1(results, classes)))
+    return out
+
+
+def _versus_sentence(versus: dict[str, Any], by_id: dict[str, ModelResult], n: int) -> str:
+    cnn, vit = by_id[versus["best_cnn"]], by_id[versus["best_vit"]]
+    head = (f"- **CNN or ViT?** Best CNN {cnn.name} ({_acc_ci(cnn)}) against best ViT "
+            f"{vit.name} ({_acc_ci(vit)}): ")
+    counts = (f"McNemar exact p = {_fmt_p(versus['p_value'])}; only the ViT is right on "
+              f"{_images(versus['vit_only_right'])}, only the CNN on {_images(versus['cnn_only_right'])}")
+    if versus["winner"] in ("CNN", "ViT"):
+        points = abs(versus["accuracy_difference"]) * 100
+        return (head + f"the **{versus['winner']}** is better, by {points:.1f} accuracy points "
+                f"({counts}).")
+    return (head + f"**no significant difference** on {n} test images ({counts}). About "
+            f"{versus['images_needed']:,} test images would be needed to resolve "
+            f"{versus['resolve_points'] * 100:.1f} points (80% power, alpha = 0.05); see "
+            "`vitbench seeds` for repeated runs.")
+
+
+def _family_sentences(families: dict[str, dict[str, Any]], results: list[ModelResult]) -> list[str]:
+    out = []
+    best_ece = min(results, key=lambda r: float(r.metrics["ece"]))
+    line = (f"- Calibration: best calibrated {best_ece.name} (ECE {best_ece.metrics['ece']:.3f}); "
+            + ", ".join(f"{f}s {v['ece']:.3f}" for f, v in families.items()) + " on average.")
+    out.append(line)
+    drops = {f: v["corruption_drop"] for f, v in families.items() if v["corruption_drop"] is not None}
+    if len(drops) == len(families) and len(drops) > 1:
+        text = ", ".join(f"the {f}s {d * 100:.1f}" for f, d in drops.items())
+        ordered = sorted(drops, key=lambda f: drops[f])
+        verdict = ("both degrade alike" if np.isclose(drops[ordered[0]], drops[ordered[1]], atol=5e-3)
+                   else f"the **{ordered[0]}s degrade less**")
+        out.append(f"- Robustness: under common corruptions the models lose on average {text} "
+                   f"accuracy points: {verdict}.")
+    return out
+
+
+def _winner_sentence(top: dict[str, Any], results: list[ModelResult], key: str,
+                     pairs: dict[tuple[str, str], dict[str, Any]]) -> str:
+    label = {"accuracy": "accuracy", "f1_macro": "macro F1"}[key]
+    fmt = (lambda v: f"{v:.1%}") if key == "accuracy" else (lambda v: f"{v:.3f}")
+    winners = [r for r in results if r.model_id in top["models"]]
+    others = sorted((r for r in results if r.model_id not in top["models"]),
+                    key=lambda r: -float(r.metrics[key]))
+    names = " and ".join(f"**{r.name}**" for r in winners)
+    if not others:
+        return (f"- Best {label}: all models tie at {fmt(top['value'])}. "
+                + _cheapest_sentence(winners))
+    runner = others[0]
+    gap = top["value"] - float(runner.metrics[key])
+    gap_text = f"{gap * 100:.1f} points" if key == "accuracy" else f"{gap:.3f}"
+    tie = " (a tie)" if len(winners) > 1 else ""
+    sentence = (f"- Best {label}: {names}{tie} with {fmt(top['value'])}, {gap_text} ahead of the "
+                f"runner-up {runner.name} ({fmt(float(runner.metrics[key]))}")
+    if key == "accuracy":
+        pair = pairs.get((winners[0].model_id, runner.model_id)) or \
+            pairs.get((runner.model_id, winners[0].model_id))
+        significant = "significant" if pair and pair["p_value"] < stats.ALPHA else "not significant"
+        sentence += (f"; McNemar p = {_fmt_p(pair['p_value'])}, {significant}" if pair else "")
+        sentence += "). " + _cost_sentence(winners[0], runner)
+        if len(winners) > 1:
+            sentence += " " + _cheapest_sentence(winners)
+    else:
+        sentence += ")."
+    return sentence
+
+
+def _cost_sentence(winner: ModelResult, runner: ModelResult) -> str:
+    """What the winner costs against the runner-up: size and inference speed."""
+    w, r = winner.metrics, runner.metrics
+    size = _ratio(w["size_mb"], r["size_mb"], ("larger", "smaller", "as large"))
+    speed = _ratio(w["infer_images_per_second"], r["infer_images_per_second"],
+                   ("faster", "slower", "as fast"))
+    return (f"The price: it is {size} ({w['size_mb']:.1f} MB against {r['size_mb']:.1f} MB) and "
+            f"{speed} ({w['infer_images_per_second']:.1f} against "
+            f"{r['infer_images_per_second']:.1f} images/s).")
+
+
+def _cheapest_sentence(tied: list[ModelResult]) -> str:
+    """Among equally accurate models, name the smallest and the fastest."""
+    small = min(tied, key=lambda r: float(r.metrics["size_mb"]))
+    fast = max(tied, key=lambda r: float(r.metrics["infer_images_per_second"]))
+    size = f"{small.metrics['size_mb']:.1f} MB"
+    speed = f"{fast.metrics['infer_images_per_second']:.1f} images/s"
+    if small is fast:
+        return f"The cheapest of them: {small.name}, both the smallest ({size}) and the fastest ({speed})."
+    return (f"The cheapest of them: {small.name} is the smallest ({size}), "
+            f"{fast.name} the fastest ({speed}).")
+
+
+def _ratio(a: float, b: float, words: tuple[str, str, str]) -> str:
+    """`a` against `b` in words, e.g. "3.2x larger", "2x slower", "about as fast"."""
+    more, less, same = words
+    a, b = float(a), float(b)
+    if a <= 0 or b <= 0:
+        return f"not measurably {more} or {less}"
+    if np.isclose(a, b, rtol=0.05):
+        return f"about {same}"
+    return f"{a / b:.2g}x {more}" if a > b else f"{b / a:.2g}x {less}"
+
+
+def _hardest_class_sentence(unsolved: list[str], f1: pd.DataFrame) -> str:
+    if unsolved:
+        return ("- **No model got a single test image right** of class(es): "
+                + ", ".join(unsolved) + ". Check their labels and training images.")
+    mean_f1 = f1.mean(axis=1, skipna=True).dropna()
+    if mean_f1.empty:
+        return "- No per-class scores to compare."
+    hardest = str(mean_f1.idxmin())
+    if mean_f1[hardest] >= 1.0:
+        return "- Every model recognises every class perfectly on this test split."
+    return f"- Hardest class: {hardest} (mean F1 over the models {mean_f1[hardest]:.3f})."
+
+
+# --- tables ---------------------------------------------------------------------------------------
+
+def _markdown(table: pd.DataFrame) -> str:
+    """A table of preformatted strings as GitHub markdown: first column left, the rest right."""
+    return table.to_markdown(index=False, disable_numparse=True,
+                             colalign=("left",) + ("right",) * (table.shape[1] - 1))
+
+
+def _models_table(results: list[ModelResult]) -> str:
+    table = pd.DataFrame({"Model": [r.name for r in results],
+                          "Pretrained": [_pretrained_cell(r) for r in results]})
+    for header, key, fmt, better in TABLE_COLUMNS:
+        values = [r.metrics.get(key) for r in results]
+        if all(v is None for v in values):
+            continue
+        cells = [_bold("-" if v is None else fmt(v), mark)
+                 for v, mark in zip(values, _best_marks(values, better))]
+        if key in INTERVALS:
+            ci = INTERVALS[key]
+            cells = [f"{c} ({ci(r.metrics[key + '_ci_low'])}-{ci(r.metrics[key + '_ci_high'])})"
+                     for c, r in zip(cells, results)]
+        table[header] = cells
+    return _markdown(table)
+
+
+def _pairs_table(summary: dict[str, Any], results: list[ModelResult]) -> str:
+    names = {r.model_id: r.name for r in results}
+    rows = [{"Model A": names[p["a"]], "Model B": names[p["b"]],
+             "A right": str(p["a_only_right"]), "B right": str(p["b_only_right"]),
+             "p": _bold(_fmt_p(p["p_value"]), p["p_value"] < stats.ALPHA),
+             "Images needed": "-" if p["images_needed"] is None else f"{p['images_needed']:,}"}
+            for p in summary["pairwise"]]
+    return _markdown(pd.DataFrame(rows))
+
+
+def _robustness_md(robust: pd.DataFrame, results: list[ModelResult]) -> str:
+    names = {r.model_id: r.name for r in results}
+    table = pd.DataFrame({"Model": [names[m] for m in robust.index]})
+    for column in robust.columns:
+        values = robust[column].tolist()
+        table[column.replace("_", " ")] = [_bold(f"{v:.1%}", m)
+                                           for v, m in zip(values, _best_marks(values, "max"))]
+    return _markdown(table)
+
+
+def _map_links(results: list[ModelResult]) -> list[str]:
+    """Links to each model's Grad-CAM (CNNs) or attention (ViTs) figure on the same test images."""
+    out = []
+    for r in results:
+        name = "gradcam" if r.family == "CNN" else "attention"
+        out.append(f"- {r.name}: [{name}](../plots/{r.model_id}/eval/{name}.png), "
+                   f"[reliability](../plots/{r.model_id}/eval/reliability.png)")
+    return out
+
+
+def _pretrained_cell(r: ModelResult) -> str:
+    if r.metrics["pretrained"]:
+        return "yes"
+    return "**NO: random init!**" if r.model_id in MEANT_PRETRAINED else "no (by design)"
+
+
+def _per_class_table(results: list[ModelResult], classes: list[str]) -> str:
+    f1 = per_class_f1(results, classes)
+    rows = []
+    for c, row in f1.iterrows():
+        values = [None if pd.isna(v) else float(v) for v in row]
+        differ = len({v for v in values if v is not None}) > 1
+        marks = _best_marks(values, "max") if differ else [False] * len(values)
+        rows.append([str(c)] + [_bold("-" if v is None else f"{v:.3f}", m)
+                                for v, m in zip(values, marks)])
+    return _markdown(pd.DataFrame(rows, columns=["Class", *(r.name for r in results)]))
+
+
+def _best_marks(values: list[Any], better: str | None) -> list[bool]:
+    numbers = [v for v in values if v is not None and better is not None]
+    if not numbers:
+        return [False] * len(values)
+    top = max(numbers) if better == "max" else min(numbers)
+    return [v is not None and bool(np.isclose(float(v), top, rtol=1e-9, atol=1e-12)) for v in values]
+
+
+def _bold(text: str, mark: bool) -> str:
+    return f"**{text}**" if mark and not text.startswith("**") else text
+
+
+def _acc_ci(r: ModelResult) -> str:
+    m = r.metrics
+    return f"{m['accuracy']:.1%}, 95% CI {m['accuracy_ci_low']:.0%}-{m['accuracy_ci_high']:.0%}"
+
+
+def _images(n: int) -> str:
+    return f"{n} test image{'' if n == 1 else 's'}"
+
+
+def _fmt_p(p: float) -> str:
+    return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
+
+
+def _fmt_count(n: float) -> str:
+    n = float(n)
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:.3g} {suffix}"
+    return f"{n:.0f}"
+
+
+def _fmt_seconds(s: float) -> str:
+    s = float(s)
+    if s < 60:
+        return f"{s:.1f} s"
+    if s < 3600:
+        return f"{int(s // 60)} min {int(s % 60)} s"
+    return f"{int(s // 3600)} h {int(s % 3600 // 60)} min"

@@ -1,0 +1,155 @@
+"""Repeated runs: the whole comparison over several seeds, as DVC experiments, and their summary.
+
+`run_seeds` queues one experiment per seed (`dvc exp run --queue -S seed=N -n seed-N`), starts
+the queue and waits for it; `dvc repro` and the workspace stay as they are. The seed drives
+everything downstream of it (the demo's drawn dataset, the split, augmentation, initialisation,
+shuffling), so the spread over seeds is the spread a user would see by re-running the study.
+
+`summarize` reads `dvc exp show --json`: per model, the mean, standard deviation and 95% t
+interval of the accuracy over the seeds, and whether the best CNN and the best ViT keep their
+order in every seed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from vitbench.config import MODEL_IDS
+from vitbench.errors import VitbenchError
+from vitbench.stats import mean_interval
+
+EXP_PREFIX = "seed-"
+POLL_SECONDS = 5.0
+
+
+def _dvc(args: list[str], root: Path) -> str:
+    proc = subprocess.run(["dvc", *args], cwd=root, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise VitbenchError(f"`dvc {' '.join(args)}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout
+
+
+def run_seeds(seeds: list[int], root: Path, jobs: int = 1, wait: bool = True,
+              timeout: float = 24 * 3600) -> None:
+    """Queue one experiment per seed (named seed-N), start the queue and, with `wait`, block
+    until no experiment is queued or running; a failed experiment is a VitbenchError."""
+    for seed in seeds:
+        _dvc(["exp", "run", "--queue", "-S", f"seed={seed}", "-n", f"{EXP_PREFIX}{seed}"], root)
+    _dvc(["queue", "start", "-j", str(jobs)], root)
+    if not wait:
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        status = _dvc(["queue", "status"], root)
+        if "Queued" not in status and "Running" not in status:
+            break
+        if time.monotonic() > deadline:
+            raise VitbenchError(f"the seed experiments did not finish within {timeout:.0f} s:\n{status}")
+        time.sleep(POLL_SECONDS)
+    failed = [line for line in status.splitlines() if "Failed" in line]
+    if failed:
+        raise VitbenchError("experiment(s) failed (see `dvc queue logs NAME`):\n" + "\n".join(failed))
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    """One finished experiment: its name, seed and each model's accuracy."""
+
+    name: str
+    seed: int
+    accuracy: dict[str, float]
+
+
+def experiments(show: Any, prefix: str = EXP_PREFIX) -> list[SeedRun]:
+    """The experiments named `prefix`* in `dvc exp show --json` output, one per seed (the
+    newest wins), in seed order."""
+    runs: dict[int, SeedRun] = {}
+    for entry in _walk(show):
+        name = entry.get("name") or ""
+        data = entry.get("data") or {}
+        if not name.startswith(prefix) or not data.get("metrics"):
+            continue
+        params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
+        accuracy = {}
+        for model_id in MODEL_IDS:
+            metrics = (data["metrics"].get(f"metrics/{model_id}.json") or {}).get("data") or {}
+            if "accuracy" in metrics:
+                accuracy[model_id] = float(metrics["accuracy"])
+        if "seed" in params and accuracy:
+            runs.setdefault(int(params["seed"]), SeedRun(name, int(params["seed"]), accuracy))
+    return [runs[s] for s in sorted(runs)]
+
+
+def _walk(node: Any) -> list[dict[str, Any]]:
+    """Every dict with a `data` key, depth first (exp show nests experiments under baselines)."""
+    found = []
+    if isinstance(node, dict):
+        if "data" in node and isinstance(node["data"], dict):
+            found.append(node)
+        for value in node.values():
+            if isinstance(value, (dict, list)):
+                found += _walk(value)
+    elif isinstance(node, list):
+        for item in node:
+            found += _walk(item)
+    return found
+
+
+def summarize(runs: list[SeedRun]) -> dict[str, Any]:
+    """Per model: n, mean, std, 95% interval, min, max of the accuracy; per seed: the best CNN
+    and ViT and the winner; and whether the winner is the same in every seed."""
+    if not runs:
+        raise VitbenchError(f"no finished experiment named {EXP_PREFIX}*: run `vitbench seeds` first")
+    models = {}
+    for model_id in MODEL_IDS:
+        values = [r.accuracy[model_id] for r in runs if model_id in r.accuracy]
+        if values:
+            s = mean_interval(values)
+            models[model_id] = {"n": s.n, "mean": s.mean, "std": s.std, "ci_low": s.low,
+                                "ci_high": s.high, "min": min(values), "max": max(values)}
+    per_seed = []
+    for r in runs:
+        cnn = max((v for k, v in r.accuracy.items() if k.startswith("cnn")), default=None)
+        vit = max((v for k, v in r.accuracy.items() if k.startswith("vit")), default=None)
+        winner = None if cnn is None or vit is None else "tie" if cnn == vit else \
+            ("ViT" if vit > cnn else "CNN")
+        per_seed.append({"seed": r.seed, "name": r.name, "best_cnn": cnn, "best_vit": vit,
+                         "winner": winner, **r.accuracy})
+    winners = {s["winner"] for s in per_seed}
+    holds = len(winners) == 1 and winners <= {"CNN", "ViT"}
+    return {"seeds": [r.seed for r in runs], "models": models, "per_seed": per_seed,
+            "ranking_holds": holds, "winner": next(iter(winners)) if holds else None}
+
+
+def render(summary: dict[str, Any]) -> str:
+    """The summary as markdown: the spread per model, the seeds, and the verdict."""
+    rows = [{"Model": m, "Seeds": str(s["n"]), "Mean": f"{s['mean']:.1%}", "Std": f"{s['std'] * 100:.1f} pt",
+             "95% CI of the mean": "-" if s["ci_low"] is None else f"{s['ci_low']:.1%} - {s['ci_high']:.1%}",
+             "Min": f"{s['min']:.1%}", "Max": f"{s['max']:.1%}"} for m, s in summary["models"].items()]
+    seeds = pd.DataFrame([{"Seed": str(s["seed"]),
+                           **{m: "-" if m not in s else f"{s[m]:.1%}" for m in summary["models"]},
+                           "Winner": s["winner"] or "-"} for s in summary["per_seed"]])
+    n = len(summary["seeds"])
+    counts = pd.Series([s["winner"] for s in summary["per_seed"]]).value_counts()
+    verdict = (f"The best {summary['winner']} beats the best of the other family in all {n} seeds."
+               if summary["ranking_holds"] else
+               "The CNN-vs-ViT ranking does NOT hold in every seed: "
+               + ", ".join(f"{w} wins {c} of {n}" for w, c in counts.items()) + ".")
+    table = pd.DataFrame(rows)
+    return "\n".join([
+        f"# Accuracy over {n} seeds", "",
+        table.to_markdown(index=False, disable_numparse=True), "",
+        seeds.to_markdown(index=False, disable_numparse=True), "", verdict, ""])
+
+
+def summarize_project(root: Path, prefix: str = EXP_PREFIX) -> dict[str, Any]:
+    """`summarize` over the experiments `dvc exp show --json` lists in the project at `root`."""
+    show = json.loads(_dvc(["exp", "show", "--json"], root) or "[]")
+    return summarize(experiments(show, prefix))

@@ -1,0 +1,65 @@
+"""Repeated runs: `vitbench seeds` queues one DVC experiment per seed; `vitbench summarize`
+reads them back (parsing on a hand-made `dvc exp show` document; end to end on a tiny run)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vitbench.seeds import experiments, render, summarize
+
+
+def exp(name: str, seed: int, acc: dict[str, float]) -> dict:
+    metrics = {f"metrics/{m}.json": {"data": {"accuracy": a}} for m, a in acc.items()}
+    return {"rev": "0" * 40, "name": name,
+            "data": {"metrics": metrics, "params": {"params.yaml": {"data": {"seed": seed}}}}}
+
+
+SHOW = [
+    {"rev": "workspace", "name": None, "data": {"metrics": {}, "params": {}}},
+    {"rev": "1" * 40, "name": "main", "data": {"metrics": {}, "params": {}}, "experiments": [
+        {"revs": [exp("seed-2", 2, {"cnn_finetuned": 0.70, "vit_finetuned": 0.80})]},
+        {"revs": [exp("seed-1", 1, {"cnn_finetuned": 0.75, "vit_finetuned": 0.85})]},
+        {"revs": [exp("other", 7, {"cnn_finetuned": 0.9, "vit_finetuned": 0.1})]},
+    ]},
+]
+
+
+def test_summary_of_hand_made_experiments() -> None:
+    runs = experiments(SHOW)
+    assert [(r.name, r.seed) for r in runs] == [("seed-1", 1), ("seed-2", 2)]
+    summary = summarize(runs)
+    cnn = summary["models"]["cnn_finetuned"]
+    assert cnn["n"] == 2 and cnn["mean"] == pytest.approx(0.725)
+    assert cnn["std"] == pytest.approx(0.0353553, rel=1e-5)
+    assert cnn["ci_low"] < 0.70 and cnn["ci_high"] > 0.75
+    assert summary["ranking_holds"] and summary["winner"] == "ViT"
+    assert "beats the best of the other family in all 2 seeds" in render(summary)
+
+
+def test_a_ranking_that_flips_is_reported() -> None:
+    show = [exp("seed-1", 1, {"cnn_transfer": 0.8, "vit_scratch": 0.6}),
+            exp("seed-2", 2, {"cnn_transfer": 0.5, "vit_scratch": 0.7})]
+    summary = summarize(experiments(show))
+    assert not summary["ranking_holds"]
+    assert "does NOT hold in every seed" in render(summary)
+
+
+@pytest.mark.slow
+def test_two_seeds_end_to_end(tmp_path: Path) -> None:
+    from conftest import bin_path, make_project_copy
+    from dvc_project import TINY, commit, run, set_params
+
+    project = make_project_copy(tmp_path / "project")
+    set_params(project, {**TINY, "evaluate": {**TINY["evaluate"], "robustness": False}})
+    commit(project, "tiny params")
+    run(project, bin_path("vitbench"), "seeds", "--seeds", "1,2", "--jobs", "2", timeout=1500)
+    out = run(project, bin_path("vitbench"), "summarize", "--json").stdout
+    summary = json.loads(out)
+    assert summary["seeds"] == [1, 2]
+    assert {m["n"] for m in summary["models"].values()} == {2}
+    assert len(summary["models"]) == 5 and summary["winner"] in ("CNN", "ViT", None)
+    text = run(project, bin_path("vitbench"), "summarize").stdout
+    assert "# Accuracy over 2 seeds" in text
