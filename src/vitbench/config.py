@@ -27,6 +27,7 @@ VIT_FT_WEIGHTS = ("imagenet21k", "imagenet21k+imagenet2012")
 VIT_FT_PATCH = {"b16": 16, "b32": 32}
 
 Pretrained = Union[bool, Literal["auto"]]
+CacheMode = Literal["auto", "memory", "disk", "none"]  # train.cache (data/pipeline.py)
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ class Train:
     batch_size: int = 32
     patience: int = 3
     mixed_precision: Pretrained = "auto"
+    cache: CacheMode = "auto"
 
     def validate(self, key: str) -> None:
         _check_range(f"{key}.epochs", self.epochs, lo=1)

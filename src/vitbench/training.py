@@ -131,9 +131,10 @@ def load_train_data(params: Params, paths: Paths, image_size: int, preprocess: s
     train_paths, train_labels = labelled_paths(paths.augmented_csv, classes)
     val_paths, val_labels = labelled_paths(paths.split_csv("val"), classes)
     batch = params.train.batch_size
+    cache = {"cache": params.train.cache, "cache_dir": paths.cache / "tfdata"}
     train = make_dataset(train_paths, train_labels, image_size, preprocess, batch,
-                         shuffle=True, seed=params.seed)
-    val = make_dataset(val_paths, val_labels, image_size, preprocess, batch)
+                         shuffle=True, seed=params.seed, **cache)
+    val = make_dataset(val_paths, val_labels, image_size, preprocess, batch, **cache)
     log.info("%d training and %d validation images, %d classes, %dpx, batch %d",
              len(train_paths), len(val_paths), len(classes), image_size, batch)
     return TrainData(classes, train, val, train_paths, batch)
