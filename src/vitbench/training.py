@@ -43,6 +43,7 @@ from vitbench.config import Params, Vit, to_dict
 from vitbench.data.manifest import read_labels
 from vitbench.data.pipeline import labelled_paths, make_dataset
 from vitbench.fsutil import atomic_file, read_json, sha256_file, write_json
+from vitbench.multiworker import prebuild, save_on_chief
 from vitbench.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -503,22 +504,20 @@ class Job:
 def train_phase(model: keras.Model, model_id: str, job: Job, optimizer: keras.optimizers.Optimizer,
                 params: Params, paths: Paths, data: TrainData, rt: Runtime) -> dict[str, Any]:
     """Compile, fit (resumably), save models/<id>; returns the record."""
-    from vitbench.models import save_model
-
     with rt.strategy.scope():
         compile_model(model, optimizer, len(data.classes))
     backup = prepare_backup(paths.backup(model_id), job.print_) / "fit"
     if not rt.chief:  # a non-chief worker keeps its own copy
         kind, index, _ = task()
         backup = backup.with_name(f"fit-{kind}-{index}")
+    prebuild(model, data.train, rt.strategy)  # multi-worker only: Keras cannot build it itself
     log.info("training %s: %s of %s parameters trainable", model_id,
              f"{count_trainable(model):,}", f"{model.count_params():,}")
     result = fit_phase(model, data.train, data.val, epochs=params.train.epochs,
                        patience=params.train.patience, backup_dir=backup,
                        curves_dir=paths.train_plots(model_id), write=rt.chief)
     record = make_record(model_id, job, model, data.classes, result, rt)
-    if rt.chief:
-        save_model(model, paths.model(model_id), record)
+    save_on_chief(model, paths.model(model_id), record, rt.chief)  # every worker joins the save
     log.info("%s: %d epoch(s) in %.1fs, best val_loss at epoch %d", model_id, result.epochs_run,
              result.seconds, result.best_epoch + 1)
     return record
@@ -556,7 +555,7 @@ def two_phase(params: Params, paths: Paths, rt: Runtime, data: TrainData, *, ids
     pretrained weights were loaded). A transfer phase finished by an earlier, killed run of the
     same params and data is reused instead of trained again.
     """
-    from vitbench.models import save_model, set_backbone_trainable
+    from vitbench.models import set_backbone_trainable
 
     print_ = fingerprint(params, paths, section)
     transfer_id, finetune_id = ids
@@ -571,13 +570,11 @@ def two_phase(params: Params, paths: Paths, rt: Runtime, data: TrainData, *, ids
                 set_backbone_trainable(model, family, False)
             record = train_phase(model, transfer_id, job, keras.optimizers.Adam(lrs[0]),
                                  params, paths, data, rt)
-            if rt.chief:
-                save_model(model, paths.backup(transfer_id) / "finished", record)
+            save_on_chief(model, paths.backup(transfer_id) / "finished", record, rt.chief)
         job = Job(family, record["build"], image_size, preprocess, bool(record["pretrained"]), print_)
         set_backbone_trainable(model, family, True)
         train_phase(model, finetune_id, job, keras.optimizers.Adam(lrs[1]), params, paths, data, rt)
-    if rt.chief:
-        clean_backups(paths, ids)
+    clean_backups(paths, ids)  # on every worker: each has its own backup
 
 
 def _reuse_phase1(paths: Paths, model_id: str, print_: str) -> tuple[keras.Model | None, dict | None]:
@@ -662,5 +659,4 @@ def train_vit(params: Params, paths: Paths) -> None:
         model = build_vit(**build)
         optimizer = vit_optimizer(cfg, total_steps)
         train_phase(model, "vit_scratch", job, optimizer, params, paths, data, rt)
-    if rt.chief:
-        clean_backups(paths, ["vit_scratch"])
+    clean_backups(paths, ["vit_scratch"])  # on every worker: each has its own backup
