@@ -46,10 +46,15 @@ def test_the_five_models_are_declared_as_model_artifacts() -> None:
         assert spec["desc"] and model_id.split("_")[0] in spec["labels"]  # cnn or vit
 
 
-def test_dvc_artifacts_get_fetches_a_model_that_predicts(published: Path, tmp_path: Path) -> None:
-    listing = json.loads(run(tmp_path, "dvc", "ls", "--json", str(published), "models").stdout)
+def test_dvc_artifacts_get_fetches_a_registered_model_that_predicts(published: Path,
+                                                                    tmp_path: Path) -> None:
+    registry = git_clone(published, tmp_path / "registry")
+    run(registry, "gto", "register", "vit_scratch", "--version", "v0.1.0")  # git tag vit_scratch@v0.1.0
+    listing = json.loads(run(tmp_path, "dvc", "ls", "--json", str(registry), "models").stdout)
     assert {"vit_scratch"} <= {entry["path"] for entry in listing}
-    run(tmp_path, "dvc", "artifacts", "get", str(published), "vit_scratch", "-o", "vit_scratch")
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    run(work, "dvc", "artifacts", "get", str(registry), "vit_scratch", "-o", str(tmp_path / "vit_scratch"))
     got = tmp_path / "vit_scratch"
     assert _tree_hashes(got) == _tree_hashes(published / "models" / "vit_scratch")
     image = next((published / "data" / "clean").glob("*/*.png"))
