@@ -2,17 +2,32 @@
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+LOCK   := requirements.lock
+# uv installs the lock (much faster than pip, see README "Installing: the lock"); pinned like the rest
+UV_VERSION ?= 0.13.9
+UV     := $(BIN)/uv
+TEMPLATE := .dvc/plots_template.html
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup demo test bench clean-venv
+.PHONY: setup demo test bench lock clean-venv
 
-$(BIN)/vitbench: pyproject.toml
+$(UV):
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet uv==$(UV_VERSION)
+
+# the exact, tested versions of requirements.lock; vitbench itself editable (pyproject keeps ranges)
+$(BIN)/vitbench: pyproject.toml $(LOCK) | $(UV)
+	$(UV) pip install --quiet --python $(BIN)/python -r $(LOCK) -e '.[dev]'
 	touch $@
 
-setup: $(BIN)/vitbench          ## create .venv and install vitbench with its dependencies
+# `dvc plots show` draws offline with it (.dvc/config: plots.html_template); generated, not committed
+$(TEMPLATE): $(BIN)/vitbench
+	$(BIN)/vitbench plots-template --output $@
+
+setup: $(BIN)/vitbench $(TEMPLATE)   ## create .venv, install the locked dependencies and vitbench
+
+lock: | $(UV)                   ## re-resolve requirements.lock from pyproject.toml (current pins kept where they fit; LOCK_ARGS=--upgrade for the newest)
+	$(UV) pip compile pyproject.toml --extra dev --universal --python-version 3.11 -o $(LOCK) $(LOCK_ARGS)
 
 demo: setup                     ## run the whole pipeline on the embedded synthetic dataset
 	@git rev-parse --verify HEAD >/dev/null 2>&1 || { echo "vitbench needs a git repo with a commit (dvclive)"; exit 1; }
@@ -20,7 +35,7 @@ demo: setup                     ## run the whole pipeline on the embedded synthe
 	PATH=$(abspath $(BIN)):$$PATH dvc metrics show
 
 test: setup                     ## run the test suite (CI runs this)
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	PATH=$(abspath $(BIN)):$$PATH VITBENCH_LOCK=$(abspath $(LOCK)) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: setup                    ## print the benchmark table (see benchmarks/)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python benchmarks/run.py

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -31,8 +35,49 @@ def pacs_dir() -> Path:
 
 
 def make_project_copy(dest: Path) -> Path:
-    """This project (code, dvc.yaml, params) copied into `dest` as a fresh, committed git repo."""
-    return copy_project(REPO, dest, "test project")
+    """This project (code, dvc.yaml, params) copied into `dest` as a fresh, committed git repo,
+    with the offline `dvc plots show` template that `make setup` generates (.dvc/config names it)."""
+    project = copy_project(REPO, dest, "test project")
+    template = project / ".dvc" / "plots_template.html"
+    if not template.is_file():
+        shutil.copy(_plots_template(), template)
+    return project
+
+
+@functools.cache
+def _plots_template() -> Path:
+    """The repo's generated template, or one generated once per session when it is absent."""
+    from vitbench.plots.offline import TEMPLATE_NAME, write_html_template
+
+    made = REPO / ".dvc" / TEMPLATE_NAME
+    if made.is_file():
+        return made
+    return write_html_template(Path(tempfile.mkdtemp(prefix="vitbench-template-")) / TEMPLATE_NAME)
+
+
+@pytest.fixture(scope="session")
+def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny project after `dvc repro evaluate@vit_scratch` (fetch, clean, split, augment,
+    train_vit, evaluate@vit_scratch), committed, with a default local-directory remote
+    (`<tmp>/remote`) that `dvc push` has filled. Tests clone it; they must not change it."""
+    from dvc_project import TINY, commit, run, set_params
+
+    root = tmp_path_factory.mktemp("published")
+    project = make_project_copy(root / "project")
+    set_params(project, TINY)
+    set_params(project, {"train": {"epochs": 3, "patience": 3}})  # learning curves, not points
+    run(project, "dvc", "remote", "add", "--default", "storage", str(root / "remote"))
+    commit(project, "tiny params and a local remote")
+    run(project, "dvc", "repro", "evaluate@vit_scratch")
+    commit(project, "repro")
+    run(project, "dvc", "push")
+    return project
+
+
+def git_clone(source: Path, dest: Path) -> Path:
+    """`git clone source dest` (quiet); returns dest."""
+    subprocess.run(["git", "clone", "-q", str(source), str(dest)], check=True, capture_output=True)
+    return dest
 
 
 def bin_path(name: str) -> str:

@@ -81,7 +81,9 @@ def commit(project: Path, message: str = "update") -> None:
 def run(project: Path, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
     """Run a command (dvc, python ...) in the project with this venv first on PATH."""
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "TF_CPP_MIN_LOG_LEVEL": "2", "DVC_NO_ANALYTICS": "1"}
+           "TF_CPP_MIN_LOG_LEVEL": "2", "DVC_NO_ANALYTICS": "1",
+           "GIT_AUTHOR_NAME": "vitbench test", "GIT_AUTHOR_EMAIL": "test@vitbench.local",
+           "GIT_COMMITTER_NAME": "vitbench test", "GIT_COMMITTER_EMAIL": "test@vitbench.local"}
     proc = subprocess.run(list(args), cwd=project, env=env, capture_output=True, text=True,
                           timeout=timeout)
     if check and proc.returncode != 0:

@@ -1,4 +1,5 @@
-"""The `vitbench` command: predictions on new images, and the two studies as presets."""
+"""The `vitbench` command: predictions on new images, the two studies as presets, and the
+offline `dvc plots show` template."""
 
 from __future__ import annotations
 
@@ -162,6 +163,18 @@ def _parse_seeds(text: str) -> list[int]:
     if not values or any(v < 0 for v in values):
         raise click.BadParameter(f"{text!r}: expected non-negative integers", param_hint="--seeds")
     return values
+
+
+@main.command("plots-template")
+@click.option("--output", default=".dvc/plots_template.html", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write it; .dvc/config's plots.html_template names this file.")
+def plots_template(output: Path) -> None:
+    """Write the offline HTML template of `dvc plots show` (vega inlined, no CDN)."""
+    from vitbench.plots.offline import write_html_template
+
+    path = write_html_template(output)
+    click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): `dvc plots show` now draws offline")
 
 
 def _guard(fn):  # type: ignore[no-untyped-def]

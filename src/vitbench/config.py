@@ -28,6 +28,7 @@ VIT_FT_WEIGHTS = ("imagenet21k", "imagenet21k+imagenet2012")
 VIT_FT_PATCH = {"b16": 16, "b32": 32}
 
 Pretrained = Union[bool, Literal["auto"]]
+CacheMode = Literal["auto", "memory", "disk", "none"]  # train.cache (data/pipeline.py)
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ class Train:
     patience: int = 3
     mixed_precision: Pretrained = "auto"
     deterministic: bool = False     # TensorFlow op determinism: one seed, the same metrics
+    cache: CacheMode = "auto"
 
     def validate(self, key: str) -> None:
         _check_range(f"{key}.epochs", self.epochs, lo=1)

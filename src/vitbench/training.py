@@ -48,6 +48,7 @@ from vitbench.data.pipeline import labelled_paths, make_dataset
 from vitbench.fsutil import atomic_dir, atomic_file, read_json, sha256_file, write_json
 from vitbench.models import display_name, load_model, registry, resolve_pretrained, save_model
 from vitbench.models.store import count_params
+from vitbench.multiworker import prebuild, save_on_chief
 from vitbench.paths import Paths
 
 if TYPE_CHECKING:
@@ -143,9 +144,10 @@ def load_train_data(train_cfg: Train, seed: int, paths: Paths, image_size: int,
     train_paths, train_labels = labelled_paths(paths.augmented_csv, classes)
     val_paths, val_labels = labelled_paths(paths.split_csv("val"), classes)
     batch = train_cfg.batch_size
+    cache = {"cache": train_cfg.cache, "cache_dir": paths.cache / "tfdata"}
     train = make_dataset(train_paths, train_labels, image_size, preprocess, batch,
-                         shuffle=True, seed=seed)
-    val = make_dataset(val_paths, val_labels, image_size, preprocess, batch)
+                         shuffle=True, seed=seed, **cache)
+    val = make_dataset(val_paths, val_labels, image_size, preprocess, batch, **cache)
     log.info("%d training and %d validation images, %d classes, %dpx, batch %d",
              len(train_paths), len(val_paths), len(classes), image_size, batch)
     return TrainData(classes, train, val, train_paths, batch)
@@ -457,6 +459,7 @@ def train_phase(model: keras.Model, model_id: str, job: Job, optimizer: keras.op
     if not rt.chief:  # a non-chief worker keeps its own copy
         kind, index, _ = task()
         backup = backup.with_name(f"fit-{kind}-{index}")
+    prebuild(model, data.train, rt.strategy)  # multi-worker only: Keras cannot build it itself
     log.info("training %s: %s of %s parameters trainable", model_id,
              f"{count_params(model.trainable_weights):,}", f"{model.count_params():,}")
     curves = paths.backup(model_id) / "curves"  # published to plots/<id>/train only on success
@@ -468,8 +471,8 @@ def train_phase(model: keras.Model, model_id: str, job: Job, optimizer: keras.op
         head.copy_to(model)
         head.annotate(record)
     record["input"] = read_transform(paths.clean, job.image_size)  # the model's own input recipe
+    save_on_chief(model, paths.model(model_id), record, rt.chief)  # every worker joins the save
     if rt.chief:
-        save_model(model, paths.model(model_id), record)
         publish_curves(curves, paths.train_plots(model_id))
     log.info("%s: %d epoch(s) in %.1fs, best val_loss at epoch %d", model_id, result.epochs_run,
              result.seconds, result.best_epoch + 1)
@@ -541,15 +544,13 @@ def two_phase(family: registry.Family, cfg: Cnn | VitFt, train: Train, seed: int
                     if family.name == "cnn" and use_feature_cache(cfg, used) else None)
             record = train_phase(model, transfer_id, job, keras.optimizers.Adam(cfg.transfer.lr),
                                  train, paths, data, rt, head)
-            if rt.chief:
-                save_model(model, paths.backup(transfer_id) / "finished", record)
+            save_on_chief(model, paths.backup(transfer_id) / "finished", record, rt.chief)
         job = Job(family.name, record["build"], start.image_size, start.preprocess,
                   bool(record["pretrained"]), print_)
         family.prepare_phase(model, "finetune", job.pretrained)
         train_phase(model, finetune_id, job, keras.optimizers.Adam(cfg.finetune.lr), train,
                     paths, data, rt)
-    if rt.chief:
-        clean_backups(paths, ids)
+    clean_backups(paths, ids)  # on every worker: each has its own backup
 
 
 def _reuse_phase1(paths: Paths, model_id: str, print_: str) -> tuple[keras.Model | None, dict | None]:
@@ -614,5 +615,4 @@ def train_vit(cfg: Vit, train: Train, seed: int, paths: Paths) -> None:
         model = family.builder(**build)
         optimizer = vit_optimizer(cfg, total_steps)
         train_phase(model, spec.id, job, optimizer, train, paths, data, rt)
-    if rt.chief:
-        clean_backups(paths, [spec.id])
+    clean_backups(paths, [spec.id])  # on every worker: each has its own backup

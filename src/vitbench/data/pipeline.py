@@ -1,14 +1,17 @@
 """The tf.data input pipeline every training and evaluation step reads images through.
 
 Each image file is read and decoded once: the decoded, resized uint8 tensors are cached (in
-memory), then shuffled (seeded, reshuffled every epoch), batched, preprocessed per batch and
-prefetched. Evaluation keeps the manifest order (`shuffle=False`), so predictions line up with
-the manifest rows.
+memory, or in a tf.data file cache on disk for sets larger than memory: `train.cache`), then
+shuffled (seeded, reshuffled every epoch), batched, preprocessed per batch and prefetched.
+Evaluation keeps the manifest order (`shuffle=False`), so predictions line up with the manifest
+rows.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -23,6 +26,9 @@ log = logging.getLogger(__name__)
 
 AUTOTUNE = tf.data.AUTOTUNE
 Preprocess = Callable[[tf.Tensor], tf.Tensor]
+CACHE_MODES = ("auto", "memory", "disk", "none")  # train.cache
+MEMORY_SHARE = 0.5  # auto caches in memory when the decoded images fit in this share of free memory
+DISK_CACHE = Path(".cache") / "tfdata"  # relative to the project root, where the stages run
 
 
 def _scale_minus_one_one(x: tf.Tensor) -> tf.Tensor:
@@ -82,28 +88,93 @@ def resize_uint8(image: tf.Tensor | np.ndarray, image_size: int) -> tf.Tensor:
 
 def make_dataset(paths: Sequence[str], labels: Sequence[int], image_size: int, preprocess: str,
                  batch_size: int, *, shuffle: bool = False, seed: int = 0,
-                 cache: bool = True) -> tf.data.Dataset:
+                 cache: bool | str = True, cache_dir: str | Path = DISK_CACHE) -> tf.data.Dataset:
     """Batches of (preprocessed float32 images [b, s, s, 3], int32 labels [b]).
 
-    Files are read and decoded once (parallel map) and cached as uint8 when `cache`; with
-    `shuffle`, the order comes from `seed` and changes every epoch; without it, it is the input
-    order. Missing files, mismatched lengths and an empty input raise DataError up front.
+    Files are read and decoded once (parallel map) and the uint8 images cached as `cache` says:
+    "memory" (or True), "disk" (a tf.data file cache in `cache_dir`), "none" (or False: decode at
+    every epoch) or "auto" (`choose_cache`). With `shuffle`, the order comes from `seed` and
+    changes every epoch; without it, it is the input order. Missing files, mismatched lengths and
+    an empty input raise DataError up front.
     """
     paths = [str(p) for p in paths]
     labels = np.asarray(labels, dtype=np.int32)
     _check_inputs(paths, labels, batch_size)
     fn = preprocess_fn(preprocess)
+    mode = choose_cache({True: "memory", False: "none"}.get(cache, cache), len(paths), image_size)
     ds = tf.data.Dataset.from_tensor_slices((paths, labels))
     ds = ds.map(lambda p, y: (decode_resize(p, image_size), y),
                 num_parallel_calls=AUTOTUNE, deterministic=True)
-    if cache:
+    if mode == "memory":
         ds = ds.cache()
+    elif mode == "disk":
+        ds = ds.cache(str(disk_cache_prefix(cache_dir, paths, labels, image_size)))
     if shuffle:
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     ds = ds.map(lambda x, y: (fn(tf.cast(x, tf.float32)), y),
                 num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.prefetch(AUTOTUNE)
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new allocations: MemAvailable of /proc/meminfo (Linux), else
+    the free physical pages (os.sysconf)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def decoded_bytes(n_images: int, image_size: int) -> int:
+    """What `n_images` decoded uint8 RGB images at `image_size` px take in a cache."""
+    return n_images * image_size * image_size * 3
+
+
+def choose_cache(mode: str, n_images: int, image_size: int, available: int | None = None) -> str:
+    """The cache a dataset uses: `mode` itself, or for "auto" "memory" when the decoded images fit
+    in MEMORY_SHARE of the available memory (`available` bytes, else `available_memory()`) and
+    "disk" otherwise. Logs the choice."""
+    if mode not in CACHE_MODES:
+        raise ValueError(f"unknown cache mode {mode!r}; expected one of {', '.join(CACHE_MODES)}")
+    size = decoded_bytes(n_images, image_size)
+    if mode != "auto":
+        log.debug("cache %s for %d images at %dpx (%.2f GB decoded)", mode, n_images, image_size,
+                  size / 1e9)
+        return mode
+    available = available_memory() if available is None else available
+    chosen = "memory" if size <= MEMORY_SHARE * available else "disk"
+    log.info("cache auto -> %s: %d images at %dpx take %.2f GB decoded, %.2f GB of memory "
+             "available (memory up to %d%% of it)", chosen, n_images, image_size, size / 1e9,
+             available / 1e9, MEMORY_SHARE * 100)
+    return chosen
+
+
+def disk_cache_prefix(cache_dir: str | Path, paths: Sequence[str], labels: np.ndarray,
+                      image_size: int) -> Path:
+    """The tf.data file cache of these images: named by a hash of the paths, their sizes and
+    modification times, the labels and the size, so changed data gets a fresh cache. Leftovers of
+    an interrupted write (a lock file and no index) are removed first."""
+    digest = hashlib.sha256(f"{image_size}|{labels.tobytes().hex()}".encode())
+    for p in paths:
+        st = os.stat(p)
+        digest.update(f"|{p}|{st.st_size}|{st.st_mtime_ns}".encode())
+    folder = Path(cache_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    prefix = folder / f"{image_size}px-{len(paths)}-{digest.hexdigest()[:16]}"
+    if not prefix.with_name(prefix.name + ".index").is_file():
+        stale = sorted(folder.glob(prefix.name + "*"))
+        if stale:
+            log.warning("removing an unfinished disk cache (%s): a run stopped while writing it",
+                        ", ".join(p.name for p in stale))
+            for p in stale:
+                p.unlink()
+    log.info("disk cache of %d images at %dpx: %s", len(paths), image_size, prefix)
+    return prefix
 
 
 def labelled_paths(csv: str | Path, classes: Sequence[str]) -> tuple[list[str], np.ndarray]:
@@ -121,7 +192,7 @@ def labelled_paths(csv: str | Path, classes: Sequence[str]) -> tuple[list[str], 
 
 def dataset_from_manifest(csv: str | Path, classes: Sequence[str], image_size: int,
                           preprocess: str, batch_size: int, *, shuffle: bool = False,
-                          seed: int = 0, cache: bool = True) -> tf.data.Dataset:
+                          seed: int = 0, cache: bool | str = True) -> tf.data.Dataset:
     """`make_dataset` over the rows of a manifest CSV, labels from `classes` (index = label id)."""
     paths, labels = labelled_paths(csv, classes)
     return make_dataset(paths, labels, image_size, preprocess, batch_size,
