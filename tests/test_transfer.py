@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 from conftest import REPO
 from test_models_cnn import randomised_base, write_keras_h5
-from test_training import assert_trained, project, tiny_params  # noqa: F401 (fixture)
+from test_training import assert_trained, project, tiny_params, train_stage  # noqa: F401 (fixture)
 
 from vitbench import features, training
 from vitbench.config import params_from_dict
@@ -255,7 +255,7 @@ def test_real_transfer_trains_only_the_head_then_finetunes_from_it(
                          cnn={"pretrained": "auto", "weights": str(real_weights),
                               "feature_cache": feature_cache})
     with caplog.at_level(logging.INFO):
-        training.train_cnn(params, project)
+        train_stage(training.train_cnn, "cnn", params, project)
     assert ("feature cache ON" in caplog.text) is feature_cache
     transfer = assert_trained(project, "cnn_transfer", epochs=2, pretrained=True)
     assert_trained(project, "cnn_finetuned", epochs=2, pretrained=True)
