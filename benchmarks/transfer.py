@@ -94,7 +94,7 @@ def train_and_test(params: Any, paths: Any, name: str) -> list[dict[str, Any]]:
     from vitbench.training import train_cnn
 
     start = time.perf_counter()
-    train_cnn(params, paths)
+    train_cnn(params.cnn, params.train, params.seed, paths)
     wall = time.perf_counter() - start
     rows = []
     for model_id in ("cnn_transfer", "cnn_finetuned"):
@@ -112,13 +112,14 @@ def transfer_speed(params: Any, paths: Any, cache: bool, backup: Path) -> dict[s
     end: feature computation (cache on) included; early stopping off so every run does the
     same epochs."""
     from vitbench import features, training
-    from vitbench.models import set_backbone_trainable
+    from vitbench.models import registry, set_backbone_trainable
     from vitbench.models.cnn import build_cnn
 
-    rt = training.setup_runtime(params)
-    size, preprocess = training.input_spec("cnn", params)
-    data = training.load_train_data(params, paths, size, preprocess)
-    build = training.build_kwargs("cnn", params, len(data.classes))
+    family = registry.family("cnn")
+    training.setup_runtime(params.train, params.seed)
+    size, preprocess = family.input_spec(params.cnn)
+    data = training.load_train_data(params.train, params.seed, paths, size, preprocess)
+    build = family.build_kwargs(params.cnn, len(data.classes))
     model = build_cnn(**build, weights=params.cnn.weights)
     set_backbone_trainable(model, "cnn", False)
     start = time.perf_counter()
