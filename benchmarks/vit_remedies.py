@@ -167,9 +167,8 @@ def train_one(variant: Variant, seed: int, settings: Settings, paths: Paths) -> 
                          patience=settings.epochs, mixed_precision=False)
     log.info("%s, seed %d", variant.label, seed)
     train_vit(cfg, train, seed, paths)
-    metrics = evaluate("vit_scratch", config.Params(
-        evaluate=config.Evaluate(batch_size=settings.batch_size, attention_samples=0), seed=seed),
-        paths)
+    metrics = evaluate("vit_scratch", config.Evaluate(batch_size=settings.batch_size, attention_samples=0,
+                                                      robustness=False), seed, paths)
     record = read_json(paths.model("vit_scratch") / "record.json")
     return RunResult(variant.name, seed, float(metrics["accuracy"]),
                      float(max(record["history"].get("val_accuracy", [float("nan")]))),
