@@ -14,9 +14,9 @@ from sklearn import metrics as skm
 from vitbench.config import Evaluate
 from vitbench.data.manifest import write_labels, write_manifest
 from vitbench.errors import DataError
-from vitbench.evaluation import (attention_rollout, class_report, compute_metrics, evaluate,
-                                 predictions_table)
+from vitbench.evaluation import class_report, compute_metrics, evaluate, predictions_table
 from vitbench.paths import Paths
+from vitbench.saliency import attention_rollout
 
 CONTRACT_KEYS = {"accuracy", "loss", "top5_accuracy", "precision_macro", "recall_macro", "f1_macro",
                  "f1_weighted", "params_total", "params_trainable", "size_mb", "train_seconds",
@@ -261,7 +261,7 @@ def test_evaluate_vit_scratch_writes_attention(tiny_project: Paths) -> None:
 
 
 @pytest.mark.slow
-def test_evaluate_vit_ft_uses_vit_keras_attention_map(tiny_project: Paths) -> None:
+def test_evaluate_vit_ft_writes_class_token_rollout(tiny_project: Paths) -> None:
     tiny = {"variant": "b16", "image_size": 32, "num_classes": 3, "representation_size": None,
             "config": {"hidden_size": 16, "num_layers": 2, "num_heads": 2, "mlp_dim": 16, "dropout": 0.0}}
     save_tiny(tiny_project, "vit_finetuned", "vit_ft", tiny, "vit", pretrained=True)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 
 import keras
+import numpy as np
 import pytest
 
 from vitbench import config
 from vitbench.errors import ConfigError
 from vitbench.models import pretrained_vit, registry
+from vitbench.saliency import saliency_maps
 
 TINY = config.params_from_dict({
     "cnn": {"arch": "vgg16", "image_size": 32},
@@ -63,6 +65,28 @@ def test_attention_only_for_vits():
     assert registry.family("cnn").attention is None
     assert registry.family("vit_scratch").attention is not None
     assert registry.family("vit_ft").attention is pretrained_vit.attention_weights
+
+
+TINY_BUILDS = {
+    "cnn": ({"arch": "mobilenetv2", "image_size": 32, "num_classes": 3, "dropout": 0.0}, (1, 1)),
+    "vit_scratch": (registry.family("vit_scratch").build_kwargs(TINY.vit, 3), (4, 4)),
+    "vit_ft": ({"variant": "b16", "image_size": 32, "num_classes": 3, "representation_size": None,
+                "config": {"hidden_size": 8, "num_layers": 2, "num_heads": 2, "mlp_dim": 8}}, (2, 2)),
+}
+
+
+@pytest.mark.parametrize("name", list(TINY_BUILDS))
+def test_saliency_maps_per_family(name):
+    """Grad-CAM on the CNN's last feature map, rollout over the ViTs' patch grids; 0..1 maps."""
+    family = registry.family(name)
+    build, grid = TINY_BUILDS[name]
+    model = family.rebuild(build)
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 32, 32, 3)).astype("float32")[:, :build["image_size"],
+                                                                                 :build["image_size"]]
+    maps = saliency_maps(model, family, x)
+    assert maps.shape == (3, *grid) and maps.min() >= 0 and maps.max() <= 1
+    assert family.saliency.figure == ("gradcam.png" if name == "cnn" else "attention.png")
+    keras.backend.clear_session()
 
 
 def test_unknown_family_names_the_known_ones():

@@ -10,6 +10,7 @@ attention / Grad-CAM maps. The figures come from `vitbench.plots.evaluation`.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -33,14 +34,6 @@ from vitbench.paths import Paths
 log = logging.getLogger(__name__)
 
 TOP_K = 5
-ATTENTION_METHODS = {   # how each family's map is made and read (printed on attention.png)
-    "vit_scratch": "attention rollout (Abnar & Zuidema 2020) averaged over all patch tokens; "
-                   "red = most attention",
-    "vit_ft": "vit-keras attention_map (rollout from the class token): "
-              "the image is dimmed where the model does not attend",
-    "cnn": "Grad-CAM (Selvaraju et al. 2017) of the predicted class on the base's last feature "
-           "map; red = most evidence",
-}
 ATTENTION_DISPLAY_SIZE = 160      # pixels: attention figures show the images at least this big
 THROUGHPUT_MIN_SECONDS = 1.0      # time repeated batches for at least this long ...
 THROUGHPUT_MIN_RUNS = 3           # ... and at least this many times (after one warm-up run)
@@ -75,8 +68,17 @@ def uncertainty(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, seed: 
     """95% intervals: Wilson for the accuracy, a seeded bootstrap over the images for macro F1."""
     acc = stats.accuracy_interval(int(np.sum(y_true == y_pred)), len(y_true))
     f1 = stats.f1_macro_interval(y_true, y_pred, num_classes, seed)
-    return {"accuracy_ci_low": round(acc.low, 6), "accuracy_ci_high": round(acc.high, 6),
-            "f1_macro_ci_low": round(f1.low, 6), "f1_macro_ci_high": round(f1.high, 6)}
+    return {"accuracy_ci_low": _floor6(acc.low), "accuracy_ci_high": _ceil6(acc.high),
+            "f1_macro_ci_low": _floor6(f1.low), "f1_macro_ci_high": _ceil6(f1.high)}
+
+
+def _floor6(x: float) -> float:
+    """Rounded down to 6 decimals, so that a rounded interval still holds its unrounded point."""
+    return math.floor(x * 1e6) / 1e6
+
+
+def _ceil6(x: float) -> float:
+    return math.ceil(x * 1e6) / 1e6
 
 
 def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -105,40 +107,6 @@ def predictions_table(paths: list[str], y_true: np.ndarray, proba: np.ndarray,
         "confidence": np.round(proba[np.arange(len(y_pred)), y_pred].astype(np.float64), 6),
         "top3": top3,
     })
-
-
-def attention_rollout(weights: list[np.ndarray], class_token: bool) -> np.ndarray:
-    """Attention rollout (Abnar & Zuidema, 2020) as a `[batch, grid, grid]` map scaled to 0..1.
-
-    `weights` holds one `[batch, heads, tokens, tokens]` array per layer, first layer first. Heads
-    are averaged, the identity added for the residual path, rows renormalised, and the layers
-    multiplied through. The map is the class token's row (`class_token`), otherwise the mean over
-    all query tokens.
-    """
-    if not weights:
-        raise ValueError("attention_rollout needs the weights of at least one layer")
-    rollout = None
-    for layer in weights:
-        att = np.asarray(layer, dtype=np.float64).mean(axis=1)
-        att = att + np.eye(att.shape[-1])
-        att = att / att.sum(axis=-1, keepdims=True)
-        rollout = att if rollout is None else att @ rollout
-    assert rollout is not None
-    scores = rollout[:, 0, 1:] if class_token else rollout.mean(axis=1)
-    grid = int(round(np.sqrt(scores.shape[1])))
-    if grid * grid != scores.shape[1]:
-        raise ValueError(f"{scores.shape[1]} patch tokens do not form a square grid "
-                         f"(class_token={class_token})")
-    lo, hi = scores.min(axis=1, keepdims=True), scores.max(axis=1, keepdims=True)
-    scaled = _safe_divide(scores - lo, np.broadcast_to(hi - lo, scores.shape))
-    return scaled.reshape(-1, grid, grid)
-
-
-def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
-    out = np.zeros(np.broadcast(num, den).shape)
-    np.divide(num, den, out=out, where=den != 0)
-    return out
 
 
 def _check_predictions(y_true: np.ndarray, proba: np.ndarray,
@@ -287,6 +255,7 @@ def _write_eval_dir(target: Path, model: Any, record: dict, metrics: dict,
     from dvclive import Live
 
     from vitbench.plots import evaluation as figures
+    from vitbench.saliency import saliency_maps
 
     classes, y_true, y_pred = preds.classes, preds.y_true, preds.y_pred
     with atomic_dir(target) as tmp:
@@ -305,56 +274,32 @@ def _write_eval_dir(target: Path, model: Any, record: dict, metrics: dict,
         figures.save_reliability(reliability_table(y_true, preds.proba), metrics,
                                  tmp / "reliability.png")
         if cfg.attention_samples > 0:
-            name = "gradcam.png" if record["family"] == "cnn" else "attention.png"
             _map_figure(model, record, metrics["display_name"], preds, cfg.attention_samples,
-                        seed, tmp / name)
+                        seed, tmp)
 
 
 def _map_figure(model: Any, record: dict, name: str, preds: SplitPredictions, samples: int,
-                seed: int, out: Path) -> None:
-    """attention.png (ViTs) or gradcam.png (CNNs): the same test images for every model (chosen
-    by `seed`) beside the map of where the model looks."""
+                seed: int, folder: Path) -> None:
+    """attention.png (ViTs) or gradcam.png (CNNs) in `folder`: the same test images for every
+    model (chosen by `seed`) beside the family's saliency map (`models.registry.Saliency`)."""
+    from vitbench.data.pipeline import preprocess_fn
+    from vitbench.models.registry import family
     from vitbench.plots import evaluation as figures
+    from vitbench.saliency import saliency_maps
 
     n = len(preds.paths)
     idx = np.sort(np.random.default_rng(seed).choice(n, min(samples, n), replace=False))
     images = preds.images[idx]
     side = max(images.shape[1], ATTENTION_DISPLAY_SIZE)
     display = np.stack([_upscale(image, side) for image in images])
-    overlays = _overlays(model, record, images, display)
+    fam = family(record["family"])
+    x = np.asarray(preprocess_fn(record["preprocess"])(images.astype(np.float32)))
+    maps = saliency_maps(model, fam, x)
+    overlays = np.stack([figures.heatmap_overlay(img, m) for img, m in zip(display, maps)])
     captions = [(preds.classes[preds.y_true[i]], preds.classes[preds.y_pred[i]],
                  float(preds.proba[i].max())) for i in idx]
-    figures.save_attention(display, overlays, captions, name, ATTENTION_METHODS[record["family"]], out)
-
-
-def _overlays(model: Any, record: dict, images: np.ndarray, display: np.ndarray) -> np.ndarray:
-    """uint8 images (display size) showing where the model looks, one per test image."""
-    from vitbench.data.pipeline import preprocess_fn
-    from vitbench.plots.evaluation import heatmap_overlay
-
-    if record["family"] == "vit_ft":
-        import keras
-        from vit_keras.visualize import attention_map
-
-        was_on = keras.config.is_interactive_logging_enabled()
-        keras.config.disable_interactive_logging()              # attention_map's predict() bars
-        try:
-            dimmed = [attention_map(model, image) for image in images]
-        finally:
-            if was_on:
-                keras.config.enable_interactive_logging()
-        return np.stack([_upscale(np.asarray(d, np.uint8), display.shape[1]) for d in dimmed])
-    x = preprocess_fn(record["preprocess"])(images.astype(np.float32))
-    if record["family"] == "cnn":
-        from vitbench.saliency import gradcam
-
-        maps = gradcam(model, np.asarray(x))
-    else:
-        from vitbench.models import attention_weights
-
-        weights = [np.asarray(w) for w in attention_weights(model, record, x)]
-        maps = attention_rollout(weights, class_token=False)
-    return np.stack([heatmap_overlay(img, m) for img, m in zip(display, maps)])
+    figures.save_attention(display, overlays, captions, name, fam.saliency.method,
+                           folder / fam.saliency.figure)
 
 
 def _upscale(image: np.ndarray, side: int) -> np.ndarray:

@@ -2,9 +2,10 @@
 
 A *family* (`cnn`, `vit_scratch`, `vit_ft`) knows its params.yaml section, its builder and the
 builder argument that loads pretrained weights, how it reads its input size, preprocessing and
-build arguments from its section, how to freeze it for a training phase, its attention function
-and its display name. A *model id* (the contract's five) is a family trained in one phase
-(`transfer`, `finetune` or `scratch`), meant to start from pretrained weights or not.
+build arguments from its section, how to freeze it for a training phase, its attention function,
+its saliency map (Grad-CAM or attention rollout) and its display name. A *model id* (the
+contract's five) is a family trained in one phase (`transfer`, `finetune` or `scratch`), meant to
+start from pretrained weights or not.
 
 Adding a family is one `Family(...)` entry in FAMILIES (plus its params section in config.py);
 adding a CNN architecture is one entry in `vitbench.models.cnn.ARCHS`.
@@ -31,6 +32,25 @@ SCRATCH_BN_MOMENTUM = 0.9
 
 
 @dataclass(frozen=True)
+class Saliency:
+    """How evaluate draws where a family's model looks (`vitbench.saliency.saliency_maps`):
+    Grad-CAM for a model without attention, else attention rollout read from the class token's
+    row (`class_token`) or averaged over all tokens; saved as `figure`, `method` printed on it."""
+
+    figure: str
+    method: str
+    class_token: bool = False
+
+
+GRADCAM = Saliency("gradcam.png", "Grad-CAM (Selvaraju et al. 2017) of the predicted class on the "
+                                  "base's last feature map; red = most evidence")
+MEAN_ROLLOUT = Saliency("attention.png", "attention rollout (Abnar & Zuidema 2020) averaged over "
+                                         "all patch tokens; red = most attention")
+CLASS_TOKEN_ROLLOUT = Saliency("attention.png", "attention rollout (Abnar & Zuidema 2020) from the "
+                                                "class token; red = most attention", class_token=True)
+
+
+@dataclass(frozen=True)
 class Family:
     """One kind of model; `cfg` below is the family's params section (config.Cnn, .Vit, .VitFt)."""
 
@@ -41,6 +61,7 @@ class Family:
     build_kwargs: Callable[[Any, int], dict[str, Any]]        # (cfg, num_classes) -> builder kwargs
     preprocess: Callable[[Any], str]                          # cfg -> data.pipeline.PREPROCESS key
     set_trainable: Callable[[keras.Model, bool], None]        # freeze/unfreeze the pretrained part
+    saliency: Saliency                                        # attention.png / gradcam.png
     base_name: Callable[[dict[str, Any]], str]                # build kwargs -> "MobileNetV2", ...
     weights_kwarg: str | None = None                          # builder argument loading weights
     load_pretrained: Callable[[Any, dict[str, Any]], tuple[keras.Model, dict[str, Any]]] | None = None
@@ -175,15 +196,17 @@ def _scratch_name(build: dict[str, Any]) -> str:
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("cnn", "cnn", "CNN", cnn.build_cnn, _cnn_kwargs,
            preprocess=lambda cfg: cnn.get_arch(cfg.arch).preprocess,
-           set_trainable=_freeze_cnn,
+           set_trainable=_freeze_cnn, saliency=GRADCAM,
            base_name=lambda build: cnn.get_arch(build["arch"]).display,
            weights_kwarg="weights", load_pretrained=_cnn_pretrained,
            weights_label=lambda cfg: f"{cfg.arch} {cfg.weights} weights"),
     Family("vit_scratch", "vit", "ViT", vit.build_vit, _vit_kwargs,
-           preprocess=lambda cfg: "vit", set_trainable=_freeze_all, base_name=_scratch_name,
+           preprocess=lambda cfg: "vit", set_trainable=_freeze_all, saliency=MEAN_ROLLOUT,
+           base_name=_scratch_name,
            attention=vit.attention_weights),
     Family("vit_ft", "vit_ft", "ViT", pretrained_vit.build_vit_ft, _vit_ft_kwargs,
            preprocess=lambda cfg: "vit", set_trainable=_freeze_all_but_head,
+           saliency=CLASS_TOKEN_ROLLOUT,
            base_name=lambda build: pretrained_vit.variant_name(build["variant"]),
            weights_kwarg="weights_path", load_pretrained=_vit_ft_pretrained,
            weights_label=lambda cfg: f"ViT-{cfg.variant} {cfg.weights} weights",
