@@ -48,7 +48,7 @@ TINY = {
     "cnn": {"image_size": 32, "pretrained": False},
     "vit": {"image_size": 24, "patch_size": 6, "projection_dim": 16, "num_heads": 2, "layers": 1,
             "mlp_head": [16]},
-    "vit_ft": {"image_size": 32, "pretrained": False},
+    "vit_ft": {"image_size": 32, "pretrained": False, "blocks": 1},
     "evaluate": {"attention_samples": 2},
     "compare": {"samples": 4},
 }

@@ -152,6 +152,23 @@ def test_weights_from_disk_land_in_the_layers(tmp_path: Path) -> None:
     assert_loaded(model, params)
 
 
+def test_fewer_blocks_take_the_files_first_blocks(tmp_path: Path) -> None:
+    """`vit_ft.blocks: 2` on a 4-block file: the first two blocks, embedding and norm loaded;
+    the file itself is not changed."""
+    params = flax_params({**TINY, "num_layers": 4}, grid=2)
+    path = write_npz(tmp_path / "deep.npz", params)
+    before = path.read_bytes()
+    model = pv.build_vit_ft("b16", SIZE, num_classes=4, weights_path=str(path),
+                            config={k: v for k, v in TINY.items() if k != "num_layers"}, blocks=2)
+    assert sum(layer.name.startswith("Transformer_encoderblock_") for layer in model.layers) == 2
+    assert_loaded(model, {k: v for k, v in params.items()
+                          if not k.startswith(("Transformer/encoderblock_2", "Transformer/encoderblock_3"))})
+    assert path.read_bytes() == before
+    assert pv.variant_name("b32", 6) == "ViT-B/32 (6 blocks)" and pv.variant_name("b32") == "ViT-B/32"
+    with pytest.raises(ValueError, match="1 to 12"):
+        pv.build_vit_ft("b16", SIZE, 4, blocks=13)
+
+
 def test_imagenet21k_style_weights_with_pre_logits(tmp_path: Path) -> None:
     params = flax_params(TINY, grid=2, representation=12)
     path = write_npz(tmp_path / "w21k.npz", params)
@@ -171,9 +188,12 @@ def test_position_embeddings_are_resized_to_the_patch_grid(tmp_path: Path) -> No
 
 
 def test_weights_that_do_not_fit_are_a_data_error(tmp_path: Path) -> None:
-    three_blocks = write_npz(tmp_path / "deep.npz", flax_params({**TINY, "num_layers": 3}, grid=2))
-    with pytest.raises(DataError, match="deep.npz does not fit"):
-        pv.build_vit_ft("b16", SIZE, 4, weights_path=str(three_blocks), config=TINY)
+    one_block = write_npz(tmp_path / "shallow.npz", flax_params({**TINY, "num_layers": 1}, grid=2))
+    with pytest.raises(DataError, match="shallow.npz does not fit"):
+        pv.build_vit_ft("b16", SIZE, 4, weights_path=str(one_block), config=TINY)
+    wide = write_npz(tmp_path / "wide.npz", flax_params({**TINY, "hidden_size": 8}, grid=2))
+    with pytest.raises(DataError, match="wide.npz does not fit"):
+        pv.build_vit_ft("b16", SIZE, 4, weights_path=str(wide), config=TINY)
     junk = tmp_path / "page.npz"
     junk.write_text("<html>rate limited</html>")
     with pytest.raises(DataError, match="page.npz is not a readable .npz"):

@@ -103,3 +103,12 @@ def test_vit_ft_weights_existence_is_checked_where_used(tmp_path):
     with pytest.raises(ConfigError) as info:
         check(dataclasses.replace(TINY.vit_ft, weights="/no/such.npz"))
     assert info.value.key == "vit_ft.weights" and "existing .npz" in info.value.allowed
+
+
+def test_vit_ft_blocks_reach_the_build_and_the_name():
+    cfg = dataclasses.replace(TINY.vit_ft, blocks=3)
+    build = registry.family("vit_ft").build_kwargs(cfg, 3)
+    assert build["blocks"] == 3
+    assert registry.display_name("vit_transfer", "vit_ft", build) == "ViT-B/16 (3 blocks) (transfer)"
+    with pytest.raises(ConfigError, match=r"vit_ft\.blocks"):
+        config.params_from_dict({"vit_ft": {"blocks": 0}})

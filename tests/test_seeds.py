@@ -55,11 +55,14 @@ def test_two_seeds_end_to_end(tmp_path: Path) -> None:
     project = make_project_copy(tmp_path / "project")
     set_params(project, {**TINY, "evaluate": {**TINY["evaluate"], "robustness": False}})
     commit(project, "tiny params")
-    run(project, bin_path("vitbench"), "seeds", "--seeds", "1,2", "--jobs", "2", timeout=1500)
+    run(project, bin_path("vitbench"), "seeds", "--seeds", "1,2", "--jobs", "2",
+        "--model", "cnn_finetuned", "--model", "vit_scratch", timeout=1500)
     out = run(project, bin_path("vitbench"), "summarize", "--json").stdout
     summary = json.loads(out)
     assert summary["seeds"] == [1, 2]
     assert {m["n"] for m in summary["models"].values()} == {2}
-    assert len(summary["models"]) == 5 and summary["winner"] in ("CNN", "ViT", None)
+    assert set(summary["models"]) == {"cnn_finetuned", "vit_scratch"}
+    assert summary["winner"] in ("CNN", "ViT", None)
+    assert not (project / "metrics" / "vit_finetuned.json").exists()   # the workspace is untouched
     text = run(project, bin_path("vitbench"), "summarize").stdout
     assert "# Accuracy over 2 seeds" in text

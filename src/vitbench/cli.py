@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from vitbench.config import MODEL_IDS
 from vitbench.errors import VitbenchError
 from vitbench.stage import setup_logging
 
@@ -130,14 +131,18 @@ def preset_apply(name: str, params_path: str) -> None:
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Experiments run in parallel (`dvc queue start -j`).")
 @click.option("--no-wait", is_flag=True, help="Queue and start, then return at once.")
+@click.option("--model", "models", multiple=True, type=click.Choice(MODEL_IDS),
+              help="Repeat only these models (and the stages they need); default all five.")
 @click.option("--root", default=".", show_default=True, type=click.Path(file_okay=False))
-def seeds(count: int, seed_list: str | None, jobs: int, no_wait: bool, root: str) -> None:
+def seeds(count: int, seed_list: str | None, jobs: int, no_wait: bool, models: tuple[str, ...],
+          root: str) -> None:
     """Run the whole comparison once per seed as queued DVC experiments (named seed-N), then
     `vitbench summarize`."""
     from vitbench import seeds as repeated
 
     chosen = _parse_seeds(seed_list) if seed_list else list(range(1, count + 1))
-    _guard(lambda: repeated.run_seeds(chosen, Path(root), jobs=jobs, wait=not no_wait))
+    _guard(lambda: repeated.run_seeds(chosen, Path(root), jobs=jobs, wait=not no_wait,
+                                      models=models))
     click.echo(f"{'started' if no_wait else 'finished'} {len(chosen)} experiment(s): "
                + ", ".join(f"seed-{s}" for s in chosen), err=True)
 

@@ -26,6 +26,7 @@ MODEL_IDS = ("cnn_transfer", "cnn_finetuned", "vit_scratch", "vit_transfer", "vi
 CNN_ARCHS = ("mobilenetv2", "vgg16", "resnet50", "efficientnetb0")
 VIT_FT_WEIGHTS = ("imagenet21k", "imagenet21k+imagenet2012")
 VIT_FT_PATCH = {"b16": 16, "b32": 32}
+VIT_FT_BLOCKS = 12      # encoder blocks of ViT-B; vit_ft.blocks keeps the first N
 
 Pretrained = Union[bool, Literal["auto"]]
 CacheMode = Literal["auto", "memory", "disk", "none"]  # train.cache (data/pipeline.py)
@@ -229,6 +230,7 @@ class VitFt:
     image_size: int = 64
     pretrained: Pretrained = "auto"
     weights: str = "imagenet21k+imagenet2012"
+    blocks: int = VIT_FT_BLOCKS
     transfer: LearningRate = field(default_factory=lambda: LearningRate(1e-3))
     finetune: LearningRate = field(default_factory=lambda: LearningRate(1e-5))
 
@@ -240,6 +242,7 @@ class VitFt:
         if self.variant not in VIT_FT_PATCH:
             raise ConfigError(f"{key}.variant", self.variant, f"one of {', '.join(VIT_FT_PATCH)}")
         _check_range(f"{key}.image_size", self.image_size, lo=self.patch_size, hi=1024)
+        _check_range(f"{key}.blocks", self.blocks, lo=1, hi=VIT_FT_BLOCKS)
         if self.image_size % self.patch_size:
             raise ConfigError(
                 f"{key}.image_size", self.image_size,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,14 @@ def _dvc(args: list[str], root: Path) -> str:
 
 
 def run_seeds(seeds: list[int], root: Path, jobs: int = 1, wait: bool = True,
-              timeout: float = 24 * 3600) -> None:
+              timeout: float = 24 * 3600, models: Sequence[str] = ()) -> None:
     """Queue one experiment per seed (named seed-N), start the queue and, with `wait`, block
-    until no experiment is queued or running; a failed experiment is a VitbenchError."""
+    until no experiment is queued or running; a failed experiment is a VitbenchError.
+    `models` limits each run to those models' evaluate stages (and what they need); default all."""
+    targets = [f"evaluate@{model}" for model in models]
     for seed in seeds:
-        _dvc(["exp", "run", "--queue", "-S", f"seed={seed}", "-n", f"{EXP_PREFIX}{seed}"], root)
+        _dvc(["exp", "run", "--queue", "-S", f"seed={seed}", "-n", f"{EXP_PREFIX}{seed}", *targets],
+             root)
     _dvc(["queue", "start", "-j", str(jobs)], root)
     if not wait:
         return

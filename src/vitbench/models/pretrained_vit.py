@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import pickle
 import re
+import tempfile
 import urllib.parse
 import warnings
 import zipfile
@@ -32,6 +33,8 @@ from vitbench.models.vit import block_outputs
 log = logging.getLogger(__name__)
 
 VARIANTS = {"b16": 16, "b32": 32}  # variant -> patch size; all use vit_keras.vit.CONFIG_B
+BLOCKS = vit_keras.CONFIG_B["num_layers"]  # 12 encoder blocks; `blocks` keeps the first N
+BLOCK_KEY = re.compile(r"^Transformer/encoderblock_(\d+)/")
 KNOWN_WEIGHTS = tuple(vit_keras.WEIGHTS)  # "imagenet21k", "imagenet21k+imagenet2012"
 PRE_LOGITS_KEY = "pre_logits/kernel"
 # What np.load and vit-keras raise for a file that is not (or does not fit) a ViT checkpoint.
@@ -46,27 +49,31 @@ def patch_size(variant: str) -> int:
     return VARIANTS[variant]
 
 
-def variant_name(variant: str) -> str:
-    """"b32" -> "ViT-B/32"."""
-    return f"ViT-B/{patch_size(variant)}"
+def variant_name(variant: str, blocks: int = BLOCKS) -> str:
+    """"b32" -> "ViT-B/32"; with 6 of its 12 blocks "ViT-B/32 (6 blocks)"."""
+    name = f"ViT-B/{patch_size(variant)}"
+    return name if blocks == BLOCKS else f"{name} ({blocks} block{'s' if blocks > 1 else ''})"
 
 
 def build_vit_ft(variant: str, image_size: int, num_classes: int,
                  representation_size: int | None = None, weights_path: str | None = None,
-                 config: dict[str, Any] | None = None) -> keras.Model:
+                 config: dict[str, Any] | None = None, blocks: int = BLOCKS) -> keras.Model:
     """vit-keras ViT-B (no top) + new Dense softmax "head", as one flat functional model.
 
     representation_size: 768 for "imagenet21k" weights (they have a `pre_logits` layer), None
     for "imagenet21k+imagenet2012". weights_path: an .npz to load (the head stays random).
-    config: overrides of vit_keras.vit.CONFIG_B (e.g. tiny models in tests).
+    blocks: keep only the first N encoder blocks (a smaller, faster model; the weights file's
+    later blocks are left out). config: overrides of vit_keras.vit.CONFIG_B (tiny test models).
     """
     patch = patch_size(variant)
     if image_size % patch:
         raise ValueError(f"image_size {image_size} is not a multiple of the {variant} patch size {patch}")
+    if not 1 <= blocks <= BLOCKS:
+        raise ValueError(f"blocks = {blocks}: a ViT-B has 1 to {BLOCKS} encoder blocks")
     base = vit_keras.build_model(
         image_size=image_size, patch_size=patch, classes=num_classes, include_top=False,
         representation_size=representation_size, name=f"vit-{variant}",
-        **{**vit_keras.CONFIG_B, **(config or {})})
+        **{**vit_keras.CONFIG_B, "num_layers": blocks, **(config or {})})
     outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
                                  name="head")(base.output)
     model = keras.Model(base.input, outputs, name=f"vit_ft_{variant}")
@@ -77,13 +84,17 @@ def build_vit_ft(variant: str, image_size: int, num_classes: int,
 
 def load_npz_weights(model: keras.Model, path: Path, patches_per_side: int) -> None:
     """Load a vit-keras/Flax .npz into every layer but the head (position embeddings resized to
-    the model's patch grid); DataError when the file is missing or does not fit the model."""
+    the model's patch grid; a model with fewer encoder blocks takes the file's first ones);
+    DataError when the file is missing or does not fit the model."""
     if not path.is_file():
         raise DataError(f"ViT weights file {path} does not exist")
+    blocks = sum(layer.name.startswith("Transformer_encoderblock_") for layer in model.layers)
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, \
+                tempfile.TemporaryDirectory(prefix="vitbench-npz-") as tmp:
             warnings.simplefilter("always")
-            vit_utils.load_weights_numpy(model=model, params_path=str(path), pretrained_top=False,
+            source = _first_blocks(path, blocks, Path(tmp))
+            vit_utils.load_weights_numpy(model=model, params_path=str(source), pretrained_top=False,
                                          num_x_patches=patches_per_side,
                                          num_y_patches=patches_per_side)
     except NPZ_ERRORS as exc:
@@ -94,6 +105,21 @@ def load_npz_weights(model: keras.Model, path: Path, patches_per_side: int) -> N
         if not message.startswith("Only set"):  # the new head is expected to stay unset
             log.warning("%s: %s", path.name, message)
     log.info("loaded ViT weights from %s", path)
+
+
+def _first_blocks(path: Path, blocks: int, tmp: Path) -> Path:
+    """`path`, or a copy in `tmp` without the encoder blocks past the first `blocks` (vit-keras
+    loads a file only into a model with as many blocks)."""
+    with np.load(path, allow_pickle=False) as params:
+        numbers = {int(m.group(1)) for key in params.files if (m := BLOCK_KEY.match(key))}
+        if len(numbers) <= blocks:
+            return path
+        kept = {key: params[key] for key in params.files
+                if not (m := BLOCK_KEY.match(key)) or int(m.group(1)) < blocks}
+    out = tmp / path.name
+    np.savez(out, **kept)
+    log.info("%s: keeping the first %d of its %d encoder blocks", path.name, blocks, len(numbers))
+    return out
 
 
 def representation_size(weights_file: str | Path) -> int | None:

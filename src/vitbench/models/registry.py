@@ -174,8 +174,11 @@ def _vit_kwargs(cfg: Any, num_classes: int) -> dict[str, Any]:
 
 def _vit_ft_kwargs(cfg: Any, num_classes: int) -> dict[str, Any]:
     """Before the weights file decides `representation_size`."""
-    return {"variant": cfg.variant, "image_size": cfg.image_size, "num_classes": num_classes,
-            "representation_size": None}
+    kwargs = {"variant": cfg.variant, "image_size": cfg.image_size, "num_classes": num_classes,
+              "representation_size": None}
+    if cfg.blocks != pretrained_vit.BLOCKS:      # records of whole ViT-Bs stay as they were
+        kwargs["blocks"] = cfg.blocks
+    return kwargs
 
 
 def _cnn_pretrained(cfg: Any, build: dict[str, Any]) -> tuple[keras.Model, dict[str, Any]]:
@@ -207,7 +210,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("vit_ft", "vit_ft", "ViT", pretrained_vit.build_vit_ft, _vit_ft_kwargs,
            preprocess=lambda cfg: "vit", set_trainable=_freeze_all_but_head,
            saliency=CLASS_TOKEN_ROLLOUT,
-           base_name=lambda build: pretrained_vit.variant_name(build["variant"]),
+           base_name=lambda build: pretrained_vit.variant_name(
+               build["variant"], build.get("blocks", pretrained_vit.BLOCKS)),
            weights_kwarg="weights_path", load_pretrained=_vit_ft_pretrained,
            weights_label=lambda cfg: f"ViT-{cfg.variant} {cfg.weights} weights",
            check_weights=lambda cfg: pretrained_vit.check_weights_setting(cfg.weights),
