@@ -7,6 +7,8 @@ LOCK   := requirements.lock
 UV_VERSION ?= 0.13.9
 UV     := $(BIN)/uv
 TEMPLATE := .dvc/plots_template.html
+# pytest-xdist workers; one test file per worker (module fixtures are built once). 2 fits 2 cores
+TEST_WORKERS ?= 2
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: setup demo test bench lock clean-venv
@@ -35,7 +37,7 @@ demo: setup                     ## run the whole pipeline on the embedded synthe
 	PATH=$(abspath $(BIN)):$$PATH dvc metrics show
 
 test: setup                     ## run the test suite (CI runs this)
-	PATH=$(abspath $(BIN)):$$PATH VITBENCH_LOCK=$(abspath $(LOCK)) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	PATH=$(abspath $(BIN)):$$PATH VITBENCH_LOCK=$(abspath $(LOCK)) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: setup                    ## print the benchmark table (see benchmarks/)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python benchmarks/run.py

@@ -231,6 +231,7 @@ def test_check_reachable_ok_and_refused() -> None:
 def test_check_reachable_gives_up_on_a_hanging_server(monkeypatch: pytest.MonkeyPatch) -> None:
     def hang(*args: object, **kwargs: object) -> None:
         time.sleep(3)
+        raise OSError("timed out")   # what a real socket does after its timeout
 
     monkeypatch.setattr(socket, "create_connection", hang)
     start = time.monotonic()
