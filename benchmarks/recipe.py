@@ -1,0 +1,212 @@
+"""Benchmark: the current training recipe against the new one, for the from-scratch ViT and the
+from-scratch CNN (MobileNetV2, `cnn.pretrained: false`), at one fixed budget per model.
+
+Every run goes through the package: the real tf.data pipeline (`make_dataset`, with the online
+augmentation of `augment_online` on the training batches only), the family builders
+(`training.build_kwargs`, `models.build_model`), the recipe (`training.make_optimizer`,
+`training.compile_model`) and the training loop (`training.fit_phase`, no early stopping, the
+weights of the lowest validation loss restored and tested). The CNN trains its whole network from
+scratch as `train_cnn`'s first phase does without weights (`training.train_base_from_scratch`).
+
+    current: the params.yaml defaults (no online augmentation, no label smoothing; the ViT with
+             SPT + LSA, AdamW 1e-4 decay, warm-up cosine; the CNN with Adam at a constant lr)
+    new:     RECIPES["new"]: online augmentation for both, label smoothing, AdamW + warm-up cosine
+             for both; the ViT with a convolutional tokenizer, sequence pooling, stochastic depth
+
+The split is the project's (stratified, seeded, `vitbench.data.splitting`) on a folder of class
+folders, with no materialised copies (`augment.copies` plays no part). Each run has `--epochs`
+and stops early only at `--minutes` of wall time (checked after each epoch).
+
+    nice -n 5 python benchmarks/recipe.py --data ../shared/datasets/pacs_cartoon --epochs 20
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import keras
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from vit_remedies import deduplicate, discover, machine_info, split_frame  # noqa: E402
+
+from vitbench import config, training  # noqa: E402
+from vitbench.data.online import batch_augmenter  # noqa: E402
+from vitbench.data.pipeline import make_dataset  # noqa: E402
+from vitbench.fsutil import atomic_file  # noqa: E402
+
+log = logging.getLogger("vitbench.benchmarks.recipe")
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "pacs_cartoon"
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "recipe.md"
+FAMILIES = {"vit_scratch": "ViT from scratch", "cnn": "MobileNetV2 from scratch"}
+PHASE = {"weight_decay": 0.01, "warmup": 0.1, "label_smoothing": 0.1}
+RECIPES: dict[str, dict[str, Any]] = {
+    "current": {},
+    "new": {
+        "augment_online": {"flip": True, "translate": 0.1, "zoom": 0.1, "contrast": 0.2},
+        "vit": {"tokenizer": "conv", "conv_layers": 3, "spt": False, "seq_pool": True,
+                "drop_path": 0.1, "weight_decay": 0.05, "label_smoothing": 0.1, "mlp_head": [128]},
+        "cnn": {"transfer": {"lr": 1e-3, **PHASE}},
+    },
+}
+
+
+@dataclass(frozen=True)
+class Split:
+    """Paths and label ids of one split."""
+
+    paths: list[str]
+    labels: list[int]
+
+
+def params_for(recipe: str, image_size: int, seed: int, extra: dict[str, Any]) -> config.Params:
+    """params.yaml defaults + the recipe's keys + `extra`, at `image_size`, validated."""
+    raw: dict[str, Any] = {"seed": seed, "augment": {"copies": 0},  # no materialised copies here
+                           "cnn": {"pretrained": False, "image_size": image_size},
+                           "vit": {"image_size": image_size, "patch_size": image_size // 8}}
+    for overrides in (RECIPES[recipe], extra):
+        for section, values in overrides.items():
+            raw[section] = {**raw.get(section, {}), **values}
+    return config.params_from_dict(raw)
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Stop after the epoch during which `seconds` of training went by."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds, self.start = seconds, 0.0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if time.perf_counter() - self.start > self.seconds:
+            self.model.stop_training = True
+
+
+def run_one(family: str, recipe: str, seed: int, splits: dict[str, Split], classes: list[str],
+            image_size: int, epochs: int, minutes: float, extra: dict[str, Any]) -> dict[str, Any]:
+    """Train one family with one recipe and seed; its test accuracy and what it took."""
+    from vitbench.models import build_model
+
+    params = params_for(recipe, image_size, seed, extra)
+    size, preprocess = training.input_spec(family, params)
+    batch, n = params.train.batch_size, len(classes)
+    keras.utils.set_random_seed(seed)
+    data = {name: make_dataset(s.paths, s.labels, size, preprocess, batch, shuffle=name == "train",
+                               seed=seed, augment=batch_augmenter(params.augment_online, n, seed)
+                               if name == "train" else None)
+            for name, s in splits.items()}
+    model = build_model({"family": family, "build": training.build_kwargs(family, params, n)})
+    phase = params.vit.recipe if family == "vit_scratch" else params.cnn.transfer
+    if family == "cnn":
+        training.train_base_from_scratch(model)
+    steps = epochs * -(-len(splits["train"].paths) // batch)
+    optimizer = training.make_optimizer(phase, steps)
+    training.compile_model(model, optimizer, n, phase.label_smoothing)
+    with tempfile.TemporaryDirectory(prefix="recipe-") as backup:
+        result = training.fit_phase(model, data["train"], data["val"], epochs=epochs,
+                                    patience=epochs, backup_dir=Path(backup) / "fit",
+                                    curves_dir=None, callbacks=[TimeLimit(minutes * 60)])
+    test = model.evaluate(data["test"], return_dict=True, verbose=0)
+    row = {"family": family, "recipe": recipe, "seed": seed, "test_accuracy": float(test["accuracy"]),
+           "best_val_accuracy": max(result.history["val_accuracy"]),
+           "best_epoch": result.best_epoch + 1, "epochs_run": result.epochs_run,
+           "train_seconds": result.seconds, "params": int(model.count_params()),
+           "record": training.recipe_record(phase, optimizer, params),
+           "build": training.build_kwargs(family, params, n)}
+    log.info("%s %s seed %d: test accuracy %.3f after %d epochs, %.0fs", family, recipe, seed,
+             row["test_accuracy"], row["epochs_run"], row["train_seconds"])
+    keras.backend.clear_session()
+    return row
+
+
+def render(rows: list[dict[str, Any]], settings: dict[str, Any], started: tuple, ended: tuple) -> str:
+    """The results as markdown: a summary per (model, recipe), every run, settings, machine."""
+    info = machine_info()
+    lines = ["# Small-data recipe: current against new, from-scratch ViT and CNN", "",
+             f"Generated by `benchmarks/recipe.py` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.",
+             "", "| model | recipe | test acc (mean) | per seed | best val acc | epochs | train s | params |",
+             "|---|---|---|---|---|---|---|---|"]
+    for family, name in FAMILIES.items():
+        for recipe in RECIPES:
+            runs = [r for r in rows if r["family"] == family and r["recipe"] == recipe]
+            if not runs:
+                continue
+            accs = [r["test_accuracy"] for r in runs]
+            lines.append(
+                f"| {name} | {recipe} | {sum(accs) / len(accs):.3f} | "
+                f"{', '.join(f'{a:.3f}' for a in accs)} | "
+                f"{max(r['best_val_accuracy'] for r in runs):.3f} | "
+                f"{', '.join(str(r['epochs_run']) for r in runs)} | "
+                f"{sum(r['train_seconds'] for r in runs) / len(runs):.0f} | {runs[0]['params']:,} |")
+    lines += ["", "## Recipes (record.json `recipe` and `build` of each)", ""]
+    for family, name in FAMILIES.items():
+        for recipe in RECIPES:
+            run = next((r for r in rows if r["family"] == family and r["recipe"] == recipe), None)
+            if run is not None:
+                lines.append(f"- {name}, {recipe}: recipe `{run['record']}`; build `{run['build']}`")
+    lines += ["", "## Settings", ""]
+    lines += [f"- {key}: {value}" for key, value in settings.items()]
+    lines += ["", "## Machine", "",
+              f"- {info['nproc']} CPU(s), {info['cpu']}, GPU: {info['gpu']}",
+              f"- Python {info['python']}, TensorFlow {info['tensorflow']}, Keras {info['keras']}",
+              f"- load average (1/5/15 min) at start {'/'.join(f'{v:.2f}' for v in started)}, at "
+              f"end {'/'.join(f'{v:.2f}' for v in ended)}: the CPU was shared with other jobs, so "
+              "seconds (and so how many epochs fit a time limit) are indicative only", ""]
+    return "\n".join(lines)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data", type=click.Path(path_type=Path), default=DEFAULT_DATA, show_default=True,
+              help="Folder with one sub-folder of images per class.")
+@click.option("--image-size", type=click.IntRange(min=32), default=64, show_default=True,
+              help="Input size of both families (ViT patch = size / 8: 64 tokens).")
+@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=4.0,
+              show_default=True, help="Wall-clock cap per run (checked after each epoch).")
+@click.option("--seeds", type=int, multiple=True, default=(42,), show_default=True)
+@click.option("--family", "families", multiple=True, type=click.Choice(list(FAMILIES)))
+@click.option("--recipe", "recipes", multiple=True, type=click.Choice(list(RECIPES)))
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=DEFAULT_OUT,
+              show_default=True, help="Markdown results file (written atomically).")
+def main(data: Path, image_size: int, epochs: int, minutes: float, seeds: tuple[int, ...],
+         families: tuple[str, ...], recipes: tuple[str, ...], out: Path) -> None:
+    """Train each family with each recipe and seed on one fixed split; write a markdown table."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    started = os.getloadavg()
+    df = split_frame(deduplicate(discover(data)), 0.15, 0.15, 42)
+    classes = sorted(df["class"].unique())
+    splits = {name: Split(list(part["path"]), [classes.index(c) for c in part["class"]])
+              for name, part in df.groupby("split")}
+    settings = {"data": f"`{data}`, {len(classes)} classes, split seed 42: "
+                        + ", ".join(f"{k} {len(v.paths)}" for k, v in sorted(splits.items())),
+                "budget": f"{epochs} epochs at {image_size}px, batch 32, each run capped at "
+                          f"{minutes:g} min of wall time (checked after each epoch)",
+                "seeds": ", ".join(map(str, seeds)),
+                "command": f"`nice -n 5 python benchmarks/recipe.py {' '.join(sys.argv[1:])}`"}
+    rows: list[dict[str, Any]] = []
+    for seed in seeds:
+        for family in families or FAMILIES:
+            for recipe in recipes or RECIPES:
+                rows.append(run_one(family, recipe, seed, splits, classes, image_size, epochs,
+                                    minutes, {}))
+                text = render(rows, settings, started, os.getloadavg())
+                with atomic_file(out) as fh:   # after every run: a stopped benchmark keeps its rows
+                    fh.write(text)
+    click.echo(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""benchmarks/recipe.py: its recipes are valid params, and one tiny run end to end."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "recipe.py"
+
+
+def load_script() -> ModuleType:
+    """Import the benchmark script (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("bench_recipe", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recipes_are_valid_params() -> None:
+    bench = load_script()
+    current, new = (bench.params_for(name, 48, 7, {}) for name in ("current", "new"))
+    assert current.seed == new.seed == 7 and current.cnn.pretrained is False
+    assert current.augment.copies == new.augment.copies == 0
+    assert current.augment_online.active == {} and current.vit.tokenizer == "patch"
+    assert current.vit.patch_size == 6 and current.cnn.image_size == 48
+    assert new.augment_online.active and new.vit.tokenizer == "conv" and new.vit.drop_path > 0
+    assert new.vit.label_smoothing > 0 and new.cnn.transfer.label_smoothing > 0
+    assert new.cnn.transfer.weight_decay > 0 and new.cnn.transfer.warmup > 0
+
+
+@pytest.mark.slow
+def test_tiny_run_writes_the_table(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for c, colour in enumerate(((200, 30, 30), (30, 200, 30), (30, 30, 200))):
+        folder = tmp_path / "data" / f"class{c}"
+        folder.mkdir(parents=True)
+        for i in range(12):
+            pixels = np.clip(np.array(colour) + rng.integers(-30, 30, (20, 20, 3)), 0, 255)
+            Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "recipe.md"
+    result = CliRunner().invoke(load_script().main, [
+        "--data", str(tmp_path / "data"), "--image-size", "32", "--epochs", "1",
+        "--family", "vit_scratch", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "| ViT from scratch | current |" in text and "| ViT from scratch | new |" in text
+    assert "'tokenizer': 'conv'" in text and "load average" in text
