@@ -1,21 +1,24 @@
 """Benchmark: the current training recipe against the new one, for the from-scratch ViT and the
 from-scratch CNN (MobileNetV2, `cnn.pretrained: false`), at one fixed budget per model.
 
-Every run goes through the package: the real tf.data pipeline (`make_dataset`, with the online
-augmentation of `augment_online` on the training batches only), the family builders
-(`training.build_kwargs`, `models.build_model`), the recipe (`training.make_optimizer`,
-`training.compile_model`) and the training loop (`training.fit_phase`, no early stopping, the
-weights of the lowest validation loss restored and tested). The CNN trains its whole network from
-scratch as `train_cnn`'s first phase does without weights (`training.train_base_from_scratch`).
+Every run goes through the package: the pipeline's own stages prepare the data once in a scratch
+project (fetch the folder, clean, split, augment with no materialised copies: `transfer.prepare`),
+the training batches come from `training.load_train_data` (the real tf.data pipeline, with the
+online augmentation of `augment_online` on the training batches only), the models from the
+family registry (`registry.Family.build_kwargs`, `.builder`, `.prepare_phase`, `.recipe`), the
+recipe from `training.make_optimizer` and `training.compile_model`, and the loop is
+`training.fit_phase` (no early stopping, the weights of the lowest validation loss restored and
+tested). The CNN trains its whole network from scratch as `train_cnn`'s first phase does without
+weights (`registry.train_base_from_scratch`).
 
     current: the params.yaml defaults (no online augmentation, no label smoothing; the ViT with
              SPT + LSA, AdamW 1e-4 decay, warm-up cosine; the CNN with Adam at a constant lr)
     new:     RECIPES["new"]: online augmentation for both, label smoothing, AdamW + warm-up cosine
              for both; the ViT with a convolutional tokenizer, sequence pooling, stochastic depth
 
-The split is the project's (stratified, seeded, `vitbench.data.splitting`) on a folder of class
-folders, with no materialised copies (`augment.copies` plays no part). Each run has `--epochs`
-and stops early only at `--minutes` of wall time (checked after each epoch).
+The split is the project's (stratified, seeded 42, near-duplicates kept in one split,
+`vitbench.data.splitting`) on a folder of class folders. Each run has `--epochs` and stops early
+only at `--minutes` of wall time (checked after each epoch).
 
     nice -n 5 python benchmarks/recipe.py --data ../shared/datasets/pacs_cartoon --epochs 20
 """
@@ -28,7 +31,6 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +38,15 @@ import click
 import keras
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vit_remedies import deduplicate, discover, machine_info, split_frame  # noqa: E402
+from transfer import prepare  # noqa: E402
+from vit_remedies import machine_info  # noqa: E402
 
 from vitbench import config, training  # noqa: E402
-from vitbench.data.online import batch_augmenter  # noqa: E402
-from vitbench.data.pipeline import make_dataset  # noqa: E402
+from vitbench.data.pipeline import dataset_from_manifest  # noqa: E402
 from vitbench.fsutil import atomic_file  # noqa: E402
+from vitbench.models import registry  # noqa: E402
+from vitbench.paths import Paths  # noqa: E402
+from vitbench.recipe import recipe_record  # noqa: E402
 
 log = logging.getLogger("vitbench.benchmarks.recipe")
 
@@ -49,6 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "pacs_cartoon"
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "recipe.md"
 FAMILIES = {"vit_scratch": "ViT from scratch", "cnn": "MobileNetV2 from scratch"}
+SPLIT_SEED = 42
 PHASE = {"weight_decay": 0.01, "warmup": 0.1, "label_smoothing": 0.1}
 RECIPES: dict[str, dict[str, Any]] = {
     "current": {},
@@ -59,14 +65,6 @@ RECIPES: dict[str, dict[str, Any]] = {
         "cnn": {"transfer": {"lr": 1e-3, **PHASE}},
     },
 }
-
-
-@dataclass(frozen=True)
-class Split:
-    """Paths and label ids of one split."""
-
-    paths: list[str]
-    labels: list[int]
 
 
 def params_for(recipe: str, image_size: int, seed: int, extra: dict[str, Any]) -> config.Params:
@@ -95,37 +93,37 @@ class TimeLimit(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def run_one(family: str, recipe: str, seed: int, splits: dict[str, Split], classes: list[str],
-            image_size: int, epochs: int, minutes: float, extra: dict[str, Any]) -> dict[str, Any]:
-    """Train one family with one recipe and seed; its test accuracy and what it took."""
-    from vitbench.models import build_model
-
-    params = params_for(recipe, image_size, seed, extra)
-    size, preprocess = training.input_spec(family, params)
-    batch, n = params.train.batch_size, len(classes)
+def run_one(family: str, recipe: str, seed: int, paths: Paths, image_size: int, epochs: int,
+            minutes: float) -> dict[str, Any]:
+    """Train one family's first phase with one recipe and seed on the prepared split in `paths`
+    (random weights); its test accuracy and what it took."""
+    params = params_for(recipe, image_size, seed, {})
+    fam = registry.family(family)
+    cfg, phase_name = getattr(params, fam.section), registry.models_of(family)[0].phase
+    phase = fam.recipe(cfg, phase_name)
+    size, preprocess = fam.input_spec(cfg)
     keras.utils.set_random_seed(seed)
-    data = {name: make_dataset(s.paths, s.labels, size, preprocess, batch, shuffle=name == "train",
-                               seed=seed, augment=batch_augmenter(params.augment_online, n, seed)
-                               if name == "train" else None)
-            for name, s in splits.items()}
-    model = build_model({"family": family, "build": training.build_kwargs(family, params, n)})
-    phase = params.vit.recipe if family == "vit_scratch" else params.cnn.transfer
-    if family == "cnn":
-        training.train_base_from_scratch(model)
-    steps = epochs * -(-len(splits["train"].paths) // batch)
-    optimizer = training.make_optimizer(phase, steps)
-    training.compile_model(model, optimizer, n, phase.label_smoothing)
+    data = training.load_train_data(params.train, seed, paths, size, preprocess,
+                                    params.augment_online)
+    test_ds = dataset_from_manifest(paths.split_csv("test"), data.classes, size, preprocess,
+                                    data.batch_size)
+    build = fam.build_kwargs(cfg, len(data.classes))
+    model = fam.builder(**build)
+    fam.prepare_phase(model, phase_name, pretrained=False)  # the CNN: its whole base trains
+    optimizer = training.make_optimizer(phase, epochs * data.steps_per_epoch)
+    training.compile_model(model, optimizer, len(data.classes), phase.label_smoothing)
     with tempfile.TemporaryDirectory(prefix="recipe-") as backup:
-        result = training.fit_phase(model, data["train"], data["val"], epochs=epochs,
+        result = training.fit_phase(model, data.train, data.val, epochs=epochs,
                                     patience=epochs, backup_dir=Path(backup) / "fit",
                                     curves_dir=None, callbacks=[TimeLimit(minutes * 60)])
-    test = model.evaluate(data["test"], return_dict=True, verbose=0)
+    test = model.evaluate(test_ds, return_dict=True, verbose=0)
     row = {"family": family, "recipe": recipe, "seed": seed, "test_accuracy": float(test["accuracy"]),
            "best_val_accuracy": max(result.history["val_accuracy"]),
            "best_epoch": result.best_epoch + 1, "epochs_run": result.epochs_run,
            "train_seconds": result.seconds, "params": int(model.count_params()),
-           "record": training.recipe_record(phase, optimizer, params),
-           "build": training.build_kwargs(family, params, n)}
+           "record": recipe_record(phase, type(optimizer).__name__, data.copies,
+                                   params.augment_online),
+           "build": build}
     log.info("%s %s seed %d: test accuracy %.3f after %d epochs, %.0fs", family, recipe, seed,
              row["test_accuracy"], row["epochs_run"], row["train_seconds"])
     keras.backend.clear_session()
@@ -184,27 +182,30 @@ def render(rows: list[dict[str, Any]], settings: dict[str, Any], started: tuple,
 def main(data: Path, image_size: int, epochs: int, minutes: float, seeds: tuple[int, ...],
          families: tuple[str, ...], recipes: tuple[str, ...], out: Path) -> None:
     """Train each family with each recipe and seed on one fixed split; write a markdown table."""
+    from vitbench.data.manifest import read_labels, read_manifest
+    from vitbench.data.splitting import SPLITS
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     started = os.getloadavg()
-    df = split_frame(deduplicate(discover(data)), 0.15, 0.15, 42)
-    classes = sorted(df["class"].unique())
-    splits = {name: Split(list(part["path"]), [classes.index(c) for c in part["class"]])
-              for name, part in df.groupby("split")}
-    settings = {"data": f"`{data}`, {len(classes)} classes, split seed 42: "
-                        + ", ".join(f"{k} {len(v.paths)}" for k, v in sorted(splits.items())),
-                "budget": f"{epochs} epochs at {image_size}px, batch 32, each run capped at "
-                          f"{minutes:g} min of wall time (checked after each epoch)",
-                "seeds": ", ".join(map(str, seeds)),
-                "command": f"`nice -n 5 python benchmarks/recipe.py {' '.join(sys.argv[1:])}`"}
-    rows: list[dict[str, Any]] = []
-    for seed in seeds:
-        for family in families or FAMILIES:
-            for recipe in recipes or RECIPES:
-                rows.append(run_one(family, recipe, seed, splits, classes, image_size, epochs,
-                                    minutes, {}))
-                text = render(rows, settings, started, os.getloadavg())
-                with atomic_file(out) as fh:   # after every run: a stopped benchmark keeps its rows
-                    fh.write(text)
+    with tempfile.TemporaryDirectory(prefix="bench-recipe-") as workdir:
+        paths = prepare(params_for("current", image_size, SPLIT_SEED,
+                                   {"dataset": {"source": str(data)}}), Path(workdir) / "proj")
+        counts = {split: len(read_manifest(paths.split_csv(split))) for split in SPLITS}
+        settings = {
+            "data": f"`{data}`, {len(read_labels(paths.labels))} classes, split seed {SPLIT_SEED}: "
+                    + ", ".join(f"{k} {v}" for k, v in counts.items()),
+            "budget": f"{epochs} epochs at {image_size}px, batch 32, each run capped at "
+                      f"{minutes:g} min of wall time (checked after each epoch)",
+            "seeds": ", ".join(map(str, seeds)),
+            "command": f"`nice -n 5 python benchmarks/recipe.py {' '.join(sys.argv[1:])}`"}
+        rows: list[dict[str, Any]] = []
+        for seed in seeds:
+            for family in families or FAMILIES:
+                for recipe in recipes or RECIPES:
+                    rows.append(run_one(family, recipe, seed, paths, image_size, epochs, minutes))
+                    text = render(rows, settings, started, os.getloadavg())
+                    with atomic_file(out) as fh:   # after every run: a stopped run keeps its rows
+                        fh.write(text)
     click.echo(text)
 
 

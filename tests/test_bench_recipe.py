@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -44,13 +45,15 @@ def test_tiny_run_writes_the_table(tmp_path: Path) -> None:
         folder = tmp_path / "data" / f"class{c}"
         folder.mkdir(parents=True)
         for i in range(12):
-            pixels = np.clip(np.array(colour) + rng.integers(-30, 30, (20, 20, 3)), 0, 255)
+            pixels = np.clip(np.array(colour) + rng.integers(-30, 30, (40, 40, 3)), 0, 255)
             Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
     out = tmp_path / "recipe.md"
     result = CliRunner().invoke(load_script().main, [
         "--data", str(tmp_path / "data"), "--image-size", "32", "--epochs", "1",
-        "--family", "vit_scratch", "--out", str(out)])
+        "--family", "vit_scratch", "--recipe", "new", "--out", str(out)])
     assert result.exit_code == 0, result.output
     text = out.read_text()
-    assert "| ViT from scratch | current |" in text and "| ViT from scratch | new |" in text
+    assert "| ViT from scratch | new |" in text and "| current |" not in text
+    counts = re.search(r"split seed 42: train (\d+), val (\d+), test (\d+)", text)
+    assert counts and sum(map(int, counts.groups())) == 36   # the project's split of 3 x 12 images
     assert "'tokenizer': 'conv'" in text and "load average" in text

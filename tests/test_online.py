@@ -89,12 +89,15 @@ def test_training_data_augments_train_never_val(tmp_path: Path, monkeypatch) -> 
     paths = make_dataset_tree(root)
 
     def load(**cfg: object) -> training.TrainData:
-        return training.load_train_data(tiny_params(augment_online=cfg), paths, 16, "vit")
+        params = tiny_params(augment_online=cfg)
+        return training.load_train_data(params.train, params.seed, paths, 16, "vit",
+                                        params.augment_online)
 
     def first_epoch(ds: tf.data.Dataset) -> np.ndarray:
         return np.concatenate([x.numpy() for x, _ in ds])
 
     plain, seen = load(), load(**STRENGTHS)
+    assert seen.online == ALL_ON and plain.online.active == {} and seen.copies == 1.0
     np.testing.assert_array_equal(first_epoch(seen.val), first_epoch(plain.val))
     assert not np.allclose(first_epoch(seen.train), first_epoch(plain.train))
     for _, y in seen.val:                                          # val labels stay integer ids

@@ -11,7 +11,8 @@ import pytest
 import tensorflow as tf
 
 from vitbench import training
-from vitbench.config import LearningRate, params_from_dict
+from vitbench.config import AugmentOnline, LearningRate, params_from_dict
+from vitbench.recipe import describe, recipe_record
 
 PROBS = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.25, 0.5, 0.25], [0.05, 0.9, 0.05]], "float32")
 IDS = np.array([0, 2, 0, 1], "int32")
@@ -88,10 +89,64 @@ def test_vit_recipe_and_config_keys() -> None:
                                "cnn": {"transfer": {"lr": 1e-3, "label_smoothing": 0.1}}})
     assert params.vit.recipe == LearningRate(2e-3, 0.05, 0.2, 0.1)
     assert params.cnn.transfer.label_smoothing == 0.1 and params.cnn.finetune.weight_decay == 0.0
-    record = training.recipe_record(params.vit.recipe, training.vit_optimizer(params.vit, 50), params)
+    optimizer = training.make_optimizer(params.vit.recipe, 50)
+    record = recipe_record(params.vit.recipe, type(optimizer).__name__, 1.0, params.augment_online)
     assert record == {"optimizer": "AdamW", "lr": 2e-3, "weight_decay": 0.05, "warmup": 0.2,
                       "schedule": "warm-up + cosine", "label_smoothing": 0.1,
-                      "augment_copies": 1, "augment_online": {}}
+                      "augment_copies": 1.0, "augment_online": {}}
+
+
+def test_family_recipe_per_phase() -> None:
+    """The registry finds each phase's recipe in its family's section."""
+    from vitbench.models import registry
+
+    params = params_from_dict({"vit": {"label_smoothing": 0.2},
+                               "vit_ft": {"finetune": {"lr": 1e-4, "warmup": 0.1}}})
+    assert registry.family("vit_scratch").recipe(params.vit, "scratch") == params.vit.recipe
+    assert registry.family("cnn").recipe(params.cnn, "transfer") is params.cnn.transfer
+    assert registry.family("vit_ft").recipe(params.vit_ft, "finetune") == LearningRate(1e-4, 0, 0.1)
+
+
+def test_describe_states_the_recipe() -> None:
+    online = AugmentOnline(flip=True, mixup=0.2)
+    text = describe(recipe_record(LearningRate(1e-3, 0.05, 0.1, 0.1), "AdamW", 1.0, online))
+    assert text == ("AdamW lr 0.001, weight decay 0.05, warm-up 10% + cosine, label smoothing 0.1; "
+                    "online: flip, mixup 0.2; 1 materialised copy per image")
+    plain = describe(recipe_record(LearningRate(1e-5), "Adam", 0.0, AugmentOnline()))
+    assert plain == ("Adam lr 1e-05, constant lr; no online augmentation; "
+                     "0 materialised copies per image")
+    assert "not recorded" in describe(None)
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_compare_md_states_each_models_recipe(tmp_path, same: bool) -> None:
+    """compare.md's "Training recipe" section: each model's recipe (from plots/<id>/eval/recipe.json),
+    and a warning when the models did not all see the same augmentation."""
+    from test_report import DEFAULT_PREDICTIONS, NAMES, write_evaluation, write_images
+
+    from vitbench.data.manifest import read_labels, write_labels
+    from vitbench.fsutil import write_json
+    from vitbench.paths import Paths
+    from vitbench.report import load_results, summarise
+    from vitbench.report_markdown import render_markdown
+
+    paths = Paths(tmp_path)
+    write_labels(["cat", "dog", "owl"], paths.labels)
+    files = write_images(paths)
+    flip = AugmentOnline(flip=True)
+    for model_id, y_pred in DEFAULT_PREDICTIONS.items():
+        write_evaluation(paths, model_id, y_pred, files)
+        online = flip if same or model_id != "vit_scratch" else AugmentOnline()
+        if model_id != "vit_transfer":     # an older model: no recipe.json
+            write_json(paths.eval_plots(model_id) / "recipe.json",
+                       recipe_record(LearningRate(1e-3), "Adam", 1.0, online))
+    results = load_results(paths)
+    classes = read_labels(paths.labels)
+    md = render_markdown(summarise(results, classes), results, classes)
+    section = md.split("## Training recipe")[1].split("##")[0]
+    assert f"- {NAMES['cnn_transfer']}: Adam lr 0.001, constant lr; online: flip;" in section
+    assert f"- {NAMES['vit_transfer']}: not recorded" in section
+    assert ("did not all see the same augmentation" in section) is not same
 
 
 def test_fit_on_mixup_batches() -> None:
@@ -112,28 +167,3 @@ def test_fit_on_mixup_batches() -> None:
     history = model.fit(train, validation_data=val, epochs=2, verbose=0).history
     assert all(np.isfinite(history["loss"])) and all(np.isfinite(history["val_loss"]))
     assert 0 <= history["val_accuracy"][-1] <= 1
-
-
-@pytest.mark.slow
-def test_train_stages_record_their_recipe(tmp_path, monkeypatch) -> None:
-    """train_vit and train_cnn with online augmentation (MixUp included) and a full recipe."""
-    from test_training import assert_trained, git_repo, make_dataset_tree, tiny_params
-
-    root = git_repo(tmp_path / "proj")
-    monkeypatch.chdir(root)
-    paths = make_dataset_tree(root)
-    phase = {"lr": 1e-3, "weight_decay": 0.01, "warmup": 0.2, "label_smoothing": 0.1}
-    params = tiny_params(augment_online={"flip": True, "mixup": 0.2},
-                         vit={"drop_path": 0.1, "label_smoothing": 0.1},
-                         cnn={"transfer": phase, "finetune": {**phase, "lr": 1e-4}})
-    training.train_vit(params, paths)
-    training.train_cnn(params, paths)
-    vit = assert_trained(paths, "vit_scratch", epochs=1, pretrained=False)
-    assert vit["build"]["drop_path"] == 0.1 and vit["build"]["tokenizer"] == "patch"
-    assert vit["recipe"]["label_smoothing"] == 0.1 and vit["recipe"]["optimizer"] == "AdamW"
-    assert vit["recipe"]["augment_online"] == {"flip": True, "mixup": 0.2}
-    for model_id, lr in (("cnn_transfer", 1e-3), ("cnn_finetuned", 1e-4)):
-        record = assert_trained(paths, model_id, epochs=1, pretrained=False)
-        assert record["recipe"] == {**phase, "lr": lr, "optimizer": "AdamW",
-                                    "schedule": "warm-up + cosine", "augment_copies": 1,
-                                    "augment_online": {"flip": True, "mixup": 0.2}}

@@ -255,10 +255,11 @@ def _map_links(results: list[ModelResult]) -> list[str]:
 
 def _recipe_lines(results: list[ModelResult]) -> list[str]:
     """What each model was trained with (record.json's `recipe`), and whether the data side
-    (materialised copies, online augmentation) was the same for all, as a fair comparison needs."""
+    (materialised copies, online augmentation) was the same for all that recorded it, as a fair
+    comparison needs."""
     lines = [f"- {r.name}: {describe_recipe(r.recipe)}" for r in results]
-    data = {repr((r.recipe or {}).get("augment_online")) + repr((r.recipe or {}).get("augment_copies"))
-            for r in results}
+    data = {repr((r.recipe["augment_online"], r.recipe["augment_copies"]))
+            for r in results if r.recipe}   # models without a recorded recipe: unknown
     if len(data) > 1:
         lines += ["", "**The models did not all see the same augmentation**: the comparison is "
                   "not like for like."]
