@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
+from benchscripts import load_benchmark
 from click.testing import CliRunner
 from PIL import Image
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "recipe.py"
 
 
 def load_script() -> ModuleType:
-    """Import the benchmark script (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("bench_recipe", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """Import benchmarks/recipe.py."""
+    return load_benchmark("recipe")
 
 
 def test_recipes_are_valid_params() -> None:
