@@ -175,9 +175,10 @@ def materialised_copies(csv: Path) -> float:
 
 def fingerprint(section: str, cfg: Any, train: Train, seed: int, paths: Paths,
                 online: AugmentOnline = AugmentOnline()) -> str:
-    """Hash of what a stage's models depend on: seed, train.*, augment_online, its params section `cfg`, the data
-    manifests (which carry each image's sha256) and the code: every vitbench module this one
-    imports, as `vitbench.deps` finds them (the same list the dvc.yaml test checks)."""
+    """Hash of what a stage's models depend on: seed, train.*, augment_online (`online`), its
+    params section `cfg`, the data manifests (which carry each image's sha256) and the code: every
+    vitbench module this one imports, as `vitbench.deps` finds them (the same list the dvc.yaml
+    test checks)."""
     from vitbench import deps
 
     data_files = (paths.augmented_csv, paths.split_csv("val"), paths.labels)
