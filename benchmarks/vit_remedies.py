@@ -333,7 +333,7 @@ def render(report: Report) -> str:
         f"{list(v.mlp_head)}, dropout {v.dropout}; no augmentation",
         f"- AdamW lr {v.lr:g}, weight decay {v.weight_decay:g}, batch {s.batch_size}, "
         f"{s.epochs} epochs; warm-up cosine: linear warm-up over {v.warmup:g} of the steps, then "
-        "cosine to 0 (`vitbench.training.vit_learning_rate`)",
+        "cosine to 0 (`vitbench.training.learning_rate`)",
         f"- seeds run: {seeds}" + (f"; not run (budget): {', '.join(map(str, skipped))}" if skipped else ""),
         f"- budget {s.budget_minutes:g} min; used {report.wall_seconds / 60:.1f} min wall time "
         f"(fetch, clean, split, augment: {report.load_seconds:.0f}s)",

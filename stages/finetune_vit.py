@@ -10,7 +10,7 @@ def main(params: Params, paths: Paths) -> None:
     """vit-keras ViT-B/16 or B/32, transfer then fine-tune -> models/vit_transfer, models/vit_finetuned."""
     from vitbench import training
 
-    training.finetune_vit(params.vit_ft, params.train, params.seed, paths)
+    training.finetune_vit(params.vit_ft, params.train, params.seed, paths, params.augment_online)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ def main(params: Params, paths: Paths) -> None:
     """the cnn.arch baseline, transfer then fine-tune -> models/cnn_transfer, models/cnn_finetuned."""
     from vitbench import training
 
-    training.train_cnn(params.cnn, params.train, params.seed, paths)
+    training.train_cnn(params.cnn, params.train, params.seed, paths, params.augment_online)
 
 
 if __name__ == "__main__":

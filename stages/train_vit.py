@@ -10,7 +10,7 @@ def main(params: Params, paths: Paths) -> None:
     """the from-scratch ViT (Keras example + SPT/LSA) -> models/vit_scratch."""
     from vitbench import training
 
-    training.train_vit(params.vit, params.train, params.seed, paths)
+    training.train_vit(params.vit, params.train, params.seed, paths, params.augment_online)
 
 
 if __name__ == "__main__":

@@ -216,3 +216,24 @@ def test_augment_preview_grid(tmp_path: Path) -> None:
         augment_preview(originals, variants[:2], ["a"], tmp_path / "r.png")
     with pytest.raises(ValueError, match="at least one"):
         augment_preview([], [], [], tmp_path / "s.png")
+
+
+def test_preview_shows_online_augmentation_when_on(split_paths: Paths, tmp_path: Path) -> None:
+    """The preview gains online columns (what training sees); the materialised output does not change."""
+    augment_dataset(STILL, 0, split_paths)
+    plain_csv = split_paths.augmented_csv.read_text()
+    with Image.open(split_paths.plots / "augment_preview.png") as img:
+        plain = img.size
+    augment_dataset(STILL, 0, split_paths, config.AugmentOnline(flip=True, zoom=0.2, mixup=0.2))
+    with Image.open(split_paths.plots / "augment_preview.png") as img:
+        assert img.size[0] > plain[0] + 400 and img.size[1] == plain[1]   # + 4 online columns
+    assert split_paths.augmented_csv.read_text() == plain_csv
+
+
+def test_augment_preview_online_columns(tmp_path: Path) -> None:
+    originals = [noise(i, 32) for i in range(2)]
+    out = augment_preview(originals, [[], []], ["a", "b"], tmp_path / "p.png",
+                          online=[[noise(9, 40)] * 3, [noise(8, 40)] * 2])
+    assert out.stat().st_size > 0
+    with pytest.raises(ValueError, match="online lists"):
+        augment_preview(originals, [[], []], ["a", "b"], tmp_path / "q.png", online=[[]])

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from benchscripts import load_benchmark
 from click.testing import CliRunner
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "vit_remedies.py"
 
 
 def load_script() -> ModuleType:
-    """Import the benchmark script (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("vit_remedies", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """Import benchmarks/vit_remedies.py."""
+    return load_benchmark("vit_remedies")
 
 
 def table_rows(markdown: str, header_start: str) -> list[list[str]]:

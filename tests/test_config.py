@@ -64,6 +64,18 @@ def _with(raw: dict, dotted: str, value: object) -> dict:
     ("vit_ft.weights", " ", "vit_ft.weights", ".npz file path"),
     ("clean.max_side", 16, "clean.max_side", "clean.min_side"),
     ("vit.mlp_head", [64, "x"], "vit.mlp_head[1]", "an integer"),
+    ("vit.tokenizer", "hybrid", "vit.tokenizer", "one of patch, conv"),
+    ("vit.tokenizer", "conv", "vit.spt", "false when vit.tokenizer is conv"),
+    ("vit.drop_path", 1.0, "vit.drop_path", "< 1.0"),
+    ("vit.conv_layers", 0, "vit.conv_layers", ">= 1"),
+    ("vit.label_smoothing", -0.1, "vit.label_smoothing", ">= 0.0"),
+    ("cnn.transfer.label_smoothing", 1.0, "cnn.transfer.label_smoothing", "< 1.0"),
+    ("cnn.finetune.warmup", 1.5, "cnn.finetune.warmup", "< 1.0"),
+    ("vit_ft.transfer.weight_decay", "lots", "vit_ft.transfer.weight_decay", "a number"),
+    ("augment_online.rotation", -5, "augment_online.rotation", ">= 0.0"),
+    ("augment_online.erasing", 1.5, "augment_online.erasing", "<= 1.0"),
+    ("augment_online.flip", 1, "augment_online.flip", "true or false"),
+    ("augment_online.mixup", "big", "augment_online.mixup", "a number"),
 ])
 def test_bad_values_name_key_value_and_allowed(raw: dict, key: str, value: object,
                                                expect_key: str, expect_allowed: str) -> None:

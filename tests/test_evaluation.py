@@ -200,13 +200,14 @@ def save_tiny(paths: Paths, model_id: str, family: str, build: dict, preprocess:
 
     record = {"id": model_id, "family": family, "build": build, "classes": CLASSES,
               "image_size": build["image_size"], "preprocess": preprocess,
-              "pretrained": pretrained, "train_seconds": 1.5, "epochs_run": 1}
+              "pretrained": pretrained, "train_seconds": 1.5, "epochs_run": 1, "recipe": RECIPE}
     save_model(build_model(record), paths.model(model_id), record)
 
 
 VIT_SCRATCH = {"image_size": 16, "patch_size": 4, "projection_dim": 8, "num_heads": 2, "layers": 2,
                "mlp_head": [8], "dropout": 0.0, "num_classes": 3, "spt": True, "lsa": True}
 EVAL = Evaluate(batch_size=5, attention_samples=3)
+RECIPE = {"optimizer": "Adam", "lr": 0.001, "label_smoothing": 0.1}   # handed on to compare.md
 SEED = 3
 
 
@@ -228,6 +229,7 @@ def check_outputs(paths: Paths, model_id: str, metrics: dict) -> None:
     assert (preds["actual"] == preds["predicted"]).mean() == pytest.approx(metrics["accuracy"])
     assert (eval_dir / "confusion_matrix.png").stat().st_size > 0
     assert (eval_dir / "reliability.png").stat().st_size > 0
+    assert json.loads((eval_dir / "recipe.json").read_text()) == RECIPE
     assert on_disk["accuracy_ci_low"] <= on_disk["accuracy"] <= on_disk["accuracy_ci_high"]
     assert on_disk["f1_macro_ci_low"] <= on_disk["f1_macro"] <= on_disk["f1_macro_ci_high"]
     assert 0 <= on_disk["ece"] <= 1

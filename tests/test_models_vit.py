@@ -77,6 +77,10 @@ def test_shifted_patch_tokenization_sees_five_images() -> None:
     vit.MultiHeadAttentionLSA(num_heads=2, key_dim=4, dropout=0.1),
     vit.Mlp([8, 4], 0.2),
     vit.TransformerBlock(8, 2, 0.1, lsa=True),
+    vit.TransformerBlock(8, 2, 0.1, lsa=False, drop_path=0.2),
+    vit.ConvTokenizer(8, 2),
+    vit.DropPath(0.3, seed=1),
+    vit.SeqPool(),
 ], ids=lambda layer: type(layer).__name__)
 def test_layer_config_round_trip(layer: keras.layers.Layer) -> None:
     config = keras.saving.serialize_keras_object(layer)
@@ -177,3 +181,55 @@ def test_patch_grid_rejects_non_tiling_images(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="multiple of patch_size 5"):
         patch_grid(np.zeros((24, 24, 3), dtype=np.uint8), 5, tmp_path / "p.png")
     assert not (tmp_path / "p.png").exists()
+
+
+# --- the small-data options: conv tokenizer, sequence pooling, stochastic depth ---------------------
+
+def test_conv_tokenizer_halves_the_grid_per_stage() -> None:
+    tokens = vit.ConvTokenizer(8, 2)(images(size=16))
+    assert tokens.shape == (2, 16, 8)                         # 16 -> 8 -> 4 per side
+    assert vit.ConvTokenizer.grid(48, 2) == 12 and vit.ConvTokenizer.grid(15, 1) == 8
+    assert float(keras.ops.min(tokens)) >= 0.0                # ReLU, then max pooling
+
+
+def test_drop_path_drops_whole_samples_in_training_only() -> None:
+    x = np.ones((64, 5, 4), "float32")
+    layer = vit.DropPath(0.5, seed=3)
+    np.testing.assert_array_equal(layer(x, training=False), x)
+    out = np.asarray(layer(x, training=True))
+    per_sample = out.reshape(64, -1)
+    assert set(np.unique(per_sample)) <= {0.0, 2.0}           # dropped, or kept and scaled 1/(1-p)
+    assert all(len(set(row)) == 1 for row in per_sample)      # the whole sample at once
+    assert 10 < int((per_sample[:, 0] == 0).sum()) < 54
+    np.testing.assert_array_equal(vit.DropPath(0.0)(x, training=True), x)
+
+
+def test_drop_path_rate_rises_linearly_over_the_blocks() -> None:
+    model = vit.build_vit(**{**SMALL, "layers": 3}, spt=False, lsa=False, drop_path=0.2)
+    rates = [model.get_layer(f"transformer_block_{i}").drop_path for i in range(3)]
+    assert rates == pytest.approx([0.0, 0.1, 0.2])
+
+
+def test_conv_tokenizer_seq_pool_and_drop_path_save_and_reload_to_identical_predictions(
+        tmp_path: Path) -> None:
+    """One model with every small-data option: stochastic in training, deterministic at
+    inference, and models/<id> reloads it (weights + record, no safe_mode=False) exactly."""
+    from vitbench.models import load_model, save_model
+
+    build = {**SMALL, "spt": False, "lsa": True, "tokenizer": "conv", "conv_layers": 2,
+             "seq_pool": True, "drop_path": 0.3}
+    model = vit.build_vit(**build)
+    x = images(4, seed=5)
+    assert not np.allclose(model(x, training=True), model(x, training=True))  # drop path
+    expected = model.predict(x, verbose=0)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), expected)
+    save_model(model, tmp_path / "m", {"id": "vit_scratch", "family": "vit_scratch", "build": build})
+    again, record = load_model(tmp_path / "m")
+    np.testing.assert_array_equal(again.predict(x, verbose=0), expected)
+    assert again.count_params() == model.count_params() == record["params_total"]
+    assert "conv tokenizer" in record["display_name"] and "patches" not in {
+        layer.name for layer in model.layers}
+    side = vit.ConvTokenizer.grid(16, build["conv_layers"])
+    assert [w.shape for w in vit.attention_weights(model, x)][0] == (4, 2, side ** 2, side ** 2)
+    clone = keras.models.model_from_json(model.to_json())     # the whole graph is serializable
+    assert [type(layer) for layer in clone.layers] == [type(layer) for layer in model.layers]

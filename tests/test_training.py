@@ -92,8 +92,8 @@ def tiny_params(seed: int = 3, **sections: dict):
 
 
 def train_stage(entry, section: str, params, paths: Paths) -> None:
-    """Call a training entry point as its stage script does: its section, train, seed."""
-    entry(getattr(params, section), params.train, params.seed, paths)
+    """Call a training entry point as its stage script does: its section, train, seed, augment_online."""
+    entry(getattr(params, section), params.train, params.seed, paths, params.augment_online)
 
 
 @pytest.fixture
@@ -162,9 +162,9 @@ def test_warmup_cosine_serialises_inside_an_optimizer():
     assert float(restored(7)) == pytest.approx(float(s(7)))
 
 
-def test_vit_learning_rate_warmup_zero_is_constant():
-    assert training.vit_learning_rate(1e-3, 0.0, 100) == 1e-3
-    s = training.vit_learning_rate(1e-3, 0.1, 100)
+def test_learning_rate_warmup_zero_is_constant():
+    assert training.learning_rate(1e-3, 0.0, 100) == 1e-3
+    s = training.learning_rate(1e-3, 0.1, 100)
     assert isinstance(s, training.WarmupCosine) and s.warmup_steps == 10
     with pytest.raises(ValueError, match="warmup_steps"):
         training.WarmupCosine(1e-3, total_steps=5, warmup_steps=6)
@@ -374,11 +374,20 @@ def test_random_cnn_base_trains_from_scratch_with_fast_batchnorm():
 
 @pytest.mark.slow
 def test_train_cnn_without_pretrained_weights_trains_the_whole_network(project):
-    train_stage(training.train_cnn, "cnn", tiny_params(cnn={"pretrained": False}), project)
+    """...with online augmentation (MixUp: soft labels) and a full recipe per phase, recorded."""
+    phase = {"lr": 1e-3, "weight_decay": 0.01, "warmup": 0.2, "label_smoothing": 0.1}
+    params = tiny_params(cnn={"pretrained": False, "transfer": phase,
+                              "finetune": {**phase, "lr": 1e-4}},
+                         augment_online={"flip": True, "mixup": 0.2})
+    train_stage(training.train_cnn, "cnn", params, project)
     transfer = assert_trained(project, "cnn_transfer", epochs=1, pretrained=False)
     finetuned = assert_trained(project, "cnn_finetuned", epochs=1, pretrained=False)
     assert transfer["params_trainable"] > 100 * (1280 + 1) * 3   # not just the head
     assert finetuned["params_trainable"] < transfer["params_trainable"]  # BatchNorm frozen again
+    for record, lr in ((transfer, 1e-3), (finetuned, 1e-4)):
+        assert record["recipe"] == {**phase, "lr": lr, "optimizer": "AdamW",
+                                    "schedule": "warm-up + cosine", "augment_copies": 1.0,
+                                    "augment_online": {"flip": True, "mixup": 0.2}}
 
 
 def test_stale_backup_is_ignored(tmp_path):
@@ -394,13 +403,15 @@ def test_stale_backup_is_ignored(tmp_path):
 
 def test_fingerprint_follows_params_data_and_code(project, monkeypatch):
     def fingerprint(params):
-        return training.fingerprint("cnn", params.cnn, params.train, params.seed, project)
+        return training.fingerprint("cnn", params.cnn, params.train, params.seed, project,
+                                    params.augment_online)
 
     base = fingerprint(tiny_params())
     assert fingerprint(tiny_params()) == base
     assert fingerprint(tiny_params(cnn={"dropout": 0.3})) != base
     assert fingerprint(tiny_params(train={"patience": 5})) != base
     assert fingerprint(tiny_params(seed=4)) != base
+    assert fingerprint(tiny_params(augment_online={"flip": True})) != base
     assert fingerprint(tiny_params(vit={"lr": 0.01})) == base
     project.labels.write_text(json.dumps({"classes": list(reversed(CLASSES))}))
     labels_changed = fingerprint(tiny_params())
@@ -424,11 +435,16 @@ def test_fingerprint_follows_params_data_and_code(project, monkeypatch):
 
 @pytest.mark.slow
 def test_train_vit_end_to_end(project):
-    params = tiny_params(train={"epochs": 2})
+    params = tiny_params(train={"epochs": 2}, vit={"drop_path": 0.1, "label_smoothing": 0.1})
     train_stage(training.train_vit, "vit", params, project)
     record = assert_trained(project, "vit_scratch", epochs=2, pretrained=False)
     assert record["family"] == "vit_scratch" and record["preprocess"] == "vit"
     assert record["build"]["patch_size"] == 4 and record["build"]["num_classes"] == 3
+    assert record["build"]["drop_path"] == 0.1 and record["build"]["tokenizer"] == "patch"
+    assert record["recipe"] == {"optimizer": "AdamW", "lr": 1e-3, "weight_decay": 1e-4,
+                                "warmup": 0.2, "schedule": "warm-up + cosine",
+                                "label_smoothing": 0.1, "augment_copies": 1.0,
+                                "augment_online": {}}
     assert record["params_trainable"] == record["params_total"]
     assert (project.plots / "vit_patches.png").stat().st_size > 0
     assert not project.backup("vit_scratch").exists()
@@ -524,11 +540,14 @@ def test_throughput_benchmark(project, tiny_vit_b):
         "throughput", Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    rows = bench.measure_throughput(tiny_params(), project, steps=2, families=["vit_ft"])
+    params = tiny_params(augment_online={"flip": True, "zoom": 0.1})
+    rows = bench.measure_throughput(params, project, steps=2, families=["vit_ft"])
     assert [r["family"] for r in rows] == ["vit_ft"]
     for row in rows:
         assert row["disk_images_per_s"] > 0 and row["memory_images_per_s"] > 0
         assert row["disk_memory_ratio"] == pytest.approx(
             row["disk_images_per_s"] / row["memory_images_per_s"], rel=0.01)
+        assert row["online_memory_ratio"] == pytest.approx(
+            row["online_images_per_s"] / row["memory_images_per_s"], rel=0.01)
     table = bench.format_table(rows)
-    assert "ViT-B/32 (transfer)" in table and "disk/memory" in table
+    assert "ViT-B/32 (transfer)" in table and "disk/memory" in table and "online/memory" in table

@@ -27,6 +27,7 @@ CNN_ARCHS = ("mobilenetv2", "vgg16", "resnet50", "efficientnetb0")
 VIT_FT_WEIGHTS = ("imagenet21k", "imagenet21k+imagenet2012")
 VIT_FT_PATCH = {"b16": 16, "b32": 32}
 VIT_FT_BLOCKS = 12      # encoder blocks of ViT-B; vit_ft.blocks keeps the first N
+VIT_TOKENIZERS = ("patch", "conv")
 
 Pretrained = Union[bool, Literal["auto"]]
 CacheMode = Literal["auto", "memory", "disk", "none"]  # train.cache (data/pipeline.py)
@@ -125,6 +126,49 @@ class Augment:
 
 
 @dataclass(frozen=True)
+class AugmentOnline:
+    """Augmentation drawn afresh for every training batch (Keras preprocessing layers in tf.data).
+
+    Each key is off at 0 / false. Strengths follow the Keras layers: rotation in degrees,
+    translate and zoom as fractions of the size, brightness and contrast as factors, randaugment
+    as RandAugment's magnitude (0..1, two ops per image), erasing as the probability of erasing
+    one rectangle, mixup as MixUp's alpha, cutmix as CutMix's beta parameter.
+    """
+
+    flip: bool = False
+    rotation: float = 0.0
+    translate: float = 0.0
+    zoom: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    randaugment: float = 0.0
+    erasing: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+
+    @property
+    def active(self) -> dict[str, float | bool]:
+        """The keys that are on, with their strengths."""
+        return {k: v for k, v in to_dict(self).items() if v}
+
+    @property
+    def mixes_labels(self) -> bool:
+        """MixUp or CutMix: training labels become soft (one-hot mixtures)."""
+        return self.mixup > 0 or self.cutmix > 0
+
+    def validate(self, key: str) -> None:
+        _check_range(f"{key}.rotation", self.rotation, lo=0.0, hi=180.0)
+        _check_range(f"{key}.translate", self.translate, lo=0.0, hi=0.5)
+        _check_range(f"{key}.zoom", self.zoom, lo=0.0, hi=0.9)
+        _check_range(f"{key}.brightness", self.brightness, lo=0.0, hi=1.0)
+        _check_range(f"{key}.contrast", self.contrast, lo=0.0, hi=1.0)
+        _check_range(f"{key}.randaugment", self.randaugment, lo=0.0, hi=1.0)
+        _check_range(f"{key}.erasing", self.erasing, lo=0.0, hi=1.0)
+        _check_range(f"{key}.mixup", self.mixup, lo=0.0, hi=10.0)
+        _check_range(f"{key}.cutmix", self.cutmix, lo=0.0, hi=10.0)
+
+
+@dataclass(frozen=True)
 class Train:
     epochs: int = 5
     batch_size: int = 32
@@ -141,10 +185,18 @@ class Train:
 
 @dataclass(frozen=True)
 class LearningRate:
+    """One training phase's recipe: peak learning rate, decoupled weight decay (0 = Adam, else
+    AdamW), warm-up fraction (0 = constant lr, else linear warm-up then cosine to 0) and label
+    smoothing of the cross-entropy."""
+
     lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup: float = 0.0
+    label_smoothing: float = 0.0
 
     def validate(self, key: str) -> None:
         _check_range(f"{key}.lr", self.lr, lo=0.0, lo_open=True, hi=1.0)
+        _check_recipe(key, self)
 
 
 @dataclass(frozen=True)
@@ -194,6 +246,16 @@ class Vit:
     spt: bool = True
     lsa: bool = True
     warmup: float = 0.1
+    label_smoothing: float = 0.0
+    drop_path: float = 0.0
+    tokenizer: str = "patch"
+    conv_layers: int = 2
+    seq_pool: bool = False
+
+    @property
+    def recipe(self) -> LearningRate:
+        """lr, weight_decay, warmup and label_smoothing as one phase's recipe."""
+        return LearningRate(self.lr, self.weight_decay, self.warmup, self.label_smoothing)
 
     @property
     def num_patches(self) -> int:
@@ -220,8 +282,14 @@ class Vit:
             _check_range(f"{key}.mlp_head[{i}]", units, lo=1)
         _check_range(f"{key}.dropout", self.dropout, lo=0.0, hi=1.0, hi_open=True)
         _check_range(f"{key}.lr", self.lr, lo=0.0, lo_open=True, hi=1.0)
-        _check_range(f"{key}.weight_decay", self.weight_decay, lo=0.0)
-        _check_range(f"{key}.warmup", self.warmup, lo=0.0, hi=1.0, hi_open=True)
+        _check_recipe(key, self.recipe)
+        _check_range(f"{key}.drop_path", self.drop_path, lo=0.0, hi=1.0, hi_open=True)
+        if self.tokenizer not in VIT_TOKENIZERS:
+            raise ConfigError(f"{key}.tokenizer", self.tokenizer, f"one of {', '.join(VIT_TOKENIZERS)}")
+        _check_range(f"{key}.conv_layers", self.conv_layers, lo=1, hi=4)
+        if self.tokenizer == "conv" and self.spt:
+            raise ConfigError(f"{key}.spt", self.spt,
+                              f"false when {key}.tokenizer is conv (SPT is a patch tokenizer)")
 
 
 @dataclass(frozen=True)
@@ -282,6 +350,7 @@ class Params:
     clean: Clean = field(default_factory=Clean)
     split: Split = field(default_factory=Split)
     augment: Augment = field(default_factory=Augment)
+    augment_online: AugmentOnline = field(default_factory=AugmentOnline)
     train: Train = field(default_factory=Train)
     cnn: Cnn = field(default_factory=Cnn)
     vit: Vit = field(default_factory=Vit)
@@ -411,6 +480,12 @@ def _check_range(key: str, value: float, *, lo: float | None = None, hi: float |
             hi_s = f"{'<' if hi_open else '<='} {hi}" if hi is not None else ""
             what = f"{kind} {' and '.join(s for s in (lo_s, hi_s) if s)}"
         raise ConfigError(key, value, what)
+
+
+def _check_recipe(key: str, cfg: LearningRate) -> None:
+    _check_range(f"{key}.weight_decay", cfg.weight_decay, lo=0.0, hi=1.0)
+    _check_range(f"{key}.warmup", cfg.warmup, lo=0.0, hi=1.0, hi_open=True)
+    _check_range(f"{key}.label_smoothing", cfg.label_smoothing, lo=0.0, hi=1.0, hi_open=True)
 
 
 def _divisors(n: int) -> list[int]:

@@ -250,8 +250,8 @@ def _throughput(model: Any, record: dict, images: np.ndarray, batch_size: int) -
 def _write_eval_dir(target: Path, model: Any, record: dict, metrics: dict,
                     preds: SplitPredictions, robustness: pd.DataFrame | None, cfg: Evaluate,
                     seed: int) -> None:
-    """plots/<id>/eval/: dvclive confusion matrix, report.csv, predictions.csv, robustness.csv
-    and the figures."""
+    """plots/<id>/eval/: dvclive confusion matrix, report.csv, predictions.csv, robustness.csv,
+    recipe.json (record.json's training recipe, null for older models) and the figures."""
     from dvclive import Live
 
     from vitbench.plots import evaluation as figures
@@ -269,6 +269,7 @@ def _write_eval_dir(target: Path, model: Any, record: dict, metrics: dict,
             tmp / "predictions.csv", index=False)
         if robustness is not None:
             robustness.to_csv(tmp / "robustness.csv", index=False)
+        write_json(tmp / "recipe.json", record.get("recipe"))   # compare.md states it
         figures.save_confusion_matrix(confusion_counts(y_true, y_pred, len(classes)), classes,
                                       metrics, tmp / "confusion_matrix.png")
         figures.save_reliability(reliability_table(y_true, preds.proba), metrics,

@@ -2,8 +2,8 @@
 metrics/compare_detail.json and plots/compare/.
 
 Reads only the evaluate stage's outputs (metrics/<id>.json, plots/<id>/eval/{report,predictions,
-robustness}.csv) and the test images the predictions grid shows. `metrics/compare.json` is the
-DVC metric: flat and few-keyed, so `dvc metrics show` fits a terminal; the per-model detail, the
+robustness}.csv and recipe.json) and the test images the predictions grid shows.
+`metrics/compare.json` is the DVC metric: flat and few-keyed, so `dvc metrics show` fits a terminal; the per-model detail, the
 paired tests and the warnings go to `metrics/compare_detail.json`.
 
 The verdict is statistical: all models are evaluated on the same test images, so every pair is
@@ -56,6 +56,7 @@ class ModelResult:
     report: pd.DataFrame        # class, precision, recall, f1, support
     predictions: pd.DataFrame   # path, actual, predicted, confidence, top3
     robustness: pd.DataFrame | None = None   # corruption, severity, accuracy
+    recipe: dict[str, Any] | None = None     # record.json's training recipe (vitbench.recipe)
 
     @property
     def name(self) -> str:
@@ -93,7 +94,9 @@ def _load_result(paths: Paths, model_id: str) -> ModelResult:
     robustness = None
     if "corruption_accuracy" in metrics:
         robustness = _read_csv(eval_dir / "robustness.csv", ("corruption", "severity", "accuracy"))
-    return ModelResult(model_id, metrics, report, predictions, robustness)
+    recipe_file = eval_dir / "recipe.json"
+    recipe = read_json(recipe_file) if recipe_file.is_file() else None
+    return ModelResult(model_id, metrics, report, predictions, robustness, recipe)
 
 
 def _read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:

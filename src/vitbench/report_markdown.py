@@ -14,6 +14,7 @@ import pandas as pd
 
 from vitbench import stats
 from vitbench.calibration import BINS
+from vitbench.recipe import describe as describe_recipe
 from vitbench.report import (MEANT_PRETRAINED, ModelResult, per_class_f1, robustness_table)
 from vitbench.robustness import CORRUPTIONS, SEVERITIES
 
@@ -63,6 +64,7 @@ def render_markdown(summary: dict[str, Any], results: list[ModelResult], classes
                   "(ImageNet-C severities 1, 3, 5), applied to the test images at each model's "
                   "input size. Per severity: `plots/<id>/eval/robustness.csv`; curves: "
                   "`plots/compare/robustness.png`.", ""]
+    lines += ["## Training recipe", "", *_recipe_lines(results), ""]
     lines += ["## Where the models look", "", *_map_links(results), ""]
     lines += ["## F1 per class", "", _per_class_table(results, classes), ""]
     return "\n".join(lines)
@@ -249,6 +251,19 @@ def _map_links(results: list[ModelResult]) -> list[str]:
         out.append(f"- {r.name}: [{name}](../plots/{r.model_id}/eval/{name}.png), "
                    f"[reliability](../plots/{r.model_id}/eval/reliability.png)")
     return out
+
+
+def _recipe_lines(results: list[ModelResult]) -> list[str]:
+    """What each model was trained with (record.json's `recipe`), and whether the data side
+    (materialised copies, online augmentation) was the same for all that recorded it, as a fair
+    comparison needs."""
+    lines = [f"- {r.name}: {describe_recipe(r.recipe)}" for r in results]
+    data = {repr((r.recipe["augment_online"], r.recipe["augment_copies"]))
+            for r in results if r.recipe}   # models without a recorded recipe: unknown
+    if len(data) > 1:
+        lines += ["", "**The models did not all see the same augmentation**: the comparison is "
+                  "not like for like."]
+    return lines
 
 
 def _pretrained_cell(r: ModelResult) -> str:

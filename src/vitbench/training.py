@@ -3,7 +3,10 @@
 `train_cnn` and `finetune_vit` run two phases (transfer: backbone frozen; fine-tune: everything
 trainable, BatchNorm kept in inference mode by the builders) and save both models (a CNN with no
 pretrained weights trains its whole base in the first phase: `registry.train_base_from_scratch`);
-`train_vit` runs one (AdamW with a warm-up cosine schedule). Every phase runs `fit_phase`: `train.epochs`,
+`train_vit` runs one. Each phase has its recipe (`config.LearningRate`, found in the family's section
+by `registry.Family.recipe`: lr, weight decay -> AdamW, warm-up + cosine, label smoothing) and trains
+on online-augmented batches (`augment_online`, the same for every model; validation batches never
+are); record.json's `recipe` says what it got. Every phase runs `fit_phase`: `train.epochs`,
 early stopping on `val_loss` (`train.patience`, best weights restored), dvclive learning curves,
 and a backup in `.cache/backup/<id>/` after every epoch, so a killed run resumes from its last
 finished epoch. A finished transfer phase is kept there too, so a kill during fine-tuning does not
@@ -41,15 +44,17 @@ import numpy as np
 import tensorflow as tf
 
 from vitbench import __version__
-from vitbench.config import Cnn, Train, Vit, VitFt, to_dict
+from vitbench.config import AugmentOnline, Cnn, LearningRate, Train, Vit, VitFt, to_dict
 from vitbench.data.imageprep import read_transform
-from vitbench.data.manifest import read_labels
+from vitbench.data.manifest import read_labels, read_manifest
+from vitbench.data.online import batch_augmenter
 from vitbench.data.pipeline import labelled_paths, make_dataset
 from vitbench.fsutil import atomic_dir, atomic_file, read_json, sha256_file, write_json
 from vitbench.models import display_name, load_model, registry, resolve_pretrained, save_model
 from vitbench.models.store import count_params
 from vitbench.multiworker import prebuild, save_on_chief
 from vitbench.paths import Paths
+from vitbench.recipe import recipe_record
 
 if TYPE_CHECKING:
     from vitbench.features import HeadOnFeatures
@@ -131,6 +136,8 @@ class TrainData:
     val: tf.data.Dataset
     train_paths: list[str]
     batch_size: int
+    online: AugmentOnline = AugmentOnline()   # what the train batches went through
+    copies: float = 0.0                      # materialised augmented copies per original image
 
     @property
     def steps_per_epoch(self) -> int:
@@ -138,25 +145,40 @@ class TrainData:
 
 
 def load_train_data(train_cfg: Train, seed: int, paths: Paths, image_size: int,
-                    preprocess: str) -> TrainData:
-    """data/augmented/train.csv (shuffled from the seed) and data/split/val.csv, labels.json order."""
+                    preprocess: str, online: AugmentOnline = AugmentOnline()) -> TrainData:
+    """data/augmented/train.csv (shuffled from the seed, augmented on the fly per `online`) and
+    data/split/val.csv (never augmented), labels.json order."""
     classes = read_labels(paths.labels)
     train_paths, train_labels = labelled_paths(paths.augmented_csv, classes)
     val_paths, val_labels = labelled_paths(paths.split_csv("val"), classes)
     batch = train_cfg.batch_size
     cache = {"cache": train_cfg.cache, "cache_dir": paths.cache / "tfdata"}
+    augment = batch_augmenter(online, len(classes), seed)
     train = make_dataset(train_paths, train_labels, image_size, preprocess, batch,
-                         shuffle=True, seed=seed, **cache)
+                         shuffle=True, seed=seed, augment=augment, **cache)
     val = make_dataset(val_paths, val_labels, image_size, preprocess, batch, **cache)
-    log.info("%d training and %d validation images, %d classes, %dpx, batch %d",
-             len(train_paths), len(val_paths), len(classes), image_size, batch)
-    return TrainData(classes, train, val, train_paths, batch)
+    log.info("%d training and %d validation images, %d classes, %dpx, batch %d, online "
+             "augmentation: %s", len(train_paths), len(val_paths), len(classes), image_size, batch,
+             online.active or "off")
+    return TrainData(classes, train, val, train_paths, batch, online,
+                     materialised_copies(paths.augmented_csv))
 
 
-def fingerprint(section: str, cfg: Any, train: Train, seed: int, paths: Paths) -> str:
-    """Hash of what a stage's models depend on: seed, train.*, its params section `cfg`, the data
-    manifests (which carry each image's sha256) and the code: every vitbench module this one
-    imports, as `vitbench.deps` finds them (the same list the dvc.yaml test checks)."""
+def materialised_copies(csv: Path) -> float:
+    """Augmented copies per original image in data/augmented/train.csv (its `augmented` column)."""
+    flags = read_manifest(csv).get("augmented")
+    if flags is None:
+        return 0.0
+    augmented = int((flags.astype(int) != 0).sum())
+    return round(augmented / max(len(flags) - augmented, 1), 3)
+
+
+def fingerprint(section: str, cfg: Any, train: Train, seed: int, paths: Paths,
+                online: AugmentOnline = AugmentOnline()) -> str:
+    """Hash of what a stage's models depend on: seed, train.*, augment_online (`online`), its
+    params section `cfg`, the data manifests (which carry each image's sha256) and the code: every
+    vitbench module this one imports, as `vitbench.deps` finds them (the same list the dvc.yaml
+    test checks)."""
     from vitbench import deps
 
     data_files = (paths.augmented_csv, paths.split_csv("val"), paths.labels)
@@ -165,6 +187,7 @@ def fingerprint(section: str, cfg: Any, train: Train, seed: int, paths: Paths) -
         "version": __version__,
         "seed": seed,
         "train": to_dict(train),
+        "augment_online": to_dict(online),
         section: to_dict(cfg),
         "data": {p.name: sha256_file(p) for p in data_files},
         "code": {deps.relative(p): sha256_file(p) for p in code_files},
@@ -204,26 +227,66 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
                 "warmup_steps": self.warmup_steps, "final_lr": self.final_lr}
 
 
-def vit_learning_rate(lr: float, warmup: float, total_steps: int) -> float | WarmupCosine:
-    """`vit.warmup` = 0: the constant `lr`; else a WarmupCosine warming up that fraction of steps."""
+def learning_rate(lr: float, warmup: float, total_steps: int) -> float | WarmupCosine:
+    """`warmup` = 0: the constant `lr`; else a WarmupCosine warming up that fraction of steps."""
     if warmup <= 0:
         return lr
     return WarmupCosine(lr, total_steps, max(1, round(warmup * total_steps)))
 
 
-def vit_optimizer(cfg: Vit, total_steps: int) -> keras.optimizers.Optimizer:
-    """The from-scratch ViT's optimizer: AdamW at `vit.lr` (warm-up cosine per `vit.warmup`)."""
-    return keras.optimizers.AdamW(learning_rate=vit_learning_rate(cfg.lr, cfg.warmup, total_steps),
-                                  weight_decay=cfg.weight_decay)
+def make_optimizer(recipe: LearningRate, total_steps: int) -> keras.optimizers.Optimizer:
+    """A phase's optimizer: Adam, or AdamW when `recipe.weight_decay` > 0 (decoupled decay),
+    at `recipe.lr`, warm-up + cosine over `total_steps` when `recipe.warmup` > 0."""
+    lr = learning_rate(recipe.lr, recipe.warmup, total_steps)
+    if recipe.weight_decay > 0:
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=recipe.weight_decay)
+    return keras.optimizers.Adam(learning_rate=lr)
 
 
-def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer, num_classes: int) -> None:
-    """Sparse categorical cross-entropy; accuracy, plus top-5 accuracy when there are > 5 classes."""
-    metrics: list[Any] = ["accuracy"]
+def dense_labels(y_true: Any, y_pred: Any) -> Any:
+    """Labels as float one-hot rows like `y_pred` [b, c]: integer ids [b] (or [b, 1]) are one-hot
+    encoded; one-hot or soft labels (MixUp, CutMix) [b, c] pass through."""
+    classes = y_pred.shape[-1]
+    if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == classes and classes != 1:
+        return keras.ops.cast(y_true, y_pred.dtype)
+    ids = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
+    return keras.ops.one_hot(ids, classes, dtype=y_pred.dtype)
+
+
+@keras.saving.register_keras_serializable(package="vitbench")
+class Crossentropy(keras.losses.Loss):
+    """Categorical cross-entropy with label smoothing, on integer or one-hot/soft labels."""
+
+    def __init__(self, label_smoothing: float = 0.0, name: str = "crossentropy",
+                 **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        return keras.losses.categorical_crossentropy(
+            dense_labels(y_true, y_pred), y_pred, label_smoothing=self.label_smoothing)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def _accuracy(y_true: Any, y_pred: Any) -> Any:
+    return keras.metrics.categorical_accuracy(dense_labels(y_true, y_pred), y_pred)
+
+
+def _top5_accuracy(y_true: Any, y_pred: Any) -> Any:
+    return keras.metrics.top_k_categorical_accuracy(dense_labels(y_true, y_pred), y_pred, k=5)
+
+
+def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer, num_classes: int,
+                  label_smoothing: float = 0.0) -> None:
+    """Cross-entropy (label-smoothed when asked) and accuracy, plus top-5 accuracy when there are
+    > 5 classes; all take integer labels or one-hot/soft ones (MixUp, CutMix). Accuracy counts
+    the argmax of a soft label as its class."""
+    metrics: list[Any] = [keras.metrics.MeanMetricWrapper(_accuracy, name="accuracy")]
     if num_classes > 5:
-        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"))
-    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(),
-                  metrics=metrics)
+        metrics.append(keras.metrics.MeanMetricWrapper(_top5_accuracy, name="top5_accuracy"))
+    model.compile(optimizer=optimizer, loss=Crossentropy(label_smoothing), metrics=metrics)
 
 
 # --- the resumable loop ------------------------------------------------------------------------
@@ -446,15 +509,17 @@ class Job:
     print_: str  # fingerprint of params + data
 
 
-def train_phase(model: keras.Model, model_id: str, job: Job, optimizer: keras.optimizers.Optimizer,
+def train_phase(model: keras.Model, model_id: str, job: Job, recipe: LearningRate,
                 train: Train, paths: Paths, data: TrainData, rt: Runtime,
                 head: HeadOnFeatures | None = None) -> dict[str, Any]:
-    """Compile, fit (resumably), save models/<id>; returns the record. With `head`, the head
-    alone is fitted on cached features and then copied into `model` (vitbench.features)."""
+    """Compile with the phase's recipe, fit (resumably), save models/<id>; returns the record.
+    With `head`, the head alone is fitted on cached features and then copied into `model`
+    (vitbench.features)."""
     fitted, train_ds, val_ds = ((model, data.train, data.val) if head is None
                                 else (head.model, head.train, head.val))
     with rt.strategy.scope():
-        compile_model(fitted, optimizer, len(data.classes))
+        optimizer = make_optimizer(recipe, train.epochs * data.steps_per_epoch)
+        compile_model(fitted, optimizer, len(data.classes), recipe.label_smoothing)
     backup = prepare_backup(paths.backup(model_id), job.print_) / "fit"
     if not rt.chief:  # a non-chief worker keeps its own copy
         kind, index, _ = task()
@@ -467,6 +532,7 @@ def train_phase(model: keras.Model, model_id: str, job: Job, optimizer: keras.op
                        patience=train.patience, backup_dir=backup,
                        curves_dir=curves, write=rt.chief)
     record = make_record(model_id, job, model, data.classes, result, rt)
+    record["recipe"] = recipe_record(recipe, type(optimizer).__name__, data.copies, data.online)
     if head is not None:
         head.copy_to(model)
         head.annotate(record)
@@ -506,12 +572,12 @@ class StageStart:
     preprocess: str
 
 
-def start_stage(family: registry.Family, cfg: Any, train: Train, seed: int,
-                paths: Paths) -> StageStart:
+def start_stage(family: registry.Family, cfg: Any, train: Train, seed: int, paths: Paths,
+                online: AugmentOnline) -> StageStart:
     """Runtime (strategy, seed, precision), then the family's training and validation batches."""
     rt = setup_runtime(train, seed)
     image_size, preprocess = family.input_spec(cfg)
-    data = load_train_data(train, seed, paths, image_size, preprocess)
+    data = load_train_data(train, seed, paths, image_size, preprocess, online)
     return StageStart(rt, data, image_size, preprocess)
 
 
@@ -522,8 +588,8 @@ ModelMaker = Callable[[], tuple[keras.Model, dict[str, Any], bool]]
 
 def two_phase(family: registry.Family, cfg: Cnn | VitFt, train: Train, seed: int, paths: Paths,
               start: StageStart, make_model: ModelMaker) -> None:
-    """Transfer (backbone frozen, Adam at cfg.transfer.lr) -> the family's transfer model;
-    fine-tune (all trainable, cfg.finetune.lr) -> its fine-tuned model.
+    """Transfer (backbone frozen, recipe cfg.transfer) -> the family's transfer model;
+    fine-tune (all trainable, recipe cfg.finetune) -> its fine-tuned model.
 
     `make_model()` (called in the strategy scope) returns (model, its build kwargs, whether
     pretrained weights were loaded). A transfer phase finished by an earlier, killed run of the
@@ -533,7 +599,7 @@ def two_phase(family: registry.Family, cfg: Cnn | VitFt, train: Train, seed: int
 
     rt, data = start.rt, start.data
     transfer_id, finetune_id = ids = tuple(m.id for m in registry.models_of(family.name))
-    print_ = fingerprint(family.section, cfg, train, seed, paths)
+    print_ = fingerprint(family.section, cfg, train, seed, paths, data.online)
     with rt.strategy.scope():
         model, record = _reuse_phase1(paths, transfer_id, print_)
         if model is None:
@@ -541,14 +607,15 @@ def two_phase(family: registry.Family, cfg: Cnn | VitFt, train: Train, seed: int
             job = Job(family.name, build, start.image_size, start.preprocess, used, print_)
             family.prepare_phase(model, "transfer", used)
             head = (head_on_features(model, data.train, data.val, data.batch_size, seed)
-                    if family.name == "cnn" and use_feature_cache(cfg, used) else None)
-            record = train_phase(model, transfer_id, job, keras.optimizers.Adam(cfg.transfer.lr),
+                    if family.name == "cnn"
+                    and use_feature_cache(cfg, used, bool(data.online.active)) else None)
+            record = train_phase(model, transfer_id, job, family.recipe(cfg, "transfer"),
                                  train, paths, data, rt, head)
             save_on_chief(model, paths.backup(transfer_id) / "finished", record, rt.chief)
         job = Job(family.name, record["build"], start.image_size, start.preprocess,
                   bool(record["pretrained"]), print_)
         family.prepare_phase(model, "finetune", job.pretrained)
-        train_phase(model, finetune_id, job, keras.optimizers.Adam(cfg.finetune.lr), train,
+        train_phase(model, finetune_id, job, family.recipe(cfg, "finetune"), train,
                     paths, data, rt)
     clean_backups(paths, ids)  # on every worker: each has its own backup
 
@@ -567,12 +634,12 @@ def _reuse_phase1(paths: Paths, model_id: str, print_: str) -> tuple[keras.Model
 
 
 def pretrained_stage(family_name: str, cfg: Cnn | VitFt, train: Train, seed: int,
-                     paths: Paths) -> None:
+                     paths: Paths, online: AugmentOnline) -> None:
     """A family with pretrained weights (`cfg.pretrained`: auto, true or false), in two phases."""
     family = registry.family(family_name)
     if cfg.pretrained is not False and family.check_weights is not None:
         family.check_weights(cfg)          # a bad setting is an error even with `auto`
-    start = start_stage(family, cfg, train, seed, paths)
+    start = start_stage(family, cfg, train, seed, paths, online)
     build = family.build_kwargs(cfg, len(start.data.classes))
 
     def make_model() -> tuple[keras.Model, dict[str, Any], bool]:
@@ -585,34 +652,36 @@ def pretrained_stage(family_name: str, cfg: Cnn | VitFt, train: Train, seed: int
 
 # --- the stage entry points ----------------------------------------------------------------------
 
-def train_cnn(cfg: Cnn, train: Train, seed: int, paths: Paths) -> None:
-    """cnn.arch: transfer -> models/cnn_transfer, fine-tune -> models/cnn_finetuned."""
-    pretrained_stage("cnn", cfg, train, seed, paths)
+def train_cnn(cfg: Cnn, train: Train, seed: int, paths: Paths,
+              online: AugmentOnline = AugmentOnline()) -> None:
+    """cnn.arch: transfer -> models/cnn_transfer, fine-tune -> models/cnn_finetuned; `online`:
+    augment_online (default: none)."""
+    pretrained_stage("cnn", cfg, train, seed, paths, online)
 
 
-def finetune_vit(cfg: VitFt, train: Train, seed: int, paths: Paths) -> None:
+def finetune_vit(cfg: VitFt, train: Train, seed: int, paths: Paths,
+                 online: AugmentOnline = AugmentOnline()) -> None:
     """vit_ft.variant: transfer -> models/vit_transfer, fine-tune -> models/vit_finetuned."""
-    pretrained_stage("vit_ft", cfg, train, seed, paths)
+    pretrained_stage("vit_ft", cfg, train, seed, paths, online)
 
 
-def train_vit(cfg: Vit, train: Train, seed: int, paths: Paths) -> None:
+def train_vit(cfg: Vit, train: Train, seed: int, paths: Paths,
+              online: AugmentOnline = AugmentOnline()) -> None:
     """The from-scratch ViT -> models/vit_scratch, plus plots/vit_patches.png."""
     from vitbench.data.pipeline import load_images
     from vitbench.plots.patches import patch_grid
 
     family = registry.family("vit_scratch")
     (spec,) = registry.models_of(family.name)
-    start = start_stage(family, cfg, train, seed, paths)
+    start = start_stage(family, cfg, train, seed, paths, online)
     rt, data = start.rt, start.data
     if rt.chief:
         first = load_images(data.train_paths[:1], start.image_size)[0]
         patch_grid(first, cfg.patch_size, paths.plots / "vit_patches.png")
     build = family.build_kwargs(cfg, len(data.classes))
     job = Job(family.name, build, start.image_size, start.preprocess, False,
-              fingerprint(family.section, cfg, train, seed, paths))
-    total_steps = train.epochs * data.steps_per_epoch
+              fingerprint(family.section, cfg, train, seed, paths, online))
     with rt.strategy.scope():
         model = family.builder(**build)
-        optimizer = vit_optimizer(cfg, total_steps)
-        train_phase(model, spec.id, job, optimizer, train, paths, data, rt)
+        train_phase(model, spec.id, job, family.recipe(cfg, spec.phase), train, paths, data, rt)
     clean_backups(paths, [spec.id])  # on every worker: each has its own backup

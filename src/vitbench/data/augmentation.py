@@ -35,6 +35,7 @@ MANIFEST_COLUMNS = ("path", "class", "sha256", "origin", "augmented")
 PREVIEW_ROWS = 6
 PREVIEW_VARIANTS = 4
 PREVIEW_FILE = "augment_preview.png"
+PREVIEW_SIZE = 128  # online-augmented preview images are resized to this first
 
 
 def image_rng(seed: int, sha256: str) -> np.random.Generator:
@@ -87,17 +88,34 @@ class _Preview:
             self.originals[sha] = original
             self.variants[sha] = variants[:PREVIEW_VARIANTS]
 
-    def draw(self, path: Path, copies: int) -> None:
+    def draw(self, path: Path, copies: int, online: config.AugmentOnline, seed: int) -> None:
         shas = [s for s in self.picks if s in self.originals]
-        title = ("Training images (left) and their augmented copies" if copies else
-                 "Training images: augment.copies = 0, so no augmented copies")
-        augment_preview([self.originals[s] for s in shas], [self.variants[s] for s in shas],
-                        [self.picks[s] for s in shas], path, title=title)
+        originals = [self.originals[s] for s in shas]
+        seen = _online_preview(online, originals, seed)
+        parts = ["their augmented copies" if copies else "no copies (augment.copies = 0)",
+                 ("what online augmentation makes of them in training"
+                  + (" (MixUp/CutMix blend images, and labels, across rows)"
+                     if online.mixes_labels else "")) if any(seen) else
+                 "no online augmentation (augment_online all off)"]
+        augment_preview(originals, [self.variants[s] for s in shas], [self.picks[s] for s in shas],
+                        path, title=f"Training images, {parts[0]},\nand {parts[1]}", online=seen)
 
 
-def augment_dataset(cfg: config.Augment, seed: int, paths: Paths) -> dict:
+def _online_preview(cfg: config.AugmentOnline, images: list[np.ndarray],
+                    seed: int) -> list[list[np.ndarray]]:
+    """PREVIEW_VARIANTS online-augmented versions of each preview image (none when all off)."""
+    if not cfg.active:
+        return [[] for _ in images]
+    from vitbench.data.online import online_variants  # TensorFlow: imported only when needed
+
+    return online_variants(cfg, images, seed, PREVIEW_VARIANTS, PREVIEW_SIZE)
+
+
+def augment_dataset(cfg: config.Augment, seed: int, paths: Paths,
+                    online: config.AugmentOnline | None = None) -> dict:
     """Write data/augmented/train/<class>/*.png, data/augmented/train.csv and
-    plots/augment_preview.png; return the counts."""
+    plots/augment_preview.png (with `online`'s augmentation of the preview images, as training
+    draws it); return the counts."""
     train = _read_train(paths)
     preview = _Preview(preview_picks(train, seed))
     rows: list[tuple] = []
@@ -114,7 +132,7 @@ def augment_dataset(cfg: config.Augment, seed: int, paths: Paths) -> dict:
             preview.keep(sha, image, variants)
         df = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
         write_manifest(df, tmp / paths.augmented_csv.name)   # paths stored relative to the CSV
-    preview.draw(paths.plots / PREVIEW_FILE, cfg.copies)
+    preview.draw(paths.plots / PREVIEW_FILE, cfg.copies, online or config.AugmentOnline(), seed)
     summary = _summary(df)
     log.info("augment: %d originals + %d variants = %d training images", summary["originals"],
              summary["variants"], summary["images"])

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 AUTOTUNE = tf.data.AUTOTUNE
 Preprocess = Callable[[tf.Tensor], tf.Tensor]
+BatchAugment = Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
 CACHE_MODES = ("auto", "memory", "disk", "none")  # train.cache
 MEMORY_SHARE = 0.5  # auto caches in memory when the decoded images fit in this share of free memory
 DISK_CACHE = Path(".cache") / "tfdata"  # relative to the project root, where the stages run
@@ -88,14 +89,18 @@ def resize_uint8(image: tf.Tensor | np.ndarray, image_size: int) -> tf.Tensor:
 
 def make_dataset(paths: Sequence[str], labels: Sequence[int], image_size: int, preprocess: str,
                  batch_size: int, *, shuffle: bool = False, seed: int = 0,
-                 cache: bool | str = True, cache_dir: str | Path = DISK_CACHE) -> tf.data.Dataset:
+                 cache: bool | str = True, cache_dir: str | Path = DISK_CACHE,
+                 augment: BatchAugment | None = None) -> tf.data.Dataset:
     """Batches of (preprocessed float32 images [b, s, s, 3], int32 labels [b]).
 
     Files are read and decoded once (parallel map) and the uint8 images cached as `cache` says:
     "memory" (or True), "disk" (a tf.data file cache in `cache_dir`), "none" (or False: decode at
     every epoch) or "auto" (`choose_cache`). With `shuffle`, the order comes from `seed` and
-    changes every epoch; without it, it is the input order. Missing files, mismatched lengths and
-    an empty input raise DataError up front.
+    changes every epoch; without it, it is the input order. `augment` (training only, see
+    `vitbench.data.online`) runs on each batch of 0..255 float32 images before the preprocessing,
+    one batch after the other so that its seeded random draws repeat; it may turn the labels into
+    float32 one-hot mixtures [b, classes]. Missing files, mismatched lengths and an empty input
+    raise DataError up front.
     """
     paths = [str(p) for p in paths]
     labels = np.asarray(labels, dtype=np.int32)
@@ -112,6 +117,8 @@ def make_dataset(paths: Sequence[str], labels: Sequence[int], image_size: int, p
     if shuffle:
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
+    if augment is not None:
+        ds = ds.map(lambda x, y: augment(tf.cast(x, tf.float32), y))  # sequential: seeded
     ds = ds.map(lambda x, y: (fn(tf.cast(x, tf.float32)), y),
                 num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.prefetch(AUTOTUNE)

@@ -2,7 +2,8 @@
 
 A *family* (`cnn`, `vit_scratch`, `vit_ft`) knows its params.yaml section, its builder and the
 builder argument that loads pretrained weights, how it reads its input size, preprocessing and
-build arguments from its section, how to freeze it for a training phase, its attention function,
+build arguments from its section, how to freeze it for a training phase, where each phase's
+recipe (lr, weight decay, warm-up, label smoothing) is in its section, its attention function,
 its saliency map (Grad-CAM or attention rollout) and its display name. A *model id* (the
 contract's five) is a family trained in one phase (`transfer`, `finetune` or `scratch`), meant to
 start from pretrained weights or not.
@@ -21,6 +22,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from vitbench.config import LearningRate
 from vitbench.errors import ConfigError
 from vitbench.models import cnn, pretrained_vit, vit
 
@@ -68,6 +70,8 @@ class Family:
     weights_label: Callable[[Any], str] | None = None         # cfg -> "mobilenetv2 ImageNet weights"
     check_weights: Callable[[Any], None] | None = None        # cfg -> ConfigError for a bad setting
     attention: Callable[[keras.Model, np.ndarray], list[np.ndarray]] | None = None
+    recipe: Callable[[Any, str], LearningRate] = lambda cfg, phase: getattr(cfg, phase)
+    # (cfg, phase) -> that phase's recipe (lr, weight decay, warm-up, label smoothing)
 
     def input_spec(self, cfg: Any) -> tuple[int, str]:
         """(image size, preprocess name) the family trains on with section `cfg`."""
@@ -169,7 +173,8 @@ def _vit_kwargs(cfg: Any, num_classes: int) -> dict[str, Any]:
     return {"image_size": cfg.image_size, "patch_size": cfg.patch_size,
             "projection_dim": cfg.projection_dim, "num_heads": cfg.num_heads, "layers": cfg.layers,
             "mlp_head": list(cfg.mlp_head), "dropout": cfg.dropout, "num_classes": num_classes,
-            "spt": cfg.spt, "lsa": cfg.lsa}
+            "spt": cfg.spt, "lsa": cfg.lsa, "drop_path": cfg.drop_path, "tokenizer": cfg.tokenizer,
+            "conv_layers": cfg.conv_layers, "seq_pool": cfg.seq_pool}
 
 
 def _vit_ft_kwargs(cfg: Any, num_classes: int) -> dict[str, Any]:
@@ -192,7 +197,8 @@ def _vit_ft_pretrained(cfg: Any, build: dict[str, Any]) -> tuple[keras.Model, di
 
 
 def _scratch_name(build: dict[str, Any]) -> str:
-    tricks = "+".join(name for name, on in (("SPT", build.get("spt")), ("LSA", build.get("lsa"))) if on)
+    tricks = "+".join(name for name, on in (("conv tokenizer", build.get("tokenizer") == "conv"),
+                                            ("SPT", build.get("spt")), ("LSA", build.get("lsa"))) if on)
     return "ViT from scratch" + (f" ({tricks})" if tricks else "")
 
 
@@ -206,7 +212,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("vit_scratch", "vit", "ViT", vit.build_vit, _vit_kwargs,
            preprocess=lambda cfg: "vit", set_trainable=_freeze_all, saliency=MEAN_ROLLOUT,
            base_name=_scratch_name,
-           attention=vit.attention_weights),
+           attention=vit.attention_weights, recipe=lambda cfg, phase: cfg.recipe),
     Family("vit_ft", "vit_ft", "ViT", pretrained_vit.build_vit_ft, _vit_ft_kwargs,
            preprocess=lambda cfg: "vit", set_trainable=_freeze_all_but_head,
            saliency=CLASS_TOKEN_ROLLOUT,

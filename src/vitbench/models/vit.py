@@ -1,10 +1,13 @@
 """A Vision Transformer trained from scratch, after the Keras examples "Image classification with
 Vision Transformer" and "Train a Vision Transformer on small-scale datasets" (Lee et al. 2021,
-shifted patch tokenization and locality self-attention).
+shifted patch tokenization and locality self-attention), with the small-data options of the
+Compact Convolutional Transformer (Hassani et al. 2021: a convolutional tokenizer and sequence
+pooling) and stochastic depth (Huang et al. 2016).
 
-    image -> Patches (or ShiftedPatchTokenization) -> PatchEncoder (projection + positions)
-          -> TransformerBlock x layers (LayerNorm, MHA or LSA, residual, LayerNorm, GELU MLP, residual)
-          -> LayerNorm -> Flatten -> Dropout -> Mlp head -> Dense softmax "head" (float32)
+    image -> Patches, ShiftedPatchTokenization or ConvTokenizer -> PatchEncoder (projection + positions)
+          -> TransformerBlock x layers (LayerNorm, MHA or LSA, DropPath residual, LayerNorm, GELU MLP,
+             DropPath residual)
+          -> LayerNorm -> Flatten + Dropout (or SeqPool) -> Mlp head -> Dense softmax "head" (float32)
 
 Each idea is one small serializable layer. Attention heads split the projection
 (key_dim = projection_dim / num_heads) as in the original ViT; each TransformerBlock also returns
@@ -196,14 +199,15 @@ class Mlp(keras.layers.Layer):
 
 @serializable
 class TransformerBlock(keras.layers.Layer):
-    """Pre-norm encoder block: x + Attention(LN(x)), then + Mlp(LN(.)) (widths 2d, d).
-    Returns (tokens, attention weights [B, heads, tokens, tokens])."""
+    """Pre-norm encoder block: x + Attention(LN(x)), then + Mlp(LN(.)) (widths 2d, d), each
+    branch through DropPath(`drop_path`). Returns (tokens, attention weights [B, heads, tokens, tokens])."""
 
     def __init__(self, projection_dim: int, num_heads: int, dropout: float, lsa: bool,
-                 **kwargs: Any) -> None:
+                 drop_path: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.projection_dim, self.num_heads = projection_dim, num_heads
-        self.dropout, self.lsa = dropout, lsa
+        self.dropout, self.lsa, self.drop_path = dropout, lsa, float(drop_path)
+        self.drop_branch = [DropPath(drop_path), DropPath(drop_path)]
         attention = MultiHeadAttentionLSA if lsa else keras.layers.MultiHeadAttention
         self.norm1 = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPS)
         self.attention = attention(num_heads=num_heads, key_dim=projection_dim // num_heads,
@@ -220,8 +224,9 @@ class TransformerBlock(keras.layers.Layer):
     def call(self, x: Any, training: Any = None) -> tuple[Any, Any]:
         y = self.norm1(x)
         y, weights = self.attention(y, y, return_attention_scores=True, training=training)
-        x = x + y
-        return x + self.mlp(self.norm2(x), training=training), weights
+        x = x + self.drop_branch[0](y, training=training)
+        y = self.mlp(self.norm2(x), training=training)
+        return x + self.drop_branch[1](y, training=training), weights
 
     def compute_output_shape(self, input_shape: Any) -> tuple[Any, Any]:
         tokens = input_shape[1]
@@ -229,35 +234,141 @@ class TransformerBlock(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "projection_dim": self.projection_dim,
-                "num_heads": self.num_heads, "dropout": self.dropout, "lsa": self.lsa}
+                "num_heads": self.num_heads, "dropout": self.dropout, "lsa": self.lsa,
+                "drop_path": self.drop_path}
+
+
+@serializable
+class ConvTokenizer(keras.layers.Layer):
+    """CCT tokenizer: `conv_layers` x (Conv2D 3x3 + ReLU + MaxPool 3x3 stride 2), the last with
+    `projection_dim` filters; the feature map [B, h, w, d] becomes tokens [B, h*w, d]."""
+
+    def __init__(self, projection_dim: int, conv_layers: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.projection_dim, self.conv_layers = projection_dim, conv_layers
+        self.convs = [keras.layers.Conv2D(projection_dim, 3, padding="same", use_bias=False,
+                                          activation="relu") for _ in range(conv_layers)]
+        self.pools = [keras.layers.MaxPooling2D(3, strides=2, padding="same")
+                      for _ in range(conv_layers)]
+
+    @staticmethod
+    def grid(image_size: int, conv_layers: int) -> int:
+        """Tokens per side after `conv_layers` stride-2 poolings of an `image_size` image."""
+        for _ in range(conv_layers):
+            image_size = -(-image_size // 2)
+        return image_size
+
+    def build(self, input_shape: Any) -> None:
+        shape = tuple(input_shape)
+        for conv, pool in zip(self.convs, self.pools):
+            conv.build(shape)
+            shape = pool.compute_output_shape(conv.compute_output_shape(shape))
+
+    def call(self, images: Any) -> Any:
+        x = images
+        for conv, pool in zip(self.convs, self.pools):
+            x = pool(conv(x))
+        _, h, w, d = x.shape
+        return ops.reshape(x, (-1, h * w, d))
+
+    def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
+        side = self.grid(int(input_shape[1]), self.conv_layers)
+        return (input_shape[0], side * side, self.projection_dim)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "projection_dim": self.projection_dim,
+                "conv_layers": self.conv_layers}
+
+
+@serializable
+class DropPath(keras.layers.Layer):
+    """Stochastic depth: in training, drop a residual branch for a whole sample with probability
+    `rate` (the kept ones scaled by 1/(1-rate)); the identity at inference."""
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rate, self.seed = float(rate), seed
+        self.seed_generator = keras.random.SeedGenerator(seed) if rate > 0 else None
+
+    def call(self, x: Any, training: Any = None) -> Any:
+        if not training or self.seed_generator is None:
+            return x
+        keep = 1.0 - self.rate
+        shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
+        mask = ops.floor(keep + keras.random.uniform(shape, seed=self.seed_generator))
+        return x * ops.cast(mask / keep, x.dtype)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
+        return tuple(input_shape)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+@serializable
+class SeqPool(keras.layers.Layer):
+    """CCT sequence pooling: a softmax over tokens of a learned score weights their average,
+    [B, tokens, d] -> [B, d] (instead of flattening or a class token)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.score = keras.layers.Dense(1)
+
+    def build(self, input_shape: Any) -> None:
+        self.score.build(input_shape)
+
+    def call(self, tokens: Any) -> Any:
+        weights = ops.softmax(self.score(tokens), axis=1)          # [B, tokens, 1]
+        return ops.sum(weights * tokens, axis=1)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
+        return (input_shape[0], input_shape[-1])
 
 
 # --- the model ---------------------------------------------------------------------------------------
 
 def build_vit(image_size: int, patch_size: int, projection_dim: int, num_heads: int, layers: int,
               mlp_head: Sequence[int], dropout: float, num_classes: int, spt: bool,
-              lsa: bool) -> keras.Model:
-    """The from-scratch ViT classifier for [B, image_size, image_size, 3] inputs scaled to -1..1."""
-    if image_size % patch_size:
+              lsa: bool, drop_path: float = 0.0, tokenizer: str = "patch", conv_layers: int = 2,
+              seq_pool: bool = False) -> keras.Model:
+    """The from-scratch ViT classifier for [B, image_size, image_size, 3] inputs scaled to -1..1.
+
+    `tokenizer` "patch": non-overlapping patches (SPT when `spt`); "conv": ConvTokenizer with
+    `conv_layers` stages (patch_size and spt unused). `drop_path`: the stochastic depth rate of
+    the last block, rising linearly from 0 at the first. `seq_pool`: SeqPool instead of Flatten.
+    """
+    if tokenizer not in ("patch", "conv"):
+        raise ValueError(f"tokenizer {tokenizer!r} is not one of patch, conv")
+    if tokenizer == "patch" and image_size % patch_size:
         raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
     if projection_dim % num_heads:
         raise ValueError(f"projection_dim {projection_dim} is not a multiple of num_heads {num_heads}")
-    num_patches = (image_size // patch_size) ** 2
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    if spt:
+    if tokenizer == "conv":
+        num_patches = ConvTokenizer.grid(image_size, conv_layers) ** 2
+        tokens = ConvTokenizer(projection_dim, conv_layers, name="tokenizer")(inputs)
+    elif spt:
+        num_patches = (image_size // patch_size) ** 2
         tokens = ShiftedPatchTokenization(patch_size, projection_dim, name="tokenizer")(inputs)
     else:
+        num_patches = (image_size // patch_size) ** 2
         tokens = Patches(patch_size, name="patches")(inputs)
-    x = PatchEncoder(num_patches, projection_dim, project=not spt, name="patch_encoder")(tokens)
+    projected = tokenizer == "conv" or spt
+    x = PatchEncoder(num_patches, projection_dim, project=not projected, name="patch_encoder")(tokens)
     for i in range(layers):
-        x, _ = TransformerBlock(projection_dim, num_heads, dropout, lsa,
+        rate = drop_path * i / max(layers - 1, 1)
+        x, _ = TransformerBlock(projection_dim, num_heads, dropout, lsa, rate,
                                 name=f"transformer_block_{i}")(x)
     x = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPS, name="encoder_norm")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
-    x = keras.layers.Dropout(HEAD_DROPOUT, name="head_dropout")(x)
+    if seq_pool:
+        x = SeqPool(name="seq_pool")(x)
+    else:
+        x = keras.layers.Flatten(name="flatten")(x)
+        x = keras.layers.Dropout(HEAD_DROPOUT, name="head_dropout")(x)
     x = Mlp(list(mlp_head), HEAD_DROPOUT, name="mlp_head")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="head")(x)
-    tag = "".join(name for name, on in (("_spt", spt), ("_lsa", lsa)) if on)
+    tag = "".join(name for name, on in (("_conv", tokenizer == "conv"), ("_spt", spt),
+                                        ("_lsa", lsa), ("_seqpool", seq_pool)) if on)
     return keras.Model(inputs, outputs, name=f"vit_scratch{tag}")
 
 
