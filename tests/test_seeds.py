@@ -39,6 +39,19 @@ def test_summary_of_hand_made_experiments() -> None:
     assert "beats the best of the other family in all 2 seeds" in render(summary)
 
 
+def test_only_finished_experiments_count() -> None:
+    """A running, queued or failed experiment shows its baseline's metrics in `dvc exp show`
+    (seen with dvc 3 while `vitbench seeds` ran): it must not count as its seed's result."""
+    def queued(name: str, seed: int, state: str) -> dict:
+        return {"executor": {"state": state, "name": "dvc-task"}, "name": name,
+                "revs": [exp(name, seed, {"cnn_finetuned": 0.9, "vit_finetuned": 0.1})]}
+
+    show = [{"rev": "1" * 40, "name": "main", "data": {"metrics": {}, "params": {}}, "experiments": [
+        queued("seed-4", 4, "running"), queued("seed-5", 5, "queued"), queued("seed-6", 6, "failed"),
+        queued("seed-1", 1, "success"), {"revs": [exp("seed-2", 2, {"cnn_finetuned": 0.5})]}]}]
+    assert [(r.name, r.seed) for r in experiments(show)] == [("seed-1", 1), ("seed-2", 2)]
+
+
 def test_a_ranking_that_flips_is_reported() -> None:
     show = [exp("seed-1", 1, {"cnn_transfer": 0.8, "vit_scratch": 0.6}),
             exp("seed-2", 2, {"cnn_transfer": 0.5, "vit_scratch": 0.7})]

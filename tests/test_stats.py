@@ -145,3 +145,7 @@ def test_mean_interval_over_seeds() -> None:
     assert (spread.low, spread.high) == (pytest.approx(low), pytest.approx(high))
     assert stats.mean_interval([0.8]) == stats.Spread(1, 0.8, 0.0, None, None)
     assert stats.mean_interval([0.5, 0.5]).low == 0.5
+    wide = stats.mean_interval([0.64, 0.77])                    # two seeds: a t interval of +-0.8
+    assert wide.low < 0 and wide.high > 1
+    clipped = stats.mean_interval([0.64, 0.77], bounds=(0.0, 1.0))
+    assert (clipped.low, clipped.high, clipped.mean) == (0.0, 1.0, wide.mean)

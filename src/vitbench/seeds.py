@@ -27,6 +27,7 @@ from vitbench.errors import VitbenchError
 from vitbench.stats import mean_interval
 
 EXP_PREFIX = "seed-"
+FINISHED = (None, "success")   # executor states of a finished experiment (None: not from the queue)
 POLL_SECONDS = 5.0
 
 
@@ -72,13 +73,14 @@ class SeedRun:
 
 
 def experiments(show: Any, prefix: str = EXP_PREFIX) -> list[SeedRun]:
-    """The experiments named `prefix`* in `dvc exp show --json` output, one per seed (the
-    newest wins), in seed order."""
+    """The finished experiments named `prefix`* in `dvc exp show --json` output, one per seed (the
+    newest wins), in seed order. A queued, running or failed experiment is left out: until it
+    succeeds, `exp show` lists it with its baseline's metrics."""
     runs: dict[int, SeedRun] = {}
-    for entry in _walk(show):
+    for entry, state in _walk(show):
         name = entry.get("name") or ""
         data = entry.get("data") or {}
-        if not name.startswith(prefix) or not data.get("metrics"):
+        if not name.startswith(prefix) or not data.get("metrics") or state not in FINISHED:
             continue
         params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
         accuracy = {}
@@ -91,18 +93,22 @@ def experiments(show: Any, prefix: str = EXP_PREFIX) -> list[SeedRun]:
     return [runs[s] for s in sorted(runs)]
 
 
-def _walk(node: Any) -> list[dict[str, Any]]:
-    """Every dict with a `data` key, depth first (exp show nests experiments under baselines)."""
+def _walk(node: Any, state: str | None = None) -> list[tuple[dict[str, Any], str | None]]:
+    """Every dict with a `data` key, depth first (exp show nests experiments under baselines),
+    with the state of the nearest enclosing executor (None where there is none)."""
     found = []
     if isinstance(node, dict):
+        executor = node.get("executor")
+        if isinstance(executor, dict):
+            state = executor.get("state")
         if "data" in node and isinstance(node["data"], dict):
-            found.append(node)
+            found.append((node, state))
         for value in node.values():
             if isinstance(value, (dict, list)):
-                found += _walk(value)
+                found += _walk(value, state)
     elif isinstance(node, list):
         for item in node:
-            found += _walk(item)
+            found += _walk(item, state)
     return found
 
 
@@ -115,7 +121,7 @@ def summarize(runs: list[SeedRun]) -> dict[str, Any]:
     for model_id in MODEL_IDS:
         values = [r.accuracy[model_id] for r in runs if model_id in r.accuracy]
         if values:
-            s = mean_interval(values)
+            s = mean_interval(values, bounds=(0.0, 1.0))
             models[model_id] = {"n": s.n, "mean": s.mean, "std": s.std, "ci_low": s.low,
                                 "ci_high": s.high, "min": min(values), "max": max(values)}
     per_seed = []

@@ -133,8 +133,10 @@ class Spread:
     high: float | None
 
 
-def mean_interval(values: list[float], confidence: float = CONFIDENCE) -> Spread:
-    """Mean, standard deviation and t interval of the mean of `values`."""
+def mean_interval(values: list[float], confidence: float = CONFIDENCE,
+                  bounds: tuple[float, float] | None = None) -> Spread:
+    """Mean, standard deviation and t interval of the mean of `values`; the interval is clipped
+    to `bounds` (e.g. (0, 1) for accuracies) when given."""
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0:
         raise ValueError("no values to summarise")
@@ -145,4 +147,6 @@ def mean_interval(values: list[float], confidence: float = CONFIDENCE) -> Spread
     if std == 0:
         return Spread(int(x.size), mean, 0.0, mean, mean)
     low, high = stats.t.interval(confidence, df=x.size - 1, loc=mean, scale=std / math.sqrt(x.size))
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
     return Spread(int(x.size), mean, std, float(low), float(high))
