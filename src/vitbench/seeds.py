@@ -32,7 +32,11 @@ POLL_SECONDS = 5.0
 
 
 def _dvc(args: list[str], root: Path) -> str:
-    proc = subprocess.run(["dvc", *args], cwd=root, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(["dvc", *args], cwd=root, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise VitbenchError("`dvc` is not on PATH: activate the project's environment "
+                            "(`source .venv/bin/activate`) first") from None
     if proc.returncode != 0:
         raise VitbenchError(f"`dvc {' '.join(args)}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
     return proc.stdout
