@@ -14,13 +14,16 @@ weights (`registry.train_base_from_scratch`).
     current: the params.yaml defaults (no online augmentation, no label smoothing; the ViT with
              SPT + LSA, AdamW 1e-4 decay, warm-up cosine; the CNN with Adam at a constant lr)
     new:     RECIPES["new"]: online augmentation for both, label smoothing, AdamW + warm-up cosine
-             for both; the ViT with a convolutional tokenizer, sequence pooling, stochastic depth
+             for both; the ViT keeps SPT + LSA and adds sequence pooling, stochastic depth and
+             stronger weight decay
+    new+conv (ViT only): the same with the convolutional (CCT) tokenizer instead of SPT
 
 The split is the project's (stratified, seeded 42, near-duplicates kept in one split,
 `vitbench.data.splitting`) on a folder of class folders. Each run has `--epochs` and stops early
 only at `--minutes` of wall time (checked after each epoch).
 
-    nice -n 5 python benchmarks/recipe.py --data ../shared/datasets/pacs_cartoon --epochs 20
+    nice -n 5 python benchmarks/recipe.py --data ../shared/datasets/pacs_cartoon --epochs 20 \
+        --epochs-of cnn/new=36 --seeds 42 --seeds 43
 """
 
 from __future__ import annotations
@@ -56,15 +59,17 @@ DEFAULT_OUT = REPO / "benchmarks" / "results" / "recipe.md"
 FAMILIES = {"vit_scratch": "ViT from scratch", "cnn": "MobileNetV2 from scratch"}
 SPLIT_SEED = 42
 PHASE = {"weight_decay": 0.01, "warmup": 0.1, "label_smoothing": 0.1}
+ONLINE = {"flip": True, "translate": 0.1, "zoom": 0.1, "contrast": 0.2}
+VIT_NEW = {"spt": True, "lsa": True, "seq_pool": True, "drop_path": 0.1, "weight_decay": 0.05,
+           "label_smoothing": 0.1, "mlp_head": [128]}
 RECIPES: dict[str, dict[str, Any]] = {
     "current": {},
-    "new": {
-        "augment_online": {"flip": True, "translate": 0.1, "zoom": 0.1, "contrast": 0.2},
-        "vit": {"tokenizer": "conv", "conv_layers": 3, "spt": False, "seq_pool": True,
-                "drop_path": 0.1, "weight_decay": 0.05, "label_smoothing": 0.1, "mlp_head": [128]},
-        "cnn": {"transfer": {"lr": 1e-3, **PHASE}},
-    },
+    "new": {"augment_online": ONLINE, "vit": VIT_NEW, "cnn": {"transfer": {"lr": 1e-3, **PHASE}}},
+    # the same with the Compact Convolutional Transformer tokenizer (a ViT-only variant)
+    "new+conv": {"augment_online": ONLINE,
+                 "vit": {**VIT_NEW, "tokenizer": "conv", "conv_layers": 3, "spt": False}},
 }
+ONLY = {"new+conv": ("vit_scratch",)}  # recipes that apply to some families only
 
 
 def params_for(recipe: str, image_size: int, seed: int, extra: dict[str, Any]) -> config.Params:
@@ -166,6 +171,20 @@ def render(rows: list[dict[str, Any]], settings: dict[str, Any], started: tuple,
     return "\n".join(lines)
 
 
+def parse_epochs_of(items: tuple[str, ...]) -> dict[str, int]:
+    """`family/recipe=N` options as {"family/recipe": N}; a clear error for anything else."""
+    out: dict[str, int] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        family, _, recipe = key.partition("/")
+        if family not in FAMILIES or recipe not in RECIPES or not value.isdigit() or int(value) < 1:
+            raise click.BadParameter(f"{item!r} is not FAMILY/RECIPE=N with FAMILY in "
+                                     f"{', '.join(FAMILIES)}, RECIPE in {', '.join(RECIPES)}, N >= 1",
+                                     param_hint="--epochs-of")
+        out[key] = int(value)
+    return out
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--data", type=click.Path(path_type=Path), default=DEFAULT_DATA, show_default=True,
               help="Folder with one sub-folder of images per class.")
@@ -174,17 +193,22 @@ def render(rows: list[dict[str, Any]], settings: dict[str, Any], started: tuple,
 @click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=4.0,
               show_default=True, help="Wall-clock cap per run (checked after each epoch).")
+@click.option("--epochs-of", "epochs_of", multiple=True, metavar="FAMILY/RECIPE=N",
+              help="Epochs of one family and recipe (e.g. cnn/new=36), to give every run about the "
+                   "same wall time; the others get --epochs.")
 @click.option("--seeds", type=int, multiple=True, default=(42,), show_default=True)
 @click.option("--family", "families", multiple=True, type=click.Choice(list(FAMILIES)))
 @click.option("--recipe", "recipes", multiple=True, type=click.Choice(list(RECIPES)))
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=DEFAULT_OUT,
               show_default=True, help="Markdown results file (written atomically).")
-def main(data: Path, image_size: int, epochs: int, minutes: float, seeds: tuple[int, ...],
+def main(data: Path, image_size: int, epochs: int, epochs_of: tuple[str, ...], minutes: float,
+         seeds: tuple[int, ...],
          families: tuple[str, ...], recipes: tuple[str, ...], out: Path) -> None:
     """Train each family with each recipe and seed on one fixed split; write a markdown table."""
     from vitbench.data.manifest import read_labels, read_manifest
     from vitbench.data.splitting import SPLITS
 
+    per_run = parse_epochs_of(epochs_of)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     started = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-recipe-") as workdir:
@@ -194,15 +218,19 @@ def main(data: Path, image_size: int, epochs: int, minutes: float, seeds: tuple[
         settings = {
             "data": f"`{data}`, {len(read_labels(paths.labels))} classes, split seed {SPLIT_SEED}: "
                     + ", ".join(f"{k} {v}" for k, v in counts.items()),
-            "budget": f"{epochs} epochs at {image_size}px, batch 32, each run capped at "
-                      f"{minutes:g} min of wall time (checked after each epoch)",
+            "budget": f"{epochs} epochs ({', '.join(f'{k}: {v}' for k, v in per_run.items()) or 'all runs'}) "
+                      f"at {image_size}px, batch 32, chosen so that every run takes about the same "
+                      f"wall time; each run capped at {minutes:g} min (checked after each epoch)",
             "seeds": ", ".join(map(str, seeds)),
             "command": f"`nice -n 5 python benchmarks/recipe.py {' '.join(sys.argv[1:])}`"}
         rows: list[dict[str, Any]] = []
         for seed in seeds:
             for family in families or FAMILIES:
                 for recipe in recipes or RECIPES:
-                    rows.append(run_one(family, recipe, seed, paths, image_size, epochs, minutes))
+                    if family not in ONLY.get(recipe, (family,)):
+                        continue
+                    n = per_run.get(f"{family}/{recipe}", epochs)
+                    rows.append(run_one(family, recipe, seed, paths, image_size, n, minutes))
                     text = render(rows, settings, started, os.getloadavg())
                     with atomic_file(out) as fh:   # after every run: a stopped run keeps its rows
                         fh.write(text)
