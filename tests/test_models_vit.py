@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from vitbench.models import vit
-from vitbench.plots.patches import patch_grid
+from vitbench.plots.patches import patch_grid, token_grid
 
 SMALL = dict(image_size=16, patch_size=4, projection_dim=8, num_heads=2, layers=2, mlp_head=[8],
              dropout=0.1, num_classes=3)
@@ -175,6 +175,35 @@ def test_patch_grid_title_names_the_sizes(monkeypatch: pytest.MonkeyPatch, tmp_p
     patch_grid(np.zeros((72, 72, 3), dtype=np.float32), 6, tmp_path / "p.png")
     assert "72x72 image, 6x6 patches: 144 patches, 108 elements per patch" in titles
     assert "Patches (12x12)" in titles
+
+
+def test_receptive_field_of_the_conv_tokenizer() -> None:
+    # one stage: conv 3 + pool 3 = 5 px; each further stage adds 4 x the doubled stride
+    assert [vit.ConvTokenizer.receptive_field(n) for n in (1, 2, 3)] == [5, 13, 29]
+    # checked against the layer itself: a token changes only with pixels inside its field
+    keras.utils.set_random_seed(0)
+    layer = vit.ConvTokenizer(4, 2)
+    x = np.zeros((1, 32, 32, 3), np.float32)
+    base = np.asarray(layer(x))
+    x[0, 15, 15] = 1.0   # token t sees pixels 4t-3 .. 4t+9 (TF "same" padding): for t = 1, 1..13 ...
+    changed = np.any(np.asarray(layer(x)) != base, axis=-1)[0].reshape(8, 8)
+    rows, cols = np.nonzero(changed)
+    assert changed.any() and rows.min() >= 2 and cols.min() >= 2  # ... leaves token (1, 1) alone
+
+
+def test_token_grid_title_names_tokens_and_field(monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
+    titles: list[str] = []
+    import vitbench.plots.patches as patches_module
+
+    real_save = patches_module.save_figure
+    monkeypatch.setattr(patches_module, "save_figure",
+                        lambda fig, path: (titles.append(fig._suptitle.get_text()),
+                                           real_save(fig, path))[1])
+    out = token_grid(np.zeros((60, 60, 3), dtype=np.uint8), 3, tmp_path / "p.png")
+    assert out.is_file()   # 60 px is not a multiple of 8: padded to 64, 8x8 tokens
+    assert titles == ["60x60 image, conv tokenizer (3 conv + pool stages): 64 tokens, one "
+                      "per 8x8 cell, each seeing 29x29 px around it"]
 
 
 def test_patch_grid_rejects_non_tiling_images(tmp_path: Path) -> None:

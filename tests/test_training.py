@@ -449,6 +449,22 @@ def test_train_vit_end_to_end(project):
     assert (project.plots / "vit_patches.png").stat().st_size > 0
     assert not project.backup("vit_scratch").exists()
 
+
+@pytest.mark.slow
+def test_train_vit_conv_tokenizer_draws_its_tokens(project, monkeypatch):
+    import vitbench.plots.patches as patches
+
+    drawn: list[int] = []
+    real = patches.token_grid
+    monkeypatch.setattr(patches, "token_grid",
+                        lambda image, n, path: (drawn.append(n), real(image, n, path))[1])
+    params = tiny_params(train={"epochs": 1},
+                         vit={"tokenizer": "conv", "spt": False, "conv_layers": 2, "seq_pool": True})
+    train_stage(training.train_vit, "vit", params, project)
+    record = assert_trained(project, "vit_scratch", epochs=1, pretrained=False)
+    assert record["build"]["tokenizer"] == "conv" and record["build"]["seq_pool"] is True
+    assert drawn == [2] and (project.plots / "vit_patches.png").stat().st_size > 0
+
     from vitbench.models import load_model
     model, _ = load_model(project.model("vit_scratch"))
     assert model.count_params() == record["params_total"]

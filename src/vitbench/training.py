@@ -669,7 +669,7 @@ def train_vit(cfg: Vit, train: Train, seed: int, paths: Paths,
               online: AugmentOnline = AugmentOnline()) -> None:
     """The from-scratch ViT -> models/vit_scratch, plus plots/vit_patches.png."""
     from vitbench.data.pipeline import load_images
-    from vitbench.plots.patches import patch_grid
+    from vitbench.plots.patches import patch_grid, token_grid
 
     family = registry.family("vit_scratch")
     (spec,) = registry.models_of(family.name)
@@ -677,7 +677,11 @@ def train_vit(cfg: Vit, train: Train, seed: int, paths: Paths,
     rt, data = start.rt, start.data
     if rt.chief:
         first = load_images(data.train_paths[:1], start.image_size)[0]
-        patch_grid(first, cfg.patch_size, paths.plots / "vit_patches.png")
+        figure = paths.plots / "vit_patches.png"
+        if cfg.tokenizer == "conv":
+            token_grid(first, cfg.conv_layers, figure)
+        else:
+            patch_grid(first, cfg.patch_size, figure)
     build = family.build_kwargs(cfg, len(data.classes))
     job = Job(family.name, build, start.image_size, start.preprocess, False,
               fingerprint(family.section, cfg, train, seed, paths, online))

@@ -258,6 +258,15 @@ class ConvTokenizer(keras.layers.Layer):
             image_size = -(-image_size // 2)
         return image_size
 
+    @staticmethod
+    def receptive_field(conv_layers: int) -> int:
+        """Pixels per side that one token sees: each stage adds a 3x3 conv and a 3x3 pool."""
+        field, jump = 1, 1
+        for _ in range(conv_layers):
+            field += 4 * jump  # conv 3x3 (stride 1) then pool 3x3: 2 * jump each
+            jump *= 2
+        return field
+
     def build(self, input_shape: Any) -> None:
         shape = tuple(input_shape)
         for conv, pool in zip(self.convs, self.pools):

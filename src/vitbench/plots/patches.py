@@ -1,4 +1,5 @@
-"""Seed 1's figure: one training image beside the patches the ViT cuts it into."""
+"""Seed 1's figure: one training image beside the patches the ViT cuts it into (or, with the
+convolutional tokenizer, one cell per token)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ from pathlib import Path
 import numpy as np
 from matplotlib.gridspec import GridSpec
 
-from vitbench.models.vit import extract_patches
+from vitbench.models.vit import ConvTokenizer, extract_patches
 from vitbench.plots.common import plt, save_figure
 
 
-def patch_grid(image: np.ndarray, patch_size: int, path: str | Path) -> Path:
+def patch_grid(image: np.ndarray, patch_size: int, path: str | Path,
+               title: str | None = None) -> Path:
     """Write `path`: the image [S, S, 3] (uint8, or floats in 0..1) on the left, its
-    (S/patch_size)^2 patches in a grid on the right, titled with the sizes; returns `path`."""
+    (S/patch_size)^2 patches in a grid on the right, titled with the sizes (or `title`);
+    returns `path`."""
     image = _displayable(image)
     size = image.shape[0]
     if image.ndim != 3 or image.shape[1] != size or size % patch_size:
@@ -36,9 +39,24 @@ def patch_grid(image: np.ndarray, patch_size: int, path: str | Path) -> Path:
     box = outer[1].get_position(fig)
     fig.text((box.x0 + box.x1) / 2, box.y1 + 0.02, f"Patches ({n}x{n})", ha="center",
              va="bottom", fontsize=plt.rcParams["axes.titlesize"], fontweight="bold")
-    fig.suptitle(f"{size}x{size} image, {patch_size}x{patch_size} patches: {n * n} patches, "
-                 f"{patch_size * patch_size * 3} elements per patch", fontsize=12, y=1.0)
+    fig.suptitle(title or f"{size}x{size} image, {patch_size}x{patch_size} patches: {n * n} "
+                 f"patches, {patch_size * patch_size * 3} elements per patch", fontsize=12, y=1.0)
     return save_figure(fig, path)
+
+
+def token_grid(image: np.ndarray, conv_layers: int, path: str | Path) -> Path:
+    """`patch_grid` for the convolutional tokenizer: its (S / 2^conv_layers)^2 tokens, one per
+    cell of the stride (the image padded with white to whole cells), titled with the receptive
+    field each token sees."""
+    image = _displayable(image)
+    cell, size = 2 ** conv_layers, image.shape[0]
+    side = ConvTokenizer.grid(size, conv_layers)
+    pad = side * cell - size
+    padded = np.pad(image, ((0, pad), (0, pad), (0, 0)), constant_values=255)
+    field = ConvTokenizer.receptive_field(conv_layers)
+    return patch_grid(padded, cell, path, title=(
+        f"{size}x{size} image, conv tokenizer ({conv_layers} conv + pool stages): {side * side} "
+        f"tokens, one per {cell}x{cell} cell, each seeing {field}x{field} px around it"))
 
 
 def _frame(ax: plt.Axes) -> None:
