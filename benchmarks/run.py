@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -26,8 +25,8 @@ import click
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-PACS = REPO.parent / "shared" / "datasets" / "pacs_cartoon"
 sys.path.insert(0, str(HERE))
+from common import PACS, machine  # noqa: E402
 
 
 def timed(cmd: list[str], cwd: Path) -> float:
@@ -50,18 +49,6 @@ def repro_figures(project: Path) -> dict[str, object]:
         if "infer_images_per_second" in data:
             models[path.stem] = data
     return {"repro_seconds": full, "noop_seconds": noop, "models": models}
-
-
-def machine() -> str:
-    """CPU model, cores, memory, Python and TensorFlow versions."""
-    import tensorflow as tf
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or "unknown CPU")
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    gpus = len(tf.config.list_physical_devices("GPU"))
-    return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, {gpus} GPU(s), "
-            f"Python {platform.python_version()}, TensorFlow {tf.__version__}")
 
 
 def render(repro: dict | None, throughput: list[dict] | None, remedies: str | None) -> str:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +33,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "pacs_cartoon"
+from common import PACS, machine, prepare, split_counts  # noqa: E402
+
 DEFAULT_WEIGHTS = REPO.parent / "shared" / "weights" / "mobilenet_v2_1.0_224_no_top.h5"
 DEFAULT_OUT = HERE / "results" / "transfer.md"
 
@@ -54,26 +54,6 @@ def make_params(data: Path, weights: Path, image_size: int, epochs: int, copies:
         "train": {"epochs": epochs, "batch_size": 32, "patience": 3, "mixed_precision": False},
         "cnn": {"arch": "mobilenetv2", "image_size": image_size, "weights": str(weights), **cnn},
     })
-
-
-def prepare(params: Any, root: Path) -> Any:
-    """data/raw -> clean -> split -> augmented in `root` (a committed git repo: dvclive needs one)."""
-    from vitbench.data.augmentation import augment_dataset
-    from vitbench.data.cleaning import clean_dataset
-    from vitbench.data.sources import fetch_dataset
-    from vitbench.data.splitting import split_dataset
-    from vitbench.paths import Paths
-
-    root.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    subprocess.run(["git", "-c", "user.email=bench@vitbench.local", "-c", "user.name=bench",
-                    "commit", "-q", "--allow-empty", "-m", "bench"], cwd=root, check=True)
-    paths = Paths(root)
-    fetch_dataset(params.dataset, params.seed, paths)
-    clean_dataset(params.clean, paths)
-    split_dataset(params.split, params.seed, paths)
-    augment_dataset(params.augment, params.seed, paths)
-    return paths
 
 
 def test_accuracy(paths: Any, model_id: str) -> tuple[float, dict[str, Any]]:
@@ -142,8 +122,6 @@ def transfer_speed(params: Any, paths: Any, cache: bool, backup: Path) -> dict[s
 def render(rows: list[dict[str, Any]], speed: list[dict[str, Any]], settings: dict[str, Any],
            counts: dict[str, int], total: float) -> str:
     """The markdown report."""
-    from run import machine
-
     names = {("transfer", "cnn_transfer"): "MobileNetV2, ImageNet weights, transfer (frozen base + head)",
              ("transfer", "cnn_finetuned"): "MobileNetV2, ImageNet weights, fine-tuned",
              ("scratch", "cnn_transfer"): "MobileNetV2, random weights, phase 1 (whole net trained)",
@@ -192,7 +170,7 @@ def render(rows: list[dict[str, Any]], speed: list[dict[str, Any]], settings: di
 
 @click.command()
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default=DEFAULT_DATA, show_default=True, help="A folder of class folders.")
+              default=PACS, show_default=True, help="A folder of class folders.")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=DEFAULT_WEIGHTS, show_default=True, help="No-top MobileNetV2 .h5 weights.")
 @click.option("--image-size", default=96, show_default=True)
@@ -215,7 +193,7 @@ def main(data: Path, weights: Path, image_size: int, epochs: int, copies: int, f
     with tempfile.TemporaryDirectory(prefix="vitbench-transfer-") as tmp:
         pre = make_params(**common, pretrained=True, **ft)
         paths = prepare(pre, Path(tmp) / "project")
-        counts = {s: len(read_manifest(paths.split_csv(s))) for s in ("train", "val", "test")}
+        counts = split_counts(paths)
         counts["augmented"] = len(read_manifest(paths.augmented_csv))
         rows = train_and_test(pre, paths, "transfer")
         rows += train_and_test(make_params(**common, pretrained=False, **ft), paths, "scratch")
