@@ -44,6 +44,10 @@ TINY = {
     "dataset": {"synthetic": {"per_class": 12, "image_size": 64}},
     "clean": {"min_per_class": 6},
     "split": {"val": 0.2, "test": 0.25},
+    # online augmentation off in the DAG tests, as before it became the default (the suite took
+    # 34 min with it on in every DAG, 16 min before); it is tested in test_online.py,
+    # test_recipe.py and by the full-size demo run
+    "augment_online": {"flip": False, "translate": 0.0, "zoom": 0.0, "contrast": 0.0},
     "train": {"epochs": 1, "batch_size": 16, "patience": 1},
     "cnn": {"image_size": 32, "pretrained": False},
     "vit": {"image_size": 24, "patch_size": 6, "projection_dim": 16, "num_heads": 2, "layers": 1,
