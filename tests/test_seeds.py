@@ -68,14 +68,16 @@ def test_two_seeds_end_to_end(tmp_path: Path) -> None:
     project = make_project_copy(tmp_path / "project")
     set_params(project, {**TINY, "evaluate": {**TINY["evaluate"], "robustness": False}})
     commit(project, "tiny params")
+    # one cheap model (train_cnn would double the run); the ranking across families is tested
+    # on hand-made experiments above
     run(project, bin_path("vitbench"), "seeds", "--seeds", "1,2", "--jobs", "2",
-        "--model", "cnn_finetuned", "--model", "vit_scratch", timeout=1500)
+        "--model", "vit_scratch", timeout=1500)
     out = run(project, bin_path("vitbench"), "summarize", "--json").stdout
     summary = json.loads(out)
     assert summary["seeds"] == [1, 2]
     assert {m["n"] for m in summary["models"].values()} == {2}
-    assert set(summary["models"]) == {"cnn_finetuned", "vit_scratch"}
-    assert summary["winner"] in ("CNN", "ViT", None)
+    assert set(summary["models"]) == {"vit_scratch"}
+    assert summary["winner"] is None   # one family: nothing to rank
     assert not (project / "metrics" / "vit_finetuned.json").exists()   # the workspace is untouched
     text = run(project, bin_path("vitbench"), "summarize").stdout
     assert "# Accuracy over 2 seeds" in text
