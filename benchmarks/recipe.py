@@ -6,8 +6,8 @@ project (fetch the folder, clean, split, augment with no materialised copies: `c
 the training batches come from `training.load_train_data` (the real tf.data pipeline, with the
 online augmentation of `augment_online` on the training batches only), the models from the
 family registry (`registry.Family.build_kwargs`, `.builder`, `.prepare_phase`, `.recipe`), the
-recipe from `training.make_optimizer` and `training.compile_model`, and the loop is
-`training.fit_phase` (no early stopping, the weights of the lowest validation loss restored and
+recipe from `optim.make_optimizer` and `optim.compile_model`, and the loop is
+`loop.fit_phase` (no early stopping, the weights of the lowest validation loss restored and
 tested). The CNN trains its whole network from scratch as `train_cnn`'s first phase does without
 weights (`registry.train_base_from_scratch`).
 
@@ -43,7 +43,7 @@ import keras
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PACS, machine_section, prepare, split_counts  # noqa: E402
 
-from vitbench import config, training  # noqa: E402
+from vitbench import config, loop, optim, training  # noqa: E402
 from vitbench.data.pipeline import dataset_from_manifest  # noqa: E402
 from vitbench.fsutil import atomic_file  # noqa: E402
 from vitbench.models import registry  # noqa: E402
@@ -112,10 +112,10 @@ def run_one(family: str, recipe: str, seed: int, paths: Paths, image_size: int, 
     build = fam.build_kwargs(cfg, len(data.classes))
     model = fam.builder(**build)
     fam.prepare_phase(model, phase_name, pretrained=False)  # the CNN: its whole base trains
-    optimizer = training.make_optimizer(phase, epochs * data.steps_per_epoch)
-    training.compile_model(model, optimizer, len(data.classes), phase.label_smoothing)
+    optimizer = optim.make_optimizer(phase, epochs * data.steps_per_epoch)
+    optim.compile_model(model, optimizer, len(data.classes), phase.label_smoothing)
     with tempfile.TemporaryDirectory(prefix="recipe-") as backup:
-        result = training.fit_phase(model, data.train, data.val, epochs=epochs,
+        result = loop.fit_phase(model, data.train, data.val, epochs=epochs,
                                     patience=epochs, backup_dir=Path(backup) / "fit",
                                     curves_dir=None, callbacks=[TimeLimit(minutes * 60)])
     test = model.evaluate(test_ds, return_dict=True, verbose=0)

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from vitbench import training
+from vitbench import optim
 from vitbench.config import Params, load_params
 from vitbench.data.manifest import read_labels
 from vitbench.data.online import batch_augmenter
@@ -55,7 +55,7 @@ def measure_throughput(params: Params, paths: Paths, steps: int,
         record = {"id": first.id, "family": family, "build": fam.build_kwargs(cfg, len(classes))}
         model = build_model(record)
         fam.prepare_phase(model, first.phase, pretrained=True)
-        training.compile_model(model, keras.optimizers.Adam(1e-4), len(classes))
+        optim.compile_model(model, keras.optimizers.Adam(1e-4), len(classes))
         disk = make_dataset(files, labels, image_size, preprocess, batch, shuffle=True,
                             seed=params.seed, cache=False).repeat()
         memory = _memory_dataset(files, labels, image_size, preprocess, batch, params.seed)

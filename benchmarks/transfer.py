@@ -91,7 +91,7 @@ def transfer_speed(params: Any, paths: Any, cache: bool, backup: Path) -> dict[s
     """The transfer phase alone (frozen pretrained base, Adam at cnn.transfer.lr), timed end to
     end: feature computation (cache on) included; early stopping off so every run does the
     same epochs."""
-    from vitbench import features, training
+    from vitbench import features, loop, optim, training
     from vitbench.models import registry, set_backbone_trainable
     from vitbench.models.cnn import build_cnn
 
@@ -106,9 +106,9 @@ def transfer_speed(params: Any, paths: Any, cache: bool, backup: Path) -> dict[s
     head = (features.head_on_features(model, data.train, data.val, data.batch_size, params.seed)
             if cache else None)
     fitted, train, val = (head.model, head.train, head.val) if head else (model, data.train, data.val)
-    training.compile_model(fitted, keras.optimizers.Adam(params.cnn.transfer.lr),
+    optim.compile_model(fitted, keras.optimizers.Adam(params.cnn.transfer.lr),
                            len(data.classes))
-    result = training.fit_phase(fitted, train, val, epochs=params.train.epochs,
+    result = loop.fit_phase(fitted, train, val, epochs=params.train.epochs,
                                 patience=params.train.epochs, backup_dir=backup, curves_dir=None)
     seconds = time.perf_counter() - start
     images = result.epochs_run * len(data.train_paths)

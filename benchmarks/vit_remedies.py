@@ -158,7 +158,7 @@ def render(report: dict[str, Any]) -> str:
         f"{list(v.mlp_head)}, dropout {v.dropout}; no augmentation",
         f"- AdamW lr {v.lr:g}, weight decay {v.weight_decay:g}, batch {params.train.batch_size}, "
         f"{params.train.epochs} epochs; warm-up cosine: linear warm-up over {v.warmup:g} of the "
-        "steps, then cosine to 0 (`vitbench.training.learning_rate`)",
+        "steps, then cosine to 0 (`vitbench.optim.learning_rate`)",
         f"- seeds run: {seeds}" + (f"; not run (budget): {skipped}" if skipped else ""),
         f"- budget {s['budget_minutes']:g} min; used {report['wall_seconds'] / 60:.1f} min wall "
         f"time (fetch, clean, split, augment: {report['load_seconds']:.0f}s)"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vitbench import training
+from vitbench import optim
 from vitbench.config import AugmentOnline, LearningRate, params_from_dict
 from vitbench.recipe import describe, recipe_record
 
@@ -32,7 +32,7 @@ def expected_loss(targets: np.ndarray, smoothing: float) -> float:
 @pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
 def test_label_smoothing_reaches_the_compiled_loss(smoothing: float) -> None:
     model = identity_model()
-    training.compile_model(model, keras.optimizers.Adam(), 6, label_smoothing=smoothing)
+    optim.compile_model(model, keras.optimizers.Adam(), 6, label_smoothing=smoothing)
     onehot = np.eye(3, dtype="float32")[IDS]
     sparse = model.evaluate(PROBS, IDS, verbose=0, return_dict=True)
     dense = model.evaluate(PROBS, onehot, verbose=0, return_dict=True)
@@ -44,8 +44,8 @@ def test_label_smoothing_reaches_the_compiled_loss(smoothing: float) -> None:
 
 def test_smoothed_and_plain_losses_differ_and_soft_labels_count_by_argmax() -> None:
     plain, smooth = identity_model(), identity_model()
-    training.compile_model(plain, keras.optimizers.Adam(), 3)
-    training.compile_model(smooth, keras.optimizers.Adam(), 3, label_smoothing=0.2)
+    optim.compile_model(plain, keras.optimizers.Adam(), 3)
+    optim.compile_model(smooth, keras.optimizers.Adam(), 3, label_smoothing=0.2)
     soft = np.array([[0.6, 0.4, 0], [0, 0.3, 0.7], [0.2, 0.8, 0], [0.5, 0.5, 0]], "float32")
     a = plain.evaluate(PROBS, soft, verbose=0, return_dict=True)
     b = smooth.evaluate(PROBS, soft, verbose=0, return_dict=True)
@@ -56,18 +56,18 @@ def test_smoothed_and_plain_losses_differ_and_soft_labels_count_by_argmax() -> N
 
 
 def test_loss_serialises() -> None:
-    loss = training.Crossentropy(0.15)
+    loss = optim.Crossentropy(0.15)
     again = keras.losses.deserialize(json.loads(json.dumps(keras.losses.serialize(loss))))
-    assert isinstance(again, training.Crossentropy) and again.label_smoothing == 0.15
+    assert isinstance(again, optim.Crossentropy) and again.label_smoothing == 0.15
 
 
 def test_make_optimizer_per_recipe() -> None:
-    adam = training.make_optimizer(LearningRate(1e-3), 100)
+    adam = optim.make_optimizer(LearningRate(1e-3), 100)
     assert type(adam) is keras.optimizers.Adam and float(adam.learning_rate) == pytest.approx(1e-3)
-    adamw = training.make_optimizer(LearningRate(2e-3, weight_decay=0.05, warmup=0.1), 100)
+    adamw = optim.make_optimizer(LearningRate(2e-3, weight_decay=0.05, warmup=0.1), 100)
     assert isinstance(adamw, keras.optimizers.AdamW) and adamw.weight_decay == pytest.approx(0.05)
     schedule = adamw._learning_rate
-    assert isinstance(schedule, training.WarmupCosine)
+    assert isinstance(schedule, optim.WarmupCosine)
     assert (schedule.warmup_steps, schedule.total_steps, schedule.peak_lr) == (10, 100, 2e-3)
 
 
@@ -76,7 +76,7 @@ def test_weight_decay_shrinks_weights() -> None:
     def trained(decay: float) -> float:
         model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation="softmax")])
         model.layers[0].kernel.assign(np.full((2, 2), 1.0, "float32"))
-        training.compile_model(model, training.make_optimizer(LearningRate(0.1, decay), 10), 2)
+        optim.compile_model(model, optim.make_optimizer(LearningRate(0.1, decay), 10), 2)
         model.fit(np.zeros((4, 2), "float32"), np.zeros(4, "int32"), epochs=3, verbose=0)
         return float(np.abs(model.layers[0].kernel.numpy()).mean())
 
@@ -89,7 +89,7 @@ def test_vit_recipe_and_config_keys() -> None:
                                "cnn": {"transfer": {"lr": 1e-3, "label_smoothing": 0.1}}})
     assert params.vit.recipe == LearningRate(2e-3, 0.05, 0.2, 0.1)
     assert params.cnn.transfer.label_smoothing == 0.1 and params.cnn.finetune.weight_decay == 0.0
-    optimizer = training.make_optimizer(params.vit.recipe, 50)
+    optimizer = optim.make_optimizer(params.vit.recipe, 50)
     record = recipe_record(params.vit.recipe, type(optimizer).__name__, 1.0, params.augment_online)
     assert record == {"optimizer": "AdamW", "lr": 2e-3, "weight_decay": 0.05, "warmup": 0.2,
                       "schedule": "warm-up + cosine", "label_smoothing": 0.1,
@@ -163,7 +163,7 @@ def test_fit_on_mixup_batches() -> None:
     val = tf.data.Dataset.from_tensor_slices((x.astype("float32"), y)).batch(8)
     model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Rescaling(1 / 255),
                               keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
-    training.compile_model(model, keras.optimizers.Adam(0.01), 3, label_smoothing=0.1)
+    optim.compile_model(model, keras.optimizers.Adam(0.01), 3, label_smoothing=0.1)
     history = model.fit(train, validation_data=val, epochs=2, verbose=0).history
     assert all(np.isfinite(history["loss"])) and all(np.isfinite(history["val_loss"]))
     assert 0 <= history["val_accuracy"][-1] <= 1

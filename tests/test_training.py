@@ -19,7 +19,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from vitbench import training
+from vitbench import loop, optim, training
 from vitbench.config import params_from_dict
 from vitbench.data.manifest import write_labels, write_manifest
 from vitbench.paths import Paths
@@ -139,7 +139,7 @@ def assert_trained(paths: Paths, model_id: str, *, epochs: int, pretrained: bool
 # --- schedule, precision, strategy ----------------------------------------------------------------
 
 def test_warmup_cosine_values():
-    s = training.WarmupCosine(1e-3, total_steps=110, warmup_steps=10, final_lr=1e-5)
+    s = optim.WarmupCosine(1e-3, total_steps=110, warmup_steps=10, final_lr=1e-5)
     lr = lambda step: float(s(step))  # noqa: E731
     assert lr(0) == pytest.approx(1e-4)                   # (0 + 1) / 10 of the peak
     assert lr(4) == pytest.approx(5e-4)
@@ -152,22 +152,22 @@ def test_warmup_cosine_values():
 
 
 def test_warmup_cosine_serialises_inside_an_optimizer():
-    s = training.WarmupCosine(2e-3, total_steps=50, warmup_steps=5)
+    s = optim.WarmupCosine(2e-3, total_steps=50, warmup_steps=5)
     opt = keras.optimizers.AdamW(learning_rate=s, weight_decay=1e-4)
     again = keras.optimizers.AdamW.from_config(json.loads(json.dumps(opt.get_config())))
-    assert isinstance(again.learning_rate, training.WarmupCosine) or isinstance(
-        again._learning_rate, training.WarmupCosine)
+    assert isinstance(again.learning_rate, optim.WarmupCosine) or isinstance(
+        again._learning_rate, optim.WarmupCosine)
     restored = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(s))
     assert restored.get_config() == s.get_config()
     assert float(restored(7)) == pytest.approx(float(s(7)))
 
 
 def test_learning_rate_warmup_zero_is_constant():
-    assert training.learning_rate(1e-3, 0.0, 100) == 1e-3
-    s = training.learning_rate(1e-3, 0.1, 100)
-    assert isinstance(s, training.WarmupCosine) and s.warmup_steps == 10
+    assert optim.learning_rate(1e-3, 0.0, 100) == 1e-3
+    s = optim.learning_rate(1e-3, 0.1, 100)
+    assert isinstance(s, optim.WarmupCosine) and s.warmup_steps == 10
     with pytest.raises(ValueError, match="warmup_steps"):
-        training.WarmupCosine(1e-3, total_steps=5, warmup_steps=6)
+        optim.WarmupCosine(1e-3, total_steps=5, warmup_steps=6)
 
 
 def test_mixed_precision_setting():
@@ -206,7 +206,7 @@ def run_script(code: str, cwd: Path, env: dict | None = None, timeout: float = 2
 
 TINY_FIT = """
 import json, sys, keras, numpy as np, tensorflow as tf
-from vitbench import training
+from vitbench import loop, optim, training
 
 def data():
     rng = np.random.default_rng(0)
@@ -231,8 +231,8 @@ strategy = training.get_strategy()
 train, val = data()
 with strategy.scope():
     model = tiny_model()
-    training.compile_model(model, keras.optimizers.Adam(0.01), 2)
-result = training.fit_phase(model, train, val, epochs=1, patience=5, backup_dir="backup",
+    optim.compile_model(model, keras.optimizers.Adam(0.01), 2)
+result = loop.fit_phase(model, train, val, epochs=1, patience=5, backup_dir="backup",
                             curves_dir="curves")
 print(json.dumps({"strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
                   "epochs": result.epochs_run, "loss": result.history["loss"]}))
@@ -264,8 +264,8 @@ class Marker(keras.callbacks.Callback):
 keras.utils.set_random_seed(0)
 train, val = data()
 model = tiny_model()
-training.compile_model(model, keras.optimizers.Adam(0.01), 2)
-result = training.fit_phase(model, train, val, epochs=8, patience=100, backup_dir="backup",
+optim.compile_model(model, keras.optimizers.Adam(0.01), 2)
+result = loop.fit_phase(model, train, val, epochs=8, patience=100, backup_dir="backup",
                             curves_dir="curves", callbacks=[Marker()])
 print(json.dumps({"epochs": result.epochs_run, "resumed_from": result.resumed_from,
                   "history": result.history}))
@@ -319,7 +319,7 @@ class Interrupt(keras.callbacks.Callback):
 def _frozen_model() -> keras.Model:
     """A model that does not learn (SGD at lr 0), so val_loss never improves after epoch 1."""
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
-    training.compile_model(model, keras.optimizers.SGD(0.0), 2)
+    optim.compile_model(model, keras.optimizers.SGD(0.0), 2)
     return model
 
 
@@ -331,12 +331,12 @@ def test_early_stopping_state_survives_a_resume(tmp_path, monkeypatch):
     kwargs = {"epochs": 10, "patience": 3, "backup_dir": "backup", "curves_dir": "curves"}
     model = _frozen_model()
     with pytest.raises(KeyboardInterrupt):
-        training.fit_phase(model, ds, ds, callbacks=[Interrupt(2)], **kwargs)
-    state = json.loads(Path("backup", training.STATE_FILE).read_text())["entries"]
+        loop.fit_phase(model, ds, ds, callbacks=[Interrupt(2)], **kwargs)
+    state = json.loads(Path("backup", loop.STATE_FILE).read_text())["entries"]
     assert [e["early_stopping"]["wait"] for e in state] == [0, 1]
     assert Path("backup", "best-0.npz").is_file()
 
-    result = training.fit_phase(_frozen_model(), ds, ds, **kwargs)
+    result = loop.fit_phase(_frozen_model(), ds, ds, **kwargs)
     # patience 3 counted across the interruption: epochs 2 and 3 exhaust it (a fresh count would run 6)
     assert result.resumed_from == 2 and result.epochs_run == 4 and result.best_epoch == 0
     assert read_tsv_steps(Path("curves/plots/metrics/val/loss.tsv")) == [0, 1, 2, 3]
@@ -345,14 +345,14 @@ def test_early_stopping_state_survives_a_resume(tmp_path, monkeypatch):
 def test_open_live_resumes_matching_curves_and_rewrites_others(tmp_path, monkeypatch):
     monkeypatch.chdir(git_repo(tmp_path / "repo"))
     done = [{"loss": 1.0 - i / 10, "val_loss": 1.2 - i / 10, "accuracy": i / 10} for i in range(3)]
-    training.write_curves("curves", {k: [d[k] for d in done] for k in done[0]})
+    loop.write_curves("curves", {k: [d[k] for d in done] for k in done[0]})
     tsv = Path("curves/plots/metrics/train/loss.tsv")
     assert read_tsv_steps(tsv) == [0, 1, 2]
-    live = training.open_live("curves", done)          # matching: continue at step 3
-    training.log_epoch(live, 3, {"loss": 0.5})
+    live = loop.open_live("curves", done)          # matching: continue at step 3
+    loop.log_epoch(live, 3, {"loss": 0.5})
     live.end()
     assert read_tsv_steps(tsv) == [0, 1, 2, 3]
-    live = training.open_live("curves", done[:2])      # e.g. a backup one epoch behind: rewrite
+    live = loop.open_live("curves", done[:2])      # e.g. a backup one epoch behind: rewrite
     live.end()
     assert read_tsv_steps(tsv) == [0, 1]
     assert pd.read_csv(tsv, sep="\t")["loss"].tolist() == pytest.approx([1.0, 0.9])
@@ -392,13 +392,13 @@ def test_train_cnn_without_pretrained_weights_trains_the_whole_network(project):
 
 def test_stale_backup_is_ignored(tmp_path):
     folder = tmp_path / "backup" / "m"
-    training.prepare_backup(folder, "aaa")
+    loop.prepare_backup(folder, "aaa")
     (folder / "fit").mkdir()
-    training.prepare_backup(folder, "aaa")
+    loop.prepare_backup(folder, "aaa")
     assert (folder / "fit").is_dir()                   # same fingerprint: kept
-    training.prepare_backup(folder, "bbb")
+    loop.prepare_backup(folder, "bbb")
     assert not (folder / "fit").exists()               # other params or data: dropped
-    assert (folder / training.FINGERPRINT_FILE).read_text().strip() == "bbb"
+    assert (folder / loop.FINGERPRINT_FILE).read_text().strip() == "bbb"
 
 
 def test_fingerprint_follows_params_data_and_code(project, monkeypatch):

@@ -8,7 +8,7 @@ one after the other (no parallel calls), so the same seed gives the same augment
 
 MixUp and CutMix mix pairs of images and their labels, so with either of them on the training
 labels become soft one-hot mixtures; the training loss and metrics accept both integer and
-one-hot labels (`vitbench.training.compile_model`). With both on, each batch gets one of the two,
+one-hot labels (`vitbench.optim.compile_model`). With both on, each batch gets one of the two,
 chosen with probability 1/2.
 """
 
