@@ -22,7 +22,7 @@ The split is the project's (stratified, seeded 42, near-duplicates kept in one s
 `vitbench.data.splitting`) on a folder of class folders. Each run has `--epochs` and stops early
 only at `--minutes` of wall time (checked after each epoch).
 
-    nice -n 5 python benchmarks/recipe.py --data ../shared/datasets/pacs_cartoon --epochs 20 \
+    python benchmarks/recipe.py --data ../shared/datasets/pacs_cartoon --epochs 20 \
         --epochs-of cnn/new=36 --seeds 42 --seeds 43
 """
 
@@ -213,7 +213,7 @@ def main(data: Path, image_size: int, epochs: int, epochs_of: tuple[str, ...], m
                       f"at {image_size}px, batch 32, chosen so that every run takes about the same "
                       f"wall time; each run capped at {minutes:g} min (checked after each epoch)",
             "seeds": ", ".join(map(str, seeds)),
-            "command": f"`nice -n 5 python benchmarks/recipe.py {' '.join(sys.argv[1:])}`"}
+            "command": f"`python benchmarks/recipe.py {' '.join(sys.argv[1:])}`"}
         rows: list[dict[str, Any]] = []
         for seed in seeds:
             for family in families or FAMILIES:
