@@ -8,10 +8,8 @@ set -euo pipefail
 repo=$(git rev-parse --show-toplevel); venv=$repo/.venv/bin; work=${WORK:-$(mktemp -d)}
 run_at() {  # commit -> $work/<commit>/ with data/, metrics/ and repro.log
   local commit=$1 out=$work/$1
-  git -C "$repo" worktree add -f --detach "$work/src-$commit" "$commit" -q
   mkdir -p "$out" && cd "$out"
-  for f in dvc.yaml params.yaml stages src .dvc .dvcignore .gitignore; do cp -r "$work/src-$commit/$f" .; done
-  rm -rf .dvc/cache .dvc/tmp .dvc/config.local
+  git -C "$repo" archive "$commit" dvc.yaml params.yaml stages src .dvc .dvcignore .gitignore | tar -x
   "$venv/python" -c "
 import sys, yaml; sys.path.insert(0, '$repo/tests')
 from dvc_project import TINY, deep_update
@@ -22,7 +20,6 @@ deep_update(p, tiny); deep_update(p, {'train': {'epochs': 2, 'patience': 2}})
 open('params.yaml', 'w').write(yaml.safe_dump(p, sort_keys=False))"
   git init -q -b main && git add -A && git -c user.email=a@b -c user.name=check commit -qm "$commit"
   PATH=$venv:$PATH PYTHONPATH=$out/src TF_DETERMINISTIC_OPS=1 TF_CPP_MIN_LOG_LEVEL=2 dvc repro > repro.log 2>&1
-  git -C "$repo" worktree remove --force "$work/src-$commit"
 }
 run_at "$1"; run_at "$2"
 cd "$work"
