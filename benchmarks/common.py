@@ -1,25 +1,129 @@
-"""What the benchmark scripts share: the data prepared by the pipeline's own stages in a scratch
-project, its split sizes, and the machine the figures were measured on."""
+"""What the benchmark scripts share: params read as the stages read them, the pipeline's own
+stages run on them, the split sizes, and the machine the figures were measured on.
+
+The rule (issue 21): a benchmark measures the pipeline. So a benchmark script
+
+1. builds its params with `pipeline_params(overrides, preset=None)`: params.yaml (the one source
+   of defaults), then a preset's sections (`vitbench.presets`), then the script's stated
+   `overrides` (a dict of params.yaml sections, merged key by key), validated by
+   `config.load_params` on that YAML exactly as a stage validates params.yaml;
+2. prepares the data with `prepare(params, root, max_per_class)`: a scratch project in `root`
+   (a committed git repo) whose params.yaml is `params`, and the fetch, clean, split and augment
+   stage scripts run in it (optionally a seeded subset of each class after clean);
+3. trains and scores a family with `train_and_evaluate(family, params, paths)`: the family's
+   training stage script (train_cnn, train_vit or finetune_vit) and then the evaluate stage
+   script for each model id it trains; it returns {model id: metrics/<id>.json as evaluate wrote
+   it}. To vary a setting between runs, build another Params with `pipeline_params` and pass it:
+   the project's params.yaml is rewritten and the stage reads it back with `load_params`.
+
+`run_stage(name, params, paths, *args)` runs any one stage script in-process the same way.
+The Params a stage used is the return value of `used_params(paths)` (the project's params.yaml,
+loaded), which tests compare with `pipeline_params(...)`.
+"""
 
 from __future__ import annotations
 
+import copy
+import functools
+import importlib.util
 import os
 import platform
 import subprocess
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-PACS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "pacs_cartoon"  # default --data
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMS_YAML = REPO / "params.yaml"
+STAGES = REPO / "stages"
+PACS = REPO.parent / "shared" / "datasets" / "pacs_cartoon"  # default --data
+TRAIN_STAGES = {"cnn": "train_cnn", "vit_scratch": "train_vit", "vit_ft": "finetune_vit"}
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `base` with `overrides` merged in, mapping by mapping (other values replaced)."""
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def pipeline_raw(overrides: dict[str, Any] | None = None, preset: str | None = None,
+                 params_file: Path = PARAMS_YAML) -> dict[str, Any]:
+    """params.yaml as parsed YAML, with `preset`'s sections and then `overrides` merged in."""
+    from vitbench.presets import load_preset
+
+    raw = yaml.safe_load(Path(params_file).read_text()) or {}
+    if preset is not None:
+        raw = merge(raw, load_preset(preset))
+    return merge(raw, overrides or {})
+
+
+def pipeline_params(overrides: dict[str, Any] | None = None, preset: str | None = None,
+                    params_file: Path = PARAMS_YAML) -> Any:
+    """The Params a stage would read from params.yaml + `preset` + `overrides` (a ConfigError
+    naming the key for a bad value): the merged YAML is validated by `config.load_params`."""
+    import tempfile
+
+    from vitbench.config import load_params
+
+    with tempfile.TemporaryDirectory(prefix="bench-params-") as tmp:
+        path = Path(tmp) / "params.yaml"
+        path.write_text(yaml.safe_dump(pipeline_raw(overrides, preset, params_file), sort_keys=False))
+        return load_params(path)
+
+
+def write_params(params: Any, root: Path) -> Path:
+    """Write `params` as `root`/params.yaml (what the stages run in `root` read); its path."""
+    from vitbench.config import to_dict
+
+    path = Path(root) / "params.yaml"
+    path.write_text(yaml.safe_dump(to_dict(params), sort_keys=False))
+    return path
+
+
+def used_params(paths: Any) -> Any:
+    """The Params the stages run in the project of `paths` read (its params.yaml, loaded)."""
+    from vitbench.config import load_params
+
+    return load_params(paths.root / "params.yaml")
+
+
+@functools.cache
+def _stage_module(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"vitbench_stage_{name}", STAGES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_stage(name: str, params: Any, paths: Any, *args: str) -> None:
+    """Run stages/<name>.py in-process in the project of `paths`, on `params` written to its
+    params.yaml (so the stage loads them with `config.load_params`, as under `dvc repro`); a
+    failing stage is a VitbenchError (its message was printed by the stage)."""
+    from vitbench.errors import VitbenchError
+
+    params_file = write_params(params, paths.root)
+    command = _stage_module(name).main
+    try:
+        command.main(["--params", str(params_file), "--root", str(paths.root), *args],
+                     standalone_mode=False)
+    except SystemExit as exc:
+        if exc.code:
+            raise VitbenchError(f"stage {name} failed (exit code {exc.code}; its error is above)") from None
 
 
 def prepare(params: Any, root: Path, max_per_class: int | None = None) -> Any:
-    """fetch -> clean -> (a seeded sample of at most `max_per_class` images per class) -> split ->
-    augment, with `params`, in `root` (a committed git repo: dvclive needs one); its Paths."""
-    from vitbench.data.augmentation import augment_dataset
-    from vitbench.data.cleaning import clean_dataset
+    """The fetch, clean, (a seeded sample of at most `max_per_class` images per class,) split and
+    augment stages with `params`, in `root` (made a committed git repo: dvclive needs one); its
+    Paths."""
     from vitbench.data.manifest import read_manifest, write_manifest
-    from vitbench.data.sources import fetch_dataset
-    from vitbench.data.splitting import split_dataset
     from vitbench.errors import DataError
     from vitbench.paths import Paths
 
@@ -31,15 +135,30 @@ def prepare(params: Any, root: Path, max_per_class: int | None = None) -> Any:
     subprocess.run(["git", "-c", "user.email=bench@vitbench.local", "-c", "user.name=bench",
                     "commit", "-q", "--allow-empty", "-m", "bench"], cwd=root, check=True)
     paths = Paths(root)
-    fetch_dataset(params.dataset, params.seed, paths)
-    clean_dataset(params.clean, paths)
+    run_stage("fetch", params, paths)
+    run_stage("clean", params, paths)
     if max_per_class is not None:  # quick runs: a seeded subset of each class
         df = read_manifest(paths.clean_manifest)
         subset = df.sample(frac=1.0, random_state=params.seed).groupby("class").head(max_per_class)
         write_manifest(subset.sort_index(), paths.clean_manifest)
-    split_dataset(params.split, params.seed, paths)
-    augment_dataset(params.augment, params.seed, paths)
+    run_stage("split", params, paths)
+    run_stage("augment", params, paths)
     return paths
+
+
+def train_and_evaluate(family: str, params: Any, paths: Any) -> dict[str, dict[str, Any]]:
+    """`family`'s training stage (train_cnn, train_vit or finetune_vit) and the evaluate stage of
+    every model id it trains, on `params`, in the prepared project of `paths`:
+    {model id: its metrics/<id>.json, as evaluate wrote it}."""
+    from vitbench.fsutil import read_json
+    from vitbench.models import registry
+
+    run_stage(TRAIN_STAGES[family], params, paths)
+    metrics = {}
+    for spec in registry.models_of(family):
+        run_stage("evaluate", params, paths, "--model", spec.id)
+        metrics[spec.id] = read_json(paths.metrics_json(spec.id))
+    return metrics
 
 
 def split_counts(paths: Any) -> dict[str, int]:
