@@ -27,11 +27,13 @@ def test_model_ids_are_the_contracts():
         assert spec.family in registry.FAMILIES and spec.phase in registry.PHASES
     assert [m.id for m in registry.models_of("cnn")] == ["cnn_transfer", "cnn_finetuned"]
     assert [m.id for m in registry.models_of("vit_ft")] == ["vit_transfer", "vit_finetuned"]
-    assert {m.id: m.kind for m in registry.MODELS.values()} == {
+    assert {m.id: registry.kind(m.id) for m in registry.MODELS.values()} == {
         "cnn_transfer": "CNN", "cnn_finetuned": "CNN", "vit_scratch": "ViT",
         "vit_transfer": "ViT", "vit_finetuned": "ViT"}
     assert [m.id for m in registry.MODELS.values() if m.meant_pretrained] == [
         "cnn_transfer", "cnn_finetuned", "vit_transfer", "vit_finetuned"]
+    assert registry.identity("vit_transfer") == {"family": "vit_ft", "kind": "ViT",
+                                                 "meant_pretrained": True}
     with pytest.raises(ConfigError, match="model id"):
         registry.model_spec("rnn_transfer")
 

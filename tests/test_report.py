@@ -16,6 +16,7 @@ from vitbench.data.manifest import write_labels
 from vitbench.errors import DataError
 from vitbench.evaluation import class_report, compute_metrics, predictions_table, uncertainty
 from vitbench.fsutil import write_json
+from vitbench.models import registry
 from vitbench.paths import Paths
 from vitbench.report import compare
 
@@ -50,7 +51,7 @@ def write_evaluation(paths: Paths, model_id: str, y_pred: np.ndarray, files: lis
     proba[np.arange(len(y_pred)), y_pred] = 0.8
     if pretrained is None:
         pretrained = model_id != "vit_scratch"
-    metrics = {"model": model_id, "display_name": NAMES[model_id],
+    metrics = {"model": model_id, "display_name": NAMES[model_id], **registry.identity(model_id),
                **compute_metrics(Y_TRUE, proba, len(CLASSES)),
                **uncertainty(Y_TRUE, y_pred, len(CLASSES), seed=0),
                "ece": expected_calibration_error(Y_TRUE, proba),

@@ -8,11 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from vitbench.models import registry
 from vitbench.seeds import experiments, render, summarize
 
 
 def exp(name: str, seed: int, acc: dict[str, float]) -> dict:
-    metrics = {f"metrics/{m}.json": {"data": {"accuracy": a}} for m, a in acc.items()}
+    """An experiment as `dvc exp show --json` lists it; each model's identity fields are what
+    evaluate writes (`registry.identity`)."""
+    metrics = {f"metrics/{m}.json": {"data": {"accuracy": a, **registry.identity(m)}}
+               for m, a in acc.items()}
     return {"rev": "0" * 40, "name": name,
             "data": {"metrics": metrics, "params": {"params.yaml": {"data": {"seed": seed}}}}}
 

@@ -18,12 +18,11 @@ from typing import Any, Literal, Union
 import yaml
 
 from vitbench.errors import ConfigError, short_list
+from vitbench.model_ids import CNN_ARCHS, MODEL_IDS  # noqa: F401 (re-exported: one table)
 
 PARAMS_FILE = "params.yaml"
 _YAML12_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
-MODEL_IDS = ("cnn_transfer", "cnn_finetuned", "vit_scratch", "vit_transfer", "vit_finetuned")
-CNN_ARCHS = ("mobilenetv2", "vgg16", "resnet50", "efficientnetb0")
 VIT_FT_WEIGHTS = ("imagenet21k", "imagenet21k+imagenet2012")
 VIT_FT_PATCH = {"b16": 16, "b32": 32}
 VIT_FT_BLOCKS = 12      # encoder blocks of ViT-B; vit_ft.blocks keeps the first N

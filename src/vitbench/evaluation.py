@@ -148,7 +148,7 @@ def evaluate(model_id: str, cfg: Evaluate, seed: int, paths: Paths) -> dict[str,
     """Evaluate models/<id> on the test split; write metrics/<id>.json and plots/<id>/eval/.
 
     `seed` fixes the bootstrap, the corruption noise and the test images shown in the figures."""
-    from vitbench.models import load_model
+    from vitbench.models import load_model, registry
 
     model_dir = paths.model(model_id)
     model, record = load_model(model_dir)
@@ -160,6 +160,7 @@ def evaluate(model_id: str, cfg: Evaluate, seed: int, paths: Paths) -> dict[str,
     metrics = {
         "model": model_id,
         "display_name": _display_name(model_id, record),
+        **registry.identity(model_id),   # family, kind (CNN/ViT), meant_pretrained
         **compute_metrics(preds.y_true, preds.proba, n_classes),
         **uncertainty(preds.y_true, preds.y_pred, n_classes, seed),
         "ece": round(expected_calibration_error(preds.y_true, preds.proba), 6),

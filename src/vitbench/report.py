@@ -14,264 +14,29 @@ difference.
 
 from __future__ import annotations
 
-import itertools
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 
-from vitbench import stats
-from vitbench.config import MODEL_IDS, Compare
+from vitbench.config import Compare
 from vitbench.data.manifest import read_labels
 from vitbench.errors import DataError
-from vitbench.fsutil import atomic_dir, atomic_file, read_json, write_json
+from vitbench.fsutil import atomic_dir, atomic_file, write_json
 from vitbench.paths import Paths
+from vitbench.report_markdown import render_markdown
+from vitbench.results import (ModelResult, common_paths, flat_metrics, load_results, per_class_f1,
+                              summarise)
 
 if TYPE_CHECKING:
     from vitbench.plots.compare import GridSample
 
 log = logging.getLogger(__name__)
 
-MEANT_PRETRAINED = ("cnn_transfer", "cnn_finetuned", "vit_transfer", "vit_finetuned")
-CONTRACT_KEYS = ("accuracy", "loss", "top5_accuracy", "precision_macro", "recall_macro", "f1_macro",
-                 "f1_weighted", "params_total", "params_trainable", "size_mb", "train_seconds",
-                 "epochs_run", "infer_images_per_second", "pretrained")
-VERDICT_KEYS = ("accuracy_ci_low", "accuracy_ci_high", "f1_macro_ci_low", "f1_macro_ci_high", "ece")
-METRIC_KEYS = CONTRACT_KEYS + VERDICT_KEYS
-OPTIONAL_KEYS = ("corruption_accuracy",)     # absent when evaluate.robustness is false
-RESOLVE_POINTS = 0.05                         # the difference sized when the models tie exactly
 GRID_IMAGE_SIDE = 256   # predictions grid thumbnails (pixels, longest side)
-
-
-@dataclass(frozen=True)
-class ModelResult:
-    """One evaluated model: its metrics, per-class report, per-image predictions, robustness."""
-
-    model_id: str
-    metrics: dict[str, Any]
-    report: pd.DataFrame        # class, precision, recall, f1, support
-    predictions: pd.DataFrame   # path, actual, predicted, confidence, top3
-    robustness: pd.DataFrame | None = None   # corruption, severity, accuracy
-    recipe: dict[str, Any] | None = None     # record.json's training recipe (vitbench.recipe)
-
-    @property
-    def name(self) -> str:
-        return str(self.metrics.get("display_name") or self.model_id)
-
-    @property
-    def family(self) -> str:
-        return "CNN" if self.model_id.startswith("cnn") else "ViT"
-
-    def correct(self, paths: list[str]) -> np.ndarray:
-        """Whether the model got each of `paths` right."""
-        table = self.predictions.drop_duplicates("path").set_index("path").loc[paths]
-        return (table["actual"] == table["predicted"]).to_numpy()
-
-
-# --- reading ------------------------------------------------------------------------------------
-
-def load_results(paths: Paths, model_ids: tuple[str, ...] = MODEL_IDS) -> list[ModelResult]:
-    """The evaluate outputs of every model; a missing or malformed file is a DataError naming it."""
-    return [_load_result(paths, model_id) for model_id in model_ids]
-
-
-def _load_result(paths: Paths, model_id: str) -> ModelResult:
-    metrics_file = paths.metrics_json(model_id)
-    if not metrics_file.is_file():
-        raise DataError(f"{metrics_file} not found: run `dvc repro evaluate@{model_id}` first")
-    metrics = read_json(metrics_file)
-    missing = [k for k in METRIC_KEYS if k not in metrics]
-    if missing:
-        raise DataError(f"{metrics_file} lacks key(s) {', '.join(missing)}: re-run evaluate@{model_id}")
-    eval_dir = paths.eval_plots(model_id)
-    report = _read_csv(eval_dir / "report.csv", ("class", "precision", "recall", "f1", "support"))
-    predictions = _read_csv(eval_dir / "predictions.csv",
-                            ("path", "actual", "predicted", "confidence"))
-    robustness = None
-    if "corruption_accuracy" in metrics:
-        robustness = _read_csv(eval_dir / "robustness.csv", ("corruption", "severity", "accuracy"))
-    recipe_file = eval_dir / "recipe.json"
-    recipe = read_json(recipe_file) if recipe_file.is_file() else None
-    return ModelResult(model_id, metrics, report, predictions, robustness, recipe)
-
-
-def _read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
-    if not path.is_file():
-        raise DataError(f"{path} not found: run the evaluate stage that writes it")
-    df = pd.read_csv(path, dtype={"class": str, "actual": str, "predicted": str},
-                     keep_default_na=False)  # a class called NA stays "NA"
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise DataError(f"{path} lacks column(s) {', '.join(missing)}")
-    return df
-
-
-# --- analysis (pure) ----------------------------------------------------------------------------
-
-def best(results: list[ModelResult], key: str, higher: bool = True) -> dict[str, Any]:
-    """The best value of metric `key` and every model reaching it (ties: all, in pipeline order)."""
-    values = np.array([float(r.metrics[key]) for r in results])
-    top = values.max() if higher else values.min()
-    tied = [r.model_id for r, v in zip(results, values) if np.isclose(v, top, rtol=1e-9, atol=1e-12)]
-    return {"value": float(top), "models": tied}
-
-
-def perfect_classes(report: pd.DataFrame) -> list[str]:
-    """Classes a model gets perfectly right: precision = recall = 1 (the cartoon study's count)."""
-    perfect = (report["precision"] >= 1.0) & (report["recall"] >= 1.0) & (report["support"] > 0)
-    return [str(c) for c in report.loc[perfect, "class"]]
-
-
-def unsolved_classes(results: list[ModelResult], classes: list[str]) -> list[str]:
-    """Classes of which no model classifies a single test image correctly (recall 0 everywhere)."""
-    solved = set()
-    for r in results:
-        solved |= set(r.report.loc[r.report["recall"] > 0, "class"].astype(str))
-    return [c for c in classes if c not in solved]
-
-
-def per_class_f1(results: list[ModelResult], classes: list[str]) -> pd.DataFrame:
-    """F1 per class (rows, in label order) and model (columns: model ids)."""
-    table = pd.DataFrame(index=pd.Index(classes, name="class"))
-    for r in results:
-        table[r.model_id] = r.report.set_index("class")["f1"].reindex(classes).astype(float)
-    return table
-
-
-def common_paths(results: list[ModelResult]) -> list[str]:
-    """Test images every model predicted, in the first model's order."""
-    shared = set.intersection(*(set(r.predictions["path"]) for r in results))
-    return [p for p in dict.fromkeys(results[0].predictions["path"]) if p in shared]
-
-
-def paired_test(a: ModelResult, b: ModelResult, images: list[str]) -> dict[str, Any]:
-    """McNemar's exact test of `a` against `b` on the shared test `images`, and the number of
-    images that would resolve their accuracy difference (or RESOLVE_POINTS when they tie)."""
-    test = stats.mcnemar_exact(a.correct(images), b.correct(images))
-    n = len(images)
-    difference = (test.only_a - test.only_b) / n if n else 0.0
-    resolve = abs(difference) if difference else RESOLVE_POINTS
-    return {"a": a.model_id, "b": b.model_id, "a_only_right": test.only_a,
-            "b_only_right": test.only_b, "p_value": test.p_value,
-            "difference": difference, "resolve_points": resolve,
-            "images_needed": stats.mcnemar_sample_size((test.only_a + test.only_b) / n, resolve)
-            if n else None}
-
-
-def pairwise_tests(results: list[ModelResult]) -> list[dict[str, Any]]:
-    """`paired_test` for every pair of models, in pipeline order."""
-    images = common_paths(results)
-    return [paired_test(a, b, images) for a, b in itertools.combinations(results, 2)]
-
-
-def cnn_vs_vit(results: list[ModelResult]) -> dict[str, Any] | None:
-    """The best CNN against the best ViT by accuracy, with McNemar's test (None when a family is
-    absent). The winner is the more accurate one when p < ALPHA, else "undecided"."""
-    cnns = [r for r in results if r.family == "CNN"]
-    vits = [r for r in results if r.family == "ViT"]
-    if not cnns or not vits:
-        return None
-    cnn = max(cnns, key=lambda r: r.metrics["accuracy"])
-    vit = max(vits, key=lambda r: r.metrics["accuracy"])
-    test = paired_test(vit, cnn, common_paths(results))
-    diff = float(vit.metrics["accuracy"]) - float(cnn.metrics["accuracy"])
-    if test["p_value"] < stats.ALPHA and not np.isclose(diff, 0.0, atol=1e-12):
-        winner = "ViT" if diff > 0 else "CNN"
-    else:
-        winner = "undecided"
-    return {"best_cnn": cnn.model_id, "best_vit": vit.model_id, "accuracy_difference": diff,
-            "vit_only_right": test["a_only_right"], "cnn_only_right": test["b_only_right"],
-            "p_value": test["p_value"], "resolve_points": test["resolve_points"],
-            "images_needed": test["images_needed"], "winner": winner}
-
-
-def family_means(results: list[ModelResult]) -> dict[str, dict[str, float | None]]:
-    """Per family: mean ECE and mean accuracy drop under corruption (points lost, None when a
-    model has no corruption results)."""
-    out = {}
-    for family in dict.fromkeys(r.family for r in results):
-        members = [r for r in results if r.family == family]
-        drops = [float(r.metrics["accuracy"]) - float(r.metrics["corruption_accuracy"])
-                 for r in members if "corruption_accuracy" in r.metrics]
-        out[family] = {"ece": float(np.mean([float(r.metrics["ece"]) for r in members])),
-                       "corruption_drop": float(np.mean(drops)) if len(drops) == len(members) else None}
-    return out
-
-
-def robustness_table(results: list[ModelResult]) -> pd.DataFrame:
-    """Accuracy per model (rows: model ids) under each corruption (mean over severities), with the
-    clean accuracy first and the mean over all corruptions last; models without results omitted."""
-    rows = {}
-    for r in results:
-        if r.robustness is None:
-            continue
-        per = r.robustness.groupby("corruption", sort=False)["accuracy"].mean()
-        rows[r.model_id] = {"clean": float(r.metrics["accuracy"]), **per.to_dict(),
-                            "mean": float(r.metrics["corruption_accuracy"])}
-    return pd.DataFrame.from_dict(rows, orient="index")
-
-
-def find_warnings(results: list[ModelResult], classes: list[str]) -> list[str]:
-    """Everything a reader must know before trusting the comparison."""
-    warnings = []
-    for r in results:
-        if r.model_id in MEANT_PRETRAINED and not r.metrics["pretrained"]:
-            warnings.append(
-                f"{r.model_id} ({r.name}) is meant to start from pretrained ImageNet weights but "
-                "was trained from RANDOM weights (pretrained: false; the weights were not available). "
-                "Its score says nothing about transfer learning.")
-    for c in unsolved_classes(results, classes):
-        warnings.append(f"No model classified a single test image of class '{c}' correctly.")
-    reference = set(results[0].predictions["path"])
-    for r in results[1:]:
-        if set(r.predictions["path"]) != reference:
-            warnings.append(f"{r.model_id} was evaluated on different test images than "
-                            f"{results[0].model_id}: re-run `dvc repro` so all use the same split.")
-    for r in results:
-        extra = sorted(set(r.report["class"].astype(str)) - set(classes))
-        if extra:
-            warnings.append(f"{r.model_id}'s report has class(es) {', '.join(extra)} that are not "
-                            "in data/split/labels.json: re-run its evaluate stage.")
-    return warnings
-
-
-def summarise(results: list[ModelResult], classes: list[str]) -> dict[str, Any]:
-    """The content of metrics/compare_detail.json: everything the report says, as data."""
-    return {
-        "models": {r.model_id: {"display_name": r.name, "family": r.family,
-                                **{k: r.metrics[k] for k in METRIC_KEYS + OPTIONAL_KEYS
-                                   if k in r.metrics}} for r in results},
-        "best": {"accuracy": best(results, "accuracy"), "f1_macro": best(results, "f1_macro")},
-        "cnn_vs_vit": cnn_vs_vit(results),
-        "pairwise": pairwise_tests(results),
-        "families": family_means(results),
-        "test_images": int(len(results[0].predictions)),
-        "perfect_classes": {r.model_id: perfect_classes(r.report) for r in results},
-        "unsolved_classes": unsolved_classes(results, classes),
-        "warnings": find_warnings(results, classes),
-    }
-
-
-def flat_metrics(summary: dict[str, Any]) -> dict[str, Any]:
-    """metrics/compare.json: the few numbers `dvc metrics show/diff` should put side by side."""
-    versus = summary["cnn_vs_vit"] or {}
-    models = summary["models"]
-    flat = {
-        "test_images": summary["test_images"],
-        "best_accuracy": summary["best"]["accuracy"]["value"],
-        "best_f1_macro": summary["best"]["f1_macro"]["value"],
-        "best_cnn_accuracy": models[versus["best_cnn"]]["accuracy"] if versus else None,
-        "best_vit_accuracy": models[versus["best_vit"]]["accuracy"] if versus else None,
-        "vit_minus_cnn": versus.get("accuracy_difference"),
-        "cnn_vs_vit_p": versus.get("p_value"),
-        "winner": versus.get("winner"),
-        "warnings": len(summary["warnings"]),
-    }
-    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in flat.items()}
+__all__ = ["compare", "grid_samples", "load_results", "summarise"]
 
 
 # --- the stage ----------------------------------------------------------------------------------
@@ -279,8 +44,6 @@ def flat_metrics(summary: dict[str, Any]) -> dict[str, Any]:
 def compare(cfg: Compare, seed: int, paths: Paths) -> dict[str, Any]:
     """Write metrics/compare.json (flat), metrics/compare_detail.json, metrics/compare.md and
     plots/compare/*.png; return the detailed summary. `seed` picks the predictions grid's images."""
-    from vitbench.report_markdown import render_markdown
-
     results = load_results(paths)
     classes = read_labels(paths.labels)
     summary = summarise(results, classes)

@@ -15,7 +15,7 @@ import pandas as pd
 from vitbench import stats
 from vitbench.calibration import BINS
 from vitbench.recipe import describe as describe_recipe
-from vitbench.report import (MEANT_PRETRAINED, ModelResult, per_class_f1, robustness_table)
+from vitbench.results import ModelResult, per_class_f1, robustness_table
 from vitbench.robustness import CORRUPTIONS, SEVERITIES
 
 # (header, metric key, formatter, which value is best: "max", "min" or None)
@@ -269,7 +269,7 @@ def _recipe_lines(results: list[ModelResult]) -> list[str]:
 def _pretrained_cell(r: ModelResult) -> str:
     if r.metrics["pretrained"]:
         return "yes"
-    return "**NO: random init!**" if r.model_id in MEANT_PRETRAINED else "no (by design)"
+    return "**NO: random init!**" if r.meant_pretrained else "no (by design)"
 
 
 def _per_class_table(results: list[ModelResult], classes: list[str]) -> str:

@@ -16,8 +16,8 @@ import json
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pandas as pd
@@ -69,11 +69,13 @@ def run_seeds(seeds: list[int], root: Path, jobs: int = 1, wait: bool = True,
 
 @dataclass(frozen=True)
 class SeedRun:
-    """One finished experiment: its name, seed and each model's accuracy."""
+    """One finished experiment: its name, seed, each model's accuracy and kind (CNN or ViT, as
+    evaluate wrote it into metrics/<id>.json from the model registry)."""
 
     name: str
     seed: int
     accuracy: dict[str, float]
+    kinds: dict[str, str] = field(default_factory=dict)
 
 
 def experiments(show: Any, prefix: str = EXP_PREFIX) -> list[SeedRun]:
@@ -87,14 +89,27 @@ def experiments(show: Any, prefix: str = EXP_PREFIX) -> list[SeedRun]:
         if not name.startswith(prefix) or not data.get("metrics") or state not in FINISHED:
             continue
         params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
-        accuracy = {}
-        for model_id in MODEL_IDS:
-            metrics = (data["metrics"].get(f"metrics/{model_id}.json") or {}).get("data") or {}
-            if "accuracy" in metrics:
-                accuracy[model_id] = float(metrics["accuracy"])
+        accuracy, kinds = {}, {}
+        for model_id, metrics in _model_metrics(data["metrics"]).items():
+            accuracy[model_id] = float(metrics["accuracy"])
+            if "kind" in metrics:
+                kinds[model_id] = str(metrics["kind"])
         if "seed" in params and accuracy:
-            runs.setdefault(int(params["seed"]), SeedRun(name, int(params["seed"]), accuracy))
+            runs.setdefault(int(params["seed"]), SeedRun(name, int(params["seed"]), accuracy, kinds))
     return [runs[s] for s in sorted(runs)]
+
+
+def _model_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{model id: its metrics} of every metrics/<id>.json in an experiment that evaluate wrote
+    (it has `accuracy`), the contract's ids first, in their order."""
+    found = {}
+    for path, entry in metrics.items():
+        data = (entry or {}).get("data") or {}
+        stem = PurePosixPath(path).stem
+        if PurePosixPath(path).parent.name == "metrics" and "accuracy" in data:
+            found[stem] = data
+    order = {m: i for i, m in enumerate(MODEL_IDS)}
+    return {m: found[m] for m in sorted(found, key=lambda m: (order.get(m, len(order)), m))}
 
 
 def _walk(node: Any, state: str | None = None) -> list[tuple[dict[str, Any], str | None]]:
@@ -122,7 +137,7 @@ def summarize(runs: list[SeedRun]) -> dict[str, Any]:
     if not runs:
         raise VitbenchError(f"no finished experiment named {EXP_PREFIX}*: run `vitbench seeds` first")
     models = {}
-    for model_id in MODEL_IDS:
+    for model_id in dict.fromkeys(m for r in runs for m in r.accuracy):
         values = [r.accuracy[model_id] for r in runs if model_id in r.accuracy]
         if values:
             s = mean_interval(values, bounds=(0.0, 1.0))
@@ -130,8 +145,8 @@ def summarize(runs: list[SeedRun]) -> dict[str, Any]:
                                 "ci_high": s.high, "min": min(values), "max": max(values)}
     per_seed = []
     for r in runs:
-        cnn = max((v for k, v in r.accuracy.items() if k.startswith("cnn")), default=None)
-        vit = max((v for k, v in r.accuracy.items() if k.startswith("vit")), default=None)
+        cnn = max((v for k, v in r.accuracy.items() if r.kinds.get(k) == "CNN"), default=None)
+        vit = max((v for k, v in r.accuracy.items() if r.kinds.get(k) == "ViT"), default=None)
         winner = None if cnn is None or vit is None else "tie" if cnn == vit else \
             ("ViT" if vit > cnn else "CNN")
         per_seed.append({"seed": r.seed, "name": r.name, "best_cnn": cnn, "best_vit": vit,

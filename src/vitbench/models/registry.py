@@ -6,9 +6,12 @@ build arguments from its section, how to freeze it for a training phase, where e
 recipe (lr, weight decay, warm-up, label smoothing) is in its section, its attention function,
 its saliency map (Grad-CAM or attention rollout) and its display name. A *model id* (the
 contract's five) is a family trained in one phase (`transfer`, `finetune` or `scratch`), meant to
-start from pretrained weights or not.
+start from pretrained weights or not; the ids are the Keras-free table `vitbench.model_ids`.
+`identity(model_id)` is what evaluate writes into metrics/<id>.json about the model (family,
+kind, meant to be pretrained): everything downstream reads those fields, never the id.
 
-Adding a family is one `Family(...)` entry in FAMILIES (plus its params section in config.py);
+Adding a family is one `Family(...)` entry in FAMILIES (plus its params section in config.py and
+its model ids in `vitbench.model_ids.MODELS`);
 adding a CNN architecture is one entry in `vitbench.models.cnn.ARCHS`.
 """
 
@@ -24,6 +27,8 @@ import numpy as np
 
 from vitbench.config import LearningRate
 from vitbench.errors import ConfigError
+from vitbench import model_ids
+from vitbench.model_ids import ModelSpec
 from vitbench.models import cnn, pretrained_vit, vit
 
 log = logging.getLogger(__name__)
@@ -92,21 +97,6 @@ class Family:
             train_base_from_scratch(model)
         else:
             self.set_trainable(model, phase != "transfer")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One of the contract's model ids."""
-
-    id: str
-    family: str
-    phase: str                # transfer, finetune or scratch
-    meant_pretrained: bool    # starts from pretrained weights when they are available
-
-    @property
-    def kind(self) -> str:
-        """CNN or ViT."""
-        return FAMILIES[self.family].kind
 
 
 # --- per-family pieces ---------------------------------------------------------------------------
@@ -224,13 +214,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            attention=pretrained_vit.attention_weights),
 )}
 
-MODELS: dict[str, ModelSpec] = {m.id: m for m in (
-    ModelSpec("cnn_transfer", "cnn", "transfer", True),
-    ModelSpec("cnn_finetuned", "cnn", "finetune", True),
-    ModelSpec("vit_scratch", "vit_scratch", "scratch", False),
-    ModelSpec("vit_transfer", "vit_ft", "transfer", True),
-    ModelSpec("vit_finetuned", "vit_ft", "finetune", True),
-)}
+MODELS: dict[str, ModelSpec] = model_ids.MODELS     # the contract's ids (Keras-free table)
 
 
 def family(name: str) -> Family:
@@ -252,6 +236,19 @@ def model_spec(model_id: str) -> ModelSpec:
 def models_of(family_name: str) -> tuple[ModelSpec, ...]:
     """The model ids a family's stage trains, in training order."""
     return tuple(m for m in MODELS.values() if m.family == family_name)
+
+
+def kind(model_id: str) -> str:
+    """CNN or ViT: the side of the comparison the model id's family is on."""
+    return FAMILIES[model_spec(model_id).family].kind
+
+
+def identity(model_id: str) -> dict[str, Any]:
+    """What metrics/<id>.json says about the model itself (written by evaluate, read by compare,
+    the report and `vitbench seeds`): its family, kind (CNN or ViT) and whether it is meant to
+    start from pretrained weights. Strings and a bool: three columns in `dvc metrics show`."""
+    spec = model_spec(model_id)
+    return {"family": spec.family, "kind": kind(model_id), "meant_pretrained": spec.meant_pretrained}
 
 
 def display_name(model_id: str, family_name: str, build: dict[str, Any]) -> str:
