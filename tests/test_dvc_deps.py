@@ -106,8 +106,48 @@ def test_whole_params_is_reported(tmp_path: Path):
 
 
 @pytest.mark.parametrize("module, expected", [
-    ("vitbench.data.augmentation", "vitbench/data/cleaning.py"),    # the PNG encoder it uses
+    ("vitbench.data.augmentation", "vitbench/data/imageprep.py"),   # the PNG encoder it uses
     ("vitbench.training", "vitbench/plots/patches.py"),             # imported inside train_vit
 ])
 def test_transitive_imports(module: str, expected: str):
     assert expected in {deps.relative(p) for p in deps.module_files(module)}
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """vitbench module -> the vitbench modules (not packages) it imports, function-level included."""
+    graph = {}
+    for file in deps.PACKAGE_DIR.rglob("*.py"):
+        if file.name == "__init__.py":
+            continue
+        name = ".".join(file.relative_to(deps.PACKAGE_DIR.parent).with_suffix("").parts)
+        graph[name] = {m for m in deps.imported_modules(file, name)
+                       if m != name and deps.module_path(m).name != "__init__.py"}
+    return graph
+
+
+def test_no_two_modules_import_each_other_even_indirectly() -> None:
+    graph = _module_graph()
+
+    def reaches(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph.get(todo.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    cycles = sorted(m for m in graph if m in reaches(m))
+    assert not cycles, f"import cycles through: {', '.join(cycles)}"
+
+
+@pytest.mark.parametrize("stage, edited, stales", [
+    ("train_vit", "vitbench/data/synthetic.py", False),      # the demo's drawing code
+    ("evaluate", "vitbench/data/synthetic.py", False),
+    ("train_vit", "vitbench/data/cleaning.py", False),       # the clean stage's code
+    ("compare", "vitbench/models/registry.py", False),       # compare reads metrics/<id>.json
+    ("fetch", "vitbench/data/synthetic.py", True),
+])
+def test_a_stage_depends_only_on_the_code_it_runs(stage: str, edited: str, stales: bool) -> None:
+    script = stage_script(dvc_stages()[stage])
+    assert (edited in {deps.relative(p) for p in deps.script_files(script)}) is stales

@@ -17,6 +17,7 @@ import yaml
 from PIL import Image
 
 from vitbench.config import Dataset, Synthetic
+import vitbench.download
 from vitbench.data import sources
 from vitbench.data.sources import clean_class_name, download, fetch_dataset, safe_extract
 from vitbench.errors import FetchError
@@ -283,7 +284,7 @@ def archive_bytes(tmp_path: Path) -> bytes:
 
 @pytest.fixture(autouse=True)
 def _fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sources, "BACKOFF_SECONDS", 0.01)
+    monkeypatch.setattr(vitbench.download, "BACKOFF_SECONDS", 0.01)
 
 
 def test_url_checksum_match_and_cache_hit(server: Server, archive_bytes: bytes, paths: Paths) -> None:

@@ -85,7 +85,7 @@ def predict_files(model_dir: Path, files: list[Path], top_k: int = 3, batch_size
     """Classify `files` with the model saved in `model_dir`."""
     from tqdm import tqdm
 
-    from vitbench.data.cleaning import BadImageError
+    from vitbench.data.imageprep import BadImageError
     from vitbench.data.imageprep import prepare_image
     from vitbench.data.pipeline import preprocess_fn
     from vitbench.models import load_model

@@ -22,7 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from vitbench import config
-from vitbench.data.cleaning import encode_png
+from vitbench.data.imageprep import encode_png
 from vitbench.data.manifest import read_labels, read_manifest, write_manifest
 from vitbench.errors import DataError, short_list
 from vitbench.fsutil import atomic_dir

@@ -1,29 +1,26 @@
 """The `clean` stage: decode every raw image, convert it to RGB, reject bad ones with a reason,
 deduplicate by content, bound its size and write data/clean plus its manifest and metrics.
 
-`load_rgb` is THE decoder for untrusted images; `vitbench predict` reuses it.
+Decoding untrusted images (`load_rgb`, `BadImageError`) and the PNG encoder live in
+`vitbench.data.imageprep`, which `vitbench predict` and the training input share; they are
+re-exported here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import logging
-import threading
-import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image
 from tqdm import tqdm
 
 from vitbench import config
-from vitbench.data.imageprep import dhash, fit_max_side, write_transform
+from vitbench.data.imageprep import (BadImageError, dhash, encode_png, fit_max_side, load_rgb,
+                                     write_transform)
 from vitbench.data.manifest import write_manifest
 from vitbench.errors import DataError, short_list
 from vitbench.fsutil import atomic_dir, atomic_file, write_json
@@ -31,11 +28,6 @@ from vitbench.paths import Paths
 
 log = logging.getLogger(__name__)
 
-# Raster formats PIL decodes in-process. EPS (runs Ghostscript), WMF and the scientific stubs are
-# deliberately absent: an untrusted file in those formats is reported as `not_image`.
-SAFE_FORMATS = ("AVIF", "BMP", "DIB", "GIF", "ICO", "JPEG", "JPEG2000", "PCX", "PNG", "PPM", "PSD",
-                "QOI", "SGI", "TGA", "TIFF", "WEBP")
-DECODE_REASONS = ("corrupt", "not_image", "decompression_bomb")
 REMOVED_REASONS = ("corrupt", "not_image", "too_small", "duplicate", "decompression_bomb",
                    "label_conflict")
 CONVERTED_KINDS = ("rgba", "palette", "grayscale", "cmyk", "la", "16bit", "other")
@@ -43,35 +35,12 @@ MANIFEST_COLUMNS = ("path", "class", "sha256", "width", "height", "mode", "sourc
 REJECTED_COLUMNS = ("source", "class", "reason", "detail")
 REJECTED_CSV = "clean_rejected.csv"
 CLASSES_CSV = "clean_classes.csv"  # per-class detail, kept out of the flat metrics/clean.json
-WHITE = (255, 255, 255)
 
 _MODE_KIND = {"RGBA": "rgba", "RGBa": "rgba", "P": "palette", "PA": "palette", "L": "grayscale",
               "1": "grayscale", "CMYK": "cmyk", "LA": "la", "La": "la", "I": "16bit"}
-_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
-_PIL_LIMITS = threading.Lock()  # guards PIL's process-wide decoding limits while we change them
 
 
-class BadImageError(DataError):
-    """An image that cannot be used; `reason` is one of DECODE_REASONS or `too_small`."""
-
-    def __init__(self, path: str | Path, reason: str, detail: str) -> None:
-        self.path, self.reason, self.detail = str(path), reason, detail
-        super().__init__(f"{path}: {reason} ({detail})")
-
-
-# --- decoding --------------------------------------------------------------------------------
-
-def load_rgb(path: str | Path, max_pixels: int | None = None) -> tuple[Image.Image, str]:
-    """Fully decode an untrusted image file into RGB; return it and its original PIL mode.
-
-    EXIF orientation is applied, transparency is composited on white, and palette, grayscale,
-    CMYK and 16-bit images are converted. `max_pixels` overrides PIL's decompression-bomb limit
-    (PIL's warning threshold counts as a bomb too). Raises BadImageError with reason `corrupt`,
-    `not_image` or `decompression_bomb`, or DataError when the file cannot be read at all.
-    """
-    img = _decode(Path(path), max_pixels)
-    return _to_rgb(img), img.mode
-
+# --- decoding (vitbench.data.imageprep) and conversion metrics --------------------------------
 
 def conversion_kind(mode: str) -> str | None:
     """The `converted` metric key for an original PIL mode (None for plain RGB)."""
@@ -80,82 +49,6 @@ def conversion_kind(mode: str) -> str | None:
     if mode.startswith("I;16"):
         return "16bit"
     return _MODE_KIND.get(mode, "other")
-
-
-def encode_png(img: Image.Image) -> bytes:
-    """Lossless PNG bytes with no metadata: identical pixels give identical bytes."""
-    if img.info:
-        img = img.copy()
-        img.info = {}
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=6)
-    return buf.getvalue()
-
-
-@contextlib.contextmanager
-def _strict_decoding(max_pixels: int | None) -> Iterator[None]:
-    """Bomb warnings become errors, truncated files fail, and `max_pixels` replaces PIL's limit."""
-    with _PIL_LIMITS, warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        saved = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
-        if max_pixels is not None:
-            Image.MAX_IMAGE_PIXELS = max_pixels
-        ImageFile.LOAD_TRUNCATED_IMAGES = False
-        try:
-            yield
-        finally:
-            Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved
-
-
-def _decode(path: Path, max_pixels: int | None) -> Image.Image:
-    """Open and fully load the first frame, mapping every decoder failure to a reason."""
-    try:
-        with _strict_decoding(max_pixels), Image.open(path, formats=SAFE_FORMATS) as img:
-            img.load()
-            return _apply_orientation(img, path)
-    except UnidentifiedImageError as exc:
-        raise BadImageError(path, "not_image", f"not a supported image format: {exc}") from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadImageError(path, "decompression_bomb", str(exc)) from exc
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        raise DataError(f"cannot read image file {path}: {exc}") from exc
-    except Exception as exc:  # untrusted bytes: any decoder failure means a broken file
-        raise BadImageError(path, "corrupt", f"{type(exc).__name__}: {exc}") from exc
-
-
-def _apply_orientation(img: Image.Image, path: Path) -> Image.Image:
-    """Rotate/flip per the EXIF Orientation tag; a malformed EXIF block is logged and ignored."""
-    try:
-        return ImageOps.exif_transpose(img)
-    except Exception as exc:  # noqa: BLE001 - the pixels are fine, only the metadata is broken
-        log.warning("%s: ignoring unreadable EXIF orientation (%s)", path, exc)
-        return img.copy()
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any decoded mode to RGB; transparent pixels become white."""
-    mode = img.mode
-    if mode == "RGB" and "transparency" not in img.info:
-        return img
-    if mode in _ALPHA_MODES or "transparency" in img.info:
-        rgba = img.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, WHITE + (255,)), rgba).convert("RGB")
-    if mode.startswith("I") or mode == "F":
-        return _high_depth_to_rgb(img)
-    return img.convert("RGB")
-
-
-def _high_depth_to_rgb(img: Image.Image) -> Image.Image:
-    """Scale 16-bit (I;16*), 32-bit integer (I) and float (F) grayscale to 8-bit RGB."""
-    arr = np.asarray(img, dtype=np.float64)
-    if img.mode.startswith("I;16"):
-        peak = 65535.0
-    else:
-        hi = float(arr.max(initial=0.0))
-        limits = (1.0, 255.0, 65535.0) if img.mode == "F" else (255.0, 65535.0)
-        peak = next((p for p in limits if hi <= p), hi)
-    gray = np.clip(np.rint(arr * (255.0 / peak)), 0, 255).astype(np.uint8)
-    return Image.fromarray(np.repeat(gray[..., None], 3, axis=2), "RGB")
 
 
 def _fit(img: Image.Image, path: Path, cfg: config.Clean) -> Image.Image:

@@ -1,6 +1,6 @@
 """The one image preparation of the project: what a model sees, in training and in `vitbench predict`.
 
-    decode (`cleaning.load_rgb`: EXIF orientation, alpha on white, any mode to RGB)
+    decode (`load_rgb`: untrusted bytes, EXIF orientation, alpha on white, any mode to RGB)
     -> downscale so the longest side is at most `clean.max_side` (LANCZOS, aspect kept)
     -> resize to the model's square input (bilinear with antialiasing, `pipeline.resize_uint8`)
 
@@ -13,18 +13,137 @@ own input.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+import threading
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from vitbench.errors import DataError
 from vitbench.fsutil import read_json, write_json
+
+log = logging.getLogger(__name__)
 
 TRANSFORM_FILE = "transform.json"
 DOWNSCALE = "lanczos"
 RESIZE = "bilinear antialias"
 DHASH_SIZE = 8  # 8x8 = 64-bit difference hash
+# Raster formats PIL decodes in-process. EPS (runs Ghostscript), WMF and the scientific stubs are
+# deliberately absent: an untrusted file in those formats is reported as `not_image`.
+SAFE_FORMATS = ("AVIF", "BMP", "DIB", "GIF", "ICO", "JPEG", "JPEG2000", "PCX", "PNG", "PPM", "PSD",
+                "QOI", "SGI", "TGA", "TIFF", "WEBP")
+DECODE_REASONS = ("corrupt", "not_image", "decompression_bomb")
+WHITE = (255, 255, 255)
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+_PIL_LIMITS = threading.Lock()  # guards PIL's process-wide decoding limits while we change them
+
+
+class BadImageError(DataError):
+    """An image that cannot be used; `reason` is one of DECODE_REASONS or `too_small`."""
+
+    def __init__(self, path: str | Path, reason: str, detail: str) -> None:
+        self.path, self.reason, self.detail = str(path), reason, detail
+        super().__init__(f"{path}: {reason} ({detail})")
+
+
+# --- decoding --------------------------------------------------------------------------------
+
+def load_rgb(path: str | Path, max_pixels: int | None = None) -> tuple[Image.Image, str]:
+    """Fully decode an untrusted image file into RGB; return it and its original PIL mode.
+
+    EXIF orientation is applied, transparency is composited on white, and palette, grayscale,
+    CMYK and 16-bit images are converted. `max_pixels` overrides PIL's decompression-bomb limit
+    (PIL's warning threshold counts as a bomb too). Raises BadImageError with reason `corrupt`,
+    `not_image` or `decompression_bomb`, or DataError when the file cannot be read at all.
+    """
+    img = _decode(Path(path), max_pixels)
+    return _to_rgb(img), img.mode
+
+
+def encode_png(img: Image.Image) -> bytes:
+    """Lossless PNG bytes with no metadata: identical pixels give identical bytes."""
+    if img.info:
+        img = img.copy()
+        img.info = {}
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+@contextlib.contextmanager
+def _strict_decoding(max_pixels: int | None) -> Iterator[None]:
+    """Bomb warnings become errors, truncated files fail, and `max_pixels` replaces PIL's limit."""
+    with _PIL_LIMITS, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        saved = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
+        if max_pixels is not None:
+            Image.MAX_IMAGE_PIXELS = max_pixels
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
+def _decode(path: Path, max_pixels: int | None) -> Image.Image:
+    """Open and fully load the first frame, mapping every decoder failure to a reason."""
+    try:
+        with _strict_decoding(max_pixels), Image.open(path, formats=SAFE_FORMATS) as img:
+            img.load()
+            return _apply_orientation(img, path)
+    except UnidentifiedImageError as exc:
+        raise BadImageError(path, "not_image", f"not a supported image format: {exc}") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BadImageError(path, "decompression_bomb", str(exc)) from exc
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        raise DataError(f"cannot read image file {path}: {exc}") from exc
+    except Exception as exc:  # untrusted bytes: any decoder failure means a broken file
+        raise BadImageError(path, "corrupt", f"{type(exc).__name__}: {exc}") from exc
+
+
+def _apply_orientation(img: Image.Image, path: Path) -> Image.Image:
+    """Rotate/flip per the EXIF Orientation tag; a malformed EXIF block is logged and ignored."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception as exc:  # noqa: BLE001 - the pixels are fine, only the metadata is broken
+        log.warning("%s: ignoring unreadable EXIF orientation (%s)", path, exc)
+        return img.copy()
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any decoded mode to RGB; transparent pixels become white."""
+    mode = img.mode
+    if mode == "RGB" and "transparency" not in img.info:
+        return img
+    if mode in _ALPHA_MODES or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, WHITE + (255,)), rgba).convert("RGB")
+    if mode.startswith("I") or mode == "F":
+        return _high_depth_to_rgb(img)
+    return img.convert("RGB")
+
+
+def _high_depth_to_rgb(img: Image.Image) -> Image.Image:
+    """Scale 16-bit (I;16*), 32-bit integer (I) and float (F) grayscale to 8-bit RGB."""
+    arr = np.asarray(img, dtype=np.float64)
+    if img.mode.startswith("I;16"):
+        peak = 65535.0
+    else:
+        hi = float(arr.max(initial=0.0))
+        limits = (1.0, 255.0, 65535.0) if img.mode == "F" else (255.0, 65535.0)
+        peak = next((p for p in limits if hi <= p), hi)
+    gray = np.clip(np.rint(arr * (255.0 / peak)), 0, 255).astype(np.uint8)
+    return Image.fromarray(np.repeat(gray[..., None], 3, axis=2), "RGB")
+
+
+# --- the model input --------------------------------------------------------------------------
+
 
 
 def fit_max_side(img: Image.Image, max_side: int | None) -> Image.Image:
@@ -42,9 +161,8 @@ def prepare_image(path: str | Path, max_side: int | None, image_size: int,
                   max_pixels: int | None = None) -> np.ndarray:
     """A new image file -> uint8 [image_size, image_size, 3], exactly as training saw its images.
 
-    Raises `cleaning.BadImageError` for a file that is not a usable image.
+    Raises `BadImageError` for a file that is not a usable image.
     """
-    from vitbench.data.cleaning import load_rgb
     from vitbench.data.pipeline import resize_uint8
 
     rgb, _ = load_rgb(path, max_pixels)

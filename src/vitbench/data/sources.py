@@ -7,25 +7,16 @@ succeeded, so a missing source, a bad checksum, a broken or malicious archive or
 raises and leaves the previous data/raw exactly as it was. What was skipped or renamed on the way
 is counted in metrics/fetch.json and listed in metrics/fetch_rejected.csv.
 
-`download()`, `safe_extract()` and `clean_class_name()` are public: other commands reuse them.
+`safe_extract()` and `clean_class_name()` are public: other commands reuse them; `download()`
+(`vitbench.download`: requests + urllib3 Retry, cached, verified) is re-exported here.
 """
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import logging
-import os
-import re
 import shutil
-import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
-from pathlib import Path, PurePosixPath
-from typing import BinaryIO
-from urllib.parse import urlparse
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -35,8 +26,9 @@ from vitbench.config import ARCHIVE_SUFFIXES, Dataset
 from vitbench.data.archives import ExtractLimits, safe_extract
 from vitbench.data.fetch_report import FetchReport
 from vitbench.data.folders import NO_CLASS, clean_class_name, import_folder
+from vitbench.download import download, verify_sha256
 from vitbench.errors import ConfigError, FetchError
-from vitbench.fsutil import atomic_dir, sha256_file
+from vitbench.fsutil import atomic_dir
 from vitbench.paths import Paths
 
 __all__ = ["clean_class_name", "download", "fetch_dataset", "import_folder", "safe_extract",
@@ -45,9 +37,6 @@ __all__ = ["clean_class_name", "download", "fetch_dataset", "import_folder", "sa
 log = logging.getLogger(__name__)
 
 DIGITS_SIZE = 32                 # 8x8 digits upscaled so that clean.min_side=32 keeps them
-BACKOFF_SECONDS = 1.0            # first retry delay; doubles on each further retry
-CHUNK = 1 << 16
-USER_AGENT = "vitbench/0.1 (+https://github.com/vitbench)"
 REJECTED_CSV = "fetch_rejected.csv"
 
 
@@ -120,7 +109,7 @@ def _fetch_folder(cfg: Dataset, seed: int, paths: Paths, dest: Path, report: Fet
 def _fetch_archive(cfg: Dataset, seed: int, paths: Paths, dest: Path, report: FetchReport) -> dict:
     archive = Path(cfg.source).expanduser()
     if cfg.sha256:
-        _verify_sha256(archive, cfg.sha256, what=str(archive))
+        verify_sha256(archive, cfg.sha256, what=str(archive))
     _import_archive(archive, dest, cfg, report)
     return {}
 
@@ -180,105 +169,3 @@ def _import_archive(archive: Path, dest: Path, cfg: Dataset, report: FetchReport
         import_folder(work, dest, report, move=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-# --- downloads --------------------------------------------------------------------------------------------
-
-class _Retryable(Exception):
-    """A download failure worth another attempt: a connection problem or an HTTP 5xx."""
-
-
-def download(url: str, cache_dir: Path, sha256: str | None = None, *, retries: int = 3,
-             timeout: float = 30) -> Path:
-    """Download `url` into `cache_dir` once and return the cached file.
-
-    A file already cached for this URL (and matching `sha256` when given) is reused without any
-    network access. Connection errors and HTTP 5xx are retried `retries` times with exponential
-    backoff; HTTP 4xx fails at once. The file is written to a temporary name and renamed only when
-    complete and, if `sha256` is given, verified; a mismatch raises `FetchError` and keeps nothing.
-    """
-    if urlparse(url).scheme not in ("http", "https"):
-        raise FetchError(f"not an http(s) URL: {url}")
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    target = cache_dir / _cache_name(url)
-    if target.is_file():
-        if sha256 is None or sha256_file(target) == sha256.lower():
-            log.info("using the cached download %s", target)
-            return target
-        log.warning("cached %s does not match the expected sha256; downloading again", target)
-        target.unlink()
-    part = _download_with_retries(url, cache_dir, target.name, retries, timeout)
-    try:
-        if sha256:
-            _verify_sha256(part, sha256, what=url)
-        os.replace(part, target)
-    finally:
-        part.unlink(missing_ok=True)
-    log.info("downloaded %s to %s", url, target)
-    return target
-
-
-def _cache_name(url: str) -> str:
-    """A file name unique to the URL that still shows the original name."""
-    base = PurePosixPath(urlparse(url).path).name or "download"
-    base = re.sub(r"[^A-Za-z0-9._-]", "_", base)
-    return f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{base}"
-
-
-def _verify_sha256(path: Path, expected: str, *, what: str) -> None:
-    actual = sha256_file(path)
-    if actual != expected.lower():
-        raise FetchError(f"checksum mismatch for {what}: expected sha256 {expected.lower()}, "
-                         f"got {actual} (dataset.sha256)")
-
-
-def _download_with_retries(url: str, cache_dir: Path, name: str, retries: int, timeout: float) -> Path:
-    for attempt in range(retries + 1):
-        try:
-            return _download_once(url, cache_dir, name, timeout)
-        except _Retryable as exc:
-            if attempt == retries:
-                raise FetchError(f"download failed after {retries + 1} attempt(s): {url}: {exc}") from exc
-            delay = BACKOFF_SECONDS * 2 ** attempt
-            log.warning("download of %s failed (%s); retry %d/%d in %.1fs", url, exc, attempt + 1,
-                        retries, delay)
-            time.sleep(delay)
-    raise AssertionError("unreachable")  # the loop returns or raises
-
-
-def _download_once(url: str, cache_dir: Path, name: str, timeout: float) -> Path:
-    """One attempt: stream `url` into a temporary file in `cache_dir` and return its path."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.part-", dir=cache_dir)
-    part = Path(tmp)
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            received = _stream(response, out, total, name)
-        if total is not None and received < total:
-            raise _Retryable(f"connection closed after {received} of {total} bytes")
-        return part
-    except urllib.error.HTTPError as exc:
-        part.unlink(missing_ok=True)
-        exc.close()
-        if exc.code >= 500:
-            raise _Retryable(f"HTTP {exc.code} {exc.reason}") from exc
-        raise FetchError(f"HTTP {exc.code} {exc.reason} for {url}") from exc
-    except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as exc:
-        part.unlink(missing_ok=True)
-        raise _Retryable(str(getattr(exc, "reason", exc)) or type(exc).__name__) from exc
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-
-
-def _stream(response: http.client.HTTPResponse, out: BinaryIO, total: int | None, name: str) -> int:
-    """Copy the response body to `out` with a byte progress bar; return the bytes received."""
-    received = 0
-    with tqdm(total=total, desc=name, unit="B", unit_scale=True, unit_divisor=1024) as bar:
-        while block := response.read(CHUNK):
-            out.write(block)
-            received += len(block)
-            bar.update(len(block))
-    return received

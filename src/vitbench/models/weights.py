@@ -3,7 +3,7 @@
 Weights files live in the Keras cache (`$KERAS_HOME`, default `~/.keras`): `cached_download` uses
 a file already there without any network; otherwise it checks with a short timeout that the
 server is reachable (so an offline machine fails in seconds instead of hanging) and downloads
-through `vitbench.data.sources.download` (retries, temporary file renamed when complete, sha256),
+through `vitbench.download.download` (retries, temporary file renamed when complete, sha256),
 then checks the Keras md5 hash when one is given.
 """
 
@@ -101,7 +101,7 @@ def cached_download(fname: str, origin: str, cache_subdir: str,
     that does not match is downloaded again, a download that does not match is a FetchError and
     is not kept. Offline, a FetchError in seconds that says where to copy the file.
     """
-    from vitbench.data.sources import download
+    from vitbench.download import download
 
     cache_dir = keras_home() / cache_subdir
     target = cache_dir / fname
