@@ -123,7 +123,7 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="cannot rebuild the model.*depth"):
         models.load_model(tmp_path / "m")
     bigger = json.loads(good)
-    bigger["build"]["num_classes"] = 5
+    bigger["build"]["num_classes"], bigger["classes"] = 5, list("abcde")   # consistent, not the weights
     rec_file.write_text(json.dumps(bigger))
     with pytest.raises(DataError, match="model.weights.h5 does not match the architecture"):
         models.load_model(tmp_path / "m")
@@ -271,3 +271,38 @@ def test_saved_weights_hold_no_optimizer_state(tmp_path: Path) -> None:
     assert trained <= fresh * 1.05
     reloaded, _ = load_model(tmp_path / "trained")
     np.testing.assert_array_equal(reloaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+@pytest.fixture(scope="module")
+def saved_vit(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved vit_scratch model (3 classes), built once for the tampering tests below."""
+    folder = tmp_path_factory.mktemp("saved") / "vit_scratch"
+    models.save_model(models.build_model(record("vit_scratch")), folder,
+                      record("vit_scratch", image_size=SIZE))
+    return folder
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda r: r.update(classes=["a", "b"]),
+     "classes names 2 classes but the model's head has build.num_classes = 3 outputs"),
+    (lambda r: r.update(image_size=-32), "image_size = -32 is not allowed"),
+    (lambda r: r["build"].update(projection_dim=10**9), "build.projection_dim = 1000000000 is not allowed"),
+    (lambda r: r["build"].update(layers=10**6), "build.layers = 1000000 is not allowed"),
+    (lambda r: r["build"].update(mlp_head=[8, 10**8]), "build.mlp_head[1] = 100000000 is not allowed"),
+    (lambda r: r.update(family="cnn", build={"arch": "resnet9000", "image_size": SIZE, "num_classes": 3,
+                                             "dropout": 0.2}),
+     "build.arch = 'resnet9000' is not allowed; expected one of mobilenetv2"),
+], ids=["fewer-classes", "negative-size", "absurd-width", "absurd-depth", "absurd-head", "unknown-arch"])
+def test_a_tampered_record_is_refused_naming_it_and_the_field(saved_vit: Path, tmp_path: Path,
+                                                              tamper: Any, message: str) -> None:
+    """Checked against the weights file before anything is built: no IndexError at predict time,
+    no out-of-memory build, no `params.yaml: cnn.arch` for a record's arch."""
+    import re
+    import shutil
+
+    folder = Path(shutil.copytree(saved_vit, tmp_path / "m"))
+    rec = json.loads((folder / "record.json").read_text())
+    tamper(rec)
+    (folder / "record.json").write_text(json.dumps(rec))
+    with pytest.raises(DataError, match=re.escape(f"{folder / 'record.json'}: {message}")):
+        models.load_model(folder)

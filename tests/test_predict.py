@@ -1,8 +1,13 @@
-"""`vitbench predict` on a folder mixing good images, an RGBA PNG and a text file."""
+"""`vitbench predict` on a folder mixing good images, an RGBA PNG and a text file.
+
+What predict reads comes from the real producers: the best model from metrics/compare_detail.json
+as `vitbench.report.compare` writes it, the model folder (weights and record.json) from the
+`published` tiny repro's training stage."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,31 +16,39 @@ import pytest
 from PIL import Image
 
 from conftest import bin_path
-from vitbench.fsutil import write_json
-from vitbench.models import save_model
-from vitbench.models.vit import build_vit
+from test_report import CFG, DEFAULT_PREDICTIONS, SEED, Y_TRUE, write_evaluation, write_images
+from vitbench.data.manifest import write_labels
 from vitbench.data.pipeline import load_images, preprocess_fn
+from vitbench.errors import DataError
 from vitbench.models import load_model
 from vitbench.predict import best_model_id, collect_inputs, predict_files
 from vitbench.paths import Paths
+from vitbench.report import compare
 
-CLASSES = ["cat", "dog", "tree"]
+BEST = "vit_scratch"
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A project with a small saved ViT as models/cnn_finetuned and a compare.json naming it.
+def compared(tmp_path: Path) -> Paths:
+    """A project after the real compare stage, on evaluate outputs in which vit_scratch is best."""
+    paths = Paths(tmp_path / "project")
+    write_labels(["cat", "dog", "owl"], paths.labels)
+    files = write_images(paths)
+    for model_id, y_pred in {**DEFAULT_PREDICTIONS, BEST: Y_TRUE.copy()}.items():
+        write_evaluation(paths, model_id, y_pred, files)
+    compare(CFG, SEED, paths)
+    return paths
 
-    A random ViT (LayerNorm, no BatchNorm) gives input-dependent outputs, so the checks below
-    can tell one preprocessing from another.
-    """
-    build = {"image_size": 32, "patch_size": 8, "projection_dim": 16, "num_heads": 2, "layers": 1,
-             "mlp_head": [16], "dropout": 0.0, "num_classes": 3, "spt": True, "lsa": True}
-    save_model(build_vit(**build), tmp_path / "models" / "cnn_finetuned", {
-        "id": "cnn_finetuned", "family": "vit_scratch", "build": build, "classes": CLASSES,
-        "image_size": 32, "preprocess": "vit", "pretrained": False})
-    write_json(tmp_path / "metrics" / "compare.json", {"best": {"accuracy": {"value": 0.9, "models": ["cnn_finetuned", "vit_scratch"]}}})
-    return tmp_path
+
+@pytest.fixture
+def project(compared: Paths, published: Path) -> Path:
+    """`compared` with models/vit_scratch as the tiny repro's train_vit stage saved it."""
+    shutil.copytree(published / "models" / BEST, compared.model(BEST))
+    return compared.root
+
+
+def record_of(project: Path) -> dict:
+    return json.loads((project / "models" / BEST / "record.json").read_text())
 
 
 @pytest.fixture
@@ -61,31 +74,36 @@ def test_collect_inputs_walks_folders_and_reports_missing(photos: Path) -> None:
 
 @pytest.mark.slow
 def test_predict_files_matches_the_model_and_skips_the_text_file(project: Path, photos: Path) -> None:
+    model_dir = project / "models" / BEST
+    record = record_of(project)
+    classes, size = record["classes"], record["image_size"]
     files, _ = collect_inputs([photos])
-    predictions, failures = predict_files(project / "models" / "cnn_finetuned", files, top_k=2,
-                                          progress=False)
+    predictions, failures = predict_files(model_dir, files, top_k=2, progress=False)
     assert [Path(p.path).name for p in predictions] == ["a.jpg", "b.png", "transparent.png"]
     assert [(Path(f.path).name, f.reason.split(":")[0]) for f in failures] == [("notes.txt", "not_image")]
     for p in predictions:
         assert len(p.top) == 2 and p.top[0][1] >= p.top[1][1]
-        assert {c for c, _ in p.top} <= set(CLASSES)
+        assert {c for c, _ in p.top} <= set(classes)
     # the same numbers as the training pipeline on the same PNG (decode, resize, preprocess)
-    model, _ = load_model(project / "models" / "cnn_finetuned")
-    x = preprocess_fn("vit")(load_images([photos / "more" / "b.png"], 32).astype(np.float32))
+    model, _ = load_model(model_dir)
+    x = preprocess_fn(record["preprocess"])(load_images([photos / "more" / "b.png"], size).astype(np.float32))
     proba = np.asarray(model.predict_on_batch(x))[0]
     best = int(np.argmax(proba))
-    assert predictions[1].top[0] == (CLASSES[best], pytest.approx(float(proba[best]), abs=1e-5))
+    assert predictions[1].top[0] == (classes[best], pytest.approx(float(proba[best]), abs=1e-5))
     # a fully transparent image is composited on white: the same prediction as a white image
     white = photos.parent / "white.png"
     Image.new("RGB", (48, 48), "white").save(white)
-    (ref,), _ = predict_files(project / "models" / "cnn_finetuned", [white], top_k=2, progress=False)
+    (ref,), _ = predict_files(model_dir, [white], top_k=2, progress=False)
     assert [c for c, _ in predictions[2].top] == [c for c, _ in ref.top]
     assert [s for _, s in predictions[2].top] == pytest.approx([s for _, s in ref.top], abs=1e-6)
-    assert [s for _, s in predictions[0].top] != pytest.approx([s for _, s in ref.top], abs=1e-3)
+    assert [s for _, s in predictions[0].top] != pytest.approx([s for _, s in ref.top], abs=1e-4)
 
 
-def test_best_model_comes_from_compare_json(project: Path) -> None:
-    assert best_model_id(Paths(project)) == "cnn_finetuned"
+def test_best_model_comes_from_what_compare_writes(compared: Paths) -> None:
+    assert best_model_id(compared) == BEST
+    compared.metrics_json("compare_detail").write_text("{}")
+    with pytest.raises(DataError, match="compare_detail.json names no best model"):
+        best_model_id(compared)
 
 
 @pytest.mark.slow
@@ -95,15 +113,15 @@ def test_cli_prints_predictions_reports_the_text_file_and_exits_1(project: Path,
     assert proc.returncode == 1, proc.stderr
     rows = json.loads(proc.stdout)
     assert [Path(r["path"]).name for r in rows] == ["a.jpg", "b.png", "transparent.png"]
-    assert all(r["label"] in CLASSES and len(r["top"]) == 3 for r in rows)
+    assert all(r["label"] in record_of(project)["classes"] and len(r["top"]) == 3 for r in rows)
     assert "notes.txt" in proc.stderr and "not_image" in proc.stderr
-    assert "3 predicted with cnn_finetuned, 1 failed" in proc.stderr
+    assert f"3 predicted with {BEST}, 1 failed" in proc.stderr
 
 
 @pytest.mark.slow
 def test_cli_table_on_good_images_exits_0(project: Path, photos: Path) -> None:
     proc = subprocess.run([bin_path("vitbench"), "predict", str(photos / "a.jpg"), "--root", str(project),
-                           "--model", "cnn_finetuned"], capture_output=True, text=True)
+                           "--model", BEST], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "a.jpg" in proc.stdout and "prediction" in proc.stdout
 
@@ -112,13 +130,13 @@ def test_cli_without_a_trained_project_is_a_clear_error(tmp_path: Path, photos: 
     proc = subprocess.run([bin_path("vitbench"), "predict", str(photos), "--root", str(tmp_path)],
                           capture_output=True, text=True)
     assert proc.returncode == 2
-    assert "compare.json not found" in proc.stderr and "Traceback" not in proc.stderr
+    assert "compare_detail.json not found" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_cli_on_an_empty_folder_is_an_error(project: Path, tmp_path: Path) -> None:
+def test_cli_on_an_empty_folder_is_an_error(compared: Paths, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     (empty / ".thumbs").mkdir(parents=True)
-    proc = subprocess.run([bin_path("vitbench"), "predict", str(empty), "--root", str(project)],
+    proc = subprocess.run([bin_path("vitbench"), "predict", str(empty), "--root", str(compared.root)],
                           capture_output=True, text=True)
     assert proc.returncode != 0
     assert "nothing to predict" in proc.stderr and str(empty) in proc.stderr
@@ -143,6 +161,7 @@ def test_a_4000px_photo_reaches_predict_exactly_as_clean_and_the_pipeline_saw_it
     from vitbench.data.imageprep import prepare_image, read_transform
     from vitbench.data.manifest import read_manifest
 
+    size = record_of(project)["image_size"]
     paths = Paths(tmp_path / "p")
     (paths.raw / "big").mkdir(parents=True)
     _stripes(paths.raw / "big" / "photo.jpg")
@@ -151,26 +170,26 @@ def test_a_4000px_photo_reaches_predict_exactly_as_clean_and_the_pipeline_saw_it
     clean_dataset(config.Clean(min_side=32, max_side=256, min_per_class=1), paths)
     manifest = read_manifest(paths.clean_manifest)
     png = manifest.loc[manifest["class"] == "big", "path"].iloc[0]
-    seen_in_training = load_images([png], 32)[0]
+    seen_in_training = load_images([png], size)[0]
 
-    transform = read_transform(paths.clean, 32)
+    transform = read_transform(paths.clean, size)
     assert transform["max_side"] == 256 and transform["resize"] == "bilinear antialias"
     photo = paths.raw / "big" / "photo.jpg"
-    assert np.array_equal(prepare_image(photo, transform["max_side"], 32), seen_in_training)
+    assert np.array_equal(prepare_image(photo, transform["max_side"], size), seen_in_training)
     import tensorflow as tf
     from vitbench.data.cleaning import load_rgb
 
-    naive = tf.cast(tf.round(tf.image.resize(np.asarray(load_rgb(photo)[0]), (32, 32))), tf.uint8)
+    naive = tf.cast(tf.round(tf.image.resize(np.asarray(load_rgb(photo)[0]), (size, size))), tf.uint8)
     assert np.abs(naive.numpy().astype(int) - seen_in_training).mean() > 5, "the old path aliased"
 
     # through predict_files and the CLI, with a model whose record carries the transform
-    model_dir = project / "models" / "cnn_finetuned"
+    model_dir = project / "models" / BEST
     record = json.loads((model_dir / "record.json").read_text())
     record["input"] = transform
     (model_dir / "record.json").write_text(json.dumps(record))
     model, _ = load_model(model_dir)
     expected = np.asarray(model.predict_on_batch(
-        preprocess_fn("vit")(seen_in_training[None].astype(np.float32))))[0]
+        preprocess_fn(record["preprocess"])(seen_in_training[None].astype(np.float32))))[0]
     (pred,), failures = predict_files(model_dir, [photo], top_k=3, progress=False)
     assert not failures
     assert [s for _, s in pred.top] == pytest.approx(sorted(expected, reverse=True), abs=1e-6)
@@ -179,3 +198,18 @@ def test_a_4000px_photo_reaches_predict_exactly_as_clean_and_the_pipeline_saw_it
     assert proc.returncode == 0, proc.stderr
     top = json.loads(proc.stdout)[0]["top"]
     assert [t["probability"] for t in top] == pytest.approx(sorted(expected, reverse=True), abs=1e-5)
+
+
+@pytest.mark.slow  # a TF subprocess
+def test_cli_with_a_record_of_an_unknown_arch_names_the_record(project: Path, photos: Path) -> None:
+    """`vitbench predict --model`: the record's bad field, not "params.yaml: cnn.arch", no traceback."""
+    record = record_of(project)
+    record.update(family="cnn", build={"arch": "resnet9000", "image_size": record["image_size"],
+                                       "num_classes": len(record["classes"]), "dropout": 0.2})
+    record_file = project / "models" / BEST / "record.json"
+    record_file.write_text(json.dumps(record))
+    proc = subprocess.run([bin_path("vitbench"), "predict", str(photos / "a.jpg"), "--root", str(project),
+                           "--model", BEST], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert f"{record_file}: build.arch = 'resnet9000' is not allowed" in proc.stderr, proc.stderr
+    assert "params.yaml" not in proc.stderr and "Traceback" not in proc.stderr

@@ -27,7 +27,7 @@ def main() -> None:
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", "model_id", default=None,
               help="A model id (cnn_transfer, ..., vit_finetuned) or a models/<id> folder; "
-                   "default: the best by accuracy in metrics/compare.json.")
+                   "default: the best by accuracy in metrics/compare_detail.json.")
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(1, 100))
 @click.option("--format", "fmt", default="table", show_default=True,
               type=click.Choice(["table", "csv", "json"]))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from vitbench.fsutil import read_json
 from vitbench.paths import Paths
 
 log = logging.getLogger(__name__)
+MAX_SIDE = 100_000   # the largest input.max_side a record may carry (clean.max_side is far below)
 
 
 @dataclass
@@ -47,14 +49,40 @@ class Failure:
 
 
 def best_model_id(paths: Paths) -> str:
-    """The best model by accuracy in metrics/compare.json (run `dvc repro` first)."""
-    compare = paths.metrics_json("compare")
-    if not compare.is_file():
-        raise DataError(f"{compare} not found: run `dvc repro` first, or pass --model ID")
-    tied = read_json(compare).get("best", {}).get("accuracy", {}).get("models") or []
-    if not tied:
-        raise DataError(f"{compare} names no best model; pass --model ID")
+    """The best model by accuracy, as compare writes it: `best.accuracy.models` of
+    metrics/compare_detail.json (compare.json is flat and names no model)."""
+    detail = paths.metrics_json("compare_detail")
+    if not detail.is_file():
+        raise DataError(f"{detail} not found: run `dvc repro` first, or pass --model ID")
+    try:
+        tied = read_json(detail)["best"]["accuracy"]["models"]
+    except (ValueError, KeyError, TypeError):
+        tied = None
+    if not tied or not isinstance(tied, list):
+        raise DataError(f"{detail} names no best model (best.accuracy.models): re-run "
+                        "`dvc repro compare`, or pass --model ID")
     return str(tied[0])  # ties come in pipeline order
+
+
+def check_inputs(record: dict[str, Any], where: Path) -> None:
+    """A DataError naming the record and the field unless it says how to feed the model: its
+    classes, image_size, a known preprocess and (when recorded) a positive input.max_side."""
+    from vitbench.data.pipeline import PREPROCESS
+
+    missing = [k for k in ("classes", "image_size", "preprocess") if k not in record]
+    if missing:
+        raise DataError(f"{where} lacks {', '.join(missing)}: retrain the model with vitbench")
+    if not isinstance(record["preprocess"], str) or record["preprocess"] not in PREPROCESS:
+        raise DataError(f"{where}: preprocess = {record['preprocess']!r} is not allowed; expected "
+                        f"one of {', '.join(PREPROCESS)}")
+    transform = record.get("input", {})
+    if not isinstance(transform, dict):
+        raise DataError(f"{where}: input = {transform!r} must be the recorded input transform")
+    max_side = transform.get("max_side")
+    if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, int)
+                                 or not 1 <= max_side <= MAX_SIDE):
+        raise DataError(f"{where}: input.max_side = {max_side!r} is not allowed; expected an "
+                        f"integer from 1 to {MAX_SIDE}")
 
 
 def collect_inputs(inputs: list[Path]) -> tuple[list[Path], list[Failure]]:
@@ -89,8 +117,10 @@ def predict_files(model_dir: Path, files: list[Path], top_k: int = 3, batch_size
     from vitbench.data.imageprep import prepare_image
     from vitbench.data.pipeline import preprocess_fn
     from vitbench.models import load_model
+    from vitbench.models.store import RECORD_FILE
 
     model, record = load_model(model_dir)
+    check_inputs(record, model_dir / RECORD_FILE)
     classes: list[str] = list(record["classes"])
     size, preprocess = int(record["image_size"]), preprocess_fn(record["preprocess"])
     max_side = record.get("input", {}).get("max_side")

@@ -15,7 +15,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from vitbench.errors import DataError
+from vitbench.errors import ConfigError, DataError
 from vitbench.fsutil import atomic_dir, read_json, write_json
 from vitbench.models import registry
 
@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.weights.h5"
 RECORD_FILE = "record.json"
+IMAGE_SIZES = (8, 1024)        # config's widest range for any family's image_size
+SPATIAL = ("image_size", "patch_size")                      # build sizes bounded by IMAGE_SIZES
+DEPTHS = ("layers", "num_layers", "blocks", "conv_layers")  # at most one per 4 stored variables
+SIZE_KEYS = SPATIAL + DEPTHS + ("num_classes", "projection_dim", "num_heads", "mlp_head",
+                                "hidden_size", "mlp_dim", "representation_size")
 
 
 def build_model(record: dict[str, Any]) -> keras.Model:
@@ -67,8 +72,13 @@ def load_model(model_dir: str | Path) -> tuple[keras.Model, dict[str, Any]]:
     except ValueError as exc:
         raise DataError(f"{record_file} is not valid JSON: {exc}") from exc
     check_record(record, str(record_file))
+    check_against_weights(record, weights, str(record_file))
     try:
         model = build_model(record)
+    except ConfigError as exc:   # a builder's own check, worded for params.yaml: name the record
+        field = f"build.{exc.key.rsplit('.', 1)[-1]}"
+        raise DataError(f"{record_file}: {field} = {exc.value!r} is not allowed; expected "
+                        f"{exc.allowed}") from exc
     except (TypeError, ValueError) as exc:
         raise DataError(f"{record_file}: cannot rebuild the model from its build arguments "
                         f"{record['build']}: {exc}") from exc
@@ -76,6 +86,10 @@ def load_model(model_dir: str | Path) -> tuple[keras.Model, dict[str, Any]]:
         model.load_weights(weights)
     except (ValueError, OSError) as exc:
         raise DataError(f"{weights} does not match the architecture in {record_file}: {exc}") from exc
+    outputs = model.output_shape[-1]
+    if "classes" in record and outputs != len(record["classes"]):
+        raise DataError(f"{record_file}: classes names {len(record['classes'])} classes but the "
+                        f"model's head has {outputs} outputs")
     return model, record
 
 
@@ -94,6 +108,73 @@ def check_record(record: Any, where: str) -> tuple[str, dict[str, Any]]:
     if not isinstance(build, dict):
         raise DataError(f"{where}: build = {build!r} must be the builder's keyword arguments")
     return family, build
+
+
+def check_against_weights(record: dict[str, Any], weights: Path, where: str) -> None:
+    """Refuse, before anything is built, a record that cannot describe the stored `weights`: the
+    class names against the head (`build.num_classes`), the input size, and every size in `build`
+    against the stored variables. No layer can be wider than the widest stored variable, nor the
+    network deeper than its variables allow: a tampered size (10**9 units) would otherwise
+    exhaust memory while the model is built, before `load_weights` could tell the difference."""
+    build = record["build"]
+    classes = record.get("classes")
+    if classes is not None:
+        if not isinstance(classes, list) or not all(isinstance(c, str) and c for c in classes):
+            raise DataError(f"{where}: classes = {_shown(classes)} must be a list of class names")
+        if "num_classes" in build and build["num_classes"] != len(classes):
+            raise DataError(f"{where}: classes names {len(classes)} classes but the model's head "
+                            f"has build.num_classes = {build.get('num_classes')!r} outputs")
+    if "image_size" in record and not _in_range(record["image_size"], *IMAGE_SIZES):
+        raise DataError(f"{where}: image_size = {_shown(record['image_size'])} is not allowed; "
+                        f"expected an integer from {IMAGE_SIZES[0]} to {IMAGE_SIZES[1]}")
+    if record.get("image_size", build.get("image_size")) != build.get("image_size"):
+        raise DataError(f"{where}: image_size = {record['image_size']} differs from the model's "
+                        f"build.image_size = {build.get('image_size')}")
+    shapes = stored_shapes(weights)
+    widest = max((max(s) for s in shapes if s), default=0)
+    for key, value in _sizes(build, "build"):
+        name = key.rsplit(".", 1)[-1].split("[")[0]
+        hi = IMAGE_SIZES[1] if name in SPATIAL else len(shapes) // 4 if name in DEPTHS else widest
+        if not _in_range(value, 1, hi):
+            raise DataError(f"{where}: {key} = {_shown(value)} is not allowed; expected an "
+                            f"integer from 1 to {hi} for the {len(shapes)} variables of {weights.name}")
+
+
+def stored_shapes(weights: Path) -> list[tuple[int, ...]]:
+    """The shape of every variable in a Keras weights file (read without building anything)."""
+    import h5py
+
+    shapes: list[tuple[int, ...]] = []
+    try:
+        with h5py.File(weights, "r") as fh:
+            fh.visititems(lambda _, obj: shapes.append(tuple(obj.shape))
+                          if isinstance(obj, h5py.Dataset) else None)
+    except OSError as exc:
+        raise DataError(f"{weights} is not a Keras weights file: {exc}") from exc
+    return shapes
+
+
+def _sizes(node: Any, key: str) -> list[tuple[str, Any]]:
+    """(dotted key, value) of every integer in `build` (nested dicts and lists; not booleans),
+    and of every value under a size-like key that is not an integer (a string, a float)."""
+    if isinstance(node, dict):
+        return [kv for k, v in node.items() for kv in _sizes(v, f"{key}.{k}")]
+    if isinstance(node, list):
+        return [kv for i, v in enumerate(node) for kv in _sizes(v, f"{key}[{i}]")]
+    if isinstance(node, int) and not isinstance(node, bool):
+        return [(key, node)]
+    name = key.rsplit(".", 1)[-1].split("[")[0]
+    return [(key, node)] if name in SIZE_KEYS and node is not None else []
+
+
+def _in_range(value: Any, lo: int, hi: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def _shown(value: Any) -> str:
+    """repr(value), cut to 80 characters for an error line."""
+    shown = repr(value)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
 # --- record-level lookups in the registry ---------------------------------------------------------
