@@ -85,3 +85,21 @@ def test_two_seeds_end_to_end(tmp_path: Path) -> None:
     assert not (project / "metrics" / "vit_finetuned.json").exists()   # the workspace is untouched
     text = run(project, bin_path("vitbench"), "summarize").stdout
     assert "# Accuracy over 2 seeds" in text
+
+
+@pytest.mark.parametrize("given, message", [
+    ("1,1", "seed(s) 1 given more than once"),
+    ("3,2,3,2", "seed(s) 2, 3 given more than once"),
+    ("", "no seeds given"),
+    (" , ", "no seeds given"),
+])
+def test_duplicate_or_no_seeds_are_refused_before_dvc_is_called(tmp_path: Path, given: str,
+                                                                message: str) -> None:
+    """In a folder that is no DVC project, any `dvc exp run --queue` would fail with dvc's own
+    error: this message shows that the seeds were refused first, so nothing was queued."""
+    from click.testing import CliRunner
+
+    from vitbench.cli import main
+
+    result = CliRunner().invoke(main, ["seeds", "--seeds", given, "--root", str(tmp_path)])
+    assert result.exit_code == 2 and message in result.output, result.output

@@ -140,7 +140,7 @@ def seeds(count: int, seed_list: str | None, jobs: int, no_wait: bool, models: t
     `vitbench summarize`."""
     from vitbench import seeds as repeated
 
-    chosen = _parse_seeds(seed_list) if seed_list else list(range(1, count + 1))
+    chosen = _parse_seeds(seed_list) if seed_list is not None else list(range(1, count + 1))
     _guard(lambda: repeated.run_seeds(chosen, Path(root), jobs=jobs, wait=not no_wait,
                                       models=models))
     click.echo(f"{'started' if no_wait else 'finished'} {len(chosen)} experiment(s): "
@@ -165,9 +165,9 @@ def _parse_seeds(text: str) -> list[int]:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise click.BadParameter(f"{text!r}: expected comma-separated integers", param_hint="--seeds")
-    if not values or any(v < 0 for v in values):
+    if any(v < 0 for v in values):
         raise click.BadParameter(f"{text!r}: expected non-negative integers", param_hint="--seeds")
-    return values
+    return values   # none, or one twice: refused by seeds.check_seeds
 
 
 @main.command("plots-template")

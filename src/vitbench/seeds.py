@@ -46,7 +46,9 @@ def run_seeds(seeds: list[int], root: Path, jobs: int = 1, wait: bool = True,
               timeout: float = 24 * 3600, models: Sequence[str] = ()) -> None:
     """Queue one experiment per seed (named seed-N), start the queue and, with `wait`, block
     until no experiment is queued or running; a failed experiment is a VitbenchError.
-    `models` limits each run to those models' evaluate stages (and what they need); default all."""
+    `models` limits each run to those models' evaluate stages (and what they need); default all.
+    Nothing is queued unless the seeds are distinct and there is at least one."""
+    check_seeds(seeds)
     targets = [f"evaluate@{model}" for model in models]
     for seed in seeds:
         _dvc(["exp", "run", "--queue", "-S", f"seed={seed}", "-n", f"{EXP_PREFIX}{seed}", *targets],
@@ -65,6 +67,17 @@ def run_seeds(seeds: list[int], root: Path, jobs: int = 1, wait: bool = True,
     failed = [line for line in status.splitlines() if "Failed" in line]
     if failed:
         raise VitbenchError("experiment(s) failed (see `dvc queue logs NAME`):\n" + "\n".join(failed))
+
+
+def check_seeds(seeds: Sequence[int]) -> None:
+    """A VitbenchError unless `seeds` holds at least one seed and no seed twice (each seed is one
+    experiment, named seed-N)."""
+    if not seeds:
+        raise VitbenchError("no seeds given: name at least one, e.g. --seeds 1,2,3")
+    twice = sorted({s for s in seeds if list(seeds).count(s) > 1})
+    if twice:
+        raise VitbenchError(f"seed(s) {', '.join(map(str, twice))} given more than once: each seed "
+                            f"is one experiment ({EXP_PREFIX}N); nothing was queued")
 
 
 @dataclass(frozen=True)
