@@ -33,11 +33,11 @@ CFG = Compare(samples=4)
 SEED = 1
 
 
-def write_images(paths: Paths) -> list[str]:
+def write_images(paths: Paths, classes: list[str] = CLASSES) -> list[str]:
     """One small PNG per test row; returns their paths relative to the project root."""
     files = []
     for i, y in enumerate(Y_TRUE):
-        rel = f"data/clean/{CLASSES[y]}/{i:02d}.png"
+        rel = f"data/clean/{classes[y]}/{i:02d}.png"
         (paths.root / rel).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.full((40, 50, 3), 60 * y + 40, np.uint8)).save(paths.root / rel)
         files.append(rel)
@@ -45,7 +45,7 @@ def write_images(paths: Paths) -> list[str]:
 
 
 def write_evaluation(paths: Paths, model_id: str, y_pred: np.ndarray, files: list[str],
-                     pretrained: bool | None = None) -> None:
+                     pretrained: bool | None = None, classes: list[str] = CLASSES) -> None:
     """What evaluate writes for one model whose predictions are `y_pred` (confidence 0.8)."""
     proba = np.full((len(y_pred), len(CLASSES)), 0.1)
     proba[np.arange(len(y_pred)), y_pred] = 0.8
@@ -61,8 +61,8 @@ def write_evaluation(paths: Paths, model_id: str, y_pred: np.ndarray, files: lis
     write_json(paths.metrics_json(model_id), metrics)
     eval_dir = paths.eval_plots(model_id)
     eval_dir.mkdir(parents=True, exist_ok=True)
-    class_report(Y_TRUE, y_pred, CLASSES).to_csv(eval_dir / "report.csv", index=False)
-    predictions_table(files, Y_TRUE, proba, CLASSES).to_csv(eval_dir / "predictions.csv", index=False)
+    class_report(Y_TRUE, y_pred, classes).to_csv(eval_dir / "report.csv", index=False)
+    predictions_table(files, Y_TRUE, proba, classes).to_csv(eval_dir / "predictions.csv", index=False)
 
 
 def with_errors(*wrong: int) -> np.ndarray:
@@ -296,3 +296,25 @@ def test_without_robustness_results_the_report_leaves_them_out(project: Paths) -
     md = (project.metrics / "compare.md").read_text()
     assert "Robustness" not in md and "Corrupted acc." not in md
     assert not (project.compare_plots / "robustness.png").exists()
+
+
+@pytest.mark.slow
+def test_class_names_with_a_pipe_or_a_line_break_keep_every_markdown_table_intact(tmp_path: Path) -> None:
+    """compare.md from the real compare stage: a `|` in a cell is escaped, a line break is <br>."""
+    import re
+
+    classes = ["ca|t", "do\ng", "o\r\nwl"]
+    paths = Paths(tmp_path / "proj")
+    write_labels(classes, paths.labels)
+    files = write_images(paths, classes)
+    for model_id, y_pred in DEFAULT_PREDICTIONS.items():
+        write_evaluation(paths, model_id, y_pred, files, classes=classes)
+    compare(CFG, SEED, paths)
+    md = (paths.metrics / "compare.md").read_text()
+    tables = re.findall(r"(?:^\|.*\n)+", md, flags=re.MULTILINE)
+    assert len(tables) >= 3   # models, paired tests, F1 per class
+    for table in tables:   # every row of a table has as many cell borders as its header
+        borders = {len(re.findall(r"(?<!\\)\|", row)) for row in table.splitlines()}
+        assert len(borders) == 1, table
+    for cell in ("ca\\|t", "do<br>g", "o<br>wl"):   # the per-class F1 table's first column
+        assert f"\n| {cell} " in md, cell

@@ -7,6 +7,7 @@ significant and how many test images would resolve it (`vitbench.stats`).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -188,22 +189,32 @@ def _ratio(a: float, b: float, words: tuple[str, str, str]) -> str:
 def _hardest_class_sentence(unsolved: list[str], f1: pd.DataFrame) -> str:
     if unsolved:
         return ("- **No model got a single test image right** of class(es): "
-                + ", ".join(unsolved) + ". Check their labels and training images.")
+                + ", ".join(map(md_cell, unsolved)) + ". Check their labels and training images.")
     mean_f1 = f1.mean(axis=1, skipna=True).dropna()
     if mean_f1.empty:
         return "- No per-class scores to compare."
     hardest = str(mean_f1.idxmin())
     if mean_f1[hardest] >= 1.0:
         return "- Every model recognises every class perfectly on this test split."
-    return f"- Hardest class: {hardest} (mean F1 over the models {mean_f1[hardest]:.3f})."
+    return f"- Hardest class: {md_cell(hardest)} (mean F1 over the models {mean_f1[hardest]:.3f})."
 
 
 # --- tables ---------------------------------------------------------------------------------------
 
 def _markdown(table: pd.DataFrame) -> str:
-    """A table of preformatted strings as GitHub markdown: first column left, the rest right."""
+    """A table of preformatted strings as GitHub markdown: first column left, the rest right;
+    every cell and header escaped (`md_cell`)."""
+    table = table.map(md_cell)
+    table.columns = [md_cell(c) for c in table.columns]
     return table.to_markdown(index=False, disable_numparse=True,
                              colalign=("left",) + ("right",) * (table.shape[1] - 1))
+
+
+def md_cell(value: Any) -> str:
+    """`value` as text that stays inside one markdown table cell (or one list item): backslash and
+    `|` escaped, each line break as <br> (a class folder may be called `a|b` or hold a newline)."""
+    text = str(value).replace("\\", "\\\\").replace("|", "\\|")
+    return re.sub(r"\r\n|\r|\n", "<br>", text)
 
 
 def _models_table(results: list[ModelResult]) -> str:
