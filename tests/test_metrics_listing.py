@@ -1,0 +1,36 @@
+"""`dvc metrics show` on the demo's metrics fits a wide terminal (issue 20), and the data stages'
+counters by reason stay one target away (`dvc metrics show/diff`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from dvc_project import commit, run
+
+MAX_COLUMNS = 60
+COUNTERS = ("metrics/fetch.json", "metrics/clean.json")
+
+
+@pytest.mark.slow
+def test_metrics_show_stays_narrow_and_the_counters_stay_reachable(project: Path) -> None:
+    """On the metrics the demo's `dvc repro` wrote (committed in this repo)."""
+    (project / "metrics").mkdir(exist_ok=True)
+    for path in (REPO / "metrics").glob("*.json"):
+        shutil.copy(path, project / "metrics" / path.name)
+    header = run(project, "dvc", "metrics", "show").stdout.splitlines()[0].split()
+    assert len(header) <= MAX_COLUMNS, f"{len(header)} columns: {header}"
+    assert {"accuracy", "f1_macro", "size_mb", "best_accuracy", "winner", "train"} <= set(header)
+
+    assert not any(h.split(".")[0] in ("skipped", "renamed", "removed", "converted") for h in header)
+
+    commit(project, "the demo's metrics")
+    fetch = json.loads((project / "metrics/fetch.json").read_text())
+    fetch["skipped"]["hidden"] += 3
+    (project / "metrics/fetch.json").write_text(json.dumps(fetch))
+    diff = json.loads(run(project, "dvc", "metrics", "diff", "--json", "--targets", *COUNTERS).stdout)
+    assert diff["metrics/fetch.json"]["skipped.hidden"]["diff"] == 3
