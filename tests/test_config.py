@@ -92,10 +92,13 @@ def test_config_does_no_io_on_the_weights_path(raw: dict) -> None:
 
 
 def test_unknown_keys_are_errors(raw: dict) -> None:
-    with pytest.raises(ConfigError, match="train.epoch"):
+    with pytest.raises(ConfigError, match=r"train.epoch = 3 .*\(did you mean epochs\?\)"):
         params_from_dict(_with(raw, "train.epoch", 3))
-    with pytest.raises(ConfigError, match="nonsense"):
+    with pytest.raises(ConfigError, match=r"trian = \{'epochs': 20\} .*\(did you mean train\?\)"):
+        params_from_dict({**raw, "trian": {"epochs": 20}})
+    with pytest.raises(ConfigError, match="nonsense") as nothing_close:
         params_from_dict({**raw, "nonsense": 1})
+    assert "did you mean" not in str(nothing_close.value)
 
 
 def test_pretrained_accepts_auto_and_booleans(raw: dict) -> None:

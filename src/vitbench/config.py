@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import types
@@ -408,7 +409,10 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     if unknown:
         key = f"{prefix}.{unknown[0]}" if prefix else str(unknown[0])
         more = f" ({len(unknown)} unknown keys: {short_list(unknown)})" if len(unknown) > 1 else ""
-        raise ConfigError(key, raw[unknown[0]], f"a known key here: {', '.join(sorted(names))}{more}")
+        close = difflib.get_close_matches(str(unknown[0]), sorted(names), n=1, cutoff=0.6)
+        guess = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(key, raw[unknown[0]],
+                          f"a known key here{guess}: {', '.join(sorted(names))}{more}")
     kwargs = {}
     for name in names & set(raw):
         key = f"{prefix}.{name}" if prefix else name
