@@ -64,6 +64,24 @@ def pipeline_raw(overrides: dict[str, Any] | None = None, preset: str | None = N
     return merge(raw, overrides or {})
 
 
+def parse_sets(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """`key.sub=value` strings (as `dvc exp run -S` takes them; values are YAML) as an overrides
+    dict for `pipeline_params`; a malformed item is a ConfigError naming it."""
+    from vitbench.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError("override", item, "key=value, e.g. train.epochs=3")
+        *parents, leaf = key.strip().split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
 def pipeline_params(overrides: dict[str, Any] | None = None, preset: str | None = None,
                     params_file: Path = PARAMS_YAML) -> Any:
     """The Params a stage would read from params.yaml + `preset` + `overrides` (a ConfigError

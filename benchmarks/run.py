@@ -1,6 +1,11 @@
 """The vitbench benchmark: one table of the figures the README quotes, measured on this machine.
 
-    python benchmarks/run.py [--remedies-minutes 20] [--skip-repro] [--out benchmarks/results/latest.md]
+    python benchmarks/run.py [--remedies-minutes 20] [--skip-repro] [--set train.epochs=3 ...]
+                             [--out benchmarks/results/latest.md]
+
+Everything runs on params.yaml as committed, plus the `--set` overrides (stated in the report):
+the project copy's params.yaml is `common.pipeline_params(overrides)`, which the stages, `dvc repro`
+and the throughput measurement read with `config.load_params`.
 
 1. Wall time of the demo `dvc repro` from scratch (a fresh copy of the project, empty DVC cache),
    and of a second, no-op `dvc repro`.
@@ -26,7 +31,7 @@ import click
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from common import PACS, machine  # noqa: E402
+from common import PACS, machine, parse_sets, pipeline_params, write_params  # noqa: E402
 
 
 def timed(cmd: list[str], cwd: Path) -> float:
@@ -51,9 +56,12 @@ def repro_figures(project: Path) -> dict[str, object]:
     return {"repro_seconds": full, "noop_seconds": noop, "models": models}
 
 
-def render(repro: dict | None, throughput: list[dict] | None, remedies: str | None) -> str:
+def render(repro: dict | None, throughput: list[dict] | None, remedies: str | None,
+           sets: tuple[str, ...] = ()) -> str:
     """The markdown report."""
-    out = [f"# vitbench benchmark\n\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} on {machine()}."]
+    params = ("params.yaml with " + ", ".join(f"`{s}`" for s in sets)) if sets else "params.yaml as committed"
+    out = [f"# vitbench benchmark\n\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} on {machine()}; "
+           f"{params}."]
     if repro:
         out += ["\n## The demo pipeline\n",
                 "| what | wall time |", "|---|---|",
@@ -84,27 +92,42 @@ def render(repro: dict | None, throughput: list[dict] | None, remedies: str | No
 @click.option("--steps", default=15, show_default=True, help="Timed training steps per family.")
 @click.option("--remedies-minutes", default=20.0, show_default=True,
               help="CPU budget of the ViT remedies benchmark (0 skips it).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="A params.yaml override (as `dvc exp run -S`), e.g. train.epochs=3; repeatable.")
+@click.option("--family", "families", multiple=True,
+              help="Throughput of these model families only (default: all).")
+@click.option("--workdir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Make the project copy here and keep it (default: a temporary folder).")
 @click.option("--out", type=click.Path(path_type=Path), default=HERE / "results" / "latest.md",
               show_default=True)
-def main(skip_repro: bool, steps: int, remedies_minutes: float, out: Path) -> None:
+def main(skip_repro: bool, steps: int, remedies_minutes: float, sets: tuple[str, ...],
+         families: tuple[str, ...], workdir: Path | None, out: Path) -> None:
     """Run every benchmark and print one markdown report."""
     sys.path.insert(0, str(REPO / "tests"))   # the project-copy helper the DAG tests use
-    from dvc_project import copy_project
-    from throughput import measure_throughput
+    from dvc_project import commit, copy_project
+    from throughput import FAMILIES, measure_throughput
 
     from vitbench.config import load_params
+    from vitbench.errors import ConfigError
     from vitbench.paths import Paths
 
+    try:
+        params = pipeline_params(parse_sets(sets))
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--set") from None
     repro = throughput = remedies = None
     with tempfile.TemporaryDirectory(prefix="vitbench-bench-") as tmp:
-        project = copy_project(REPO, Path(tmp), "bench")
+        project = copy_project(REPO, (workdir or Path(tmp)) / "bench", "bench")
+        write_params(params, project)
+        commit(project, "benchmark params")
         if not skip_repro:
             click.echo("timing the demo `dvc repro` from scratch ...", err=True)
             repro = repro_figures(project)
         else:
             timed(["dvc", "repro", "augment"], project)
         click.echo("measuring training throughput ...", err=True)
-        throughput = measure_throughput(load_params(project / "params.yaml"), Paths(project), steps)
+        throughput = measure_throughput(load_params(project / "params.yaml"), Paths(project), steps,
+                                        families or FAMILIES)
     if remedies_minutes > 0 and PACS.is_dir():
         click.echo("training the from-scratch ViT variants on PACS cartoon ...", err=True)
         remedies_out = out.with_name("vit_remedies.md")
@@ -113,7 +136,7 @@ def main(skip_repro: bool, steps: int, remedies_minutes: float, out: Path) -> No
                        check=True)
         text = remedies_out.read_text()
         remedies = text.split("## Result", 1)[-1].split("## Every run", 1)[0].strip()
-    report = render(repro, throughput, remedies)
+    report = render(repro, throughput, remedies, sets)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report)
     click.echo(report)

@@ -7,7 +7,10 @@ the first epoch of a real run), batches sliced from tensors already in memory, a
 `augment_online` key is on, batches read from the pipeline's cache and augmented online (as every
 later epoch of a real run). A disk/memory (or online/memory) ratio near 1 means the input
 pipeline keeps up with the model; well below 1, the model waits for images. Models use random weights (speed does not depend on them) and the
-configuration of their first phase (cnn and vit_ft: backbone frozen).
+configuration of their first phase (cnn and vit_ft: backbone frozen), compiled as the training
+stage compiles them (`optim.make_optimizer` on the phase's recipe from the family's params section,
+its label smoothing). Params are read as the stages read them: `config.load_params` on `--params`
+(the project's params.yaml), no overrides.
 
     python benchmarks/throughput.py --params params.yaml --root . --steps 20
 """
@@ -55,7 +58,9 @@ def measure_throughput(params: Params, paths: Paths, steps: int,
         record = {"id": first.id, "family": family, "build": fam.build_kwargs(cfg, len(classes))}
         model = build_model(record)
         fam.prepare_phase(model, first.phase, pretrained=True)
-        optim.compile_model(model, keras.optimizers.Adam(1e-4), len(classes))
+        recipe = fam.recipe(cfg, first.phase)
+        optim.compile_model(model, optim.make_optimizer(recipe, steps + WARMUP_STEPS),
+                            len(classes), recipe.label_smoothing)
         disk = make_dataset(files, labels, image_size, preprocess, batch, shuffle=True,
                             seed=params.seed, cache=False).repeat()
         memory = _memory_dataset(files, labels, image_size, preprocess, batch, params.seed)

@@ -2,11 +2,15 @@
 Small-Size Datasets", helps the from-scratch ViT on a folder of images: shifted patch tokenization
 (`vit.spt`), locality self-attention (`vit.lsa`) and a warm-up cosine schedule (`vit.warmup`).
 
-The pipeline's own stages prepare the data in a scratch project (`common.prepare`, with
-`augment.copies: 0`: this measures the architecture and the schedule, not the data), then
-`train_vit` + `evaluate` train and test baseline (no SPT, no LSA, constant lr) / +SPT / +LSA /
-+warm-up cosine / all three, with the same epochs and seed(s) and `train.patience` = epochs (the
-weights of the lowest val_loss are tested). The markdown table goes to stdout and `--out`, with
+Params are params.yaml's, read as the stages read them (`common.pipeline_params`), plus the
+overrides `overrides()` states: the data folder, the seed, `augment.copies: 0` (no materialised
+copies; the online augmentation of params.yaml stays), the epochs with `train.patience` = epochs
+(the weights of the lowest val_loss are tested), the options given (image, patch, layers, batch)
+and each configuration's `vit.spt`, `vit.lsa` and `vit.warmup` (0 = constant lr, else
+params.yaml's). The pipeline's own stage scripts prepare the data in a scratch project
+(`common.prepare`), then the `train_vit` and `evaluate` stage scripts train and test baseline (no
+SPT, no LSA, constant lr) / +SPT / +LSA / +warm-up cosine / all three, with the same epochs and
+seed(s) (`common.train_and_evaluate`). The markdown table goes to stdout and `--out`, with
 the settings, the machine and the date. A second (third...) seed runs only if a whole round of
 configurations still fits in `--budget-minutes`; the first round always runs in full.
 
@@ -15,7 +19,6 @@ configurations still fits in `--budget-minutes`; the first round always runs in 
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import os
@@ -31,7 +34,8 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import PACS, machine_section, prepare, split_counts  # noqa: E402
+from common import (PACS, machine_section, pipeline_params, pipeline_raw, prepare,  # noqa: E402
+                    split_counts, train_and_evaluate, used_params)
 
 from vitbench import config  # noqa: E402
 from vitbench.errors import ConfigError, VitbenchError  # noqa: E402
@@ -52,30 +56,41 @@ FORMATS = {"params": "{:,}", "test acc": "{:.3f}", "test acc (mean)": "{:.3f}",
            "vs baseline": "{:+.3f}", "best val acc": "{:.3f}", "train s": "{:.0f}"}
 
 
-def params_for(data: Path, seed: int, epochs: int, batch_size: int, image_size: int,
-               patch_size: int, layers: int) -> config.Params:
-    """params.yaml defaults + the benchmark's settings, validated; a bad value is a usage error."""
-    raw = {"seed": seed, "dataset": {"source": str(data)}, "augment": {"copies": 0},
-           "train": {"epochs": epochs, "batch_size": batch_size, "patience": epochs,
-                     "mixed_precision": False},  # no early stop; the lowest val_loss is restored
-           "vit": {"image_size": image_size, "patch_size": patch_size, "layers": layers},
-           "evaluate": {"batch_size": batch_size, "attention_samples": 0, "robustness": False}}
+def overrides(data: Path | str, seed: int, epochs: int, options: dict[str, int | None],
+              variant: str | None = None) -> dict[str, Any]:
+    """What this benchmark changes in params.yaml: its settings, the options given (image_size,
+    patch_size, layers, batch_size; None = params.yaml's) and `variant`'s remedies."""
+    vit = {"tokenizer": "patch",   # the remedies are the patch ViT's (params.yaml: conv tokens)
+           **{k: v for k, v in options.items() if k != "batch_size" and v is not None}}
+    batch = {"batch_size": options["batch_size"]} if options.get("batch_size") is not None else {}
+    out: dict[str, Any] = {
+        "seed": seed, "dataset": {"source": str(data)}, "augment": {"copies": 0},
+        "train": {"epochs": epochs, "patience": epochs, "mixed_precision": False, **batch},
+        "vit": vit, "evaluate": {"attention_samples": 0, "robustness": False, **batch}}
+    if variant is not None:
+        _, spt, lsa, warm = VARIANTS[variant]
+        warmup = pipeline_raw(out)["vit"]["warmup"] if warm else 0.0
+        out["vit"] = {**vit, "spt": spt, "lsa": lsa, "warmup": warmup}
+    return out
+
+
+def params_for(changes: dict[str, Any]) -> config.Params:
+    """params.yaml + `changes`, validated as a stage validates them; a bad value is a usage error."""
     try:
-        return config.params_from_dict(raw)
+        return pipeline_params(changes)
     except ConfigError as exc:
         raise click.BadParameter(f"{exc.key} = {exc.value!r}: expected {exc.allowed}") from None
 
 
-def train_one(name: str, seed: int, params: config.Params, paths: Paths) -> dict[str, Any]:
-    """The train_vit and evaluate stages on one configuration: a row of the every-run table."""
-    from vitbench.evaluation import evaluate
+def train_one(name: str, seed: int, settings: dict[str, Any], paths: Paths) -> dict[str, Any]:
+    """The train_vit and evaluate stage scripts on one configuration: a row of the every-run table
+    (the params the stage read are kept in `settings["used"][name]`)."""
     from vitbench.fsutil import read_json
-    from vitbench.training import train_vit
 
-    label, spt, lsa, warm = VARIANTS[name]
-    vit = dataclasses.replace(params.vit, spt=spt, lsa=lsa, warmup=params.vit.warmup if warm else 0.0)
-    train_vit(vit, params.train, seed, paths)
-    accuracy = evaluate("vit_scratch", params.evaluate, seed, paths)["accuracy"]
+    label = VARIANTS[name][0]
+    params = params_for(overrides(settings["data"], seed, settings["epochs"], settings["options"], name))
+    accuracy = train_and_evaluate("vit_scratch", params, paths)["vit_scratch"]["accuracy"]
+    settings.setdefault("used", {})[name] = used_params(paths)
     print(f"{label} seed {seed}: test accuracy {accuracy:.3f}", flush=True)
     record = read_json(paths.model("vit_scratch") / "record.json")
     return {"name": name, "config": label, "seed": seed, "test acc": float(accuracy),
@@ -105,7 +120,7 @@ def run_benchmark(params: config.Params, settings: dict[str, Any], workdir: Path
                         seed, elapsed, longest_round, budget)
             break
         round_start = time.perf_counter()
-        runs += [train_one(name, seed, params, paths) for name in settings["configs"]]
+        runs += [train_one(name, seed, settings, paths) for name in settings["configs"]]
         seeds_run.append(seed)
         longest_round = max(longest_round, time.perf_counter() - round_start)
     return {**report, "runs": pd.DataFrame(runs), "seeds_run": seeds_run,
@@ -155,8 +170,13 @@ def render(report: dict[str, Any]) -> str:
         + (f" (at most {s['max_per_class']} images per class)" if s["max_per_class"] else ""),
         f"- images {v.image_size}px, patch {v.patch_size} ({v.num_patches} tokens), projection_dim "
         f"{v.projection_dim}, {v.layers} layers, {v.num_heads} heads, mlp_head "
-        f"{list(v.mlp_head)}, dropout {v.dropout}; no augmentation",
-        f"- AdamW lr {v.lr:g}, weight decay {v.weight_decay:g}, batch {params.train.batch_size}, "
+        f"{list(v.mlp_head)}, dropout {v.dropout}, tokenizer {v.tokenizer}, sequence pooling "
+        f"{'on' if v.seq_pool else 'off'}, drop path {v.drop_path:g}; no materialised copies; "
+        "online augmentation: " + (", ".join(f"{k} {val:g}" if not isinstance(val, bool) else k
+                                             for k, val in params.augment_online.active.items())
+                                    or "none") + " (params.yaml)",
+        f"- AdamW lr {v.lr:g}, weight decay {v.weight_decay:g}, label smoothing "
+        f"{v.label_smoothing:g}, batch {params.train.batch_size}, "
         f"{params.train.epochs} epochs; warm-up cosine: linear warm-up over {v.warmup:g} of the "
         "steps, then cosine to 0 (`vitbench.optim.learning_rate`)",
         f"- seeds run: {seeds}" + (f"; not run (budget): {skipped}" if skipped else ""),
@@ -200,11 +220,14 @@ def _configs(value: str) -> tuple[str, ...]:
 @click.option("--data", type=click.Path(path_type=Path), default=PACS,
               help="Folder with one sub-folder of images per class.")
 @click.option("--epochs", type=click.IntRange(min=1), default=15)
-@click.option("--image-size", type=click.IntRange(min=8), default=config.Vit.image_size)
-@click.option("--patch-size", type=click.IntRange(min=1), default=config.Vit.patch_size)
-@click.option("--layers", type=click.IntRange(min=1), default=config.Vit.layers,
-              help="Transformer blocks.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32)
+@click.option("--image-size", type=click.IntRange(min=8), default=None,
+              help="vit.image_size [default: params.yaml's]")
+@click.option("--patch-size", type=click.IntRange(min=1), default=None,
+              help="vit.patch_size [default: params.yaml's]")
+@click.option("--layers", type=click.IntRange(min=1), default=None,
+              help="Transformer blocks (vit.layers) [default: params.yaml's]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="train.batch_size and evaluate.batch_size [default: params.yaml's]")
 @click.option("--seeds", "n_seeds", type=click.IntRange(min=1), default=2,
               help="Rounds of every config, seeds --seed, --seed+1, ... (budget permitting).")
 @click.option("--seed", type=click.IntRange(min=0), default=42,
@@ -216,16 +239,19 @@ def _configs(value: str) -> tuple[str, ...]:
               help="Start another seed round only if it fits.")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=DEFAULT_OUT,
               help="Markdown results file (written atomically).")
-def main(data: Path, epochs: int, image_size: int, patch_size: int, layers: int, batch_size: int,
-         n_seeds: int, seed: int, configs: str, max_per_class: int | None, budget_minutes: float,
-         out: Path) -> None:
+def main(data: Path, epochs: int, image_size: int | None, patch_size: int | None,
+         layers: int | None, batch_size: int | None, n_seeds: int, seed: int, configs: str,
+         max_per_class: int | None, budget_minutes: float, out: Path) -> None:
     """Train the from-scratch ViT with and without each small-dataset remedy; write a table."""
     from vitbench.stage import setup_logging
 
     setup_logging()
-    params = params_for(data, seed, epochs, batch_size, image_size, patch_size, layers)
+    options = {"image_size": image_size, "patch_size": patch_size, "layers": layers,
+               "batch_size": batch_size}
+    params = params_for(overrides(data, seed, epochs, options))
     settings = {"data": data, "seeds": tuple(range(seed, seed + n_seeds)), "configs": _configs(configs),
-                "max_per_class": max_per_class, "budget_minutes": budget_minutes}
+                "max_per_class": max_per_class, "budget_minutes": budget_minutes, "epochs": epochs,
+                "options": options}
     try:
         with tempfile.TemporaryDirectory(prefix="vit_remedies-") as workdir:
             report = run_benchmark(params, settings, Path(workdir))
