@@ -50,7 +50,7 @@ TINY = {
     "augment_online": {"flip": False, "translate": 0.0, "zoom": 0.0, "contrast": 0.0},
     "train": {"epochs": 1, "batch_size": 16, "patience": 1},
     "cnn": {"image_size": 32, "pretrained": False},
-    "vit": {"image_size": 24, "patch_size": 6, "projection_dim": 16, "num_heads": 2, "layers": 1,
+    "vit": {"image_size": 24, "patch_size": 4, "projection_dim": 16, "num_heads": 2, "layers": 1,
             "mlp_head": [16]},
     "vit_ft": {"image_size": 32, "pretrained": False, "blocks": 1},
     "evaluate": {"attention_samples": 2},

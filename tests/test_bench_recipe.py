@@ -1,4 +1,5 @@
-"""benchmarks/recipe.py: its recipes are valid params, and one tiny run end to end."""
+"""benchmarks/recipe.py: its overrides are params.yaml's as the stages read them, and one tiny run
+through the stage scripts end to end."""
 
 from __future__ import annotations
 
@@ -7,12 +8,10 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
-import click
 import pytest
 from benchscripts import load_benchmark
 from click.testing import CliRunner
 from PIL import Image
-
 
 
 def load_script() -> ModuleType:
@@ -20,22 +19,24 @@ def load_script() -> ModuleType:
     return load_benchmark("recipe")
 
 
-def test_recipes_are_valid_params() -> None:
+def test_overrides_are_params_yaml_plus_the_stated_keys(tmp_path: Path) -> None:
     bench = load_script()
-    current, new, conv = (bench.params_for(name, 48, 7, {}) for name in ("current", "new", "new+conv"))
-    assert current.seed == new.seed == 7 and current.cnn.pretrained is False
-    assert current.augment.copies == new.augment.copies == 0
-    assert current.augment_online.active == {} and current.vit.tokenizer == "patch"
-    assert current.vit.patch_size == 6 and current.cnn.image_size == 48
-    assert new.augment_online.active and new.vit.tokenizer == "patch" and new.vit.drop_path > 0
-    assert new.vit.spt and new.vit.seq_pool and conv.vit.tokenizer == "conv" and not conv.vit.spt
-    assert conv.augment_online == new.augment_online and conv.cnn == current.cnn
-    assert new.vit.label_smoothing > 0 and new.cnn.transfer.label_smoothing > 0
-    assert new.cnn.transfer.weight_decay > 0 and new.cnn.transfer.warmup > 0
+    from common import pipeline_params
+
+    from vitbench.config import load_params
+
+    extra = {"vit": {"patch_size": 4}, "train": {"batch_size": 16}}
+    params = pipeline_params(bench.overrides_for(tmp_path, 64, 30, 14, extra))
+    default = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    assert params.cnn.pretrained is False and params.augment.copies == 0
+    assert (params.vit.epochs, params.cnn.epochs, params.vit_ft.epochs) == (30, 14, None)
+    assert params.vit.image_size == params.cnn.image_size == 64 and params.vit.patch_size == 4
+    assert params.vit.tokenizer == default.vit.tokenizer and params.train.epochs == default.train.epochs
+    assert params.augment_online == default.augment_online and params.vit.lr == default.vit.lr
 
 
 @pytest.mark.slow
-def test_tiny_run_writes_the_table(tmp_path: Path) -> None:
+def test_tiny_run_through_the_stages_writes_the_table(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     for c, colour in enumerate(((200, 30, 30), (30, 200, 30), (30, 30, 200))):
         folder = tmp_path / "data" / f"class{c}"
@@ -45,23 +46,15 @@ def test_tiny_run_writes_the_table(tmp_path: Path) -> None:
             Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
     out = tmp_path / "recipe.md"
     result = CliRunner().invoke(load_script().main, [
-        "--data", str(tmp_path / "data"), "--image-size", "32", "--epochs", "1",
-        "--epochs-of", "vit_scratch/new+conv=2", "--family", "vit_scratch", "--family", "cnn",
-        "--recipe", "new+conv", "--out", str(out)])
+        "--data", str(tmp_path / "data"), "--image-size", "32", "--vit-epochs", "2",
+        "--family", "vit_scratch", "--set", "vit.patch_size=4", "--set", "vit.layers=1",
+        "--out", str(out)])
     assert result.exit_code == 0, result.output
     text = out.read_text()
-    # new+conv is a ViT-only recipe: no CNN row; its own epoch count
-    assert "| ViT from scratch | new+conv |" in text and "| current |" not in text
-    assert "MobileNetV2" not in text.split("## Settings")[0] and "vit_scratch/new+conv: 2" in text
+    row = re.search(r"\| vit_scratch \| ([\d.]+) \| [\d.]+ \| 2 \| \d+ \| [\d,]+ \|", text)
+    assert row and 0 <= float(row.group(1)) <= 1 and "cnn_transfer" not in text
     counts = re.search(r"split seed 42: train (\d+), val (\d+), test (\d+)", text)
     assert counts and sum(map(int, counts.groups())) == 36   # the project's split of 3 x 12 images
-    assert "'tokenizer': 'conv'" in text and "load average" in text
-
-
-def test_epochs_of_is_checked() -> None:
-    bench = load_script()
-    assert bench.parse_epochs_of(("cnn/new=36", "vit_scratch/current=70")) == {
-        "cnn/new": 36, "vit_scratch/current": 70}
-    for bad in ("cnn/old=3", "cnn=3", "vit_scratch/new=0", "cnn/new=x"):
-        with pytest.raises(click.BadParameter, match="FAMILY/RECIPE=N"):
-            bench.parse_epochs_of((bad,))
+    # the recipe evaluate wrote: conv tokens of stride 4, every planned epoch (cosine: no early stop)
+    assert "'tokens': 'conv tokens, stride 4: 8x8 = 64'" in text
+    assert "'epochs': 2, 'early_stopping': None" in text and "load average" in text

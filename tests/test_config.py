@@ -65,9 +65,10 @@ def _with(raw: dict, dotted: str, value: object) -> dict:
     ("clean.max_side", 16, "clean.max_side", "clean.min_side"),
     ("vit.mlp_head", [64, "x"], "vit.mlp_head[1]", "an integer"),
     ("vit.tokenizer", "hybrid", "vit.tokenizer", "one of patch, conv"),
-    ("vit.tokenizer", "conv", "vit.spt", "false when vit.tokenizer is conv"),
+    ("vit.spt", True, "vit.spt", "false when vit.tokenizer is conv"),   # params.yaml: conv
+    ("vit.patch_size", 6, "vit.patch_size", "a power of two"),
     ("vit.drop_path", 1.0, "vit.drop_path", "< 1.0"),
-    ("vit.conv_layers", 0, "vit.conv_layers", ">= 1"),
+    ("vit.epochs", 0, "vit.epochs", ">= 1"),
     ("vit.label_smoothing", -0.1, "vit.label_smoothing", ">= 0.0"),
     ("cnn.transfer.label_smoothing", 1.0, "cnn.transfer.label_smoothing", "< 1.0"),
     ("cnn.finetune.warmup", 1.5, "cnn.finetune.warmup", "< 1.0"),

@@ -96,13 +96,13 @@ def test_patch_size_experiment_reruns_only_the_scratch_vit(reproduced: Path) -> 
     assert "metrics/vit_scratch.json" in json.loads(diff)
     params_diff = json.loads(run(reproduced, "dvc", "params", "diff", "--json").stdout)
     change = params_diff["params.yaml"]["vit.patch_size"]
-    assert (change["old"], change["new"]) == (6, 8)
+    assert (change["old"], change["new"]) == (4, 8)
 
 
 def test_queued_sweep_runs_both_experiments(reproduced: Path) -> None:
     for size in (12, 24):
         run(reproduced, "dvc", "exp", "run", "--queue", "-S", f"vit.image_size={size}",
-            "-S", "vit.patch_size=6")
+            "-S", "vit.patch_size=4")
     run(reproduced, "dvc", "queue", "start")
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:

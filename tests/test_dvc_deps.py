@@ -151,3 +151,12 @@ def test_no_two_modules_import_each_other_even_indirectly() -> None:
 def test_a_stage_depends_only_on_the_code_it_runs(stage: str, edited: str, stales: bool) -> None:
     script = stage_script(dvc_stages()[stage])
     assert (edited in {deps.relative(p) for p in deps.script_files(script)}) is stales
+
+
+def test_the_model_ids_of_dvc_yaml_are_the_registrys() -> None:
+    from vitbench.model_ids import MODEL_IDS
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert tuple(stages["evaluate"]["foreach"]) == MODEL_IDS
+    compare = set(stages["compare"]["deps"])
+    assert {f"metrics/{m}.json" for m in MODEL_IDS} | {f"plots/{m}/eval" for m in MODEL_IDS} <= compare

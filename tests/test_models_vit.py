@@ -200,10 +200,31 @@ def test_token_grid_title_names_tokens_and_field(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(patches_module, "save_figure",
                         lambda fig, path: (titles.append(fig._suptitle.get_text()),
                                            real_save(fig, path))[1])
-    out = token_grid(np.zeros((60, 60, 3), dtype=np.uint8), 3, tmp_path / "p.png")
+    out = token_grid(np.zeros((60, 60, 3), dtype=np.uint8), 8, tmp_path / "p.png")
     assert out.is_file()   # 60 px is not a multiple of 8: padded to 64, 8x8 tokens
-    assert titles == ["60x60 image, conv tokenizer (3 conv + pool stages): 64 tokens, one "
-                      "per 8x8 cell, each seeing 29x29 px around it"]
+    assert titles == ["60x60 image, conv tokens with stride 8 (3 conv + pool stages): 64 tokens, "
+                      "one per 8x8 cell, each seeing 29x29 px around it"]
+
+
+def test_patch_size_is_the_conv_tokenizers_stride() -> None:
+    """vit.patch_size sets the conv tokenizer's stages (log2): another patch_size, another model."""
+    conv = {**SMALL, "spt": False, "lsa": False, "tokenizer": "conv"}
+    by_size = {p: vit.build_vit(**{**conv, "patch_size": p}) for p in (2, 4, 8)}
+    for p, model in by_size.items():
+        assert model.get_layer("tokenizer").conv_layers == vit.conv_stages(p) == {2: 1, 4: 2, 8: 3}[p]
+        assert model.get_layer("patch_encoder").num_patches == (16 // p) ** 2
+    assert len({m.count_params() for m in by_size.values()}) == 3
+    for bad in (1, 3, 6, 12):
+        with pytest.raises(ValueError, match=f"patch_size {bad} is not a power of two"):
+            vit.conv_stages(bad)
+    from vitbench.config import params_from_dict
+    from vitbench.errors import ConfigError
+    with pytest.raises(ConfigError, match="vit.patch_size.*power of two"):
+        params_from_dict({"vit": {"tokenizer": "conv", "spt": False, "image_size": 48,
+                                  "patch_size": 6}})
+    from vitbench.recipe import tokens_of
+    assert tokens_of({**conv, "patch_size": 8, "image_size": 48}) == "conv tokens, stride 8: 6x6 = 36"
+    assert tokens_of({**SMALL, "spt": True}) == "4x4 patches (SPT): 4x4 = 16"
 
 
 def test_patch_grid_rejects_non_tiling_images(tmp_path: Path) -> None:
@@ -245,7 +266,7 @@ def test_conv_tokenizer_seq_pool_and_drop_path_save_and_reload_to_identical_pred
     inference, and models/<id> reloads it (weights + record, no safe_mode=False) exactly."""
     from vitbench.models import load_model, save_model
 
-    build = {**SMALL, "spt": False, "lsa": True, "tokenizer": "conv", "conv_layers": 2,
+    build = {**SMALL, "spt": False, "lsa": True, "tokenizer": "conv",
              "seq_pool": True, "drop_path": 0.3}
     model = vit.build_vit(**build)
     x = images(4, seed=5)
@@ -258,7 +279,7 @@ def test_conv_tokenizer_seq_pool_and_drop_path_save_and_reload_to_identical_pred
     assert again.count_params() == model.count_params() == record["params_total"]
     assert "conv tokenizer" in record["display_name"] and "patches" not in {
         layer.name for layer in model.layers}
-    side = vit.ConvTokenizer.grid(16, build["conv_layers"])
+    side = vit.ConvTokenizer.grid(16, vit.conv_stages(build["patch_size"]))
     assert [w.shape for w in vit.attention_weights(model, x)][0] == (4, 2, side ** 2, side ** 2)
     clone = keras.models.model_from_json(model.to_json())     # the whole graph is serializable
     assert [type(layer) for layer in clone.layers] == [type(layer) for layer in model.layers]

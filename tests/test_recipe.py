@@ -116,6 +116,14 @@ def test_describe_states_the_recipe() -> None:
     assert plain == ("Adam lr 1e-05, constant lr; no online augmentation; "
                      "0 materialised copies per image")
     assert "not recorded" in describe(None)
+    cosine = describe(recipe_record(LearningRate(1e-3, 0.05, 0.1), "AdamW", 0.0, AugmentOnline(),
+                                    epochs=40, patience=None, tokens="conv tokens, stride 8: 8x8 = 64"))
+    assert cosine.endswith("; 40 epochs planned, no early stopping (cosine schedule), best epoch "
+                           "kept; conv tokens, stride 8: 8x8 = 64 tokens")
+    constant = describe(recipe_record(LearningRate(1e-5), "Adam", 0.0, AugmentOnline(),
+                                      epochs=5, patience=3))
+    assert constant.endswith("; 5 epochs planned, early stopping after 3 epochs without a better "
+                             "val loss, best epoch kept")
 
 
 @pytest.mark.parametrize("same", [True, False])

@@ -342,6 +342,65 @@ def test_early_stopping_state_survives_a_resume(tmp_path, monkeypatch):
     assert read_tsv_steps(Path("curves/plots/metrics/val/loss.tsv")) == [0, 1, 2, 3]
 
 
+# --- early stopping and the schedule agree ----------------------------------------------------------
+
+def _diverging_data() -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """Validation labels are the training labels flipped: the better the fit, the worse val_loss
+    (best at the first epoch), so early stopping at a constant lr stops at once."""
+    x = np.random.default_rng(0).random((32, 4)).astype("float32")
+    y = (x[:, 0] > 0.5).astype("int32")
+    return (tf.data.Dataset.from_tensor_slices((x, y)).batch(8),
+            tf.data.Dataset.from_tensor_slices((x, 1 - y)).batch(8))
+
+
+def _fit(recipe, epochs: int, backup: Path, callbacks=()) -> loop.PhaseResult:
+    """One phase as training.train_phase runs it: make_optimizer over the planned steps, and
+    early stopping (train.patience 1) only where optim.stops_early says so."""
+    keras.utils.set_random_seed(0)
+    train, val = _diverging_data()
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    optim.compile_model(model, optim.make_optimizer(recipe, epochs * 4), 2)
+    patience = 1 if optim.stops_early(recipe) else None
+    return loop.fit_phase(model, train, val, epochs=epochs, patience=patience, backup_dir=backup,
+                          curves_dir=None, callbacks=callbacks)
+
+
+@pytest.mark.slow
+def test_a_cosine_phase_runs_its_schedule_to_the_end_and_keeps_its_best_epoch(tmp_path):
+    from vitbench.config import LearningRate
+
+    cosine = _fit(LearningRate(0.1, warmup=0.2), 5, tmp_path / "cosine")
+    lrs = cosine.history["learning_rate"]
+    assert cosine.epochs_run == 5 and len(lrs) == 5 and cosine.best_epoch == 0
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-9) and max(lrs) == pytest.approx(0.1, rel=0.05)
+    assert lrs == pytest.approx([float(optim.WarmupCosine(0.1, 20, 4)(4 * (e + 1))) for e in range(5)])
+    constant = _fit(LearningRate(0.1), 5, tmp_path / "constant")   # early stopping as before
+    assert constant.epochs_run == 2 and constant.history["learning_rate"] == pytest.approx([0.1] * 2)
+
+
+@pytest.mark.slow
+def test_a_resumed_cosine_phase_has_the_learning_rates_of_an_uninterrupted_one(tmp_path):
+    from vitbench.config import LearningRate
+
+    recipe = LearningRate(0.1, warmup=0.2)
+    whole = _fit(recipe, 6, tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        _fit(recipe, 6, tmp_path / "resumed", callbacks=[Interrupt(3)])
+    resumed = _fit(recipe, 6, tmp_path / "resumed")
+    assert resumed.resumed_from == 3 and resumed.epochs_run == 6
+    assert resumed.history["learning_rate"] == pytest.approx(whole.history["learning_rate"])
+    assert resumed.history["learning_rate"][-1] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_stage_epochs_replace_train_epochs_for_that_stage_only():
+    params = tiny_params(train={"epochs": 7}, vit={"epochs": 3})
+    assert params.train.for_stage(params.vit).epochs == 3
+    assert params.train.for_stage(params.cnn) is params.train and params.train.epochs == 7
+    from vitbench.errors import ConfigError
+    with pytest.raises(ConfigError, match="cnn.epochs"):
+        tiny_params(cnn={"epochs": 0})
+
+
 def test_open_live_resumes_matching_curves_and_rewrites_others(tmp_path, monkeypatch):
     monkeypatch.chdir(git_repo(tmp_path / "repo"))
     done = [{"loss": 1.0 - i / 10, "val_loss": 1.2 - i / 10, "accuracy": i / 10} for i in range(3)]
@@ -444,7 +503,9 @@ def test_train_vit_end_to_end(project):
     assert record["recipe"] == {"optimizer": "AdamW", "lr": 1e-3, "weight_decay": 1e-4,
                                 "warmup": 0.2, "schedule": "warm-up + cosine",
                                 "label_smoothing": 0.1, "augment_copies": 1.0,
-                                "augment_online": {}}
+                                "augment_online": {}, "epochs": 2, "early_stopping": None,
+                                "tokens": "4x4 patches (SPT): 4x4 = 16"}
+    assert record["history"]["learning_rate"][-1] == pytest.approx(0.0, abs=1e-9)
     assert record["params_trainable"] == record["params_total"]
     assert (project.plots / "vit_patches.png").stat().st_size > 0
     assert not project.backup("vit_scratch").exists()
@@ -458,12 +519,14 @@ def test_train_vit_conv_tokenizer_draws_its_tokens(project, monkeypatch):
     real = patches.token_grid
     monkeypatch.setattr(patches, "token_grid",
                         lambda image, n, path: (drawn.append(n), real(image, n, path))[1])
-    params = tiny_params(train={"epochs": 1},
-                         vit={"tokenizer": "conv", "spt": False, "conv_layers": 2, "seq_pool": True})
+    # vit.epochs: this stage's own budget, train.epochs (3) left to the others
+    params = tiny_params(train={"epochs": 3},
+                         vit={"tokenizer": "conv", "spt": False, "seq_pool": True, "epochs": 1})
     train_stage(training.train_vit, "vit", params, project)
     record = assert_trained(project, "vit_scratch", epochs=1, pretrained=False)
     assert record["build"]["tokenizer"] == "conv" and record["build"]["seq_pool"] is True
-    assert drawn == [2] and (project.plots / "vit_patches.png").stat().st_size > 0
+    assert record["recipe"]["tokens"] == "conv tokens, stride 4: 4x4 = 16"
+    assert drawn == [4] and (project.plots / "vit_patches.png").stat().st_size > 0
 
     from vitbench.models import load_model
     model, _ = load_model(project.model("vit_scratch"))

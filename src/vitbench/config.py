@@ -182,6 +182,12 @@ class Train:
         _check_range(f"{key}.batch_size", self.batch_size, lo=1, hi=4096)
         _check_range(f"{key}.patience", self.patience, lo=0)
 
+    def for_stage(self, section: Any) -> Train:
+        """This Train with `epochs` replaced by the stage section's own `epochs` when set (the
+        per-stage budget of cnn, vit, vit_ft); `train.epochs` otherwise."""
+        own = getattr(section, "epochs", None)
+        return self if own is None else dataclasses.replace(self, epochs=own)
+
 
 @dataclass(frozen=True)
 class LearningRate:
@@ -210,8 +216,10 @@ class Cnn:
     feature_cache: bool = True
     transfer: LearningRate = field(default_factory=lambda: LearningRate(1e-3))
     finetune: LearningRate = field(default_factory=lambda: LearningRate(1e-5))
+    epochs: int | None = None       # each phase's epochs; null = train.epochs
 
     def validate(self, key: str) -> None:
+        _check_epochs(key, self.epochs)
         if self.arch not in CNN_ARCHS:
             raise ConfigError(f"{key}.arch", self.arch, f"one of {', '.join(CNN_ARCHS)}")
         _check_range(f"{key}.image_size", self.image_size, lo=32, hi=1024)
@@ -249,8 +257,8 @@ class Vit:
     label_smoothing: float = 0.0
     drop_path: float = 0.0
     tokenizer: str = "patch"
-    conv_layers: int = 2
     seq_pool: bool = False
+    epochs: int | None = None       # this stage's epochs; null = train.epochs
 
     @property
     def recipe(self) -> LearningRate:
@@ -286,10 +294,14 @@ class Vit:
         _check_range(f"{key}.drop_path", self.drop_path, lo=0.0, hi=1.0, hi_open=True)
         if self.tokenizer not in VIT_TOKENIZERS:
             raise ConfigError(f"{key}.tokenizer", self.tokenizer, f"one of {', '.join(VIT_TOKENIZERS)}")
-        _check_range(f"{key}.conv_layers", self.conv_layers, lo=1, hi=4)
         if self.tokenizer == "conv" and self.spt:
             raise ConfigError(f"{key}.spt", self.spt,
                               f"false when {key}.tokenizer is conv (SPT is a patch tokenizer)")
+        if self.tokenizer == "conv" and (self.patch_size < 2 or self.patch_size & (self.patch_size - 1)):
+            raise ConfigError(f"{key}.patch_size", self.patch_size,
+                              f"a power of two >= 2 when {key}.tokenizer is conv (the token stride: "
+                              f"log2(patch_size) conv + pool/2 stages), e.g. 4, 8, 16")
+        _check_epochs(key, self.epochs)
 
 
 @dataclass(frozen=True)
@@ -301,12 +313,14 @@ class VitFt:
     blocks: int = VIT_FT_BLOCKS
     transfer: LearningRate = field(default_factory=lambda: LearningRate(1e-3))
     finetune: LearningRate = field(default_factory=lambda: LearningRate(1e-5))
+    epochs: int | None = None       # each phase's epochs; null = train.epochs
 
     @property
     def patch_size(self) -> int:
         return VIT_FT_PATCH[self.variant]
 
     def validate(self, key: str) -> None:
+        _check_epochs(key, self.epochs)
         if self.variant not in VIT_FT_PATCH:
             raise ConfigError(f"{key}.variant", self.variant, f"one of {', '.join(VIT_FT_PATCH)}")
         _check_range(f"{key}.image_size", self.image_size, lo=self.patch_size, hi=1024)
@@ -489,6 +503,11 @@ def _check_recipe(key: str, cfg: LearningRate) -> None:
     _check_range(f"{key}.weight_decay", cfg.weight_decay, lo=0.0, hi=1.0)
     _check_range(f"{key}.warmup", cfg.warmup, lo=0.0, hi=1.0, hi_open=True)
     _check_range(f"{key}.label_smoothing", cfg.label_smoothing, lo=0.0, hi=1.0, hi_open=True)
+
+
+def _check_epochs(key: str, epochs: int | None) -> None:
+    if epochs is not None:
+        _check_range(f"{key}.epochs", epochs, lo=1)
 
 
 def _divisors(n: int) -> list[int]:

@@ -29,6 +29,16 @@ STATE_FILE = "vitbench_state.json"
 FINGERPRINT_FILE = "fingerprint.txt"
 
 
+class LogLearningRate(keras.callbacks.Callback):
+    """Add `learning_rate` to each epoch's logs: where the optimizer's schedule stands after the
+    epoch's last step (the lr the next step would use; 0 at the end of a cosine to 0)."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(
+                self.model.optimizer.learning_rate))
+
+
 class TrainingState(keras.callbacks.BackupAndRestore):
     """BackupAndRestore that also backs up the per-epoch history, epoch times and early stopping.
 
@@ -192,17 +202,21 @@ class PhaseResult:
 
 
 def fit_phase(model: keras.Model, train: tf.data.Dataset, val: tf.data.Dataset, *, epochs: int,
-              patience: int, backup_dir: str | Path, curves_dir: str | Path | None,
+              patience: int | None, backup_dir: str | Path, curves_dir: str | Path | None,
               callbacks: Sequence[keras.callbacks.Callback] = (), write: bool = True) -> PhaseResult:
     """Fit a compiled model with early stopping, backups after each epoch and dvclive curves.
 
-    Re-running it after a kill resumes from the last finished epoch in `backup_dir`; the backup
-    is removed when fit ends. `write=False` (non-chief workers) keeps backups only.
+    `patience` None: no early stopping, every epoch runs (a scheduled lr: `optim.stops_early`);
+    either way the weights of the lowest `val_loss` are restored at the end. The history holds
+    each epoch's `learning_rate` (`LogLearningRate`). Re-running it after a kill resumes from the
+    last finished epoch in `backup_dir`; the backup is removed when fit ends. `write=False`
+    (non-chief workers) keeps backups only.
     """
-    early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
-                                          restore_best_weights=True)
+    # patience >= epochs never stops: the wait reaches at most epochs - 1
+    early = keras.callbacks.EarlyStopping(monitor="val_loss", restore_best_weights=True,
+                                          patience=epochs if patience is None else patience)
     state = TrainingState(backup_dir, early, write=write)
-    chain: list[keras.callbacks.Callback] = [early, state]
+    chain: list[keras.callbacks.Callback] = [LogLearningRate(), early, state]
     if curves_dir is not None and write:
         chain.append(LiveCurves(curves_dir, state))
     model.fit(train, validation_data=val, epochs=epochs, callbacks=chain + list(callbacks),

@@ -24,6 +24,7 @@ TABLE_COLUMNS: tuple[tuple[str, str, Any, str | None], ...] = (
     ("Params", "params_total", lambda v: _fmt_count(v), "min"),
     ("Size (MB)", "size_mb", lambda v: f"{v:.1f}", "min"),
     ("Train time", "train_seconds", lambda v: _fmt_seconds(v), "min"),
+    ("Epochs", "epochs_run", lambda v: f"{v:.0f}", None),   # equal budget: epochs and time each got
     ("Images/s", "infer_images_per_second", lambda v: f"{v:.1f}", "max"),
     ("Accuracy", "accuracy", lambda v: f"{v:.1%}", "max"),
     ("Loss", "loss", lambda v: f"{v:.3f}", "min"),
@@ -52,7 +53,8 @@ def render_markdown(summary: dict[str, Any], results: list[ModelResult], classes
               f"{stats.BOOTSTRAP_RESAMPLES} resamples). ECE: expected calibration error over "
               f"{BINS} confidence bins (0 = confidence matches accuracy). {corrupted}"
               "Size is the model folder on disk; images/s is inference alone on one in-memory "
-              "batch.", ""]
+              "batch. Train time and epochs: the model's own training phase (a fine-tuned model "
+              "also got its transfer phase's; the epochs each phase planned: Training recipe).", ""]
     lines += ["## Paired tests (McNemar, exact)", "", _pairs_table(summary, results), "",
               "A right / B right: test images only that model classifies correctly. p < 0.05: the "
               f"two accuracies differ beyond chance on these {n} images. Images needed: test "

@@ -7,8 +7,10 @@ pretrained weights trains its whole base in the first phase: `registry.train_bas
 by `registry.Family.recipe`: lr, weight decay -> AdamW, warm-up + cosine, label smoothing) and trains
 on online-augmented batches (`augment_online`, the same for every model; validation batches never
 are); record.json's `recipe` says what it got. The optimizer, schedule and loss come from
-`vitbench.optim`. Every phase runs `vitbench.loop.fit_phase`: `train.epochs`,
-early stopping on `val_loss` (`train.patience`, best weights restored), dvclive learning curves,
+`vitbench.optim`. Every phase runs `vitbench.loop.fit_phase`: `train.epochs` (or the section's
+own `epochs`: `Train.for_stage`), early stopping on `val_loss` (`train.patience`) at a constant lr
+only (a warm-up + cosine phase runs every epoch: `optim.stops_early`), the weights of the best
+epoch restored, dvclive learning curves,
 and a backup in `.cache/backup/<id>/` after every epoch, so a killed run resumes from its last
 finished epoch. A finished transfer phase is kept there too, so a kill during fine-tuning does not
 redo it. Backups carry a fingerprint of the params and data they came from; a stale one is ignored.
@@ -51,9 +53,9 @@ from vitbench.models.store import count_params
 from vitbench.multiworker import prebuild, save_on_chief
 from vitbench.loop import (PhaseResult, clean_backups, fit_phase, prepare_backup,
                            publish_curves, write_curves)
-from vitbench.optim import compile_model, make_optimizer
+from vitbench.optim import compile_model, make_optimizer, stops_early
 from vitbench.paths import Paths
-from vitbench.recipe import recipe_record
+from vitbench.recipe import recipe_record, tokens_of
 
 if TYPE_CHECKING:
     from vitbench.features import HeadOnFeatures
@@ -224,11 +226,14 @@ def train_phase(model: keras.Model, model_id: str, job: Job, recipe: LearningRat
     log.info("training %s: %s of %s parameters trainable", model_id,
              f"{count_params(model.trainable_weights):,}", f"{model.count_params():,}")
     curves = paths.backup(model_id) / "curves"  # published to plots/<id>/train only on success
+    patience = train.patience if stops_early(recipe) else None  # cosine: every epoch runs
     result = fit_phase(fitted, train_ds, val_ds, epochs=train.epochs,
-                       patience=train.patience, backup_dir=backup,
+                       patience=patience, backup_dir=backup,
                        curves_dir=curves, write=rt.chief)
     record = make_record(model_id, job, model, data.classes, result, rt)
-    record["recipe"] = recipe_record(recipe, type(optimizer).__name__, data.copies, data.online)
+    record["recipe"] = recipe_record(recipe, type(optimizer).__name__, data.copies, data.online,
+                                     epochs=train.epochs, patience=patience,
+                                     tokens=tokens_of(job.build))
     if head is not None:
         head.copy_to(model)
         head.annotate(record)
@@ -332,7 +337,7 @@ def _reuse_phase1(paths: Paths, model_id: str, print_: str) -> tuple[keras.Model
 def pretrained_stage(family_name: str, cfg: Cnn | VitFt, train: Train, seed: int,
                      paths: Paths, online: AugmentOnline) -> None:
     """A family with pretrained weights (`cfg.pretrained`: auto, true or false), in two phases."""
-    family = registry.family(family_name)
+    family, train = registry.family(family_name), train.for_stage(cfg)  # cfg.epochs or train's
     if cfg.pretrained is not False and family.check_weights is not None:
         family.check_weights(cfg)          # a bad setting is an error even with `auto`
     start = start_stage(family, cfg, train, seed, paths, online)
@@ -367,7 +372,7 @@ def train_vit(cfg: Vit, train: Train, seed: int, paths: Paths,
     from vitbench.data.pipeline import load_images
     from vitbench.plots.patches import patch_grid, token_grid
 
-    family = registry.family("vit_scratch")
+    family, train = registry.family("vit_scratch"), train.for_stage(cfg)  # cfg.epochs or train's
     (spec,) = registry.models_of(family.name)
     start = start_stage(family, cfg, train, seed, paths, online)
     rt, data = start.rt, start.data
@@ -375,7 +380,7 @@ def train_vit(cfg: Vit, train: Train, seed: int, paths: Paths,
         first = load_images(data.train_paths[:1], start.image_size)[0]
         figure = paths.plots / "vit_patches.png"
         if cfg.tokenizer == "conv":
-            token_grid(first, cfg.conv_layers, figure)
+            token_grid(first, cfg.patch_size, figure)
         else:
             patch_grid(first, cfg.patch_size, figure)
     build = family.build_kwargs(cfg, len(data.classes))

@@ -164,7 +164,7 @@ def _vit_kwargs(cfg: Any, num_classes: int) -> dict[str, Any]:
             "projection_dim": cfg.projection_dim, "num_heads": cfg.num_heads, "layers": cfg.layers,
             "mlp_head": list(cfg.mlp_head), "dropout": cfg.dropout, "num_classes": num_classes,
             "spt": cfg.spt, "lsa": cfg.lsa, "drop_path": cfg.drop_path, "tokenizer": cfg.tokenizer,
-            "conv_layers": cfg.conv_layers, "seq_pool": cfg.seq_pool}
+            "seq_pool": cfg.seq_pool}   # conv tokenizer: log2(patch_size) stages (vit.conv_stages)
 
 
 def _vit_ft_kwargs(cfg: Any, num_classes: int) -> dict[str, Any]:

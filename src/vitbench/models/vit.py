@@ -336,20 +336,34 @@ class SeqPool(keras.layers.Layer):
 
 # --- the model ---------------------------------------------------------------------------------------
 
+def conv_stages(patch_size: int) -> int:
+    """The ConvTokenizer stages that give token stride `patch_size`: log2(patch_size), so a
+    power of two >= 2 (each stage pools by 2); ValueError otherwise."""
+    if patch_size < 2 or patch_size & (patch_size - 1):
+        raise ValueError(f"patch_size {patch_size} is not a power of two >= 2 (the conv "
+                         "tokenizer's stride: one conv + pool/2 stage per factor of 2)")
+    return patch_size.bit_length() - 1
+
+
 def build_vit(image_size: int, patch_size: int, projection_dim: int, num_heads: int, layers: int,
               mlp_head: Sequence[int], dropout: float, num_classes: int, spt: bool,
-              lsa: bool, drop_path: float = 0.0, tokenizer: str = "patch", conv_layers: int = 2,
-              seq_pool: bool = False) -> keras.Model:
+              lsa: bool, drop_path: float = 0.0, tokenizer: str = "patch",
+              conv_layers: int | None = None, seq_pool: bool = False) -> keras.Model:
     """The from-scratch ViT classifier for [B, image_size, image_size, 3] inputs scaled to -1..1.
 
-    `tokenizer` "patch": non-overlapping patches (SPT when `spt`); "conv": ConvTokenizer with
-    `conv_layers` stages (patch_size and spt unused). `drop_path`: the stochastic depth rate of
-    the last block, rising linearly from 0 at the first. `seq_pool`: SeqPool instead of Flatten.
+    `patch_size` is the token stride of both tokenizers: "patch" cuts non-overlapping
+    patch_size x patch_size patches (SPT when `spt`); "conv" runs a ConvTokenizer of
+    log2(patch_size) stages (`conv_stages`; spt unused). `conv_layers` is only for records written
+    before the stride set the stages: given, it overrides them. `drop_path`: the stochastic depth
+    rate of the last block, rising linearly from 0 at the first. `seq_pool`: SeqPool instead of
+    Flatten.
     """
     if tokenizer not in ("patch", "conv"):
         raise ValueError(f"tokenizer {tokenizer!r} is not one of patch, conv")
     if tokenizer == "patch" and image_size % patch_size:
         raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
+    if tokenizer == "conv" and conv_layers is None:
+        conv_layers = conv_stages(patch_size)
     if projection_dim % num_heads:
         raise ValueError(f"projection_dim {projection_dim} is not a multiple of num_heads {num_heads}")
     inputs = keras.Input((image_size, image_size, 3), name="image")

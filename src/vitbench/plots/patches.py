@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.gridspec import GridSpec
 
-from vitbench.models.vit import ConvTokenizer, extract_patches
+from vitbench.models.vit import ConvTokenizer, conv_stages, extract_patches
 from vitbench.plots.common import plt, save_figure
 
 
@@ -44,19 +44,20 @@ def patch_grid(image: np.ndarray, patch_size: int, path: str | Path,
     return save_figure(fig, path)
 
 
-def token_grid(image: np.ndarray, conv_layers: int, path: str | Path) -> Path:
-    """`patch_grid` for the convolutional tokenizer: its (S / 2^conv_layers)^2 tokens, one per
-    cell of the stride (the image padded with white to whole cells), titled with the receptive
-    field each token sees."""
+def token_grid(image: np.ndarray, stride: int, path: str | Path) -> Path:
+    """`patch_grid` for the convolutional tokenizer of token stride `stride` (`vit.patch_size`,
+    log2(stride) conv + pool stages): its (S / stride)^2 tokens, one per stride x stride cell (the
+    image padded with white to whole cells), titled with the receptive field each token sees."""
     image = _displayable(image)
-    cell, size = 2 ** conv_layers, image.shape[0]
-    side = ConvTokenizer.grid(size, conv_layers)
-    pad = side * cell - size
+    stages, size = conv_stages(stride), image.shape[0]
+    side = ConvTokenizer.grid(size, stages)
+    pad = side * stride - size
     padded = np.pad(image, ((0, pad), (0, pad), (0, 0)), constant_values=255)
-    field = ConvTokenizer.receptive_field(conv_layers)
-    return patch_grid(padded, cell, path, title=(
-        f"{size}x{size} image, conv tokenizer ({conv_layers} conv + pool stages): {side * side} "
-        f"tokens, one per {cell}x{cell} cell, each seeing {field}x{field} px around it"))
+    field = ConvTokenizer.receptive_field(stages)
+    return patch_grid(padded, stride, path, title=(
+        f"{size}x{size} image, conv tokens with stride {stride} ({stages} conv + pool stages): "
+        f"{side * side} tokens, one per {stride}x{stride} cell, each seeing {field}x{field} px "
+        "around it"))
 
 
 def _frame(ax: plt.Axes) -> None:
