@@ -7,10 +7,10 @@ from vitbench.stage import stage_cli
 
 @stage_cli("fetch")
 def main(params: Params, paths: Paths) -> None:
-    """Fetch dataset.source into data/raw."""
-    from vitbench.data.sources import fetch_dataset
+    """Fetch dataset.source into data/raw (nothing is rewritten while the source is unchanged)."""
+    from vitbench.data.freshness import fetch_if_changed
 
-    fetch_dataset(params.dataset, params.seed, paths)
+    fetch_if_changed(params.dataset, params.seed, paths)
 
 
 if __name__ == "__main__":

@@ -102,6 +102,7 @@ def stages_run(output: str) -> list[str]:
 
 
 def changed_stages(project: Path) -> set[str]:
-    """Stages `dvc status` reports as changed."""
+    """Stages `dvc status` reports as changed, leaving out fetch's standing "always changed"
+    (dvc.yaml: it runs on every repro and rewrites nothing while its source is unchanged)."""
     out = run(project, "dvc", "status", "--json").stdout
-    return set(json.loads(out or "{}"))
+    return {stage for stage, why in json.loads(out or "{}").items() if why != ["always changed"]}

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Server:
-    """A loopback HTTP server: `routes[path]` is a list of (status, body) replies, the last repeated."""
+    """A loopback HTTP server: `routes[path]` is a list of (status, body) replies, the last repeated.
+    Status 0 promises more bytes than it sends; -1 sends a 200 without a Content-Length."""
 
     url: str
     routes: dict[str, list[tuple[int, bytes]]] = field(default_factory=dict)
@@ -32,6 +33,12 @@ def serve() -> Iterator[Server]:
             if status == 0:  # a body cut short: promise more bytes than are sent
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body) * 4))
+                self.end_headers()
+                self.wfile.write(body)
+                self.close_connection = True
+                return
+            if status == -1:  # no Content-Length: the body ends when the connection closes
+                self.send_response(200)
                 self.end_headers()
                 self.wfile.write(body)
                 self.close_connection = True

@@ -60,7 +60,7 @@ def test_outputs_of_the_whole_dag(reproduced: Path) -> None:
 
 def test_second_repro_does_nothing(reproduced: Path) -> None:
     out = run(reproduced, "dvc", "repro")
-    assert stages_run(out.stdout) == []
+    assert stages_run(out.stdout) == ["fetch"]  # always runs; its source is unchanged: no rewrite
 
 
 def test_plots_show_renders_everything_without_warnings(reproduced: Path) -> None:
@@ -91,7 +91,7 @@ def test_status_lists_only_the_stage_whose_params_changed(reproduced: Path) -> N
 
 def test_patch_size_experiment_reruns_only_the_scratch_vit(reproduced: Path) -> None:
     out = run(reproduced, "dvc", "exp", "run", "-S", "vit.patch_size=8")
-    assert sorted(stages_run(out.stdout)) == ["compare", "evaluate@vit_scratch", "train_vit"]
+    assert sorted(stages_run(out.stdout)) == ["compare", "evaluate@vit_scratch", "fetch", "train_vit"]
     diff = run(reproduced, "dvc", "metrics", "diff", "--json").stdout
     assert "metrics/vit_scratch.json" in json.loads(diff)
     params_diff = json.loads(run(reproduced, "dvc", "params", "diff", "--json").stdout)

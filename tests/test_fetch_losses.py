@@ -197,3 +197,77 @@ def test_fetch_removes_legacy_extract_folders(tmp_path: Path) -> None:
     legacy.mkdir(parents=True)
     fetch_dataset(Dataset(source="digits"), seed=0, paths=paths)
     assert sorted(p.name for p in paths.raw.parent.iterdir()) == ["raw"]
+
+
+# --- issue 20: truncated tars, blank, look-alike and over-long names ------------------------------
+
+def _plain_tar(path: Path, n: int) -> bytes:
+    with tarfile.open(path, "w") as tar:
+        for i in range(n):
+            info = tarfile.TarInfo(f"{'cat' if i % 2 else 'dog'}/{i}.png")
+            info.size = len(_png(i))
+            tar.addfile(info, io.BytesIO(_png(i)))
+    return path.read_bytes()
+
+
+def test_tar_cut_at_a_member_boundary_is_refused_naming_it(tmp_path: Path) -> None:
+    whole = _plain_tar(tmp_path / "whole.tar", 4)
+    with tarfile.open(tmp_path / "whole.tar") as tar:
+        third = tar.getmembers()[3].offset  # where the 4th header starts: a member boundary
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(whole[:third])
+    with tarfile.open(cut) as tar:
+        assert len(tar.getmembers()) == 3, "tarfile itself reads it as a valid, smaller archive"
+    paths = Paths(tmp_path / "p")
+    with pytest.raises(FetchError, match=f"truncated archive {cut}: it ends after 3 entries"):
+        _fetch(cut, paths)
+    assert not paths.raw.exists()
+
+
+def test_blank_class_folder_is_renamed_counted_and_a_file_named_like_a_class_is_kept(
+        tmp_path: Path) -> None:
+    src, paths = tmp_path / "src", Paths(tmp_path / "p")
+    for cls in (" ", "cat", "unnamed"):
+        (src / cls).mkdir(parents=True)
+        (src / cls / "a.png").write_bytes(_png(len(cls) + ord(cls[0])))
+    (src / " " / "cat").write_bytes(_png(7))  # a file whose name is a class name
+    summary = _fetch(src, paths)
+    assert summary["counts"] == {"cat": 1, "unnamed": 1, "unnamed~2": 2}
+    assert (paths.raw / "unnamed~2" / "cat").read_bytes() == _png(7)
+    assert summary["report"]["renamed"]["blank_name"] == 1
+    rows = _rejected(paths)
+    assert rows[rows["reason"] == "blank_name"][["source", "class"]].values.tolist() == [[" ", "unnamed~2"]]
+
+
+def test_nfc_and_nfd_class_folders_are_two_reported_classes(tmp_path: Path) -> None:
+    import unicodedata
+
+    src, paths = tmp_path / "src", Paths(tmp_path / "p")
+    for k, form in enumerate(("NFC", "NFD")):
+        (src / unicodedata.normalize(form, "café")).mkdir(parents=True)
+        (src / unicodedata.normalize(form, "café") / "a.png").write_bytes(_png(k))
+    summary = _fetch(src, paths)
+    names = sorted(unicodedata.normalize("NFC", c) for c in summary["classes"])
+    assert names == ["café", "café~2"] and summary["files"] == 2
+    assert summary["report"]["renamed"]["name_collision"] == 1
+    assert "Unicode normalization" in _rejected(paths)["detail"].iloc[0]
+
+
+def test_flattened_names_over_255_bytes_are_shortened_unique_and_reported(tmp_path: Path) -> None:
+    src, paths = tmp_path / "src", Paths(tmp_path / "p")
+    deep = src / "cat" / ("d" * 200) / ("é" * 100)   # 200 + 2 + 200 + 6 bytes once flattened
+    deep.mkdir(parents=True)
+    for k, name in enumerate(("x.png", "X.png")):
+        (deep / name).write_bytes(_png(k))
+    (src / "cat" / (("n" * 250) + ".png")).write_bytes(_png(2))  # 254 bytes: fits
+    (src / "cat" / (("N" * 250) + ".png")).write_bytes(_png(3))  # its case twin gets `~2`: 256
+    (src / "dog").mkdir()
+    (src / "dog" / "a.png").write_bytes(_png(4))
+    summary = _fetch(src, paths)
+    stored = [p for p in (paths.raw / "cat").iterdir()]
+    assert sorted(p.read_bytes() for p in stored) == sorted(_png(k) for k in range(4)), "none lost"
+    assert all(len(os.fsencode(p.name)) <= 255 for p in stored)
+    assert all(p.suffix == ".png" for p in stored)
+    assert summary["report"]["renamed"]["long_name"] == 3
+    details = _rejected(paths).query("reason == 'long_name'")["detail"]
+    assert details.str.contains("over the file-system limit of 255").all()

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import tarfile
+import unicodedata
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -111,11 +112,14 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     bomb = folder / "bomb.zip"
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("cat/zeros.png", b"\0" * (40 << 20))
-    return {"evil": evil, "good": good, "bomb": bomb}
+    cut = folder / "cut.tar"  # cut where the second member starts: no end-of-archive blocks
+    with tarfile.open(good) as tar:
+        cut.write_bytes(good.read_bytes()[:tar.getmembers()[1].offset])
+    return {"evil": evil, "good": good, "bomb": bomb, "cut": cut}
 
 
 @pytest.mark.parametrize("case", ["dotdot_tar", "missing_source", "bad_sha256", "zip_bomb",
-                                  "unknown_mixed_keys"])
+                                  "unknown_mixed_keys", "truncated_tar"])
 def test_refused_fetch_keeps_every_output(trained: Path, hostile: dict[str, Path], case: str) -> None:
     changes, message = {
         "dotdot_tar": ({"dataset": {"source": str(hostile["evil"])}}, "points outside the extraction"),
@@ -124,6 +128,8 @@ def test_refused_fetch_keeps_every_output(trained: Path, hostile: dict[str, Path
                        "checksum mismatch"),
         "zip_bomb": ({"dataset": {"source": str(hostile["bomb"])}}, "looks like a zip bomb"),
         "unknown_mixed_keys": ({"dataset": {1: "a"}}, "params.yaml: dataset.1 = 'a' is not allowed"),
+        "truncated_tar": ({"dataset": {"source": str(hostile["cut"])}},
+                          f"truncated archive {hostile['cut']}: it ends after 1 entry"),
     }[case]
     with params_text(trained, with_changes(trained, changes)):
         refused(trained, "fetch", message, DATA_OUTS + TRAIN_OUTS)
@@ -150,6 +156,12 @@ def test_refused_split_keeps_data_split(trained: Path, changes: dict, message: s
         refused(trained, "split", message, DATA_OUTS + TRAIN_OUTS)
 
 
+def test_an_empty_test_split_is_refused_before_any_training(trained: Path) -> None:
+    with params_text(trained, with_changes(trained, {"split": {"test": 0}})):  # val: test_splitting
+        output = refused(trained, "train_cnn", "params.yaml: split.test = 0", DATA_OUTS + TRAIN_OUTS)
+    assert "Running stage 'train_cnn'" not in output
+
+
 def test_train_epochs_0_keeps_models_and_curves(trained: Path) -> None:
     with params_text(trained, with_changes(trained, {"train": {"epochs": 0}})):
         refused(trained, "train_cnn", "train.epochs = 0 is not allowed", DATA_OUTS + TRAIN_OUTS)
@@ -169,12 +181,18 @@ def test_metrics_are_flat_and_shown_and_the_record_describes_its_input(trained: 
     assert not any(isinstance(v, dict) for v in split.values())
     record = json.loads((trained / "models/cnn_finetuned/record.json").read_text())
     assert record["input"]["max_side"] == 256 and record["input"]["resize"] == "bilinear antialias"
-    assert stages_run(run(trained, "dvc", "repro", "train_cnn").stdout) == [], "all up to date"
+    again = run(trained, "dvc", "repro", "train_cnn")
+    assert stages_run(again.stdout) == ["fetch"], "all up to date (fetch runs, rewriting nothing)"
+    assert "unchanged since the last fetch" in again.stderr
 
 
 # --- a folder source with hostile names and links ------------------------------------------------
 
 HARD_CLASSES = ("NA", "None", "null", "nan", "cat")  # pandas reads the first four as NaN by default
+CAFE_NFC, CAFE_NFD = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+# issue 20: a blank class folder, the same name in NFC and NFD, a flat name over 255 bytes
+ODD_CLASSES = {" ": "unnamed", CAFE_NFD: CAFE_NFD, CAFE_NFC: f"{CAFE_NFC}~2"}
+LONG = ("d" * 200, "e" * 100, "long.png")
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +211,13 @@ def folder_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (source / "cat" / "secret.png").symlink_to(root / "secret.png")
     (source / "cat" / os.fsdecode(b"caf\xe9.png")).write_bytes(_png(98))
     (source / "cat" / "._0.png").write_bytes(b"\0\5\26\7")
+    for k, odd in enumerate(ODD_CLASSES):
+        (source / odd).mkdir()
+        for i in range(3):
+            (source / odd / f"{i}.png").write_bytes(_png(200 + 10 * k + i))
+    (source / " " / "cat").write_bytes(_png(250))  # a file named like a class, in the blank one
+    (source / "cat" / LONG[0] / LONG[1]).mkdir(parents=True)
+    (source / "cat").joinpath(*LONG).write_bytes(_png(251))
     project = make_project_copy(root / "project")
     (project / "params.yaml").write_text(with_changes(project, {
         **TINY, "dataset": {"source": str(source)}, "clean": {"min_per_class": 2}}))
@@ -204,23 +229,29 @@ def folder_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_hard_class_names_survive_to_the_labels(folder_project: Path) -> None:
     labels = json.loads((folder_project / "data/split/labels.json").read_text())["classes"]
-    assert sorted(labels) == sorted(HARD_CLASSES)
+    expected = [*HARD_CLASSES, *ODD_CLASSES.values()]
+    assert sorted(labels) == sorted(expected)
     for split in ("train", "val", "test"):
         df = pd.read_csv(folder_project / f"data/split/{split}.csv", keep_default_na=False)
-        assert set(df["class"]) <= set(HARD_CLASSES)
+        assert set(df["class"]) <= set(expected)
 
 
 def test_collisions_links_and_names_are_counted_not_lost(folder_project: Path) -> None:
     metrics = json.loads((folder_project / "metrics/fetch.json").read_text())
-    assert metrics["renamed"] == {"name_collision": len(HARD_CLASSES), "duplicate_entry": 0,
-                                  "non_utf8_name": 1}
+    assert metrics["renamed"] == {"name_collision": len(HARD_CLASSES) + 1, "duplicate_entry": 0,
+                                  "non_utf8_name": 1, "blank_name": 1, "long_name": 1}
     assert metrics["skipped"]["link_outside"] == 1 and metrics["skipped"]["appledouble"] == 1
-    assert metrics["files"] == 5 * len(HARD_CLASSES) + 1
+    assert metrics["files"] == 5 * len(HARD_CLASSES) + 1 + 3 * len(ODD_CLASSES) + 1 + 1
     rejected = pd.read_csv(folder_project / "metrics/fetch_rejected.csv", keep_default_na=False)
     assert "cat/secret.png" in set(rejected["source"])
     raw = folder_project / "data/raw"
     assert _png(99) not in {p.read_bytes() for p in raw.rglob("*") if p.is_file()}
     assert (raw / "cat" / "café.png").is_file()
+    assert (raw / "unnamed" / "cat").read_bytes() == _png(250)
+    assert max(len(os.fsencode(p.name)) for p in raw.rglob("*")) <= 255
+    by_reason = rejected.set_index("reason")
+    assert by_reason.loc["blank_name", "source"] == " "
+    assert by_reason.loc["long_name", "source"] == "/".join(("cat", *LONG))
     status = run(folder_project, "dvc", "status", "split")  # a non-UTF-8 name broke every dvc call
     assert "changed" not in status.stdout
 

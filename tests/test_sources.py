@@ -398,3 +398,18 @@ def test_stage_synthetic(tmp_path: Path) -> None:
     result = _run_stage(tmp_path, {"source": "synthetic", "synthetic": {"per_class": 2, "image_size": 48}})
     assert result.returncode == 0, result.stderr
     assert len([p for p in (tmp_path / "data" / "raw").iterdir() if p.is_dir()]) == 10
+
+
+def test_url_tar_cut_at_a_member_boundary_without_content_length_is_refused_not_cached(
+        server: Server, paths: Paths, tmp_path: Path) -> None:
+    whole = _tar(tmp_path / "dogs.tar", _dog_tree(tmp_path / "dogs"), "w")
+    with tarfile.open(whole) as tar:
+        boundary = tar.getmembers()[-1].offset
+    server.routes["/dogs.tar"] = [(-1, whole.read_bytes()[:boundary]), (-1, whole.read_bytes())]
+    url = f"{server.url}/dogs.tar"
+    with pytest.raises(FetchError, match=r"truncated archive .*dogs\.tar.* removed from the cache"):
+        fetch_dataset(_dataset(url), seed=0, paths=paths)
+    assert list(paths.downloads.iterdir()) == [], "the truncated body is not cached"
+    _assert_untouched(paths)
+    assert fetch_dataset(_dataset(url), seed=0, paths=paths)["counts"] == _expected_tree()
+    assert server.hits["/dogs.tar"] == 2

@@ -11,7 +11,7 @@ import pytest
 from vitbench import config
 from vitbench.data.manifest import read_labels, read_manifest, write_manifest
 from vitbench.data.splitting import check_leakage, split_dataset, split_sizes
-from vitbench.errors import DataError
+from vitbench.errors import ConfigError, DataError
 from vitbench.fsutil import read_json
 from vitbench.paths import Paths
 
@@ -159,8 +159,20 @@ def test_too_small_class_is_named_and_previous_split_kept(paths: Paths) -> None:
     with pytest.raises(DataError, match="class 'tiny' has 2 image"):
         split_dataset(CFG, 0, paths)
     assert {p: p.read_bytes() for p in sorted(paths.split.iterdir())} == before
-    split_dataset(config.Split(val=0.0, test=0.3), 0, paths)
-    assert per_class(paths)["tiny"] == {"train": 1, "val": 0, "test": 1}
+    make_clean(paths, {"a": 10, "b": 10, "tiny": 3})
+    split_dataset(CFG, 0, paths)
+    assert per_class(paths)["tiny"] == {"train": 1, "val": 1, "test": 1}
+
+
+@pytest.mark.parametrize("key", ["val", "test"])
+def test_an_empty_val_or_test_split_is_refused_before_anything_is_written(paths: Paths,
+                                                                         key: str) -> None:
+    make_clean(paths, {"a": 10, "b": 10})
+    split_dataset(CFG, 0, paths)
+    before = {p: p.read_bytes() for p in sorted(paths.split.iterdir())}
+    with pytest.raises(ConfigError, match=f"split.{key} = 0.0 is not allowed.*non-empty {key} set"):
+        split_dataset(config.Split(**{"val": 0.2, "test": 0.2, key: 0.0}), 0, paths)
+    assert {p: p.read_bytes() for p in sorted(paths.split.iterdir())} == before
 
 
 def test_bad_manifests_are_data_errors(paths: Paths) -> None:

@@ -3,12 +3,15 @@
 A failed stage therefore leaves the previous output exactly as it was (dvc.yaml declares every
 output `persist: true`, so DVC does not delete it first either). Temporary siblings carry the
 writer's pid (`.<name>.tmp-p<pid>-*`); the next writer of the same output removes those whose
-process is gone (a SIGKILL'd run), see `remove_stale_temps`.
+process is gone (a SIGKILL'd run), see `remove_stale_temps`. A full disk while an output is
+written removes the partial temp and raises `DiskFullError`: the output, the free space left and
+about how much the output needs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -19,12 +22,25 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from vitbench.errors import VitbenchError
+
 log = logging.getLogger(__name__)
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+MB = 1 << 20
+
+
+class DiskFullError(VitbenchError):
+    """No space was left on the device while an output was written; its temp was removed."""
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | Path) -> Iterator[Path]:
-    """Yield an empty temporary folder that replaces `target` when the block succeeds."""
+def atomic_dir(target: str | Path, expected_bytes: int | None = None) -> Iterator[Path]:
+    """Yield an empty temporary folder that replaces `target` when the block succeeds.
+
+    `expected_bytes` (about what the finished output takes; default: the size of the output it
+    replaces) only sizes the message of a `DiskFullError`.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(target)
@@ -32,8 +48,12 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; an output folder gets the usual mode
     try:
         yield tmp
-    except BaseException:
+    except BaseException as exc:
+        written = tree_bytes(tmp) if is_disk_full(exc) else 0
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(exc):
+            expected = expected_bytes if expected_bytes is not None else tree_bytes(target)
+            raise disk_full(exc, target, max(expected, written)) from exc
         raise
     old = None
     if target.exists() or target.is_symlink():
@@ -57,10 +77,58 @@ def atomic_file(target: str | Path, mode: str = "w") -> Iterator[Any]:
         with os.fdopen(fd, mode) as fh:
             yield fh
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
+        written = tree_bytes(tmp) if is_disk_full(exc) else 0
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if is_disk_full(exc):
+            raise disk_full(exc, target, max(written, tree_bytes(target))) from exc
         raise
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc` is the OSError of a full disk (or of an exhausted quota)."""
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL
+
+
+def disk_full(exc: OSError, output: str | Path, needed: int = 0) -> DiskFullError:
+    """The one-line error of a full disk while `output` was written: the output (and the file the
+    write failed on), the space free now and about how much the output needs."""
+    output = Path(output)
+    failed = f" (at {exc.filename})" if exc.filename and str(exc.filename) != str(output) else ""
+    free = shutil.disk_usage(_existing_parent(output)).free
+    need = f", the output needs about {_mb(needed)}" if needed else ""
+    short = f"; free at least {_mb(needed - free)} and re-run" if needed > free else \
+        "; free some space and re-run"
+    return DiskFullError(f"no space left on the device while writing {output}{failed}: "
+                         f"{_mb(free)} free there{need}{short}")
+
+
+def tree_bytes(path: str | Path) -> int:
+    """The bytes of the files under `path` (or of the file `path`); 0 when it does not exist."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for folder, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(folder, name)).st_size
+    return total
+
+
+def _existing_parent(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _mb(n: int) -> str:
+    """Bytes for a person: `12.3 MB`, `40 KB`, `512 bytes`."""
+    if n >= MB // 10:
+        return f"{n / MB:.1f} MB"
+    return f"{n / 1024:.0f} KB" if n >= 1024 else f"{max(n, 0)} bytes"
 
 
 def temp_prefix(target: str | Path, kind: str = "tmp") -> str:

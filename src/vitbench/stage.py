@@ -7,7 +7,8 @@ A stage script is only::
         fetch_dataset(params.dataset, params.seed, paths)
 
 `--params` and `--root` are added here; a `VitbenchError` (bad params, bad data, failed download)
-becomes one `error: ...` line on stderr and exit code 1, before any output is replaced.
+and a full disk become one `error: <stage>: ...` line on stderr and exit code 1, before any
+output is replaced.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import click
 
 from vitbench.config import Params, load_params
 from vitbench.errors import VitbenchError
+from vitbench.fsutil import disk_full, is_disk_full
 from vitbench.paths import Paths
 
 log = logging.getLogger("vitbench")
@@ -52,6 +54,12 @@ def stage_cli(name: str, *options: Callable[[Callable[..., Any]], Callable[..., 
                 fn(params, Paths(Path(root)), **kwargs)
             except VitbenchError as exc:
                 click.secho(f"error: {name}: {exc}", fg="red", err=True)
+                sys.exit(1)
+            except OSError as exc:  # a full disk outside the atomic writers (a download, a cache)
+                if not is_disk_full(exc):
+                    raise
+                where = exc.filename or Path(root).resolve()
+                click.secho(f"error: {name}: {disk_full(exc, where)}", fg="red", err=True)
                 sys.exit(1)
             log.info("%s done in %.1fs", name, time.perf_counter() - start)
 

@@ -5,10 +5,13 @@ are refused (naming the entry), and the total uncompressed size and the compress
 from the headers, must stay under `dataset.max_extract_mb` and `dataset.max_ratio` (a zip bomb is
 refused, not extracted). Tar files are then extracted through tarfile's `data` filter as a second
 line of defence; duplicate entries are kept under unique names and reported, never last-wins.
+A tar that stops without its end-of-archive blocks (a copy or download cut at a member boundary,
+which tarfile itself reads as a shorter, valid archive) is refused as truncated.
 """
 
 from __future__ import annotations
 
+import errno
 import gzip
 import lzma
 import re
@@ -70,6 +73,8 @@ def safe_extract(archive: Path, dest: Path, limits: ExtractLimits = ExtractLimit
             lzma.LZMAError) as exc:
         raise FetchError(f"broken archive {archive}: {exc}") from exc
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise  # a full disk is the stage's one-line error (vitbench.stage), not a bad archive
         raise FetchError(f"cannot extract {archive}: {exc}") from exc
 
 
@@ -146,6 +151,19 @@ def _check_tar_type(archive: Path, member: tarfile.TarInfo) -> None:
                          f"unsupported type {member.type!r}")
 
 
+def _check_tar_end(archive: Path, tar: tarfile.TarFile, entries: int) -> None:
+    """FetchError unless the headers end with an end-of-archive (all-zero) block.
+
+    tarfile stops quietly at end of file, so a tar cut exactly between two members reads as a
+    smaller valid archive; only the missing zero block tells that it was truncated.
+    """
+    tar.fileobj.seek(tar.offset)
+    if tar.fileobj.read(tarfile.BLOCKSIZE) != tarfile.NUL * tarfile.BLOCKSIZE:
+        raise FetchError(f"truncated archive {archive}: it ends after {entries} entr"
+                         f"{'y' if entries == 1 else 'ies'} without the end-of-archive blocks, so "
+                         f"the copy or download was cut short; fetch it again")
+
+
 def _extract_tar(archive: Path, dest: Path, limits: ExtractLimits) -> Renamed:
     budget, unique = _Budget(archive, limits), _UniqueNames()
     with tarfile.open(archive, "r:*") as tar:
@@ -159,6 +177,7 @@ def _extract_tar(archive: Path, dest: Path, limits: ExtractLimits) -> Renamed:
                 budget.add(member.size)
                 rel = unique(rel, member.name)
             members.append(member.replace(name=rel.as_posix(), deep=False))
+        _check_tar_end(archive, tar, len(members))
         budget.check_ratio()
         for member in tqdm(members, desc="extract", unit="entry"):
             tar.extract(member, dest, filter="data")

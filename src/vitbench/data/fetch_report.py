@@ -2,7 +2,7 @@
 
 Nothing fetch leaves out or renames goes unreported: every skip (hidden files, AppleDouble
 `._*`, loose files, empty class folders, links) and every rename (name collisions, duplicate
-archive entries, names that are not UTF-8) is one row of the CSV and one count in the metrics.
+archive entries, names that are not UTF-8, blank class names, names over 255 bytes) is one row of the CSV and one count in the metrics.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 SKIP_REASONS = ("hidden", "appledouble", "loose_file", "empty_class", "dangling_link",
                 "symlinked_folder", "link_outside", "not_regular")
-RENAME_REASONS = ("name_collision", "duplicate_entry", "non_utf8_name")
+RENAME_REASONS = ("name_collision", "duplicate_entry", "non_utf8_name", "blank_name", "long_name")
 COLUMNS = ("source", "class", "reason", "detail")
 
 

@@ -4,18 +4,22 @@ The source tree is walked without following links out of it: a link whose target
 the source folder, a dangling link and a linked folder are skipped and reported, and so are hidden
 and system files, AppleDouble `._*` files, files outside any class folder, empty class folders and
 anything that is not a regular file (a FIFO would hang the copy). Nested folders are flattened
-(`sub/x.jpg` -> `sub__x.jpg`); a name that is already taken (also ignoring case, for macOS and
-Windows checkouts) gets a unique one (`sub__x~2.jpg`), and a file or folder name that is not valid
-UTF-8 (DVC cannot track it) is re-encoded from Latin-1. Every skip and rename is a row of the
-FetchReport.
+(`sub/x.jpg` -> `sub__x.jpg`); a name that is already taken (also ignoring case and Unicode
+normalization, NFC `café` against NFD `café`, for macOS and Windows checkouts) gets a unique one
+(`sub__x~2.jpg`), a flattened name over 255 bytes (the file-system limit) is shortened to a unique
+one, a class folder whose name is blank becomes `unnamed`, and a file or folder name that is not
+valid UTF-8 (DVC cannot track it) is re-encoded from Latin-1. Every skip and rename is a row of
+the FetchReport.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
 import shutil
+import unicodedata
 from pathlib import Path
 
 from tqdm import tqdm
@@ -29,6 +33,8 @@ JUNK_NAMES = frozenset({"Thumbs.db", "desktop.ini"})
 WORDNET_PREFIX = re.compile(r"n\d{8}[-_ ](.+)")
 MAX_WRAPPERS = 5                 # how many single wrapper folders are looked through
 NO_CLASS = ""                    # the class column of a skip that belongs to no class
+BLANK_CLASS = "unnamed"          # the class of a folder whose name is only whitespace
+MAX_NAME_BYTES = 255             # the longest file name (in UTF-8 bytes) most file systems allow
 
 
 def clean_class_name(name: str) -> str:
@@ -138,16 +144,28 @@ class _Walker:
         return files
 
 
+def fold(name: str) -> str:
+    """The key under which two names clash: case-folded and Unicode-normalized (NFC)."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
 def _class_names(class_dirs: list[Path], report: FetchReport) -> dict[Path, str]:
     """Cleaned, UTF-8, unique class names; folders whose cleaned names would collide keep their
-    own names."""
+    own names, and blank ones become `unnamed` (after every named folder has its name)."""
     cleaned = {d: clean_class_name(utf8_name(d.name)) for d in class_dirs}
     counts: dict[str, int] = {}
     for name in cleaned.values():
-        counts[name.casefold()] = counts.get(name.casefold(), 0) + 1
-    names, taken = {}, set()
-    for d, name in cleaned.items():
-        if counts[name.casefold()] > 1:
+        counts[fold(name)] = counts.get(fold(name), 0) + 1
+    names: dict[Path, str] = {}
+    taken: set[str] = set()
+    for d, name in sorted(cleaned.items(), key=lambda item: not item[1]):
+        if not name:
+            names[d] = _unique(BLANK_CLASS, taken)
+            report.add(d.name, names[d], "blank_name", f"class folder name is blank; stored as "
+                       f"{names[d]!r}")
+            log.warning("class folder %r has a blank name; stored as %r", d.name, names[d])
+            continue
+        if counts[fold(name)] > 1:
             log.warning("class folder %s would share the name %r with another once cleaned; "
                         "keeping its full name", shown(d), name)
             name = utf8_name(d.name)
@@ -156,9 +174,12 @@ def _class_names(class_dirs: list[Path], report: FetchReport) -> dict[Path, str]
             report.add(d.name, names[d], "non_utf8_name", f"class folder name is not UTF-8; "
                        f"stored as {names[d]!r}")
             log.warning("class folder %s has a name that is not UTF-8; stored as %r", shown(d), names[d])
-        elif names[d].casefold() != name.casefold():
-            report.add(d.name, names[d], "name_collision", f"class stored as {names[d]!r}")
-    return names
+        elif names[d] != name:
+            cut = _was_cut(name, names[d])
+            report.add(d.name, names[d], "long_name" if cut else "name_collision",
+                       f"class stored as {names[d]!r}" + ("" if cut else "; another class folder "
+                       "has the same name ignoring case and Unicode normalization"))
+    return dict(sorted(names.items()))
 
 
 def _class_jobs(class_dir: Path, cls: str, target_dir: Path, walker: _Walker,
@@ -179,6 +200,9 @@ def _class_jobs(class_dir: Path, cls: str, target_dir: Path, walker: _Walker,
         if flat != "__".join(parts):
             report.add(source, cls, "non_utf8_name", f"stored as {name!r}")
             log.warning("%s: the file name is not UTF-8; stored as %r", shown(path), name)
+        elif _was_cut(flat, name):
+            report.add(source, cls, "long_name", f"the flat name has {len(os.fsencode(flat))} bytes,"
+                       f" over the file-system limit of {MAX_NAME_BYTES}; stored as {name!r}")
         elif name != flat:
             report.add(source, cls, "name_collision", f"{flat!r} was taken; stored as {name!r}")
         jobs.append((path, target_dir / name))
@@ -186,13 +210,34 @@ def _class_jobs(class_dir: Path, cls: str, target_dir: Path, walker: _Walker,
 
 
 def _unique(name: str, taken: set[str]) -> str:
-    """`name`, or `stem~2.ext`, `stem~3.ext`... if taken (case-insensitively); marks it taken."""
+    """`name`, or `stem~2.ext`, `stem~3.ext`... if taken (ignoring case and Unicode normalization),
+    each at most MAX_NAME_BYTES long (see `_fit`); marks it taken."""
     stem, dot, suffix = name.rpartition(".")
-    if not stem:
+    if not stem or len(os.fsencode(dot + suffix)) > 32:  # no extension, or not a real one
         stem, dot, suffix = name, "", ""
-    candidate, k = name, 2
-    while candidate.casefold() in taken:
-        candidate = f"{stem}~{k}{dot}{suffix}"
+    candidate, k = _fit(stem, dot + suffix, name), 2
+    while fold(candidate) in taken:
+        candidate = _fit(stem, f"~{k}{dot}{suffix}", name)
         k += 1
-    taken.add(candidate.casefold())
+    taken.add(fold(candidate))
     return candidate
+
+
+def _fit(stem: str, tail: str, original: str) -> str:
+    """`stem + tail`, or when over MAX_NAME_BYTES a cut stem, `~` and a hash of `original`
+    (so two long names cut to the same prefix stay apart), then `tail`."""
+    if len(os.fsencode(stem + tail)) <= MAX_NAME_BYTES:
+        return stem + tail
+    mark = _mark(original)
+    room = MAX_NAME_BYTES - len(os.fsencode(mark + tail))
+    cut = os.fsencode(stem)[:room].decode("utf-8", "ignore")  # whole characters only
+    return cut + mark + tail
+
+
+def _mark(original: str) -> str:
+    return "~" + hashlib.sha256(os.fsencode(original)).hexdigest()[:8]
+
+
+def _was_cut(original: str, stored: str) -> bool:
+    """Whether `_fit` shortened `original` to `stored`."""
+    return _mark(original) in stored

@@ -28,7 +28,7 @@ from vitbench.data.fetch_report import FetchReport
 from vitbench.data.folders import NO_CLASS, clean_class_name, import_folder
 from vitbench.download import download, verify_sha256
 from vitbench.errors import ConfigError, FetchError
-from vitbench.fsutil import atomic_dir
+from vitbench.fsutil import atomic_dir, remove_stale_temps, tree_bytes
 from vitbench.paths import Paths
 
 __all__ = ["clean_class_name", "download", "fetch_dataset", "import_folder", "safe_extract",
@@ -50,9 +50,9 @@ def fetch_dataset(cfg: Dataset, seed: int, paths: Paths) -> dict:
     if cfg.sha256 and kind not in ("archive", "url"):
         log.warning("dataset.sha256 is set but dataset.source %r is not an archive; it is not checked",
                     cfg.source)
-    _remove_legacy_extract_folders(paths.raw.parent)
+    remove_leftovers(paths)
     report = FetchReport()
-    with atomic_dir(paths.raw) as tmp:
+    with atomic_dir(paths.raw, _source_bytes(cfg)) as tmp:
         details = _FETCHERS[kind](cfg, seed, paths, tmp, report)
         summary = {"source": cfg.source, "kind": kind, **_tree_counts(tmp), **details}
     summary["report"] = report.write(paths.metrics_json("fetch"), paths.metrics / REJECTED_CSV,
@@ -82,8 +82,16 @@ def check_source(cfg: Dataset) -> None:
         raise ConfigError("dataset.source", cfg.source, "an archive file; that path is a folder")
 
 
-def _remove_legacy_extract_folders(data: Path) -> None:
-    """`data/.extract-*` folders that versions before the pid-stamped temps left after a kill."""
+def _source_bytes(cfg: Dataset) -> int | None:
+    """About what data/raw will take: a local source's size; None (unknown) for the others."""
+    return tree_bytes(Path(cfg.source).expanduser()) if cfg.kind in ("folder", "archive") else None
+
+
+def remove_leftovers(paths: Paths) -> None:
+    """Remove what killed fetches left: temps of data/raw whose process is gone, and the
+    `data/.extract-*` folders of versions before the pid-stamped temps."""
+    remove_stale_temps(paths.raw)
+    data = paths.raw.parent
     if data.is_dir():
         for stale in data.glob(".extract-*"):
             log.info("removing the stale extraction folder %s of an interrupted run", stale)

@@ -22,7 +22,7 @@ import pandas as pd
 
 from vitbench import config
 from vitbench.data.manifest import read_manifest, write_labels, write_manifest
-from vitbench.errors import DataError
+from vitbench.errors import ConfigError, DataError
 from vitbench.fsutil import atomic_dir, atomic_file, write_json
 from vitbench.paths import Paths
 
@@ -138,9 +138,21 @@ def check_leakage(df: pd.DataFrame) -> None:
                             f"(e.g. {examples}); they would inflate test accuracy")
 
 
+def check_fractions(cfg: config.Split) -> None:
+    """ConfigError for `split.val: 0` or `split.test: 0`: training stops early on the validation
+    set and evaluate scores the test set, so an empty one would fail only after training."""
+    for key, needed_by in (("val", "training (early stopping, checkpoints)"),
+                           ("test", "evaluate (every reported metric)")):
+        if getattr(cfg, key) <= 0:
+            raise ConfigError(f"split.{key}", getattr(cfg, key),
+                              f"a fraction above 0 (for example 0.15): {needed_by} needs a "
+                              f"non-empty {key} set")
+
+
 def split_dataset(cfg: config.Split, seed: int, paths: Paths) -> dict:
     """Split data/clean/manifest.csv into data/split/{train,val,test}.csv + labels.json and
     metrics/split.json; returns the metrics."""
+    check_fractions(cfg)
     df = _read_clean(paths.clean_manifest)
     assigned = assign_splits(df, cfg, seed)
     check_leakage(assigned)
