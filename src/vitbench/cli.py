@@ -148,15 +148,53 @@ def seeds(count: int, seed_list: str | None, jobs: int, no_wait: bool, models: t
 
 
 @main.command()
-@click.option("--prefix", default="seed-", show_default=True, help="Experiment names to include.")
+@click.option("-S", "--set", "specs", multiple=True, required=True, metavar="KEY=V1,V2,...",
+              help="A params.yaml key and the values to sweep (repeat for a grid), e.g. "
+                   "-S split.max_train_per_class=5,10,25,50,null (null: every image).")
+@click.option("--seeds", default=1, show_default=True, type=click.IntRange(1, 100),
+              help="Seeds per grid point: 1..N.")
+@click.option("--model", "models", multiple=True, type=click.Choice(MODEL_IDS),
+              help="Repeat only these models (and the stages they need); default all five.")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Experiments run in parallel (`dvc queue start -j`).")
+@click.option("--no-start", is_flag=True, help="Only queue them (`dvc queue start` runs them).")
+@click.option("--no-wait", is_flag=True, help="Queue and start, then return at once.")
+@click.option("--root", default=".", show_default=True, type=click.Path(file_okay=False))
+def sweep(specs: tuple[str, ...], seeds: int, models: tuple[str, ...], jobs: int, no_start: bool,
+          no_wait: bool, root: str) -> None:
+    """Run the comparison at every grid point and seed as queued DVC experiments (named like
+    mtpc-25-seed-2), then `vitbench summarize --by KEY`."""
+    from vitbench import sweep as sweeping
+
+    echo = lambda line: click.echo(line, err=True)  # noqa: E731
+    _guard(lambda: sweeping.run_sweep(specs, seeds, Path(root), models=models, jobs=jobs,
+                                      start=not no_start, wait=not no_wait, echo=echo))
+
+
+@main.command()
+@click.option("--prefix", default=None,
+              help="Experiment names to include (default: seed-*, or every one with --by).")
+@click.option("--by", "by", default=None, metavar="PARAM",
+              help="A swept params.yaml key: accuracy per value over the seeds, the curve "
+                   "(plots/sweep/PARAM.png and .csv) and where the ViT overtakes the CNN.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of markdown.")
 @click.option("--root", default=".", show_default=True, type=click.Path(file_okay=False))
-def summarize(prefix: str, as_json: bool, root: str) -> None:
+def summarize(prefix: str | None, by: str | None, as_json: bool, root: str) -> None:
     """Each model's accuracy over the seed experiments: mean, std, 95% interval, and whether the
-    CNN-vs-ViT ranking holds in every seed."""
+    CNN-vs-ViT ranking holds in every seed; with --by, the same per value of a swept param."""
+    if by is not None:
+        from vitbench import sweep_summary
+        from vitbench.plots.sweep import write_sweep
+
+        summary = _guard(lambda: sweep_summary.summarize_project(Path(root), by, prefix or ""))
+        png, csv_path = write_sweep(summary, Path(root) / "plots" / "sweep")
+        summary["files"] = {"plot": str(png.relative_to(root)), "csv": str(csv_path.relative_to(root))}
+        click.echo(json.dumps(summary, indent=2) if as_json else sweep_summary.render(summary)
+                   + f"\nCurve: {summary['files']['plot']}; data: {summary['files']['csv']}\n")
+        return
     from vitbench import seeds as repeated
 
-    summary = _guard(lambda: repeated.summarize_project(Path(root), prefix))
+    summary = _guard(lambda: repeated.summarize_project(Path(root), prefix or repeated.EXP_PREFIX))
     click.echo(json.dumps(summary, indent=2) if as_json else repeated.render(summary))
 
 

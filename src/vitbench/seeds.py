@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -29,6 +29,7 @@ from vitbench.stats import mean_interval
 EXP_PREFIX = "seed-"
 FINISHED = (None, "success")   # executor states of a finished experiment (None: not from the queue)
 POLL_SECONDS = 5.0
+QUEUE_STATES = ("Queued", "Running", "Success", "Failed")
 
 
 def _dvc(args: list[str], root: Path) -> str:
@@ -54,19 +55,48 @@ def run_seeds(seeds: list[int], root: Path, jobs: int = 1, wait: bool = True,
         _dvc(["exp", "run", "--queue", "-S", f"seed={seed}", "-n", f"{EXP_PREFIX}{seed}", *targets],
              root)
     _dvc(["queue", "start", "-j", str(jobs)], root)
-    if not wait:
-        return
+    if wait:
+        wait_for_queue(root, timeout)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One row of `dvc queue status`."""
+
+    task: str      # short task id
+    name: str
+    status: str    # Queued, Running, Success or Failed
+
+
+def queue_tasks(root: Path) -> list[Task]:
+    """The rows of `dvc queue status` (queued, running and finished tasks)."""
+    rows = []
+    for line in _dvc(["queue", "status"], root).splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[-1] in QUEUE_STATES and parts[0] != "Task":
+            rows.append(Task(parts[0], parts[1], parts[-1]))
+    return rows
+
+
+def wait_for_queue(root: Path, timeout: float, tasks: set[str] | None = None,
+                   progress: Callable[[list[Task]], None] | None = None) -> list[Task]:
+    """Block until none of `tasks` (task ids; default every task) is queued or running, calling
+    `progress` with their rows at each poll; a failed one is a VitbenchError naming it."""
     deadline = time.monotonic() + timeout
     while True:
-        status = _dvc(["queue", "status"], root)
-        if "Queued" not in status and "Running" not in status:
+        rows = [t for t in queue_tasks(root) if tasks is None or t.task in tasks]
+        if progress is not None:
+            progress(rows)
+        if not any(t.status in ("Queued", "Running") for t in rows):
             break
         if time.monotonic() > deadline:
-            raise VitbenchError(f"the seed experiments did not finish within {timeout:.0f} s:\n{status}")
+            raise VitbenchError(f"the experiments did not finish within {timeout:.0f} s: "
+                                + ", ".join(f"{t.name} {t.status}" for t in rows))
         time.sleep(POLL_SECONDS)
-    failed = [line for line in status.splitlines() if "Failed" in line]
+    failed = [f"{t.task} {t.name}" for t in rows if t.status == "Failed"]
     if failed:
         raise VitbenchError("experiment(s) failed (see `dvc queue logs NAME`):\n" + "\n".join(failed))
+    return rows
 
 
 def check_seeds(seeds: Sequence[int]) -> None:

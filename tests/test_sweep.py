@@ -1,0 +1,181 @@
+"""`vitbench sweep` queues one DVC experiment per grid point and seed; `vitbench summarize --by`
+reads a real tiny sweep back; the test split does not depend on the training size."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from vitbench import config
+from vitbench.data.splitting import split_dataset
+from vitbench.errors import VitbenchError
+from vitbench.paths import Paths
+from vitbench.sweep import parse_grid, plan
+from vitbench.sweep_summary import crossover
+
+RAW = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+
+
+# --- the grid ------------------------------------------------------------------------------------
+
+def test_grid_names_and_overrides() -> None:
+    grid = parse_grid(["split.max_train_per_class=5,null", "vit_ft.image_size=32,64"], RAW)
+    points = plan(grid, [1, 2], RAW)
+    assert [p.name for p in points] == [
+        f"mtpc-{n}-vf-is-{s}-seed-{seed}" for n in ("5", "all") for s in (32, 64) for seed in (1, 2)]
+    assert points[2].overrides() == ["split.max_train_per_class=5", "vit_ft.image_size=64", "seed=1"]
+    assert plan(parse_grid(["split.val=0.1"], RAW), [1], RAW)[0].name == "val-0.1-seed-1"
+
+
+@pytest.mark.parametrize("specs, message", [
+    (["split.max_train_per_clas=5"], "did you mean split.max_train_per_class?"),
+    (["max_train_per_class=5"], "did you mean split.max_train_per_class?"),
+    (["split.max_train_per_class="], "an empty value list"),
+    (["split.max_train_per_class=5,,10"], "an empty value"),
+    (["split.max_train_per_class=5,10,5"], "the value '5' is listed twice"),
+    (["train.epochs=1", "train.epochs=2"], "is given twice"),
+    (["split"], "expected KEY=V1,V2"),
+    (["seed=1,2"], "--seeds N"),
+    (["vit.mlp_head=[64]"], "scalar values"),
+])
+def test_bad_grids_are_refused(specs: list[str], message: str) -> None:
+    with pytest.raises(VitbenchError, match=message.replace("?", r"\?")):
+        parse_grid(specs, RAW)
+
+
+def test_an_invalid_grid_point_is_refused_before_queueing() -> None:
+    with pytest.raises(VitbenchError, match="split.max_train_per_class=0 is not a valid params.yaml"):
+        plan(parse_grid(["split.max_train_per_class=5,0"], RAW), [1], RAW)
+
+
+# --- the test split at every training size ------------------------------------------------------
+
+def test_test_and_val_splits_do_not_depend_on_the_training_size(tmp_path: Path) -> None:
+    """Through the split stage's own function: only train is cut by max_train_per_class, and a
+    smaller training set is a subset of a larger one; val and test stay the same images."""
+    from test_splitting import make_clean, split_of
+
+    paths = Paths(tmp_path)
+    make_clean(paths, {"a": 40, "b": 23, "c": 12})
+    sets = {}
+    for cap in (None, 10, 5, 2, 1):
+        split_dataset(config.Split(val=0.15, test=0.15, max_train_per_class=cap), 3, paths)
+        sets[cap] = split_of(paths)
+    for cap in (10, 5, 2, 1):
+        assert sets[cap]["test"] == sets[None]["test"] and sets[cap]["val"] == sets[None]["val"]
+    chain = [sets[c]["train"] for c in (1, 2, 5, 10, None)]
+    assert all(small < big for small, big in zip(chain, chain[1:]))
+    assert len(sets[5]["train"]) == 15 and len(sets[1]["train"]) == 3
+
+
+# --- the crossover sentence ---------------------------------------------------------------------
+
+def rows(diffs: list[float], ps: list[float | None]) -> list[dict]:
+    sizes = [5, 10, 25, 50, 100]
+    return [{"value": v, "label": f"{v} images per class", "difference": d, "p_value": p}
+            for v, d, p in zip(sizes, diffs, ps)]
+
+
+def test_crossover_sentences() -> None:
+    by = "split.max_train_per_class"
+    up = crossover(rows([-0.2, -0.1, 0.02, 0.1, 0.2], [0.001, 0.3, 0.6, 0.01, 0.001]), by)
+    assert up["sentence"] == ("the best ViT is ahead of the best CNN from 25 images per class on "
+                              "(p < 0.05 at 50 and 100)")[:-1] + ")." and up["from"] == 25
+    assert up["significant_at"] == [50, 100]
+    never = crossover(rows([-0.2, 0.1, -0.1, -0.1, -0.05], [0.001, 0.3, 0.6, 0.01, 0.2]), by)
+    assert never["sentence"].startswith("no crossover in the range tried") and never["from"] is None
+    assert "the best CNN is significantly better at 5 images per class and 50 images per class" in never["sentence"]
+    always = crossover(rows([0.1, 0.1, 0.1, 0.1, 0.1], [0.2] * 5), by)
+    assert always["sentence"].startswith("no crossover in the range tried: the best ViT is ahead")
+    assert "not significant at any of them" in always["sentence"]
+    last = crossover(rows([-0.1, -0.1, -0.1, -0.1, 0.1], [None] * 5), by)
+    assert last["sentence"] == "the best ViT is ahead of the best CNN only at 100 images per class."
+
+
+# --- with DVC ------------------------------------------------------------------------------------
+
+def names_and_params(project: Path) -> dict[str, dict]:
+    """Every experiment `dvc exp show` lists (queued ones included): name -> params.yaml."""
+    from vitbench.seeds import _walk
+    from dvc_project import run
+
+    show = json.loads(run(project, "dvc", "exp", "show", "--json").stdout)
+    return {e["name"]: e["data"]["params"]["params.yaml"]["data"] for e, _ in _walk(show)
+            if e.get("name") and e.get("rev") != "workspace" and e["name"] != "main"}
+
+
+@pytest.mark.slow
+def test_sweep_queues_exactly_the_grid(tmp_path: Path) -> None:
+    from conftest import bin_path, make_project_copy
+    from dvc_project import run
+
+    project = make_project_copy(tmp_path / "project")
+    vitbench = bin_path("vitbench")
+    run(project, vitbench, "sweep", "-S", "split.max_train_per_class=5,null", "--seeds", "2",
+        "--model", "vit_scratch", "--no-start")
+    queued = names_and_params(project)
+    assert {n: (p["seed"], p["split"]["max_train_per_class"]) for n, p in queued.items()} == {
+        "mtpc-5-seed-1": (1, 5), "mtpc-5-seed-2": (2, 5),
+        "mtpc-all-seed-1": (1, None), "mtpc-all-seed-2": (2, None)}
+    assert all(p["train"] == RAW["train"] for p in queued.values())   # nothing else changed
+    # refused, with nothing more queued: a name that exists, an unknown key
+    taken = run(project, vitbench, "sweep", "-S", "split.max_train_per_class=10,5", "--no-start", check=False)
+    assert taken.returncode == 2 and "already exist: mtpc-5-seed-1" in taken.stderr
+    unknown = run(project, vitbench, "sweep", "-S", "train.epoch=1,2", "--no-start", check=False)
+    assert unknown.returncode == 2 and "did you mean train.epochs?" in unknown.stderr
+    assert set(names_and_params(project)) == set(queued)
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=project, capture_output=True,
+                            text=True, check=True).stdout
+    assert status == ""   # the workspace is untouched
+    run(project, "dvc", "queue", "remove", "--all")
+
+
+@pytest.mark.slow
+def test_summarize_by_a_real_tiny_sweep(tmp_path: Path) -> None:
+    from conftest import bin_path, make_project_copy
+    from dvc_project import TINY, commit, run, set_params
+
+    project = make_project_copy(tmp_path / "project")
+    set_params(project, {**TINY, "evaluate": {**TINY["evaluate"], "robustness": False}})
+    commit(project, "tiny params")
+    vitbench = bin_path("vitbench")
+    run(project, vitbench, "sweep", "-S", "split.max_train_per_class=2,null", "--model", "vit_scratch",
+        "--jobs", "2", timeout=900)
+    summary = json.loads(run(project, vitbench, "summarize", "--by", "split.max_train_per_class",
+                             "--json").stdout)
+    points = summary["models"]["vit_scratch"]["points"]
+    assert [(p["value"], p["n"], p["runs"]) for p in points] == [
+        (2, 1, ["mtpc-2-seed-1"]), (None, 1, ["mtpc-all-seed-1"])]
+    for p in points:   # the means and intervals are each experiment's own metrics
+        rev = exp_rev(project, p["runs"][0])
+        metrics = json.loads(run(project, "git", "show", f"{rev}:metrics/vit_scratch.json").stdout)
+        split = json.loads(run(project, "git", "show", f"{rev}:metrics/split.json").stdout)
+        assert p["mean"] == pytest.approx(metrics["accuracy"])
+        assert (p["ci_low"], p["ci_high"]) == (metrics["accuracy_ci_low"], metrics["accuracy_ci_high"])
+        assert p["ci_kind"] == "Wilson over test images"
+        table = pd.read_csv(project / "plots" / "sweep" / "split.max_train_per_class.csv")
+        assert table["vit_scratch"].tolist()[points.index(p)] == pytest.approx(p["mean"])
+        if p["value"] == 2:
+            assert split["train"] == 2 * split["classes"]
+        else:
+            assert p["x"] == pytest.approx(split["train"] / split["classes"]) and p["x"] > 2
+    assert summary["crossover"]["sentence"].startswith("no crossover to report")
+    assert (project / "plots" / "sweep" / "split.max_train_per_class.png").stat().st_size > 10_000
+    drawn = json.loads(run(project, "dvc", "plots", "show", "--json", "-x", "x", "-y", "vit_scratch",
+                           "plots/sweep/split.max_train_per_class.csv").stdout)
+    assert drawn   # `dvc plots` reads the CSV
+    assert not (project / "metrics" / "vit_scratch.json").exists()   # the workspace is untouched
+
+
+def exp_rev(project: Path, name: str) -> str:
+    """The commit of experiment `name`, from `dvc exp show --json`."""
+    from vitbench.seeds import _walk
+    from dvc_project import run
+
+    show = json.loads(run(project, "dvc", "exp", "show", "--json").stdout)
+    return next(e["rev"] for e, _ in _walk(show) if e.get("name") == name)
