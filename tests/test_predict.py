@@ -28,16 +28,23 @@ from vitbench.report import compare
 BEST = "vit_scratch"
 
 
-@pytest.fixture
-def compared(tmp_path: Path) -> Paths:
-    """A project after the real compare stage, on evaluate outputs in which vit_scratch is best."""
-    paths = Paths(tmp_path / "project")
+@pytest.fixture(scope="module")
+def compare_outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project after the real compare stage, on evaluate outputs in which vit_scratch is best
+    (built once: compare draws its figures)."""
+    paths = Paths(tmp_path_factory.mktemp("compared") / "project")
     write_labels(["cat", "dog", "owl"], paths.labels)
     files = write_images(paths)
     for model_id, y_pred in {**DEFAULT_PREDICTIONS, BEST: Y_TRUE.copy()}.items():
         write_evaluation(paths, model_id, y_pred, files)
     compare(CFG, SEED, paths)
-    return paths
+    return paths.root
+
+
+@pytest.fixture
+def compared(compare_outputs: Path, tmp_path: Path) -> Paths:
+    """A copy of `compare_outputs` that the test may change."""
+    return Paths(Path(shutil.copytree(compare_outputs, tmp_path / "project")))
 
 
 @pytest.fixture
@@ -192,12 +199,13 @@ def test_a_4000px_photo_reaches_predict_exactly_as_clean_and_the_pipeline_saw_it
         preprocess_fn(record["preprocess"])(seen_in_training[None].astype(np.float32))))[0]
     (pred,), failures = predict_files(model_dir, [photo], top_k=3, progress=False)
     assert not failures
-    assert [s for _, s in pred.top] == pytest.approx(sorted(expected, reverse=True), abs=1e-6)
+    assert [s for _, s in pred.top] == pytest.approx(sorted(expected, reverse=True)[:3], abs=1e-6)
     proc = subprocess.run([bin_path("vitbench"), "predict", str(photo), "--root", str(project),
                            "--format", "json", "--top-k", "3"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     top = json.loads(proc.stdout)[0]["top"]
-    assert [t["probability"] for t in top] == pytest.approx(sorted(expected, reverse=True), abs=1e-5)
+    assert [t["probability"] for t in top] == pytest.approx(sorted(expected, reverse=True)[:3],
+                                                            abs=1e-5)
 
 
 @pytest.mark.slow  # a TF subprocess
