@@ -318,3 +318,24 @@ def test_class_names_with_a_pipe_or_a_line_break_keep_every_markdown_table_intac
         assert len(borders) == 1, table
     for cell in ("ca\\|t", "do<br>g", "o<br>wl"):   # the per-class F1 table's first column
         assert f"\n| {cell} " in md, cell
+
+
+@pytest.mark.slow
+def test_the_hand_made_evaluate_outputs_have_what_the_real_evaluate_writes(published: Path,
+                                                                           tmp_path: Path) -> None:
+    """`write_evaluation` stands in for evaluate in the tests above: the same metric keys (the
+    real run adds corruption_accuracy, with robustness on) and the same CSV columns as the real
+    stage wrote in the published tiny repro (evaluate@vit_scratch)."""
+    import pandas as pd
+
+    paths = Paths(tmp_path / "proj")
+    write_labels(CLASSES, paths.labels)
+    write_evaluation(paths, "vit_scratch", DEFAULT_PREDICTIONS["vit_scratch"], write_images(paths))
+    real = Paths(published)
+    made = set(json.loads(paths.metrics_json("vit_scratch").read_text()))
+    written = set(json.loads(real.metrics_json("vit_scratch").read_text()))
+    assert made <= written and written - made <= {"corruption_accuracy"}, written ^ made
+    for name in ("report.csv", "predictions.csv"):
+        columns = [list(pd.read_csv(p.eval_plots("vit_scratch") / name, nrows=1).columns)
+                   for p in (paths, real)]
+        assert columns[0] == columns[1], name
