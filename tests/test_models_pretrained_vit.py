@@ -167,6 +167,8 @@ def test_fewer_blocks_take_the_files_first_blocks(tmp_path: Path) -> None:
     assert pv.variant_name("b32", 6) == "ViT-B/32 (6 blocks)" and pv.variant_name("b32") == "ViT-B/32"
     with pytest.raises(ValueError, match="1 to 12"):
         pv.build_vit_ft("b16", SIZE, 4, blocks=13)
+    with pytest.raises(ValueError, match="ViT-L/16 has 1 to 24"):
+        pv.build_vit_ft("l16", SIZE, 4, blocks=25, config={"hidden_size": 16, "num_heads": 2})
 
 
 def test_imagenet21k_style_weights_with_pre_logits(tmp_path: Path) -> None:
@@ -198,7 +200,7 @@ def test_weights_that_do_not_fit_are_a_data_error(tmp_path: Path) -> None:
     junk.write_text("<html>rate limited</html>")
     with pytest.raises(DataError, match="page.npz is not a readable .npz"):
         pv.representation_size(junk)
-    with pytest.raises(DataError, match="page.npz does not fit"):
+    with pytest.raises(DataError, match="page.npz is not a readable ViT checkpoint"):
         pv.build_vit_ft("b16", SIZE, 4, weights_path=str(junk), config=TINY)
     with pytest.raises(DataError, match="missing.npz does not exist"):
         pv.build_vit_ft("b16", SIZE, 4, weights_path=str(tmp_path / "missing.npz"), config=TINY)
@@ -255,3 +257,84 @@ def test_release_name_already_cached_needs_no_network(dead_url: str,
 def test_url_without_file_name_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="vit_ft.weights"):
         pv.resolve_vit_weights("http://127.0.0.1:9/", "b16")
+
+
+# --- variants, names, normalization -------------------------------------------------------------
+
+def test_the_variant_table_is_what_config_validates() -> None:
+    from vitbench.config import VIT_FT_VARIANTS
+
+    assert {name: (v.patch, v.depth) for name, v in pv.VARIANTS.items()} == VIT_FT_VARIANTS
+    assert (pv.VARIANTS["ti16"].width, pv.VARIANTS["ti16"].heads, pv.VARIANTS["ti16"].mlp) == (192, 3, 768)
+    assert (pv.VARIANTS["s32"].width, pv.VARIANTS["s32"].heads, pv.VARIANTS["s32"].mlp) == (384, 6, 1536)
+    assert pv.VARIANTS["b16"].config == {**vit_keras.CONFIG_B}
+    assert pv.VARIANTS["l32"].config == {**vit_keras.CONFIG_L}
+
+
+@pytest.mark.parametrize(("variant", "weights", "url_end"), [
+    ("ti16", "imagenet21k+imagenet2012", "/vit_models/augreg/Ti_16-i21k-300ep-lr_0.001-aug_none-"
+     "wd_0.03-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_224.npz"),
+    ("s16", "imagenet21k", "/vit_models/augreg/S_16-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-"
+     "sd_0.0.npz"),
+    ("s32", "imagenet21k+imagenet2012", "/vit_models/augreg/S_32-i21k-300ep-lr_0.001-aug_light1-"
+     "wd_0.03-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_224.npz"),
+    ("b32", "imagenet21k", "/vit-keras/releases/download/dl/ViT-B_32_imagenet21k.npz"),
+    ("l16", "imagenet21k+imagenet2012", "/dl/ViT-L_16_imagenet21k+imagenet2012.npz"),
+])
+def test_release_files_are_the_official_ones(variant: str, weights: str, url_end: str) -> None:
+    fname, url = pv.VARIANTS[variant].release_file(weights)
+    assert url.endswith(url_end) and url.endswith("/" + fname) and url.startswith("https://")
+
+
+def test_display_names_follow_the_weights() -> None:
+    assert pv.variant_name("ti16") == "ViT-Ti/16" and pv.variant_name("s32", 12) == "ViT-S/32"
+    assert pv.variant_name("l16", 12) == "ViT-L/16 (12 blocks)"
+    assert pv.base_name({"variant": "ti16", "lineage": "DeiT", "blocks": 4}) == "DeiT-Ti/16 (4 blocks)"
+    assert pv.lineage("/w/deit_tiny_patch16_224.npz") == "DeiT"
+    assert pv.lineage("https://h/x/DeiT-T.npz?x=1") == "DeiT"
+    assert pv.lineage("imagenet21k") == pv.lineage("/w/ViT-B_16.npz") == "ViT"
+
+
+@pytest.mark.parametrize(("normalize", "weights", "expected"), [
+    ("auto", "imagenet21k+imagenet2012", "tf"), ("auto", "/w/Ti_16-i21k.npz", "tf"),
+    ("auto", "/w/deit_tiny_patch16_224.npz", "torch"), ("auto", "http://h/DEIT.npz", "torch"),
+    ("tf", "/w/deit_tiny.npz", "tf"), ("torch", "imagenet21k", "torch"),
+])
+def test_normalization_follows_the_weights(normalize: str, weights: str, expected: str,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    from vitbench.config import params_from_dict
+
+    cfg = params_from_dict({"vit_ft": {"normalize": normalize, "weights": weights}}).vit_ft
+    with caplog.at_level("INFO", logger="vitbench.models.pretrained_vit"):
+        assert pv.normalization(cfg) == expected
+    assert (f"auto -> {expected}" in caplog.text) == (normalize == "auto")
+    with pytest.raises(ConfigError, match="vit_ft.normalize"):
+        params_from_dict({"vit_ft": {"normalize": "caffe"}})
+
+
+def test_torch_normalization_is_imagenet_mean_and_std() -> None:
+    from vitbench.data.pipeline import preprocess_fn
+
+    x = np.array([[[[0.0, 127.5, 255.0]]]], dtype="float32")
+    got = np.asarray(preprocess_fn("torch")(x))[0, 0, 0]
+    np.testing.assert_allclose(got, [(0 - 0.485) / 0.229, (0.5 - 0.456) / 0.224,
+                                     (1 - 0.406) / 0.225], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(preprocess_fn("tf")(x))[0, 0, 0], [-1, 0, 1])
+
+
+def test_a_file_of_another_width_or_depth_names_the_mismatch(tmp_path: Path) -> None:
+    """A Ti-shaped file (192 wide, 3 heads, MLP 768) on s16, and a 2-block file on 4 blocks."""
+    ti = {"hidden_size": 192, "num_heads": 3, "mlp_dim": 768, "num_layers": 2}
+    path = write_npz(tmp_path / "ti.npz", flax_params(ti, grid=2))
+    with pytest.raises(pv.WeightsFileError, match=r"ti\.npz does not fit vit_ft\.variant s16 "
+                       r"\(ViT-S/16\): it has width 192 \(the model has 384\), heads 3 "
+                       r"\(the model has 6\), mlp 768 \(the model has 1536\).*fits vit_ft"
+                       r"\.variant ti16"):
+        pv.build_vit_ft("s16", SIZE, 4, weights_path=str(path), blocks=2)
+    with pytest.raises(pv.WeightsFileError, match=r"2 encoder blocks \(the model has 4\)"):
+        pv.build_vit_ft("ti16", SIZE, 4, weights_path=str(path), blocks=4)
+    with pytest.raises(pv.WeightsFileError, match=r"patch 16 \(the model has 32\)"):
+        pv.build_vit_ft("s32", SIZE * 2, 4, weights_path=str(path), blocks=2,
+                        config={"hidden_size": 192, "num_heads": 3, "mlp_dim": 768})
+    model = pv.build_vit_ft("ti16", SIZE, 4, weights_path=str(path), blocks=2)
+    assert model.get_layer("head").kernel.shape == (192, 4)

@@ -44,7 +44,7 @@ def test_every_family_reads_its_own_params_section():
     for family in registry.FAMILIES.values():
         assert family.section in sections
         specs[family.name] = family.input_spec(getattr(TINY, family.section))
-    assert specs == {"cnn": (32, "vgg16"), "vit_scratch": (16, "vit"), "vit_ft": (32, "vit")}
+    assert specs == {"cnn": (32, "vgg16"), "vit_scratch": (16, "vit"), "vit_ft": (32, "tf")}
     assert registry.family("vit_ft").build_kwargs(TINY.vit_ft, 3) == {
         "variant": "b16", "image_size": 32, "num_classes": 3, "representation_size": None}
 

@@ -21,7 +21,7 @@ DOG_SYNSETS = ("n02085620-Chihuahua", "n02085782-Japanese_spaniel", "n02116738-A
 
 
 def test_shipped_presets() -> None:
-    assert presets.available() == ["cartoon", "stanford_dogs"]
+    assert presets.available() == ["cartoon", "matched", "stanford_dogs"]
     with pytest.raises(ConfigError, match="preset"):
         presets.load_preset("imagenet")
 

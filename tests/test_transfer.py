@@ -226,7 +226,7 @@ def test_head_on_features_sees_every_image_once_with_its_label() -> None:
     order = np.concatenate([lab for _, lab in head.train.unbatch().batch(10).as_numpy_iterator()])
     np.testing.assert_allclose(cached, pooled[order], rtol=1e-5, atol=1e-6)
     # the head is the model's own: same layer names, config and weights; its output is the model's
-    assert [layer.name for layer in head.model.layers[1:]] == list(features.HEAD_LAYERS)
+    assert [layer.name for layer in head.model.layers[1:]] == list(features.HEAD_LAYERS["cnn"])
     assert head.model.get_layer("dropout").rate == 0.5
     np.testing.assert_allclose(head.model.predict(pooled, verbose=0), model.predict(x, verbose=0),
                                rtol=1e-5, atol=1e-6)

@@ -25,8 +25,12 @@ PARAMS_FILE = "params.yaml"
 _YAML12_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 VIT_FT_WEIGHTS = ("imagenet21k", "imagenet21k+imagenet2012")
-VIT_FT_PATCH = {"b16": 16, "b32": 32}
-VIT_FT_BLOCKS = 12      # encoder blocks of ViT-B; vit_ft.blocks keeps the first N
+# vit_ft.variant -> (patch size, encoder blocks); the models themselves are
+# vitbench.models.pretrained_vit.VARIANTS (tests/test_deit.py checks that the two agree)
+VIT_FT_VARIANTS = {"ti16": (16, 12), "s16": (16, 12), "s32": (32, 12), "b16": (16, 12),
+                   "b32": (32, 12), "l16": (16, 24), "l32": (32, 24)}
+VIT_FT_BLOCKS = 12      # default vit_ft.blocks; it keeps the first N of the variant's blocks
+VIT_FT_NORMALIZE = ("auto", "tf", "torch")
 VIT_TOKENIZERS = ("patch", "conv")
 
 Pretrained = Union[bool, Literal["auto"]]
@@ -310,21 +314,26 @@ class VitFt:
     image_size: int = 64
     pretrained: Pretrained = "auto"
     weights: str = "imagenet21k+imagenet2012"
-    blocks: int = VIT_FT_BLOCKS
+    blocks: int | None = VIT_FT_BLOCKS   # None: all of the variant's blocks
+    normalize: str = "auto"              # input normalization: auto (by the weights) | tf | torch
+    feature_cache: bool = True
     transfer: LearningRate = field(default_factory=lambda: LearningRate(1e-3))
     finetune: LearningRate = field(default_factory=lambda: LearningRate(1e-5))
     epochs: int | None = None       # each phase's epochs; null = train.epochs
 
     @property
     def patch_size(self) -> int:
-        return VIT_FT_PATCH[self.variant]
+        return VIT_FT_VARIANTS[self.variant][0]
 
     def validate(self, key: str) -> None:
         _check_epochs(key, self.epochs)
-        if self.variant not in VIT_FT_PATCH:
-            raise ConfigError(f"{key}.variant", self.variant, f"one of {', '.join(VIT_FT_PATCH)}")
+        if self.variant not in VIT_FT_VARIANTS:
+            raise ConfigError(f"{key}.variant", self.variant, f"one of {', '.join(VIT_FT_VARIANTS)}")
         _check_range(f"{key}.image_size", self.image_size, lo=self.patch_size, hi=1024)
-        _check_range(f"{key}.blocks", self.blocks, lo=1, hi=VIT_FT_BLOCKS)
+        if self.blocks is not None:
+            _check_range(f"{key}.blocks", self.blocks, lo=1, hi=VIT_FT_VARIANTS[self.variant][1])
+        if self.normalize not in VIT_FT_NORMALIZE:
+            raise ConfigError(f"{key}.normalize", self.normalize, " | ".join(VIT_FT_NORMALIZE))
         if self.image_size % self.patch_size:
             raise ConfigError(
                 f"{key}.image_size", self.image_size,

@@ -1,16 +1,20 @@
-"""The frozen-base feature cache: train a CNN's new head on features computed once.
+"""The frozen-base feature cache: train a pretrained model's new head on features computed once.
 
-In the transfer phase the pretrained base is frozen and runs in inference mode, so the pooled
-features it gives an image never change from one epoch to the next. Instead of running every
-training image through the base every epoch, `head_on_features` runs each training image (the
-materialised augmented copies included) and each validation image through it once, and the
-phase trains a copy of the model's head (Dropout "dropout" -> Dense "head", the same layers,
-names and initial weights) on those features. `HeadOnFeatures.copy_to` then puts the trained head
-back into the full model, which is saved and fine-tuned as usual.
+In the transfer phase the pretrained base (a CNN's, or the pretrained ViT's encoder) is frozen,
+so the features it gives an image (the CNN's pooled map, the ViT's class token) need not change
+from one epoch to the next. Instead of running every training image through the base every epoch,
+`head_on_features` runs each training image (the materialised augmented copies included) and each
+validation image through it once, in inference mode, and the phase trains a copy of the model's
+head (`HEAD_LAYERS`: the CNN's Dropout "dropout" -> Dense "head", the ViT's Dense "head"; same
+layers, names and initial weights) on those features. `HeadOnFeatures.copy_to` then puts the
+trained head back into the full model, which is saved and fine-tuned as usual. (Without the
+cache, a frozen vit-keras encoder still applies its dropout during `fit`; with it, the features
+are the inference-mode ones the evaluation sees.)
 
-The cache is used when `cnn.feature_cache` is true, the base holds pretrained weights (a random
-base trains in the first phase) and the images are not augmented on the fly (features of
-on-the-fly augmented images differ every epoch); `cache_blocker` says why not otherwise.
+The same rule holds for both families (`cnn.feature_cache`, `vit_ft.feature_cache`): the cache is
+used when the section's `feature_cache` is true, the base holds pretrained weights (a random base
+trains in the first phase) and the images are not augmented on the fly (features of on-the-fly
+augmented images differ every epoch); `cache_blocker` says why not otherwise.
 """
 
 from __future__ import annotations
@@ -24,12 +28,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vitbench.config import Cnn
+from vitbench.config import Cnn, VitFt
 
 log = logging.getLogger(__name__)
 
-FEATURES_LAYER = "pool"           # the last layer of the CNN whose output the head reads
-HEAD_LAYERS = ("dropout", "head")  # the head, in order
+HEAD_LAYERS = {"cnn": ("dropout", "head"), "vit_ft": ("head",)}  # a family's head, in order
 
 
 @dataclass(frozen=True)
@@ -41,10 +44,11 @@ class HeadOnFeatures:
     val: tf.data.Dataset
     images: int       # images run through the base (train + val)
     seconds: float    # time spent computing their features
+    layers: tuple[str, ...] = HEAD_LAYERS["cnn"]  # the head's layer names
 
     def copy_to(self, model: keras.Model) -> None:
         """Put the trained head's weights into the full model's head layers."""
-        for name in HEAD_LAYERS:
+        for name in self.layers:
             model.get_layer(name).set_weights(self.model.get_layer(name).get_weights())
 
     def annotate(self, record: dict[str, Any]) -> None:
@@ -53,11 +57,13 @@ class HeadOnFeatures:
         record["feature_cache"] = {"images": self.images, "seconds": round(self.seconds, 3)}
 
 
-def cache_blocker(cfg: Cnn, pretrained: bool, online: bool = False) -> str | None:
+def cache_blocker(cfg: Cnn | VitFt, pretrained: bool, online: bool = False,
+                  section: str = "cnn") -> str | None:
     """Why the transfer phase cannot train on cached features, or None when it can.
-    `online`: training images are augmented on the fly (augment_online)."""
+    `online`: training images are augmented on the fly (augment_online); `section`: the params
+    section of `cfg`, as named in the message."""
     if not cfg.feature_cache:
-        return "cnn.feature_cache is false"
+        return f"{section}.feature_cache is false"
     if not pretrained:
         return "no pretrained weights, so the base trains in the first phase"
     if online:
@@ -65,12 +71,13 @@ def cache_blocker(cfg: Cnn, pretrained: bool, online: bool = False) -> str | Non
     return None
 
 
-def use_feature_cache(cfg: Cnn, pretrained: bool, online: bool = False) -> bool:
-    """Decide, and log, whether the CNN transfer phase trains its head on cached features."""
-    blocker = cache_blocker(cfg, pretrained, online)
+def use_feature_cache(cfg: Cnn | VitFt, pretrained: bool, online: bool = False,
+                      section: str = "cnn") -> bool:
+    """Decide, and log, whether a transfer phase trains its head on cached features."""
+    blocker = cache_blocker(cfg, pretrained, online, section)
     if blocker is None:
-        log.info("feature cache ON: the base is frozen and pretrained, so its pooled features are "
-                 "computed once per image and the head trains on them")
+        log.info("feature cache ON (%s): the base is frozen and pretrained, so its features are "
+                 "computed once per image and the head trains on them", section)
     else:
         log.info("feature cache off: %s; every epoch runs the images through the base", blocker)
     return blocker is None
@@ -85,12 +92,12 @@ def pooled_features(extractor: keras.Model, dataset: tf.data.Dataset) -> tuple[n
     return np.concatenate(feats), np.concatenate(labels)
 
 
-def head_model(model: keras.Model) -> keras.Model:
-    """A copy of `model`'s head (same layer types, names, config and current weights) that takes
-    the pooled features as input."""
-    width = model.get_layer(FEATURES_LAYER).output.shape[-1]
+def head_model(model: keras.Model, layers: tuple[str, ...] = HEAD_LAYERS["cnn"]) -> keras.Model:
+    """A copy of `model`'s head `layers` (same layer types, names, config and current weights)
+    that takes the features (the input of the head's first layer) as input."""
+    width = model.get_layer(layers[0]).input.shape[-1]
     x = inputs = keras.Input((width,), name="features")
-    for name in HEAD_LAYERS:
+    for name in layers:
         layer = model.get_layer(name)
         clone = layer.__class__.from_config(layer.get_config())
         x = clone(x)
@@ -99,14 +106,16 @@ def head_model(model: keras.Model) -> keras.Model:
 
 
 def head_on_features(model: keras.Model, train: tf.data.Dataset, val: tf.data.Dataset,
-                     batch_size: int, seed: int) -> HeadOnFeatures:
+                     batch_size: int, seed: int, family: str = "cnn") -> HeadOnFeatures:
     """Run `train` and `val` through the frozen base once; the head and its feature datasets.
 
-    `train` may be shuffled: one pass sees every image once, and the feature dataset is shuffled
-    again (from `seed`, anew every epoch) as the image one was.
+    `family`: cnn or vit_ft (which layers are the head). `train` may be shuffled: one pass sees
+    every image once, and the feature dataset is shuffled again (from `seed`, anew every epoch)
+    as the image one was.
     """
+    layers = HEAD_LAYERS[family]
     start = time.perf_counter()
-    extractor = keras.Model(model.input, model.get_layer(FEATURES_LAYER).output)
+    extractor = keras.Model(model.input, model.get_layer(layers[0]).input)
     x_train, y_train = pooled_features(extractor, train)
     x_val, y_val = pooled_features(extractor, val)
     seconds = time.perf_counter() - start
@@ -118,4 +127,4 @@ def head_on_features(model: keras.Model, train: tf.data.Dataset, val: tf.data.Da
                 .shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True)
                 .batch(batch_size).prefetch(tf.data.AUTOTUNE))
     val_ds = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(batch_size)
-    return HeadOnFeatures(head_model(model), train_ds, val_ds, images, seconds)
+    return HeadOnFeatures(head_model(model, layers), train_ds, val_ds, images, seconds, layers)

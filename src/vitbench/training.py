@@ -307,9 +307,10 @@ def two_phase(family: registry.Family, cfg: Cnn | VitFt, train: Train, seed: int
             model, build, used = make_model()
             job = Job(family.name, build, start.image_size, start.preprocess, used, print_)
             family.prepare_phase(model, "transfer", used)
-            head = (head_on_features(model, data.train, data.val, data.batch_size, seed)
-                    if family.name == "cnn"
-                    and use_feature_cache(cfg, used, bool(data.online.active)) else None)
+            head = (head_on_features(model, data.train, data.val, data.batch_size, seed,
+                                     family.name)
+                    if use_feature_cache(cfg, used, bool(data.online.active), family.section)
+                    else None)
             record = train_phase(model, transfer_id, job, family.recipe(cfg, "transfer"),
                                  train, paths, data, rt, head)
             save_on_chief(model, paths.backup(transfer_id) / "finished", record, rt.chief)

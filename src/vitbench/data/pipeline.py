@@ -46,6 +46,16 @@ def _caffe(x: tf.Tensor) -> tf.Tensor:
         tf.convert_to_tensor(x, tf.float32), mode="caffe")
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, of 0..1 images (Keras "torch" mode; DeiT)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _torch(x: tf.Tensor) -> tf.Tensor:
+    """0..255 -> 0..1, minus the ImageNet mean, over its std, per RGB channel (DeiT)."""
+    x = tf.convert_to_tensor(x, tf.float32) / 255.0
+    return (x - tf.constant(IMAGENET_MEAN)) / tf.constant(IMAGENET_STD)
+
+
 def _identity(x: tf.Tensor) -> tf.Tensor:
     """0..255 unchanged (EfficientNet rescales inside the model)."""
     return tf.convert_to_tensor(x, tf.float32)
@@ -54,6 +64,8 @@ def _identity(x: tf.Tensor) -> tf.Tensor:
 PREPROCESS: dict[str, Preprocess] = {
     "mobilenet_v2": _scale_minus_one_one,
     "vit": _scale_minus_one_one,
+    "tf": _scale_minus_one_one,       # vit_ft.normalize (Google's ViT checkpoints)
+    "torch": _torch,                  # vit_ft.normalize (DeiT)
     "vgg16": _caffe,
     "resnet50": _caffe,
     "efficientnet": _identity,

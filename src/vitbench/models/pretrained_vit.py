@@ -1,12 +1,24 @@
-"""The pretrained Vision Transformer: vit-keras ViT-B/16 or ViT-B/32 under a new softmax head.
+"""The pretrained Vision Transformer: a vit-keras ViT (Ti, S, B or L; patch 16 or 32) under a new
+softmax head.
 
 `build_vit_ft` returns ONE flat functional model: the vit-keras layers (embedding, class token,
 position embedding, `Transformer_encoderblock_<n>` blocks, encoder norm, optional `pre_logits`) at
 top level, then a Dense softmax "head" (float32). So `vit_keras.visualize.attention_map` and
 `vit_keras.utils.load_weights_numpy` work on it unchanged.
 
-Weights are the original Flax checkpoints as .npz files (vit-keras' release files, or any file with
-the same keys), resolved by `resolve_vit_weights` through the Keras cache (`$KERAS_HOME/weights`).
+`VARIANTS` is the one table of what each `vit_ft.variant` is: width, depth, heads, MLP width,
+patch size, and where its official ImageNet weights are published. Weights are Flax checkpoints
+as .npz files (vit-keras' release files for B and L, the AugReg files of Steiner et al. 2021,
+"How to train your ViT", for Ti and S, or any local file or URL with the same keys, such as a
+DeiT checkpoint in that layout), resolved by `resolve_vit_weights` through the Keras cache
+(`$KERAS_HOME/weights`). A file whose width, heads, MLP, patch or depth does not fit the variant
+is a `WeightsFileError` naming the file, what it holds and which variant it would fit.
+
+Normalization belongs to the weights (`vit_ft.normalize: auto | tf | torch`, `normalization`):
+Google's checkpoints (vit-keras' and AugReg) expect inputs in [-1, 1] ("tf"); DeiT expects the
+ImageNet mean/std ("torch"). `auto` takes "torch" for a local file or URL whose file name
+contains "deit" (any case) and "tf" for everything else, and logs the choice; the record's
+`preprocess` keeps it for evaluate, predict, saliency and the corruption passes.
 """
 
 from __future__ import annotations
@@ -18,7 +30,8 @@ import tempfile
 import urllib.parse
 import warnings
 import zipfile
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import keras
@@ -29,57 +42,211 @@ from vit_keras import vit as vit_keras
 
 from vitbench.errors import ConfigError, DataError
 from vitbench.models.vit import block_outputs
+from vitbench.models.weights import WeightsFileError
 
 log = logging.getLogger(__name__)
 
-VARIANTS = {"b16": 16, "b32": 32}  # variant -> patch size; all use vit_keras.vit.CONFIG_B
-BLOCKS = vit_keras.CONFIG_B["num_layers"]  # 12 encoder blocks; `blocks` keeps the first N
+AUGREG_URL = "https://storage.googleapis.com/vit_models/augreg"
+AUGREG_IN1K = "--imagenet2012-steps_20k-lr_0.03-res_224"  # the ImageNet-1k fine-tuned AugReg files
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One standard ViT: size letter, patch, width, depth, heads, MLP width, dropout as trained,
+    and the stem of its AugReg file names (None: vit-keras' release files)."""
+
+    size: str
+    patch: int
+    width: int
+    depth: int
+    heads: int
+    mlp: int
+    dropout: float
+    augreg: str | None = None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The vit_keras.vit.build_model arguments of this width (as vit_keras.vit.CONFIG_B)."""
+        return {"hidden_size": self.width, "num_layers": self.depth, "num_heads": self.heads,
+                "mlp_dim": self.mlp, "dropout": self.dropout}
+
+    def release_file(self, weights: str) -> tuple[str, str]:
+        """(file name, URL) of the official weights `weights` (imagenet21k or
+        imagenet21k+imagenet2012) of this variant."""
+        if self.augreg is None:
+            fname = f"ViT-{self.size}_{self.patch}_{weights}.npz"
+            return fname, f"{vit_keras.BASE_URL}/{fname}"
+        fname = f"{self.augreg}{AUGREG_IN1K if weights.endswith('imagenet2012') else ''}.npz"
+        return fname, f"{AUGREG_URL}/{fname}"
+
+
+def _from_vit_keras(size: str, patch: int, config: dict[str, Any]) -> Variant:
+    return Variant(size, patch, config["hidden_size"], config["num_layers"], config["num_heads"],
+                   config["mlp_dim"], config["dropout"])
+
+
+# AugReg stems as published (vit_jax's augreg index; timm's augreg_in21k(_ft_in1k) files).
+VARIANTS: dict[str, Variant] = {
+    "ti16": Variant("Ti", 16, 192, 12, 3, 768, 0.0,
+                    "Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0"),
+    "s16": Variant("S", 16, 384, 12, 6, 1536, 0.0,
+                   "S_16-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0"),
+    "s32": Variant("S", 32, 384, 12, 6, 1536, 0.0,
+                   "S_32-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0"),
+    "b16": _from_vit_keras("B", 16, vit_keras.CONFIG_B),
+    "b32": _from_vit_keras("B", 32, vit_keras.CONFIG_B),
+    "l16": _from_vit_keras("L", 16, vit_keras.CONFIG_L),
+    "l32": _from_vit_keras("L", 32, vit_keras.CONFIG_L),
+}
+BLOCKS = vit_keras.CONFIG_B["num_layers"]  # ViT-B's 12 blocks (records of whole ViT-Bs omit it)
 BLOCK_KEY = re.compile(r"^Transformer/encoderblock_(\d+)/")
 KNOWN_WEIGHTS = tuple(vit_keras.WEIGHTS)  # "imagenet21k", "imagenet21k+imagenet2012"
+NORMALIZE = ("auto", "tf", "torch")       # vit_ft.normalize; tf and torch are PREPROCESS keys
 PRE_LOGITS_KEY = "pre_logits/kernel"
 # What np.load and vit-keras raise for a file that is not (or does not fit) a ViT checkpoint.
 NPZ_ERRORS = (KeyError, ValueError, AssertionError, OSError, zipfile.BadZipFile,
               pickle.UnpicklingError)
 
 
-def patch_size(variant: str) -> int:
-    """Patch size of a variant, or a ConfigError naming the allowed ones."""
+def variant_spec(variant: str) -> Variant:
+    """The table entry of a variant, or a ConfigError naming the allowed ones."""
     if variant not in VARIANTS:
         raise ConfigError("vit_ft.variant", variant, f"one of {', '.join(VARIANTS)}")
     return VARIANTS[variant]
 
 
-def variant_name(variant: str, blocks: int = BLOCKS) -> str:
-    """"b32" -> "ViT-B/32"; with 6 of its 12 blocks "ViT-B/32 (6 blocks)"."""
-    name = f"ViT-B/{patch_size(variant)}"
-    return name if blocks == BLOCKS else f"{name} ({blocks} block{'s' if blocks > 1 else ''})"
+def patch_size(variant: str) -> int:
+    """Patch size of a variant, or a ConfigError naming the allowed ones."""
+    return variant_spec(variant).patch
+
+
+def lineage(weights: str | None) -> str:
+    """"DeiT" when the weights file or URL's name contains "deit" (any case), else "ViT"."""
+    if not weights or weights in KNOWN_WEIGHTS:
+        return "ViT"
+    name = PurePosixPath(urllib.parse.unquote(urllib.parse.urlsplit(weights).path)).name
+    return "DeiT" if "deit" in name.lower() else "ViT"
+
+
+def variant_name(variant: str, blocks: int | None = None, family: str = "ViT") -> str:
+    """"b32" -> "ViT-B/32"; with 6 of its 12 blocks "ViT-B/32 (6 blocks)"; DeiT weights on
+    "ti16" -> "DeiT-Ti/16"."""
+    spec = variant_spec(variant)
+    name = f"{family}-{spec.size}/{spec.patch}"
+    if blocks is None or blocks == spec.depth:
+        return name
+    return f"{name} ({blocks} block{'s' if blocks > 1 else ''})"
+
+
+def base_name(build: dict[str, Any]) -> str:
+    """The display name of a record's build arguments (registry.Family.base_name)."""
+    return variant_name(build["variant"], build.get("blocks"), build.get("lineage", "ViT"))
+
+
+def normalization(cfg: Any) -> str:
+    """The input normalization of `cfg` (config.VitFt): "tf" ([-1, 1]) or "torch" (ImageNet
+    mean/std); `auto` follows the weights (see the module docstring) and logs the choice."""
+    if cfg.normalize not in NORMALIZE:
+        raise ConfigError("vit_ft.normalize", cfg.normalize, " | ".join(NORMALIZE))
+    if cfg.normalize != "auto":
+        return str(cfg.normalize)
+    chosen = "torch" if lineage(cfg.weights) == "DeiT" else "tf"
+    log.info("vit_ft.normalize: auto -> %s for weights %s (%s)", chosen, cfg.weights,
+             "DeiT: ImageNet mean/std" if chosen == "torch" else "Google ViT: inputs in [-1, 1]")
+    return chosen
+
+
+def build_kwargs(cfg: Any, num_classes: int) -> dict[str, Any]:
+    """Builder arguments of a params section, before the weights file decides
+    `representation_size`; `blocks` only when it is not the variant's whole depth."""
+    kwargs = {"variant": cfg.variant, "image_size": cfg.image_size, "num_classes": num_classes,
+              "representation_size": None}
+    if cfg.blocks is not None and cfg.blocks != variant_spec(cfg.variant).depth:
+        kwargs["blocks"] = cfg.blocks
+    return kwargs
+
+
+def load_pretrained(cfg: Any, build: dict[str, Any]) -> tuple[keras.Model, dict[str, Any]]:
+    """The model of `build` with the weights `cfg.weights` names, and its final build arguments
+    (the file's `representation_size`; `lineage` "DeiT" for DeiT weights, which names the model)."""
+    path = resolve_vit_weights(cfg.weights, cfg.variant)
+    kwargs = {**build, "representation_size": representation_size(path)}
+    if lineage(str(path)) != "ViT":
+        kwargs["lineage"] = lineage(str(path))
+    return build_vit_ft(**kwargs, weights_path=str(path)), kwargs
 
 
 def build_vit_ft(variant: str, image_size: int, num_classes: int,
                  representation_size: int | None = None, weights_path: str | None = None,
-                 config: dict[str, Any] | None = None, blocks: int = BLOCKS) -> keras.Model:
-    """vit-keras ViT-B (no top) + new Dense softmax "head", as one flat functional model.
+                 config: dict[str, Any] | None = None, blocks: int | None = None,
+                 lineage: str = "ViT") -> keras.Model:
+    """vit-keras ViT of `variant` (no top) + new Dense softmax "head", as one flat functional model.
 
-    representation_size: 768 for "imagenet21k" weights (they have a `pre_logits` layer), None
-    for "imagenet21k+imagenet2012". weights_path: an .npz to load (the head stays random).
+    representation_size: the width of the weights file's `pre_logits` layer (768 for vit-keras'
+    "imagenet21k" B files), else None. weights_path: an .npz to load (the head stays random).
     blocks: keep only the first N encoder blocks (a smaller, faster model; the weights file's
-    later blocks are left out). config: overrides of vit_keras.vit.CONFIG_B (tiny test models).
+    later blocks are left out); None: all of them. config: overrides of the variant's
+    vit_keras.vit.build_model arguments (tiny test models). lineage: "ViT" or "DeiT", the name the
+    weights give the model (it does not change the architecture).
     """
-    patch = patch_size(variant)
-    if image_size % patch:
-        raise ValueError(f"image_size {image_size} is not a multiple of the {variant} patch size {patch}")
-    if not 1 <= blocks <= BLOCKS:
-        raise ValueError(f"blocks = {blocks}: a ViT-B has 1 to {BLOCKS} encoder blocks")
+    spec = variant_spec(variant)
+    full = {**spec.config, **(config or {})}
+    depth = int(full["num_layers"])
+    blocks = depth if blocks is None else blocks
+    if image_size % spec.patch:
+        raise ValueError(f"image_size {image_size} is not a multiple of the {variant} patch size "
+                         f"{spec.patch}")
+    if not 1 <= blocks <= depth:
+        raise ValueError(f"blocks = {blocks}: a {variant_name(variant)} has 1 to {depth} "
+                         "encoder blocks")
     base = vit_keras.build_model(
-        image_size=image_size, patch_size=patch, classes=num_classes, include_top=False,
+        image_size=image_size, patch_size=spec.patch, classes=num_classes, include_top=False,
         representation_size=representation_size, name=f"vit-{variant}",
-        **{**vit_keras.CONFIG_B, "num_layers": blocks, **(config or {})})
+        **{**full, "num_layers": blocks})
     outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
                                  name="head")(base.output)
     model = keras.Model(base.input, outputs, name=f"vit_ft_{variant}")
     if weights_path is not None:
-        load_npz_weights(model, Path(weights_path), image_size // patch)
+        check_fits(Path(weights_path), variant, {**full, "num_layers": blocks})
+        load_npz_weights(model, Path(weights_path), image_size // spec.patch)
     return model
+
+
+def file_shape(path: Path) -> dict[str, int]:
+    """What an .npz checkpoint holds: patch, width, heads, mlp and depth (its encoder blocks);
+    DataError when it is not a readable ViT checkpoint."""
+    query = "Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel"
+    try:
+        with np.load(path, allow_pickle=False) as params:
+            embedding = params["embedding/kernel"].shape          # (patch, patch, 3, width)
+            heads = params[query].shape[1]                          # (width, heads, head width)
+            mlp = params["Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel"].shape[1]
+            depth = len({m.group(1) for key in params.files if (m := BLOCK_KEY.match(key))})
+    except NPZ_ERRORS as exc:
+        raise DataError(f"ViT weights file {path} is not a readable ViT checkpoint (.npz in the "
+                        f"vit_jax layout): {type(exc).__name__}: {exc}") from exc
+    return {"patch": int(embedding[0]), "width": int(embedding[-1]), "heads": int(heads),
+            "mlp": int(mlp), "depth": depth}
+
+
+def check_fits(path: Path, variant: str, config: dict[str, Any]) -> None:
+    """WeightsFileError naming the file, each mismatch and the variant the file would fit,
+    unless its patch, width, heads and MLP are the model's and it has at least its blocks."""
+    if not path.is_file():
+        raise DataError(f"ViT weights file {path} does not exist")
+    got = file_shape(path)
+    want = {"patch": patch_size(variant), "width": config["hidden_size"],
+            "heads": config["num_heads"], "mlp": config["mlp_dim"]}
+    wrong = [f"{key} {got[key]} (the model has {value})" for key, value in want.items()
+             if got[key] != value]
+    if got["depth"] < config["num_layers"]:
+        wrong.append(f"{got['depth']} encoder blocks (the model has {config['num_layers']})")
+    if wrong:
+        fits = [name for name, v in VARIANTS.items() if (v.patch, v.width, v.heads, v.mlp)
+                == (got["patch"], got["width"], got["heads"], got["mlp"])]
+        hint = f"; it fits vit_ft.variant {' or '.join(fits)}" if fits else ""
+        raise WeightsFileError(f"ViT weights file {path} does not fit vit_ft.variant {variant} "
+                               f"({variant_name(variant)}): it has {', '.join(wrong)}{hint}")
 
 
 def load_npz_weights(model: keras.Model, path: Path, patches_per_side: int) -> None:
@@ -144,14 +311,15 @@ def check_weights_setting(weights: str) -> None:
 
 
 def resolve_vit_weights(weights: str, variant: str) -> Path:
-    """Local path of the weights named by `vit_ft.weights`: a vit-keras release name
-    (imagenet21k, imagenet21k+imagenet2012) or an http(s) URL -> downloaded into the Keras cache
-    (`$KERAS_HOME/weights`, as vit-keras does) unless already there; else an existing local file."""
+    """Local path of the weights named by `vit_ft.weights`: a release name (imagenet21k,
+    imagenet21k+imagenet2012: the variant's official file, `Variant.release_file`) or an http(s)
+    URL -> downloaded into the Keras cache (`$KERAS_HOME/weights`, as vit-keras does) unless
+    already there; else an existing local file."""
     from vitbench.models import cached_download
 
     if weights in KNOWN_WEIGHTS:
-        fname = f"ViT-B_{patch_size(variant)}_{weights}.npz"
-        return cached_download(fname, f"{vit_keras.BASE_URL}/{fname}", "weights")
+        fname, url = variant_spec(variant).release_file(weights)
+        return cached_download(fname, url, "weights")
     if re.match(r"^https?://", weights):
         fname = Path(urllib.parse.unquote(urllib.parse.urlsplit(weights).path)).name
         if not fname:

@@ -167,23 +167,8 @@ def _vit_kwargs(cfg: Any, num_classes: int) -> dict[str, Any]:
             "seq_pool": cfg.seq_pool}   # conv tokenizer: log2(patch_size) stages (vit.conv_stages)
 
 
-def _vit_ft_kwargs(cfg: Any, num_classes: int) -> dict[str, Any]:
-    """Before the weights file decides `representation_size`."""
-    kwargs = {"variant": cfg.variant, "image_size": cfg.image_size, "num_classes": num_classes,
-              "representation_size": None}
-    if cfg.blocks != pretrained_vit.BLOCKS:      # records of whole ViT-Bs stay as they were
-        kwargs["blocks"] = cfg.blocks
-    return kwargs
-
-
 def _cnn_pretrained(cfg: Any, build: dict[str, Any]) -> tuple[keras.Model, dict[str, Any]]:
     return cnn.build_cnn(**build, weights=cfg.weights, weights_sha256=cfg.weights_sha256), build
-
-
-def _vit_ft_pretrained(cfg: Any, build: dict[str, Any]) -> tuple[keras.Model, dict[str, Any]]:
-    path = pretrained_vit.resolve_vit_weights(cfg.weights, cfg.variant)
-    kwargs = {**build, "representation_size": pretrained_vit.representation_size(path)}
-    return pretrained_vit.build_vit_ft(**kwargs, weights_path=str(path)), kwargs
 
 
 def _scratch_name(build: dict[str, Any]) -> str:
@@ -203,12 +188,10 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            preprocess=lambda cfg: "vit", set_trainable=_freeze_all, saliency=MEAN_ROLLOUT,
            base_name=_scratch_name,
            attention=vit.attention_weights, recipe=lambda cfg, phase: cfg.recipe),
-    Family("vit_ft", "vit_ft", "ViT", pretrained_vit.build_vit_ft, _vit_ft_kwargs,
-           preprocess=lambda cfg: "vit", set_trainable=_freeze_all_but_head,
-           saliency=CLASS_TOKEN_ROLLOUT,
-           base_name=lambda build: pretrained_vit.variant_name(
-               build["variant"], build.get("blocks", pretrained_vit.BLOCKS)),
-           weights_kwarg="weights_path", load_pretrained=_vit_ft_pretrained,
+    Family("vit_ft", "vit_ft", "ViT", pretrained_vit.build_vit_ft, pretrained_vit.build_kwargs,
+           preprocess=pretrained_vit.normalization, set_trainable=_freeze_all_but_head,
+           saliency=CLASS_TOKEN_ROLLOUT, base_name=pretrained_vit.base_name,
+           weights_kwarg="weights_path", load_pretrained=pretrained_vit.load_pretrained,
            weights_label=lambda cfg: f"ViT-{cfg.variant} {cfg.weights} weights",
            check_weights=lambda cfg: pretrained_vit.check_weights_setting(cfg.weights),
            attention=pretrained_vit.attention_weights),
