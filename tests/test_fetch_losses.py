@@ -16,6 +16,7 @@ from PIL import Image
 
 from vitbench.config import Dataset
 from vitbench.data.archives import ExtractLimits, safe_extract
+from vitbench.data.freshness import fetch_if_changed
 from vitbench.data.sources import fetch_dataset
 from vitbench.errors import ConfigError, FetchError
 from vitbench.fsutil import atomic_dir, remove_stale_temps
@@ -195,7 +196,7 @@ def test_fetch_removes_legacy_extract_folders(tmp_path: Path) -> None:
     paths = Paths(tmp_path / "p")
     legacy = paths.raw.parent / ".extract-abc123"
     legacy.mkdir(parents=True)
-    fetch_dataset(Dataset(source="digits"), seed=0, paths=paths)
+    fetch_if_changed(Dataset(source="digits"), seed=0, paths=paths)
     assert sorted(p.name for p in paths.raw.parent.iterdir()) == ["raw"]
 
 

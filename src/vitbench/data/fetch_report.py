@@ -13,8 +13,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
-
 from vitbench.fsutil import atomic_file, write_json
 
 log = logging.getLogger(__name__)
@@ -23,6 +21,7 @@ SKIP_REASONS = ("hidden", "appledouble", "loose_file", "empty_class", "dangling_
                 "symlinked_folder", "link_outside", "not_regular")
 RENAME_REASONS = ("name_collision", "duplicate_entry", "non_utf8_name", "blank_name", "long_name")
 COLUMNS = ("source", "class", "reason", "detail")
+REJECTED_CSV = "fetch_rejected.csv"   # in metrics/, next to fetch.json
 
 
 def shown(path: str | Path) -> str:
@@ -61,6 +60,8 @@ class FetchReport:
 
     def write(self, metrics_json: Path, csv: Path, files: int, classes: int) -> dict:
         """Write both reports atomically; return the metrics."""
+        import pandas as pd  # here: the fetch stage's up-to-date check must start fast
+
         metrics = self.metrics(files, classes)
         frame = pd.DataFrame(sorted(self.rows), columns=list(COLUMNS))
         with atomic_file(csv) as fh:

@@ -19,18 +19,20 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 from vitbench import deps
 from vitbench.config import Dataset, to_dict
-from vitbench.data.sources import REJECTED_CSV, fetch_dataset, remove_leftovers
-from vitbench.fsutil import read_json, sha256_file, write_json
+from vitbench.data.fetch_report import REJECTED_CSV
+from vitbench.fsutil import read_json, remove_stale_temps, sha256_file, write_json
 from vitbench.paths import Paths
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "fetch_state.json"
+FETCH_MODULE = "vitbench.data.sources"   # imported only when there is something to fetch
 
 
 def fetch_if_changed(cfg: Dataset, seed: int, paths: Paths) -> dict | None:
@@ -38,15 +40,28 @@ def fetch_if_changed(cfg: Dataset, seed: int, paths: Paths) -> dict | None:
     return fetch's summary, or None when nothing was rewritten."""
     state_file = paths.metrics / STATE_FILE
     source = source_fingerprint(cfg, seed)
+    remove_leftovers(paths)
     if _state(paths, source) == _read_state(state_file):
-        remove_leftovers(paths)
         log.info("dataset.source %s is unchanged since the last fetch (fingerprint %s): data/raw "
                  "kept as it is; delete %s to fetch it again anyway", cfg.source, source[:12],
                  state_file)
         return None
+    from vitbench.data.sources import fetch_dataset
+
     summary = fetch_dataset(cfg, seed, paths)
     write_json(state_file, _state(paths, source))
     return summary
+
+
+def remove_leftovers(paths: Paths) -> None:
+    """Remove what killed fetches left: temps of data/raw whose process is gone, and the
+    `data/.extract-*` folders of versions before the pid-stamped temps."""
+    remove_stale_temps(paths.raw)
+    data = paths.raw.parent
+    if data.is_dir():
+        for stale in data.glob(".extract-*"):
+            log.info("removing the stale extraction folder %s of an interrupted run", stale)
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def source_fingerprint(cfg: Dataset, seed: int) -> str:
@@ -54,7 +69,7 @@ def source_fingerprint(cfg: Dataset, seed: int) -> str:
     payload: dict[str, Any] = {
         "dataset": to_dict(cfg),
         "seed": seed if cfg.kind == "synthetic" else None,
-        "code": {deps.relative(f): sha256_file(f) for f in deps.module_files(fetch_dataset.__module__)},
+        "code": {deps.relative(f): sha256_file(f) for f in deps.module_files(FETCH_MODULE)},
     }
     if cfg.kind in ("folder", "archive"):
         payload["source"] = _listing(Path(cfg.source).expanduser(), with_mtime=True)

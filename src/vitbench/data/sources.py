@@ -24,11 +24,11 @@ from tqdm import tqdm
 
 from vitbench.config import ARCHIVE_SUFFIXES, Dataset
 from vitbench.data.archives import ExtractLimits, safe_extract
-from vitbench.data.fetch_report import FetchReport
+from vitbench.data.fetch_report import REJECTED_CSV, FetchReport
 from vitbench.data.folders import NO_CLASS, clean_class_name, import_folder
 from vitbench.download import download, verify_sha256
 from vitbench.errors import ConfigError, FetchError
-from vitbench.fsutil import atomic_dir, remove_stale_temps, tree_bytes
+from vitbench.fsutil import atomic_dir, tree_bytes
 from vitbench.paths import Paths
 
 __all__ = ["clean_class_name", "download", "fetch_dataset", "import_folder", "safe_extract",
@@ -37,7 +37,6 @@ __all__ = ["clean_class_name", "download", "fetch_dataset", "import_folder", "sa
 log = logging.getLogger(__name__)
 
 DIGITS_SIZE = 32                 # 8x8 digits upscaled so that clean.min_side=32 keeps them
-REJECTED_CSV = "fetch_rejected.csv"
 
 
 # --- the stage entry point ------------------------------------------------------------------------
@@ -50,7 +49,6 @@ def fetch_dataset(cfg: Dataset, seed: int, paths: Paths) -> dict:
     if cfg.sha256 and kind not in ("archive", "url"):
         log.warning("dataset.sha256 is set but dataset.source %r is not an archive; it is not checked",
                     cfg.source)
-    remove_leftovers(paths)
     report = FetchReport()
     with atomic_dir(paths.raw, _source_bytes(cfg)) as tmp:
         details = _FETCHERS[kind](cfg, seed, paths, tmp, report)
@@ -85,17 +83,6 @@ def check_source(cfg: Dataset) -> None:
 def _source_bytes(cfg: Dataset) -> int | None:
     """About what data/raw will take: a local source's size; None (unknown) for the others."""
     return tree_bytes(Path(cfg.source).expanduser()) if cfg.kind in ("folder", "archive") else None
-
-
-def remove_leftovers(paths: Paths) -> None:
-    """Remove what killed fetches left: temps of data/raw whose process is gone, and the
-    `data/.extract-*` folders of versions before the pid-stamped temps."""
-    remove_stale_temps(paths.raw)
-    data = paths.raw.parent
-    if data.is_dir():
-        for stale in data.glob(".extract-*"):
-            log.info("removing the stale extraction folder %s of an interrupted run", stale)
-            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _fetch_synthetic(cfg: Dataset, seed: int, paths: Paths, dest: Path, report: FetchReport) -> dict:
