@@ -102,6 +102,28 @@ def test_unknown_keys_are_errors(raw: dict) -> None:
     assert "did you mean" not in str(nothing_close.value)
 
 
+@pytest.mark.slow
+def test_a_misspelt_section_fails_dvc_repro_even_when_every_stage_is_cached(
+        published: Path, tmp_path: Path) -> None:
+    """fetch runs on every `dvc repro` (always_changed) and, like every stage, loads and checks
+    the whole params.yaml first: a key no stage reads cannot pass as "up to date"."""
+    from conftest import git_clone
+    from dvc_project import run, stages_run
+
+    clone = git_clone(published, tmp_path / "clone")
+    run(clone, "dvc", "pull", "--with-deps", "evaluate@vit_scratch")   # the stages it ran
+    raw_before = sorted(p.name for p in (clone / "data" / "raw").iterdir())
+    params = clone / "params.yaml"
+    params.write_text(params.read_text() + "trian:\n  epochs: 20\n")
+    proc = run(clone, "dvc", "repro", "evaluate@vit_scratch", check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output[-2000:]
+    assert "params.yaml: trian = {'epochs': 20} is not allowed" in output, output[-2000:]
+    assert "(did you mean train?)" in output
+    assert stages_run(output) == ["fetch"]
+    assert sorted(p.name for p in (clone / "data" / "raw").iterdir()) == raw_before
+
+
 def test_pretrained_accepts_auto_and_booleans(raw: dict) -> None:
     for value in ("auto", True, False):
         assert params_from_dict(_with(raw, "cnn.pretrained", value)).cnn.pretrained == value
