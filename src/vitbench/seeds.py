@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,12 +33,16 @@ POLL_SECONDS = 5.0
 QUEUE_STATES = ("Queued", "Running", "Success", "Failed")
 
 
-def _dvc(args: list[str], root: Path) -> str:
+def _run_dvc(args: list[str], root: Path, **kwargs: Any) -> subprocess.CompletedProcess:
     try:
-        proc = subprocess.run(["dvc", *args], cwd=root, capture_output=True, text=True)
+        return subprocess.run(["dvc", *args], cwd=root, **kwargs)
     except FileNotFoundError:
         raise VitbenchError("`dvc` is not on PATH: activate the project's environment "
                             "(`source .venv/bin/activate`) first") from None
+
+
+def _dvc(args: list[str], root: Path) -> str:
+    proc = _run_dvc(args, root, capture_output=True, text=True)
     if proc.returncode != 0:
         raise VitbenchError(f"`dvc {' '.join(args)}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
     return proc.stdout
@@ -54,9 +59,21 @@ def run_seeds(seeds: list[int], root: Path, jobs: int = 1, wait: bool = True,
     for seed in seeds:
         _dvc(["exp", "run", "--queue", "-S", f"seed={seed}", "-n", f"{EXP_PREFIX}{seed}", *targets],
              root)
-    _dvc(["queue", "start", "-j", str(jobs)], root)
+    start_queue(root, jobs)
     if wait:
         wait_for_queue(root, timeout)
+
+
+def start_queue(root: Path, jobs: int) -> None:
+    """`dvc queue start -j JOBS`. Its workers are daemons that inherit its output: reading that
+    through pipes (as `_dvc` does) would block until the last experiment ends, so it goes to a
+    file, read back only when the command fails."""
+    with tempfile.TemporaryFile("w+") as log:
+        code = _run_dvc(["queue", "start", "-j", str(jobs)], root, stdin=subprocess.DEVNULL,
+                        stdout=log, stderr=log).returncode
+        if code != 0:
+            log.seek(0)
+            raise VitbenchError(f"`dvc queue start -j {jobs}` failed: {log.read().strip()}")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import yaml
 
 from vitbench import config
 from vitbench.errors import ConfigError, VitbenchError
-from vitbench.seeds import Task, _dvc, _walk, queue_tasks, wait_for_queue
+from vitbench.seeds import Task, _dvc, _walk, queue_tasks, start_queue, wait_for_queue
 
 SEED_KEY = "seed"
 
@@ -258,7 +258,7 @@ def run_sweep(specs: Sequence[str], seeds: int, root: Path, models: Sequence[str
     tasks = queue_points(points, root, models)
     echo(f"queued {len(points)} experiment(s): {', '.join(p.name for p in points)}")
     if start:
-        _dvc(["queue", "start", "-j", str(jobs)], root)
+        start_queue(root, jobs)
         if wait:
             wait_for_queue(root, timeout, tasks, Progress(jobs, echo))
     return points

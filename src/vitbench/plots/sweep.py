@@ -11,6 +11,9 @@ from vitbench.plots.common import plt, save_figure
 
 STYLE = {"CNN": ("Blues", "-", "o"), "ViT": ("Oranges", "--", "s")}
 COST_KEYS = ("train.epochs",)   # also drawn against the training seconds
+TITLES = {"split.max_train_per_class": "training images per class", "train.epochs": "training epochs",
+          "cnn.image_size": "CNN input size (px)", "vit.image_size": "ViT input size (px)",
+          "vit_ft.image_size": "pretrained ViT input size (px)"}
 LOG_RATIO = 8.0   # a log x axis when the values span this factor or more (training sizes do)
 
 
@@ -40,9 +43,9 @@ def draw_sweep(summary: dict[str, Any], path: Path, cost: bool = False) -> Path:
     ticks = {p["x"]: p["label"] for s in summary["models"].values() for p in s["points"]}
     ax.set_xticks(list(ticks), [_tick(t, by) for t in ticks.values()])
     ax.minorticks_off()
-    ax.set_xlabel(f"{by}" + (f" ({summary['unit']}, log scale)" if log and summary["unit"]
-                             else f" ({summary['unit']})" if summary["unit"] else ""))
-    ax.set_title(f"Test accuracy against {by}")
+    name = TITLES.get(by, by)
+    ax.set_xlabel(f"{name} ({by}{', log scale' if log else ''})")
+    ax.set_title(f"Test accuracy against {name}")
     if cost:
         axes[0][1].set_xlabel("mean training time (s)")
         axes[0][1].set_title("Test accuracy against training cost")
@@ -54,8 +57,9 @@ def draw_sweep(summary: dict[str, Any], path: Path, cost: bool = False) -> Path:
         a.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, loc="best")
     seeds = summary["seeds"]
+    sentence = summary["crossover"]["sentence"]
     fig.text(0.01, -0.02, f"Mean over {len(seeds)} seed(s) per point; band: 95% interval "
-             f"({kinds_text or 'none'}). CNNs solid, ViTs dashed. {summary['crossover']['sentence']}",
+             f"({kinds_text or 'none'}). CNNs solid, ViTs dashed. {sentence[0].upper()}{sentence[1:]}",
              fontsize=8, wrap=True, ha="left", va="top")
     fig.tight_layout()
     return save_figure(fig, path)
