@@ -12,6 +12,7 @@ from vitbench.stage import stage_cli
 def main(params: Params, paths: Paths, model_id: str) -> None:
     """Evaluate models/<id> on the test split."""
     from vitbench.evaluation import evaluate
+    from vitbench.models import cnn, pretrained_vit, vit  # noqa: F401 - every family's builder: it evaluates any model
 
     evaluate(model_id, params.evaluate, params.seed, paths)
 

@@ -9,6 +9,7 @@ from vitbench.stage import stage_cli
 def main(params: Params, paths: Paths) -> None:
     """vit-keras ViT-B/16 or B/32, transfer then fine-tune -> models/vit_transfer, models/vit_finetuned."""
     from vitbench import training
+    from vitbench.models import pretrained_vit  # noqa: F401 - the pretrained-ViT builder this stage runs
 
     training.finetune_vit(params.vit_ft, params.train, params.seed, paths, params.augment_online)
 

@@ -9,6 +9,7 @@ from vitbench.stage import stage_cli
 def main(params: Params, paths: Paths) -> None:
     """the from-scratch ViT (Keras example + SPT/LSA) -> models/vit_scratch."""
     from vitbench import training
+    from vitbench.models import vit  # noqa: F401 - the ViT builder this stage runs
 
     training.train_vit(params.vit, params.train, params.seed, paths, params.augment_online)
 

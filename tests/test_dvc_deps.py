@@ -142,6 +142,12 @@ def test_no_two_modules_import_each_other_even_indirectly() -> None:
 
 
 @pytest.mark.parametrize("stage, edited, stales", [
+    ("train_vit", "vitbench/models/cnn.py", False),          # the CNN builder
+    ("train_vit", "vitbench/models/pretrained_vit.py", False),
+    ("finetune_vit", "vitbench/models/cnn.py", False),
+    ("train_cnn", "vitbench/models/cnn.py", True),
+    ("finetune_vit", "vitbench/models/pretrained_vit.py", True),
+    ("evaluate", "vitbench/models/cnn.py", True),             # evaluates any family's model
     ("train_vit", "vitbench/data/synthetic.py", False),      # the demo's drawing code
     ("evaluate", "vitbench/data/synthetic.py", False),
     ("train_vit", "vitbench/data/cleaning.py", False),       # the clean stage's code

@@ -66,7 +66,8 @@ def test_builds_from_its_section_and_freezes_per_phase(name):
 def test_attention_only_for_vits():
     assert registry.family("cnn").attention is None
     assert registry.family("vit_scratch").attention is not None
-    assert registry.family("vit_ft").attention is pretrained_vit.attention_weights
+    fam = registry.family("vit_ft")   # builders are referenced lazily (registry.BuilderModule)
+    assert fam.attention.__name__ == "attention_weights" and fam.code == pretrained_vit.__name__
 
 
 TINY_BUILDS = {

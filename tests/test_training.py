@@ -481,13 +481,14 @@ def test_fingerprint_follows_params_data_and_code(project, monkeypatch):
     from vitbench import deps
 
     names = {deps.relative(p) for p in deps.module_files("vitbench.training")}
-    assert {"vitbench/training.py", "vitbench/models/registry.py", "vitbench/models/cnn.py",
+    assert {"vitbench/training.py", "vitbench/models/registry.py",
             "vitbench/data/pipeline.py", "vitbench/config.py"} <= names
     assert "vitbench/evaluation.py" not in names
     real_sha = training.sha256_file
-    monkeypatch.setattr(training, "sha256_file", lambda p: "edited" if p.name == "registry.py"
-                        else real_sha(p))
-    assert fingerprint(tiny_params()) != labels_changed
+    for edited in ("registry.py", "cnn.py"):   # the family's builder module counts too
+        monkeypatch.setattr(training, "sha256_file", lambda p, e=edited: "edited" if p.name == e
+                            else real_sha(p))
+        assert fingerprint(tiny_params()) != labels_changed, edited
 
 
 # --- the stage entry points ------------------------------------------------------------------------

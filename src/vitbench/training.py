@@ -180,7 +180,8 @@ def fingerprint(section: str, cfg: Any, train: Train, seed: int, paths: Paths,
     from vitbench import deps
 
     data_files = (paths.augmented_csv, paths.split_csv("val"), paths.labels)
-    code_files = deps.module_files(__name__) + deps.module_files("vitbench.features")
+    code_files = (deps.module_files(__name__) + deps.module_files("vitbench.features")
+                  + deps.module_files(registry.family_of_section(section).code))  # its builder
     payload = {
         "version": __version__,
         "seed": seed,

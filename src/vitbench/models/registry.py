@@ -10,13 +10,19 @@ start from pretrained weights or not; the ids are the Keras-free table `vitbench
 `identity(model_id)` is what evaluate writes into metrics/<id>.json about the model (family,
 kind, meant to be pretrained): everything downstream reads those fields, never the id.
 
-Adding a family is one `Family(...)` entry in FAMILIES (plus its params section in config.py and
-its model ids in `vitbench.model_ids.MODELS`);
+Builders are referenced through `BuilderModule`, imported only when called, so the registry
+pulls no builder into a stage's code; the stage scripts that run a family import its builder
+module (`Family.code`), which is what dvc.yaml lists and the training fingerprint hashes.
+
+Adding a family is one `Family(...)` entry in FAMILIES (plus its params section in config.py,
+its model ids in `vitbench.model_ids.MODELS` and an import of its builder in the stage scripts
+that train and evaluate it);
 adding a CNN architecture is one entry in `vitbench.models.cnn.ARCHS`.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,13 +31,39 @@ from typing import Any
 import keras
 import numpy as np
 
+from vitbench import model_ids
 from vitbench.config import LearningRate
 from vitbench.errors import ConfigError
-from vitbench import model_ids
 from vitbench.model_ids import ModelSpec
-from vitbench.models import cnn, pretrained_vit, vit
 
 log = logging.getLogger(__name__)
+
+
+
+class BuilderModule:
+    """A family's builder module (vitbench.models.cnn, .vit, .pretrained_vit), imported when one
+    of its functions is first called. So importing the registry imports no builder: a stage
+    depends on the builders it runs, which its stage script imports (tests/test_dvc_deps.py), and
+    editing the CNN builder does not re-train the from-scratch ViT."""
+
+    def __init__(self, module: str) -> None:
+        self.module = module
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        module = self.module
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+        call.__name__ = call.__qualname__ = name
+        return call
+
+
+cnn = BuilderModule("vitbench.models.cnn")
+vit = BuilderModule("vitbench.models.vit")
+pretrained_vit = BuilderModule("vitbench.models.pretrained_vit")
 
 PHASES = ("transfer", "finetune", "scratch")
 PHASE_LABELS = {"transfer": "transfer", "finetune": "fine-tuned", "scratch": "from scratch"}
@@ -77,6 +109,7 @@ class Family:
     attention: Callable[[keras.Model, np.ndarray], list[np.ndarray]] | None = None
     recipe: Callable[[Any, str], LearningRate] = lambda cfg, phase: getattr(cfg, phase)
     # (cfg, phase) -> that phase's recipe (lr, weight decay, warm-up, label smoothing)
+    code: str = ""                                            # its builder module (BuilderModule)
 
     def input_spec(self, cfg: Any) -> tuple[int, str]:
         """(image size, preprocess name) the family trains on with section `cfg`."""
@@ -183,21 +216,27 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            set_trainable=_freeze_cnn, saliency=GRADCAM,
            base_name=lambda build: cnn.get_arch(build["arch"]).display,
            weights_kwarg="weights", load_pretrained=_cnn_pretrained,
-           weights_label=lambda cfg: f"{cfg.arch} {cfg.weights} weights"),
+           weights_label=lambda cfg: f"{cfg.arch} {cfg.weights} weights", code=cnn.module),
     Family("vit_scratch", "vit", "ViT", vit.build_vit, _vit_kwargs,
            preprocess=lambda cfg: "vit", set_trainable=_freeze_all, saliency=MEAN_ROLLOUT,
            base_name=_scratch_name,
-           attention=vit.attention_weights, recipe=lambda cfg, phase: cfg.recipe),
+           attention=vit.attention_weights, recipe=lambda cfg, phase: cfg.recipe,
+           code=vit.module),
     Family("vit_ft", "vit_ft", "ViT", pretrained_vit.build_vit_ft, pretrained_vit.build_kwargs,
            preprocess=pretrained_vit.normalization, set_trainable=_freeze_all_but_head,
            saliency=CLASS_TOKEN_ROLLOUT, base_name=pretrained_vit.base_name,
            weights_kwarg="weights_path", load_pretrained=pretrained_vit.load_pretrained,
            weights_label=lambda cfg: f"ViT-{cfg.variant} {cfg.weights} weights",
            check_weights=lambda cfg: pretrained_vit.check_weights_setting(cfg.weights),
-           attention=pretrained_vit.attention_weights),
+           attention=pretrained_vit.attention_weights, code=pretrained_vit.module),
 )}
 
 MODELS: dict[str, ModelSpec] = model_ids.MODELS     # the contract's ids (Keras-free table)
+
+
+def family_of_section(section: str) -> Family:
+    """The family whose params.yaml section is `section` (cnn, vit, vit_ft)."""
+    return next(f for f in FAMILIES.values() if f.section == section)
 
 
 def family(name: str) -> Family:
