@@ -168,7 +168,8 @@ def test_summarize_by_a_real_tiny_sweep(tmp_path: Path) -> None:
     assert (project / "plots" / "sweep" / "split.max_train_per_class.png").stat().st_size > 10_000
     drawn = json.loads(run(project, "dvc", "plots", "show", "--json", "-x", "x", "-y", "vit_scratch",
                            "plots/sweep/split.max_train_per_class.csv").stdout)
-    assert drawn   # `dvc plots` reads the CSV
+    values = drawn["data"]["plots/sweep/split.max_train_per_class.csv"][0]["content"]["data"]["values"]
+    assert [float(v["vit_scratch"]) for v in values] == pytest.approx([p["mean"] for p in points])
     assert not (project / "metrics" / "vit_scratch.json").exists()   # the workspace is untouched
 
 
