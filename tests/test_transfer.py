@@ -284,3 +284,25 @@ def test_real_transfer_trains_only_the_head_then_finetunes_from_it(
             ref = reference.get_layer("base").get_layer(layer.name)
             np.testing.assert_array_equal(layer.moving_mean.numpy(), ref.moving_mean.numpy())
             np.testing.assert_array_equal(layer.moving_variance.numpy(), ref.moving_variance.numpy())
+
+
+def test_vit_head_on_features_reads_the_class_token() -> None:
+    """The pretrained ViT's cache: features are the head's input (the class token after the
+    encoder norm), the head is its Dense "head", and head(features) is the model's output."""
+    from vitbench.models import pretrained_vit
+
+    keras.utils.set_random_seed(0)
+    tiny = {"num_layers": 1, "hidden_size": 16, "mlp_dim": 32, "num_heads": 2, "dropout": 0.0}
+    model = pretrained_vit.build_vit_ft("ti16", 32, 3, config=tiny)
+    x = np.random.default_rng(0).uniform(-1, 1, (6, 32, 32, 3)).astype("float32")
+    y = np.arange(6, dtype="int32") % 3
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    head = features.head_on_features(model, data, data, batch_size=4, seed=0, family="vit_ft")
+    assert [layer.name for layer in head.model.layers[1:]] == ["head"] and head.images == 12
+    tokens = np.concatenate([f for f, _ in head.val.as_numpy_iterator()])
+    assert tokens.shape == (6, 16)
+    np.testing.assert_allclose(head.model.predict(tokens, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+    head.model.get_layer("head").set_weights([w * 0 for w in head.model.get_layer("head").get_weights()])
+    head.copy_to(model)
+    np.testing.assert_allclose(model.predict(x, verbose=0), 1 / 3, rtol=1e-5)
