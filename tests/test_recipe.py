@@ -152,6 +152,10 @@ def test_compare_md_states_each_models_recipe(tmp_path, same: bool) -> None:
     classes = read_labels(paths.labels)
     md = render_markdown(summarise(results, classes), results, classes)
     section = md.split("## Training recipe")[1].split("##")[0]
+    table = md.split("## All models")[1].split("##")[0]
+    header = [c.strip() for c in table.splitlines()[2].split("|")]
+    rows = [[c.strip() for c in line.split("|")] for line in table.splitlines()[4:] if line.startswith("|")]
+    assert rows and {row[header.index("Epochs")] for row in rows} == {"3"}   # epochs each model got
     assert f"- {NAMES['cnn_transfer']}: Adam lr 0.001, constant lr; online: flip;" in section
     assert f"- {NAMES['vit_transfer']}: not recorded" in section
     assert ("did not all see the same augmentation" in section) is not same
