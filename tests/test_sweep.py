@@ -89,7 +89,7 @@ def test_crossover_sentences() -> None:
     assert up["significant_at"] == [50, 100]
     never = crossover(rows([-0.2, 0.1, -0.1, -0.1, -0.05], [0.001, 0.3, 0.6, 0.01, 0.2]), by)
     assert never["sentence"].startswith("no crossover in the range tried") and never["from"] is None
-    assert "the best CNN is significantly better at 5 images per class and 50 images per class" in never["sentence"]
+    assert "the best CNN is significantly better at 5 and 50 images per class" in never["sentence"]
     always = crossover(rows([0.1, 0.1, 0.1, 0.1, 0.1], [0.2] * 5), by)
     assert always["sentence"].startswith("no crossover in the range tried: the best ViT is ahead")
     assert "not significant at any of them" in always["sentence"]

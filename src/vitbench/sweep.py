@@ -27,7 +27,7 @@ import yaml
 
 from vitbench import config
 from vitbench.errors import ConfigError, VitbenchError
-from vitbench.seeds import Task, _dvc, _walk, queue_tasks, start_queue, wait_for_queue
+from vitbench.seeds import Task, _dvc, queue_tasks, start_queue, wait_for_queue
 
 SEED_KEY = "seed"
 
@@ -172,11 +172,10 @@ def _with(raw: dict[str, Any], path: list[str], value: Any) -> dict[str, Any]:
 
 
 def existing_names(root: Path) -> set[str]:
-    """The names of the current commit's experiments in any state (finished, queued, running,
-    failed), from `dvc exp show --json`."""
-    show = json.loads(_dvc(["exp", "show", "--json"], root) or "[]")
-    names = {str(entry["name"]) for entry, _ in _walk(show)
-             if entry.get("name") and entry.get("rev") != "workspace"}
+    """The names of the current commit's experiments (`dvc exp list --name-only`; `exp show`
+    reads every experiment's metrics and takes minutes on a busy machine) and of every queued,
+    running or failed one (`dvc queue status`)."""
+    names = set(_dvc(["exp", "list", "--name-only"], root).split())
     return names | {t.name for t in queue_tasks(root)}
 
 

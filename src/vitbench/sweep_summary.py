@@ -235,14 +235,13 @@ def crossover(rows: list[dict[str, Any]], by: str) -> dict[str, Any]:
         start -= 1
     tail = rows[start:]
     significant = [r for r in tail if r["p_value"] is not None and r["p_value"] < stats.ALPHA]
-    sig = [r["label"] for r in significant]
     tested = any(r["p_value"] is not None for r in tail)
-    note = (f" (p < 0.05 at {_and([_bare(s, by) for s in sig])})" if sig else
+    note = (f" (p < 0.05 at {_and([_bare(r['label'], by) for r in significant])})" if significant else
             " (not significant at any of them: McNemar p >= 0.05)" if tested else "")
     if not tail:
         cnn_sig = [r["label"] for r in rows if r["p_value"] is not None and r["p_value"] < stats.ALPHA
                    and r["difference"] < 0]
-        extra = f"; the best CNN is significantly better at {_and(cnn_sig)}" if cnn_sig else ""
+        extra = f"; the best CNN is significantly better at {_values(cnn_sig, by)}" if cnn_sig else ""
         sentence = (f"no crossover in the range tried: the best ViT is not ahead of the best CNN "
                     f"at {rows[-1]['label']}{extra}.")
     elif start == 0:
@@ -260,6 +259,14 @@ def _bare(text: str, by: str) -> str:
     """"50 images per class" -> "50" inside the p list (the unit is said once)."""
     suffix = f" {unit(by)}"
     return text[:-len(suffix)] if unit(by) and text.endswith(suffix) else text
+
+
+def _values(labels: Sequence[str], by: str) -> str:
+    """"5, 10 and 25 images per class": the unit said once when every label has it."""
+    bare = [_bare(t, by) for t in labels]
+    if unit(by) and all(b != t for b, t in zip(bare, labels)):
+        return f"{_and(bare)} {unit(by)}"
+    return _and(labels)
 
 
 def _and(items: Sequence[str]) -> str:
