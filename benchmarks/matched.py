@@ -33,9 +33,8 @@ import click
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (PACS, REPO, machine_section, merge, pipeline_params,  # noqa: E402
-                    prepare, split_counts, train_and_evaluate)
-from recipe import parse_set  # noqa: E402
+from common import (PACS, REPO, machine_section, merge, parse_sets,  # noqa: E402
+                    pipeline_params, prepare, split_counts, train_and_evaluate)
 
 from vitbench.fsutil import atomic_file, read_json  # noqa: E402
 
@@ -150,18 +149,21 @@ def render(rows: list[dict[str, Any]], settings: dict[str, str], started: tuple,
 @click.option("--data", type=click.Path(path_type=Path), default=PACS, show_default=True)
 @click.option("--image-size", "sizes", type=int, multiple=True, default=(112,), show_default=True)
 @click.option("--seeds", type=int, multiple=True, default=(42, 43), show_default=True)
+@click.option("--family", "families", multiple=True, type=click.Choice(FAMILIES),
+              help="only these families' stages (default both)")
 @click.option("--set", "sets", multiple=True, help="SECTION.KEY=VALUE, more overrides")
 @click.option("--cache-check/--no-cache-check", default=False,
               help="finetune_vit once more without the feature cache (first size and seed)")
 @click.option("--max-per-class", type=int, default=None, help="quick runs: a sample per class")
 @click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True)
-def main(data: Path, sizes: tuple[int, ...], seeds: tuple[int, ...], sets: tuple[str, ...],
+def main(data: Path, sizes: tuple[int, ...], seeds: tuple[int, ...], families: tuple[str, ...],
+         sets: tuple[str, ...],
          cache_check: bool, max_per_class: int | None, out: Path) -> None:
     """Run both families' stages and evaluate per size and seed; write a markdown table."""
     from vitbench.data.manifest import read_labels
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    extra = parse_set(sets)
+    extra = parse_sets(sets)
     started = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-matched-") as workdir:
         first = overrides_for(data, sizes[0], extra)
@@ -177,7 +179,7 @@ def main(data: Path, sizes: tuple[int, ...], seeds: tuple[int, ...], sets: tuple
             "command": f"`python benchmarks/matched.py {' '.join(sys.argv[1:])}`"}
         rows: list[dict[str, Any]] = []
         plan = [(size, seed, family, {}, "") for size in sizes for seed in seeds
-                for family in FAMILIES]
+                for family in families or FAMILIES]
         if cache_check:
             plan.append((sizes[0], seeds[0], "vit_ft", {"vit_ft": {"feature_cache": False}},
                          "(no feature cache)"))
