@@ -3,7 +3,7 @@
 # in a throwaway copy of this project, then `vitbench summarize --by`.
 #
 #   [SIZES=5,10,25,50,null] benchmarks/sweep_pacs.sh [WORKDIR] [SEEDS] [JOBS]
-#   (defaults: sizes 5,10,25,50; /tmp/vitbench-sweep-pacs; 1 seed; 2 jobs)
+#   (defaults: sizes 5,10,25,50,null; /tmp/vitbench-sweep-pacs; 1 seed; 2 jobs)
 #
 # The copy runs its own snapshot of src/ (PYTHONPATH), so edits to this checkout do not change a
 # sweep in flight. fetch, clean and split run once at the baseline and are committed, so every
@@ -42,8 +42,8 @@ EOF
 cd "$work"
 nice -n 5 dvc repro split
 git add -A && git -c user.email=sweep@vitbench.local -c user.name=sweep commit -qm "fetch, clean, split"
-# the measured run (2026-12-05) had null (every image, ~234 per class) queued too and removed it
-# (`dvc queue remove mtpc-all-seed-1`): it would not have finished in the time left
-time nice -n 5 vitbench sweep -S split.max_train_per_class=${SIZES:-5,10,25,50} --seeds "$seeds" \
+# the measured run (2026-12-05) removed mtpc-all-seed-1 from the queue while the others ran and
+# re-queued it alone afterwards (SIZES=null ... JOBS 1 on the same WORKDIR, without the set-up)
+time nice -n 5 vitbench sweep -S split.max_train_per_class=${SIZES:-5,10,25,50,null} --seeds "$seeds" \
     --model vit_scratch --model cnn_transfer --model cnn_finetuned --jobs "$jobs"
 vitbench summarize --by split.max_train_per_class

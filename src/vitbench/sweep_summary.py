@@ -262,11 +262,12 @@ def _bare(text: str, by: str) -> str:
 
 
 def _values(labels: Sequence[str], by: str) -> str:
-    """"5, 10 and 25 images per class": the unit said once when every label has it."""
-    bare = [_bare(t, by) for t in labels]
-    if unit(by) and all(b != t for b, t in zip(bare, labels)):
-        return f"{_and(bare)} {unit(by)}"
-    return _and(labels)
+    """"5, 10 and 25 images per class": the unit said once for the labels that have it, the
+    others ("all images (~234 per class)") after them."""
+    with_unit = [_bare(t, by) for t in labels if unit(by) and _bare(t, by) != t]
+    others = [t for t in labels if not unit(by) or _bare(t, by) == t]
+    head = [f"{_and(with_unit)} {unit(by)}"] if with_unit else []
+    return _and(head + others)
 
 
 def _and(items: Sequence[str]) -> str:
