@@ -37,7 +37,7 @@ demo: setup                     ## run the whole pipeline on the embedded synthe
 	PATH=$(abspath $(BIN)):$$PATH dvc metrics show
 
 test: setup                     ## run the test suite (CI runs this)
-	PATH=$(abspath $(BIN)):$$PATH VITBENCH_LOCK=$(abspath $(LOCK)) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	PATH=$(abspath $(BIN)):$$PATH VITBENCH_LOCK=$(abspath $(LOCK)) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
 
 bench: setup                    ## print the benchmark table (see benchmarks/)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python benchmarks/run.py

@@ -84,7 +84,7 @@ def tiny_params(seed: int = 3, **sections: dict):
         "cnn": {"arch": "mobilenetv2", "image_size": 32, "pretrained": False},
         "vit": {"image_size": 16, "patch_size": 4, "projection_dim": 16, "num_heads": 2, "layers": 1,
                 "mlp_head": [16], "warmup": 0.2},
-        "vit_ft": {"variant": "b32", "image_size": 32, "pretrained": False},
+        "vit_ft": {"variant": "b32", "image_size": 32, "pretrained": False, "blocks": None},
     }
     for name, values in sections.items():
         raw[name] = {**raw.get(name, {}), **values}
@@ -446,7 +446,8 @@ def test_train_cnn_without_pretrained_weights_trains_the_whole_network(project):
     for record, lr in ((transfer, 1e-3), (finetuned, 1e-4)):
         assert record["recipe"] == {**phase, "lr": lr, "optimizer": "AdamW",
                                     "schedule": "warm-up + cosine", "augment_copies": 1.0,
-                                    "augment_online": {"flip": True, "mixup": 0.2}}
+                                    "augment_online": {"flip": True, "mixup": 0.2},
+                                    "epochs": 1, "early_stopping": None}  # cosine: runs to the end
 
 
 def test_stale_backup_is_ignored(tmp_path):
