@@ -109,7 +109,13 @@ def tiny_vit_b(monkeypatch: pytest.MonkeyPatch) -> None:
     """Shrink vit-keras' ViT-B config so finetune_vit trains in seconds (the architecture code is unchanged)."""
     from vit_keras import vit
 
+    from vitbench.models import pretrained_vit as pv
+
     monkeypatch.setattr(vit, "CONFIG_B", TINY_VIT_B)
+    # pretrained_vit read CONFIG_B into its variant table when it was first imported (maybe by an
+    # earlier test in this process): shrink the B variants there too
+    for name in ("b16", "b32"):
+        monkeypatch.setitem(pv.VARIANTS, name, pv._from_vit_keras("B", pv.VARIANTS[name].patch, TINY_VIT_B))
 
 
 def read_tsv_steps(path: Path) -> list[int]:
