@@ -5,6 +5,7 @@ knows is classified by it in compare and in the seeds summary."""
 from __future__ import annotations
 
 import ast
+import copy
 from pathlib import Path
 
 import pytest
@@ -100,7 +101,7 @@ def test_a_new_family_is_classified_by_the_registry(fake_families: None, tmp_pat
     from vitbench.results import load_results, summarise
     from vitbench.seeds import experiments, summarize
 
-    params = params_from_dict(deep_update(deep_update({}, TINY), {
+    params = params_from_dict(deep_update(copy.deepcopy(TINY), {   # a copy: TINY is shared
         "dataset": {"synthetic": {"per_class": 8, "image_size": 48}}, "clean": {"min_per_class": 4},
         "evaluate": {"attention_samples": 0, "robustness": False}}))
     paths = Paths(tmp_path)
