@@ -23,7 +23,6 @@ loaded), which tests compare with `pipeline_params(...)`.
 
 from __future__ import annotations
 
-import copy
 import functools
 import importlib.util
 import os
@@ -35,6 +34,8 @@ from typing import Any
 
 import yaml
 
+from vitbench.config import merge
+
 REPO = Path(__file__).resolve().parents[1]
 PARAMS_YAML = REPO / "params.yaml"
 STAGES = REPO / "stages"
@@ -42,23 +43,13 @@ PACS = REPO.parent / "shared" / "datasets" / "pacs_cartoon"  # default --data
 TRAIN_STAGES = {"cnn": "train_cnn", "vit_scratch": "train_vit", "vit_ft": "finetune_vit"}
 
 
-def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """A copy of `base` with `overrides` merged in, mapping by mapping (other values replaced)."""
-    out = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def pipeline_raw(overrides: dict[str, Any] | None = None, preset: str | None = None,
                  params_file: Path = PARAMS_YAML) -> dict[str, Any]:
     """params.yaml as parsed YAML, with `preset`'s sections and then `overrides` merged in."""
+    from vitbench.config import read_params
     from vitbench.presets import load_preset
 
-    raw = yaml.safe_load(Path(params_file).read_text()) or {}
+    raw = read_params(params_file)
     if preset is not None:
         raw = merge(raw, load_preset(preset))
     return merge(raw, overrides or {})

@@ -33,7 +33,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from common import PACS, machine, prepare, split_counts  # noqa: E402
+from common import PACS, machine, pipeline_params, prepare, split_counts  # noqa: E402
 
 DEFAULT_WEIGHTS = REPO.parent / "shared" / "weights" / "mobilenet_v2_1.0_224_no_top.h5"
 DEFAULT_OUT = HERE / "results" / "transfer.md"
@@ -43,10 +43,10 @@ log = logging.getLogger("vitbench.benchmarks.transfer")
 
 def make_params(data: Path, weights: Path, image_size: int, epochs: int, copies: int,
                 **cnn: Any) -> Any:
-    """Params for one run: the folder as the dataset, MobileNetV2 at `image_size`."""
-    from vitbench.config import params_from_dict
-
-    return params_from_dict({
+    """Params for one run: params.yaml with the folder as the dataset and MobileNetV2 at
+    `image_size` from `weights` (the recipe, cnn.transfer and cnn.finetune, is params.yaml's but
+    for the keys in `cnn`)."""
+    return pipeline_params({
         "seed": 42,
         "dataset": {"source": str(data)},
         "clean": {"min_side": 32, "max_side": 256},

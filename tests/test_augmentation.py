@@ -43,7 +43,7 @@ def make_split(paths: Paths, classes: int = 3, per_class: int = 6) -> None:
             rows.append((str(path), f"class{c}", sha, SIZE, SIZE, "RGB", f"class{c}/{i}.png"))
     write_manifest(pd.DataFrame(rows, columns=["path", "class", "sha256", "width", "height", "mode",
                                                "source"]), paths.clean_manifest)
-    split_dataset(config.Split(val=0.2, test=0.2), 0, paths)
+    split_dataset(config.section_with("split", val=0.2, test=0.2), 0, paths)
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def test_zero_strength_is_the_identity() -> None:
 
 def test_flip_happens_about_half_the_time() -> None:
     image = noise(2)
-    cfg = config.Augment(flip=True, rotation=0.0, shift=0.0, zoom=0.0, brightness=0.0)
+    cfg = config.section_with("augment", flip=True, rotation=0.0, shift=0.0, zoom=0.0, brightness=0.0)
     rng = np.random.default_rng(0)
     flipped = 0
     for _ in range(200):
@@ -76,7 +76,7 @@ def test_flip_happens_about_half_the_time() -> None:
 
 def test_brightness_scales_within_its_range() -> None:
     image = np.full((SIZE, SIZE, 3), 100, np.uint8)
-    cfg = config.Augment(flip=False, rotation=0.0, shift=0.0, zoom=0.0, brightness=0.3)
+    cfg = config.section_with("augment", flip=False, rotation=0.0, shift=0.0, zoom=0.0, brightness=0.3)
     rng = np.random.default_rng(0)
     values = [int(random_transform(image, rng, cfg)[0, 0, 0]) for _ in range(100)]
     assert min(values) >= 70 and max(values) <= 130 and len(set(values)) > 20
@@ -86,7 +86,7 @@ def test_brightness_scales_within_its_range() -> None:
 
 def test_geometry_moves_pixels_with_a_reflected_border() -> None:
     image = noise(3)
-    cfg = config.Augment(flip=False, rotation=30.0, shift=0.2, zoom=0.3, brightness=0.0)
+    cfg = config.section_with("augment", flip=False, rotation=30.0, shift=0.2, zoom=0.3, brightness=0.0)
     out = random_transform(image, np.random.default_rng(1), cfg)
     assert out.shape == image.shape and not np.array_equal(out, image)
     # a reflected border never leaves the black corners of a constant border
@@ -104,7 +104,7 @@ def test_affine_matrix_composition() -> None:
 
 
 def test_same_rng_same_variant_and_bad_input_rejected() -> None:
-    image, cfg = noise(4), config.Augment()
+    image, cfg = noise(4), config.section_with("augment")
     a = random_transform(image, image_rng(42, "ab" * 32), cfg)
     assert np.array_equal(a, random_transform(image, image_rng(42, "ab" * 32), cfg))
     assert not np.array_equal(a, random_transform(image, image_rng(43, "ab" * 32), cfg))
@@ -117,7 +117,7 @@ def test_same_rng_same_variant_and_bad_input_rejected() -> None:
 # --- augment_dataset ---------------------------------------------------------------------------
 
 def test_counts_manifest_and_files(split_paths: Paths) -> None:
-    cfg = config.Augment(copies=2)
+    cfg = config.section_with("augment", copies=2)
     summary = augment_dataset(cfg, 7, split_paths)
     train = read_manifest(split_paths.split_csv("train"))
     df = read_manifest(split_paths.augmented_csv)
@@ -143,7 +143,7 @@ def test_counts_manifest_and_files(split_paths: Paths) -> None:
 
 @pytest.mark.slow
 def test_deterministic_and_independent_of_order(split_paths: Paths) -> None:
-    cfg = config.Augment(copies=2)
+    cfg = config.section_with("augment", copies=2)
     augment_dataset(cfg, 5, split_paths)
     first = split_paths.augmented_csv.read_bytes()
     augment_dataset(cfg, 5, split_paths)
@@ -163,7 +163,7 @@ def test_deterministic_and_independent_of_order(split_paths: Paths) -> None:
 
 
 def test_copies_zero_means_originals_only(split_paths: Paths) -> None:
-    summary = augment_dataset(config.Augment(copies=0), 0, split_paths)
+    summary = augment_dataset(config.section_with("augment", copies=0), 0, split_paths)
     df = read_manifest(split_paths.augmented_csv)
     assert summary["variants"] == 0 and (df["augmented"] == 0).all()
     assert len(df) == len(read_manifest(split_paths.split_csv("train")))
@@ -172,12 +172,12 @@ def test_copies_zero_means_originals_only(split_paths: Paths) -> None:
 
 
 def test_changed_clean_image_fails_and_keeps_previous_output(split_paths: Paths) -> None:
-    augment_dataset(config.Augment(copies=1), 0, split_paths)
+    augment_dataset(config.section_with("augment", copies=1), 0, split_paths)
     before = split_paths.augmented_csv.read_bytes()
     victim = Path(read_manifest(split_paths.split_csv("train"))["path"].iloc[0])
     victim.write_bytes(encode_png(Image.fromarray(noise(999))))
     with pytest.raises(DataError, match=f"{victim.name}.*sha256"):
-        augment_dataset(config.Augment(copies=3), 0, split_paths)
+        augment_dataset(config.section_with("augment", copies=3), 0, split_paths)
     assert split_paths.augmented_csv.read_bytes() == before
     assert not list(split_paths.augmented.rglob("*_aug3.png"))
 
@@ -187,7 +187,7 @@ def test_unknown_class_in_train_is_a_data_error(split_paths: Paths) -> None:
     train.loc[0, "class"] = "stowaway"
     write_manifest(train, split_paths.split_csv("train"))
     with pytest.raises(DataError, match="stowaway"):
-        augment_dataset(config.Augment(), 0, split_paths)
+        augment_dataset(config.section_with("augment"), 0, split_paths)
 
 
 # --- the preview -------------------------------------------------------------------------------
@@ -224,7 +224,7 @@ def test_preview_shows_online_augmentation_when_on(split_paths: Paths, tmp_path:
     plain_csv = split_paths.augmented_csv.read_text()
     with Image.open(split_paths.plots / "augment_preview.png") as img:
         plain = img.size
-    augment_dataset(STILL, 0, split_paths, config.AugmentOnline(flip=True, zoom=0.2, mixup=0.2))
+    augment_dataset(STILL, 0, split_paths, config.AugmentOnline.only(flip=True, zoom=0.2, mixup=0.2))
     with Image.open(split_paths.plots / "augment_preview.png") as img:
         assert img.size[0] > plain[0] + 400 and img.size[1] == plain[1]   # + 4 online columns
     assert split_paths.augmented_csv.read_text() == plain_csv

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vitbench.config import params_from_dict
+from vitbench.config import params_with
 from vitbench.models import pretrained_vit as pv
 from vitbench.models import registry
 
@@ -31,7 +31,7 @@ def deit() -> Path:
 
 def vit_ft(**section: object):  # type: ignore[no-untyped-def]
     """A validated vit_ft section."""
-    return params_from_dict({"vit_ft": section}).vit_ft
+    return params_with({"vit_ft": section}).vit_ft
 
 
 def test_deit_loads_into_ti16_through_vit_ft_weights(deit: Path) -> None:
@@ -92,7 +92,7 @@ def test_official_ti16_file_is_downloaded_once_into_the_keras_cache(
         deit: Path, server, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     """`vit_ft.weights: imagenet21k+imagenet2012` on ti16 fetches the AugReg ViT-Ti/16 file by its
     published name (here the loopback server serves the DeiT file under it), then the cache."""
-    fname, _ = pv.VARIANTS["ti16"].release_file("imagenet21k+imagenet2012")
+    fname, _ = pv.release_file("ti16", "imagenet21k+imagenet2012")
     server.routes[f"/augreg/{fname}"] = [(200, deit.read_bytes())]
     monkeypatch.setattr(pv, "AUGREG_URL", f"{server.url}/augreg")
     cfg = vit_ft(variant="ti16", image_size=32, pretrained=True)
@@ -141,15 +141,10 @@ def test_dvc_repro_with_deit_records_it_and_predict_matches_evaluate(deit: Path,
 
 def test_matched_preset_is_mobilenetv2_against_vit_ti16_with_real_weights() -> None:
     """The preset validates on params.yaml; the study presets keep their ViT-B/32."""
-    import yaml
-
     from vitbench import presets
 
-    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     matched = presets.load_preset("matched")
-    for section, values in matched.items():
-        raw[section] = {**raw.get(section, {}), **values}
-    params = params_from_dict(raw)
+    params = params_with(matched)
     assert (params.cnn.arch, params.vit_ft.variant) == ("mobilenetv2", "ti16")
     assert params.cnn.pretrained is True and params.vit_ft.pretrained is True
     assert params.cnn.image_size == params.vit_ft.image_size

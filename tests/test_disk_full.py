@@ -14,6 +14,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from vitbench.config import SOURCE_PARAMS, merge, read_params
 from vitbench.data import folders, splitting
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +28,8 @@ def _stage(name: str) -> click.Command:
 
 
 def _run(name: str, root: Path, params: dict, capsys: pytest.CaptureFixture[str]) -> str:
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    """Run stage `name` on params.yaml with `params` merged in; its one error line."""
+    (root / "params.yaml").write_text(yaml.safe_dump(merge(read_params(SOURCE_PARAMS), params)))
     with pytest.raises(SystemExit) as stop:
         _stage(name).main(["--root", str(root), "--params", str(root / "params.yaml")],
                           standalone_mode=False)

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from sklearn import metrics as skm
 
-from vitbench.config import Evaluate
+from vitbench.config import section_with
 from vitbench.data.manifest import write_labels, write_manifest
 from vitbench.errors import DataError
 from vitbench.evaluation import class_report, compute_metrics, evaluate, predictions_table
@@ -206,7 +206,7 @@ def save_tiny(paths: Paths, model_id: str, family: str, build: dict, preprocess:
 
 VIT_SCRATCH = {"image_size": 16, "patch_size": 4, "projection_dim": 8, "num_heads": 2, "layers": 2,
                "mlp_head": [8], "dropout": 0.0, "num_classes": 3, "spt": True, "lsa": True}
-EVAL = Evaluate(batch_size=5, attention_samples=3)
+EVAL = section_with("evaluate", batch_size=5, attention_samples=3)
 RECIPE = {"optimizer": "Adam", "lr": 0.001, "label_smoothing": 0.1}   # handed on to compare.md
 SEED = 3
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vitbench.config import Dataset, Synthetic
+from vitbench.config import section_with
 from vitbench.data.freshness import fetch_if_changed
 from vitbench.paths import Paths
 
@@ -37,7 +37,7 @@ def _inodes(root: Path) -> dict[str, int]:
 
 def test_folder_source_edits_are_seen_and_an_unchanged_one_is_not_rewritten(tmp_path: Path) -> None:
     src, paths = _folder(tmp_path / "src", {"cat": 2, "dog": 2}), Paths(tmp_path / "p")
-    cfg = Dataset(source=str(src))
+    cfg = section_with("dataset", source=str(src))
     assert fetch_if_changed(cfg, 0, paths)["counts"] == {"cat": 2, "dog": 2}
     raw, metrics = _inodes(paths.raw), paths.metrics_json("fetch").stat().st_mtime_ns
     assert fetch_if_changed(cfg, 1, paths) is None, "unchanged (the seed is not a folder's input)"
@@ -54,19 +54,19 @@ def test_folder_source_edits_are_seen_and_an_unchanged_one_is_not_rewritten(tmp_
 
 def test_synthetic_archive_and_url_sources_are_not_fetched_again(tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
     paths = Paths(tmp_path / "p")
-    synthetic = Dataset(source="synthetic", synthetic=Synthetic(per_class=1, image_size=40))
+    synthetic = section_with("dataset", source="synthetic", synthetic={"per_class": 1, "image_size": 40})
     assert fetch_if_changed(synthetic, 0, paths) is not None
     assert fetch_if_changed(synthetic, 0, paths) is None
     assert fetch_if_changed(synthetic, 1, paths) is not None, "the seed draws the images"
     archive = tmp_path / "a.tar"
     with tarfile.open(archive, "w") as tar:
         tar.add(_folder(tmp_path / "tree", {"cat": 1, "dog": 1}), arcname=".")
-    cfg = Dataset(source=str(archive))
+    cfg = section_with("dataset", source=str(archive))
     assert fetch_if_changed(cfg, 0, paths) is not None and fetch_if_changed(cfg, 0, paths) is None
     os.utime(archive, ns=(1, 1))  # another archive copied to the same path
     assert fetch_if_changed(cfg, 0, paths) is not None
     server.routes["/a.tar"] = [(200, archive.read_bytes())]
-    url = Dataset(source=f"{server.url}/a.tar")
+    url = section_with("dataset", source=f"{server.url}/a.tar")
     assert fetch_if_changed(url, 0, paths) is not None and fetch_if_changed(url, 0, paths) is None
     assert server.hits["/a.tar"] == 1
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from vitbench.config import Dataset
+from vitbench.config import section_with
 from vitbench.data.archives import ExtractLimits, safe_extract
 from vitbench.data.freshness import fetch_if_changed
 from vitbench.data.sources import fetch_dataset
@@ -34,7 +34,7 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 def _fetch(source: Path, paths: Paths, **kw: object) -> dict:
-    return fetch_dataset(Dataset(source=str(source), **kw), seed=0, paths=paths)
+    return fetch_dataset(section_with("dataset", source=str(source), **kw), seed=0, paths=paths)
 
 
 def _rejected(paths: Paths) -> pd.DataFrame:
@@ -146,7 +146,7 @@ def test_zip_bomb_is_refused_from_its_headers(tmp_path: Path) -> None:
     archive = _bomb(tmp_path / "bomb.zip", 50)
     assert archive.stat().st_size < 200_000
     with pytest.raises(FetchError, match=r"compression ratio of \d+ above dataset.max_ratio \(200\)"):
-        safe_extract(archive, tmp_path / "out")
+        safe_extract(archive, tmp_path / "out", ExtractLimits.of(section_with("dataset")))
     assert not any((tmp_path / "out").rglob("*")), "nothing written"
     safe_extract(archive, tmp_path / "ok", ExtractLimits(max_mb=100, max_ratio=10_000))
     assert (tmp_path / "ok" / "cat" / "zeros.bin").stat().st_size == 50 << 20
@@ -167,8 +167,7 @@ def test_archive_over_max_extract_mb_is_refused(tmp_path: Path) -> None:
 
 def test_missing_source_is_refused_by_fetch_not_by_config(tmp_path: Path) -> None:
     paths = Paths(tmp_path / "p")
-    cfg = Dataset(source=str(tmp_path / "nowhere"))
-    cfg.validate("dataset")  # config does no I/O
+    cfg = section_with("dataset", source=str(tmp_path / "nowhere"))  # valid: config does no I/O
     with pytest.raises(ConfigError, match="dataset.source .* that path does not exist"):
         fetch_dataset(cfg, seed=0, paths=paths)
     assert not paths.root.exists()
@@ -196,7 +195,7 @@ def test_fetch_removes_legacy_extract_folders(tmp_path: Path) -> None:
     paths = Paths(tmp_path / "p")
     legacy = paths.raw.parent / ".extract-abc123"
     legacy.mkdir(parents=True)
-    fetch_if_changed(Dataset(source="digits"), seed=0, paths=paths)
+    fetch_if_changed(section_with("dataset", source="digits"), seed=0, paths=paths)
     assert sorted(p.name for p in paths.raw.parent.iterdir()) == ["raw"]
 
 

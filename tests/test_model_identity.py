@@ -5,7 +5,6 @@ knows is classified by it in compare and in the seeds summary."""
 from __future__ import annotations
 
 import ast
-import copy
 from pathlib import Path
 
 import pytest
@@ -86,9 +85,9 @@ def fake_families(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.slow
 def test_a_new_family_is_classified_by_the_registry(fake_families: None, tmp_path: Path) -> None:
-    from dvc_project import TINY, deep_update
+    from dvc_project import TINY
 
-    from vitbench.config import params_from_dict
+    from vitbench.config import merge, params_with
     from vitbench.data.cleaning import clean_dataset
     from vitbench.data.manifest import read_labels
     from vitbench.data.sources import fetch_dataset
@@ -101,7 +100,7 @@ def test_a_new_family_is_classified_by_the_registry(fake_families: None, tmp_pat
     from vitbench.results import load_results, summarise
     from vitbench.seeds import experiments, summarize
 
-    params = params_from_dict(deep_update(copy.deepcopy(TINY), {   # a copy: TINY is shared
+    params = params_with(merge(TINY, {   # params.yaml + TINY + these
         "dataset": {"synthetic": {"per_class": 8, "image_size": 48}}, "clean": {"min_per_class": 4},
         "evaluate": {"attention_samples": 0, "robustness": False}}))
     paths = Paths(tmp_path)

@@ -261,14 +261,18 @@ def test_url_without_file_name_is_a_config_error() -> None:
 
 # --- variants, names, normalization -------------------------------------------------------------
 
-def test_the_variant_table_is_what_config_validates() -> None:
-    from vitbench.config import VIT_FT_VARIANTS
+def test_the_variant_table_agrees_with_vit_keras() -> None:
+    """model_ids.VIT_VARIANTS (Keras-free: config validates blocks with its depths) holds the
+    depths of B and L that vit-keras' CONFIG_B and CONFIG_L build; pretrained_vit builds from it."""
+    from vitbench.model_ids import VIT_VARIANTS
 
-    assert {name: (v.patch, v.depth) for name, v in pv.VARIANTS.items()} == VIT_FT_VARIANTS
-    assert (pv.VARIANTS["ti16"].width, pv.VARIANTS["ti16"].heads, pv.VARIANTS["ti16"].mlp) == (192, 3, 768)
-    assert (pv.VARIANTS["s32"].width, pv.VARIANTS["s32"].heads, pv.VARIANTS["s32"].mlp) == (384, 6, 1536)
-    assert pv.VARIANTS["b16"].config == {**vit_keras.CONFIG_B}
-    assert pv.VARIANTS["l32"].config == {**vit_keras.CONFIG_L}
+    assert {name: pv.depth(name) for name in VIT_VARIANTS} == {
+        name: v.depth for name, v in VIT_VARIANTS.items()}
+    widths = {name: (c["hidden_size"], c["num_heads"], c["mlp_dim"])
+              for name, c in map(lambda n: (n, pv.vit_config(n)), ("ti16", "s32"))}
+    assert widths == {"ti16": (192, 3, 768), "s32": (384, 6, 1536)}
+    assert pv.vit_config("b16") == {**vit_keras.CONFIG_B}
+    assert pv.vit_config("l32") == {**vit_keras.CONFIG_L}
 
 
 @pytest.mark.parametrize(("variant", "weights", "url_end"), [
@@ -282,7 +286,7 @@ def test_the_variant_table_is_what_config_validates() -> None:
     ("l16", "imagenet21k+imagenet2012", "/dl/ViT-L_16_imagenet21k+imagenet2012.npz"),
 ])
 def test_release_files_are_the_official_ones(variant: str, weights: str, url_end: str) -> None:
-    fname, url = pv.VARIANTS[variant].release_file(weights)
+    fname, url = pv.release_file(variant, weights)
     assert url.endswith(url_end) and url.endswith("/" + fname) and url.startswith("https://")
 
 
@@ -302,14 +306,14 @@ def test_display_names_follow_the_weights() -> None:
 ])
 def test_normalization_follows_the_weights(normalize: str, weights: str, expected: str,
                                            caplog: pytest.LogCaptureFixture) -> None:
-    from vitbench.config import params_from_dict
+    from vitbench.config import params_with
 
-    cfg = params_from_dict({"vit_ft": {"normalize": normalize, "weights": weights}}).vit_ft
+    cfg = params_with({"vit_ft": {"normalize": normalize, "weights": weights}}).vit_ft
     with caplog.at_level("INFO", logger="vitbench.models.pretrained_vit"):
         assert pv.normalization(cfg) == expected
     assert (f"auto -> {expected}" in caplog.text) == (normalize == "auto")
     with pytest.raises(ConfigError, match="vit_ft.normalize"):
-        params_from_dict({"vit_ft": {"normalize": "caffe"}})
+        params_with({"vit_ft": {"normalize": "caffe"}})
 
 
 def test_torch_normalization_is_imagenet_mean_and_std() -> None:

@@ -13,7 +13,7 @@ from vitbench.errors import ConfigError
 from vitbench.models import pretrained_vit, registry
 from vitbench.saliency import saliency_maps
 
-TINY = config.params_from_dict({
+TINY = config.params_with({
     "cnn": {"arch": "vgg16", "image_size": 32},
     "vit": {"image_size": 16, "patch_size": 4, "projection_dim": 8, "num_heads": 2, "layers": 1,
             "mlp_head": [8]},
@@ -114,4 +114,4 @@ def test_vit_ft_blocks_reach_the_build_and_the_name():
     assert build["blocks"] == 3
     assert registry.display_name("vit_transfer", "vit_ft", build) == "ViT-B/16 (3 blocks) (transfer)"
     with pytest.raises(ConfigError, match=r"vit_ft\.blocks"):
-        config.params_from_dict({"vit_ft": {"blocks": 0}})
+        config.params_with({"vit_ft": {"blocks": 0}})

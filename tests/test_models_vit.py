@@ -217,10 +217,10 @@ def test_patch_size_is_the_conv_tokenizers_stride() -> None:
     for bad in (1, 3, 6, 12):
         with pytest.raises(ValueError, match=f"patch_size {bad} is not a power of two"):
             vit.conv_stages(bad)
-    from vitbench.config import params_from_dict
+    from vitbench.config import params_with
     from vitbench.errors import ConfigError
     with pytest.raises(ConfigError, match="vit.patch_size.*power of two"):
-        params_from_dict({"vit": {"tokenizer": "conv", "spt": False, "image_size": 48,
+        params_with({"vit": {"tokenizer": "conv", "spt": False, "image_size": 48,
                                   "patch_size": 6}})
     from vitbench.recipe import tokens_of
     assert tokens_of({**conv, "patch_size": 8, "image_size": 48}) == "conv tokens, stride 8: 6x6 = 36"

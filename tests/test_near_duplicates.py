@@ -63,7 +63,7 @@ def test_near_duplicate_pairs_land_in_one_split_and_are_reported(planted: tuple)
     pairs = [(a, b) for a, b in pairs if a in kept and b in kept]
     assert len(pairs) >= 8, "the planted copies survive cleaning (they are not byte duplicates)"
     for seed in (0, 1, 2):
-        metrics = split_dataset(config.Split(val=0.2, test=0.3), seed, paths)
+        metrics = split_dataset(config.section_with("split", val=0.2, test=0.3), seed, paths)
         where = _splits_of(paths)
         assert all(where[a] == where[b] for a, b in pairs), f"seed {seed}: a pair was split"
         assert metrics["near_duplicate_groups"] >= len(pairs)
@@ -77,7 +77,7 @@ def test_without_grouping_pairs_leak(planted: tuple) -> None:
     paths, pairs = planted
     leaked = 0
     for seed in (0, 1, 2):
-        split_dataset(config.Split(val=0.2, test=0.3, near_duplicate_bits=None), seed, paths)
+        split_dataset(config.section_with("split", val=0.2, test=0.3, near_duplicate_bits=None), seed, paths)
         where = _splits_of(paths)
         leaked += sum(where.get(a) != where.get(b) for a, b in pairs)
     assert leaked > 0
@@ -95,5 +95,5 @@ def test_a_group_never_leaves_a_class_without_training_images(tmp_path: Path) ->
 
     df = pd.DataFrame({"path": [f"/x/{i}.png" for i in range(6)], "class": ["a"] * 6,
                        "sha256": [f"{i:064x}" for i in range(6)], "dhash": ["0" * 16] * 6})
-    out = assign_splits(df, config.Split(val=0.2, test=0.2), 0)
+    out = assign_splits(df, config.section_with("split", val=0.2, test=0.2), 0)
     assert set(out["split"]) == {"train"}

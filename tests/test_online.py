@@ -14,7 +14,7 @@ from vitbench.data import online, pipeline
 
 STRENGTHS = {"flip": True, "rotation": 30.0, "translate": 0.2, "zoom": 0.3, "brightness": 0.4,
              "contrast": 0.5, "randaugment": 0.6, "erasing": 1.0, "mixup": 0.4, "cutmix": 1.0}
-ALL_ON = config.AugmentOnline(**STRENGTHS)
+ALL_ON = config.AugmentOnline.only(**STRENGTHS)
 CLASSES = 3
 
 
@@ -41,15 +41,15 @@ def batches(images: tuple[list[str], list[int]], cfg: config.AugmentOnline | Non
 
 
 def test_all_off_is_no_augmenter() -> None:
-    assert online.batch_augmenter(config.AugmentOnline(), CLASSES, 0) is None
-    assert config.AugmentOnline().active == {} and not config.AugmentOnline().mixes_labels
+    assert online.batch_augmenter(config.AugmentOnline.only(), CLASSES, 0) is None
+    assert config.AugmentOnline.only().active == {} and not config.AugmentOnline.only().mixes_labels
 
 
 @pytest.mark.parametrize("key", list(STRENGTHS))
 def test_each_key_changes_training_inputs_reproducibly(images, key: str) -> None:
     plain = batches(images, None)
-    seen = batches(images, config.AugmentOnline(**{key: STRENGTHS[key]}), seed=3)
-    for (xa, ya), (xb, yb) in zip(seen, batches(images, config.AugmentOnline(**{key: STRENGTHS[key]}),
+    seen = batches(images, config.AugmentOnline.only(**{key: STRENGTHS[key]}), seed=3)
+    for (xa, ya), (xb, yb) in zip(seen, batches(images, config.AugmentOnline.only(**{key: STRENGTHS[key]}),
                                                 seed=3)):
         np.testing.assert_array_equal(xa, xb)                      # the seed fixes the draws
         np.testing.assert_array_equal(ya, yb)
@@ -67,7 +67,7 @@ def test_each_key_changes_training_inputs_reproducibly(images, key: str) -> None
 
 
 def test_same_seed_same_batches_every_epoch_new_draws(images) -> None:
-    cfg = config.AugmentOnline(**{**STRENGTHS, "randaugment": 0.0})  # RandAugment: slow to trace
+    cfg = config.AugmentOnline.only(**{**STRENGTHS, "randaugment": 0.0})  # RandAugment: slow to trace
     first, again = batches(images, cfg, seed=5, epochs=2), batches(images, cfg, seed=5, epochs=2)
     for (xa, ya), (xb, yb) in zip(first, again):
         np.testing.assert_array_equal(xa, xb)
@@ -122,4 +122,4 @@ def test_online_variants_for_the_preview() -> None:
     assert all(v.shape == (24, 24, 3) and v.dtype == np.uint8 for row in seen for v in row)
     assert online.online_variants(ALL_ON, pics, seed=1, count=3, size=24)[0][1].tolist() == \
         seen[0][1].tolist()
-    assert online.online_variants(config.AugmentOnline(), pics, 1, 3, 24) == [[], [], []]
+    assert online.online_variants(config.AugmentOnline.only(), pics, 1, 3, 24) == [[], [], []]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from test_pipeline import _epoch, _write_images
-from vitbench.config import params_from_dict
+from vitbench.config import params_with
 from vitbench.data import pipeline
 from vitbench.errors import ConfigError
 
@@ -105,7 +105,7 @@ def test_auto_writes_a_disk_cache_and_logs_it_when_memory_is_small(
 
 
 def test_train_cache_is_validated() -> None:
-    assert params_from_dict({"train": {"cache": "disk"}}).train.cache == "disk"
-    assert params_from_dict({}).train.cache == "auto"
+    assert params_with({"train": {"cache": "disk"}}).train.cache == "disk"
+    assert params_with({}).train.cache == "auto"   # params.yaml's
     with pytest.raises(ConfigError, match=r"train\.cache.*'auto' or 'memory' or 'disk' or 'none'"):
-        params_from_dict({"train": {"cache": "ram"}})
+        params_with({"train": {"cache": "ram"}})

@@ -10,15 +10,17 @@ import tarfile
 import zipfile
 from loopback import Server
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 import yaml
 from PIL import Image
 
-from vitbench.config import Dataset, Synthetic
+from vitbench.config import SOURCE_PARAMS, merge, read_params, section_with
 import vitbench.download
 from vitbench.data import sources
+from vitbench.data.archives import ExtractLimits
 from vitbench.data.sources import clean_class_name, download, fetch_dataset, safe_extract
 from vitbench.errors import FetchError
 from vitbench.paths import Paths
@@ -88,8 +90,8 @@ def _assert_untouched(p: Paths) -> None:
     assert sorted(x.name for x in p.raw.parent.iterdir()) == ["raw"]
 
 
-def _dataset(source: str | Path, sha256: str | None = None) -> Dataset:
-    return Dataset(source=str(source), sha256=sha256)
+def _dataset(source: str | Path, sha256: str | None = None) -> Any:
+    return section_with("dataset", source=str(source), sha256=sha256)
 
 
 # --- names, synthetic, digits, folders ------------------------------------------------------------------
@@ -108,7 +110,7 @@ def test_clean_class_name(name: str, clean: str) -> None:
 
 
 def test_synthetic_replaces_previous_raw(paths: Paths) -> None:
-    cfg = Dataset(synthetic=Synthetic(per_class=2, image_size=48))
+    cfg = section_with("dataset", synthetic={"per_class": 2, "image_size": 48})
     summary = fetch_dataset(cfg, seed=3, paths=paths)
     assert summary["kind"] == "synthetic"
     assert summary["classes"] == sorted(p.name for p in paths.raw.iterdir()) and len(summary["classes"]) == 10
@@ -256,7 +258,7 @@ def test_hostile_zip_entries_are_refused(name: str, symlink: bool, reason: str, 
 def test_safe_extract_writes_nothing_when_a_later_entry_is_hostile(tmp_path: Path) -> None:
     archive = _tar_with(tmp_path / "evil.tar.gz", _info("../late.png"), b"evil")
     with pytest.raises(FetchError):
-        safe_extract(archive, tmp_path / "out")
+        safe_extract(archive, tmp_path / "out", ExtractLimits.of(section_with("dataset")))
     assert list((tmp_path / "out").iterdir()) == []
 
 
@@ -379,7 +381,7 @@ def test_download_refuses_other_schemes(tmp_path: Path) -> None:
 
 def _run_stage(root: Path, dataset: dict) -> subprocess.CompletedProcess:
     params = root / "params.yaml"
-    params.write_text(yaml.safe_dump({"dataset": dataset}))
+    params.write_text(yaml.safe_dump(merge(read_params(SOURCE_PARAMS), {"dataset": dataset})))
     return subprocess.run([sys.executable, str(REPO / "stages" / "fetch.py"), "--root", str(root),
                            "--params", str(params)], capture_output=True, text=True, timeout=120)
 

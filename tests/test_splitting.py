@@ -15,7 +15,7 @@ from vitbench.errors import ConfigError, DataError
 from vitbench.fsutil import read_json
 from vitbench.paths import Paths
 
-CFG = config.Split(val=0.15, test=0.15)
+CFG = config.section_with("split", val=0.15, test=0.15)
 
 
 def make_clean(paths: Paths, counts: dict[str, int], *, shuffle_seed: int | None = None) -> pd.DataFrame:
@@ -102,7 +102,7 @@ def test_split_ignores_manifest_row_order(paths: Paths) -> None:
 
 def test_fractions_are_respected(paths: Paths) -> None:
     make_clean(paths, {"a": 100, "b": 50})
-    metrics = split_dataset(config.Split(val=0.2, test=0.1), 0, paths)
+    metrics = split_dataset(config.section_with("split", val=0.2, test=0.1), 0, paths)
     assert per_class(paths) == {"a": {"train": 70, "val": 20, "test": 10},
                                     "b": {"train": 35, "val": 10, "test": 5}}
 
@@ -115,7 +115,7 @@ def test_fractions_are_respected(paths: Paths) -> None:
     (21, 0.15, 0.15, (15, 3, 3)),
 ])
 def test_split_sizes(n: int, val: float, test: float, expected: tuple[int, int, int]) -> None:
-    assert split_sizes(n, config.Split(val=val, test=test), "c") == expected
+    assert split_sizes(n, config.section_with("split", val=val, test=test), "c") == expected
 
 
 def test_max_train_per_class_caps_train_only(paths: Paths) -> None:
@@ -123,7 +123,7 @@ def test_max_train_per_class_caps_train_only(paths: Paths) -> None:
     split_dataset(CFG, 4, paths)
     full = per_class(paths)
     uncapped = split_of(paths)
-    capped = split_dataset(config.Split(val=0.15, test=0.15, max_train_per_class=10), 4, paths)
+    capped = split_dataset(config.section_with("split", val=0.15, test=0.15, max_train_per_class=10), 4, paths)
     sets = split_of(paths)
     assert per_class(paths) == {"a": {"train": 10, "val": 6, "test": 6},
                                    "b": {"train": 8, "val": 2, "test": 2}}
@@ -171,7 +171,7 @@ def test_an_empty_val_or_test_split_is_refused_before_anything_is_written(paths:
     split_dataset(CFG, 0, paths)
     before = {p: p.read_bytes() for p in sorted(paths.split.iterdir())}
     with pytest.raises(ConfigError, match=f"split.{key} = 0.0 is not allowed.*non-empty {key} set"):
-        split_dataset(config.Split(**{"val": 0.2, "test": 0.2, key: 0.0}), 0, paths)
+        split_dataset(config.section_with("split", **{"val": 0.2, "test": 0.2, key: 0.0}), 0, paths)
     assert {p: p.read_bytes() for p in sorted(paths.split.iterdir())} == before
 
 

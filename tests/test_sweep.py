@@ -64,7 +64,7 @@ def test_test_and_val_splits_do_not_depend_on_the_training_size(tmp_path: Path) 
     make_clean(paths, {"a": 40, "b": 23, "c": 12})
     sets = {}
     for cap in (None, 10, 5, 2, 1):
-        split_dataset(config.Split(val=0.15, test=0.15, max_train_per_class=cap), 3, paths)
+        split_dataset(config.section_with("split", val=0.15, test=0.15, max_train_per_class=cap), 3, paths)
         sets[cap] = split_of(paths)
     for cap in (10, 5, 2, 1):
         assert sets[cap]["test"] == sets[None]["test"] and sets[cap]["val"] == sets[None]["val"]

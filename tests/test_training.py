@@ -19,8 +19,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from dvc_project import TINY
+
 from vitbench import loop, optim, training
-from vitbench.config import params_from_dict
+from vitbench.config import merge, params_with
 from vitbench.data.manifest import write_labels, write_manifest
 from vitbench.paths import Paths
 
@@ -78,17 +80,17 @@ def make_dataset_tree(root: Path, per_class: int = 6, seed: int = 0) -> Paths:
 
 
 def tiny_params(seed: int = 3, **sections: dict):
+    """params.yaml with tiny models, online augmentation off (as in TINY), and `sections`."""
     raw = {
         "seed": seed,
+        "augment_online": TINY["augment_online"],
         "train": {"epochs": 1, "batch_size": 8, "patience": 2, "mixed_precision": False},
         "cnn": {"arch": "mobilenetv2", "image_size": 32, "pretrained": False},
         "vit": {"image_size": 16, "patch_size": 4, "projection_dim": 16, "num_heads": 2, "layers": 1,
                 "mlp_head": [16], "warmup": 0.2},
         "vit_ft": {"variant": "b32", "image_size": 32, "pretrained": False, "blocks": None},
     }
-    for name, values in sections.items():
-        raw[name] = {**raw.get(name, {}), **values}
-    return params_from_dict(raw)
+    return params_with(merge(raw, sections))
 
 
 def train_stage(entry, section: str, params, paths: Paths) -> None:
@@ -106,16 +108,11 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Paths:
 
 @pytest.fixture
 def tiny_vit_b(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Shrink vit-keras' ViT-B config so finetune_vit trains in seconds (the architecture code is unchanged)."""
+    """Shrink vit-keras' ViT-B config so finetune_vit trains in seconds (the architecture code is
+    unchanged; pretrained_vit reads CONFIG_B when it builds a model)."""
     from vit_keras import vit
 
-    from vitbench.models import pretrained_vit as pv
-
     monkeypatch.setattr(vit, "CONFIG_B", TINY_VIT_B)
-    # pretrained_vit read CONFIG_B into its variant table when it was first imported (maybe by an
-    # earlier test in this process): shrink the B variants there too
-    for name in ("b16", "b32"):
-        monkeypatch.setitem(pv.VARIANTS, name, pv._from_vit_keras("B", pv.VARIANTS[name].patch, TINY_VIT_B))
 
 
 def read_tsv_steps(path: Path) -> list[int]:
@@ -375,12 +372,12 @@ def _fit(recipe, epochs: int, backup: Path, callbacks=()) -> loop.PhaseResult:
 def test_a_cosine_phase_runs_its_schedule_to_the_end_and_keeps_its_best_epoch(tmp_path):
     from vitbench.config import LearningRate
 
-    cosine = _fit(LearningRate(0.1, warmup=0.2), 5, tmp_path / "cosine")
+    cosine = _fit(LearningRate(0.1, 0.0, 0.2, 0.0), 5, tmp_path / "cosine")
     lrs = cosine.history["learning_rate"]
     assert cosine.epochs_run == 5 and len(lrs) == 5 and cosine.best_epoch == 0
     assert lrs[-1] == pytest.approx(0.0, abs=1e-9) and max(lrs) == pytest.approx(0.1, rel=0.05)
     assert lrs == pytest.approx([float(optim.WarmupCosine(0.1, 20, 4)(4 * (e + 1))) for e in range(5)])
-    constant = _fit(LearningRate(0.1), 5, tmp_path / "constant")   # early stopping as before
+    constant = _fit(LearningRate(0.1, 0.0, 0.0, 0.0), 5, tmp_path / "constant")   # early stopping as before
     assert constant.epochs_run == 2 and constant.history["learning_rate"] == pytest.approx([0.1] * 2)
 
 
@@ -388,7 +385,7 @@ def test_a_cosine_phase_runs_its_schedule_to_the_end_and_keeps_its_best_epoch(tm
 def test_a_resumed_cosine_phase_has_the_learning_rates_of_an_uninterrupted_one(tmp_path):
     from vitbench.config import LearningRate
 
-    recipe = LearningRate(0.1, warmup=0.2)
+    recipe = LearningRate(0.1, 0.0, 0.2, 0.0)
     whole = _fit(recipe, 6, tmp_path / "whole")
     with pytest.raises(KeyboardInterrupt):
         _fit(recipe, 6, tmp_path / "resumed", callbacks=[Interrupt(3)])

@@ -19,7 +19,7 @@ from test_models_cnn import randomised_base, write_keras_h5
 from test_training import assert_trained, project, tiny_params, train_stage  # noqa: F401 (fixture)
 
 from vitbench import features, training
-from vitbench.config import params_from_dict
+from vitbench.config import params_with
 from vitbench.errors import ConfigError, FetchError
 from vitbench.models import WeightsFileError, load_model, resolve_pretrained
 from vitbench.models import cnn
@@ -188,13 +188,13 @@ def test_vit_weights_urls_use_the_same_download(server) -> None:  # noqa: ANN001
 ])
 def test_cnn_weights_params_are_validated(cnn_cfg: dict, key: str) -> None:
     with pytest.raises(ConfigError, match=key):
-        params_from_dict({"cnn": cnn_cfg})
+        params_with({"cnn": cnn_cfg})
 
 
 def test_cnn_weights_params_accept_path_and_url() -> None:
-    params = params_from_dict({"cnn": {"weights": "https://h/w.h5", "weights_sha256": "A" * 64}})
+    params = params_with({"cnn": {"weights": "https://h/w.h5", "weights_sha256": "A" * 64}})
     assert params.cnn.weights == "https://h/w.h5" and params.cnn.feature_cache is True
-    assert params_from_dict({"cnn": {"weights": "/no/such/file.h5"}}).cnn.weights.endswith(".h5")
+    assert params_with({"cnn": {"weights": "/no/such/file.h5"}}).cnn.weights.endswith(".h5")
 
 
 # --- the feature cache ------------------------------------------------------------------------------------

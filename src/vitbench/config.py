@@ -1,190 +1,47 @@
-"""The typed params.yaml: one dataclass per section, loaded and validated once.
+"""The typed params.yaml: one pydantic dataclass per section, loaded and validated once.
 
-`load_params()` reads the file, checks every key and type, then the cross-field rules, and raises
-`ConfigError` naming the key, the value and what is allowed, before any stage touches an output.
+params.yaml is the only source of values: no field here has a default, so a key missing from the
+file is an error that names it, and code that builds params without a file of its own (tests,
+benchmarks) starts from this source tree's params.yaml (`params_with`). Types are strict (no
+"5" for 5, no 1 for true), unknown keys are refused, floats are finite, ranges are `Field`
+constraints and cross-field rules `model_validator`s. `load_params()` raises `ConfigError` naming
+the key, the value and what is allowed (`vitbench.config_errors`) before a stage touches an output.
+The strict types are in `vitbench.config_types`, the data sections in `vitbench.config_data`.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import difflib
-import math
 import re
-import types
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
+from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import model_validator as check
 
-from vitbench.errors import ConfigError, short_list
-from vitbench.model_ids import CNN_ARCHS, MODEL_IDS  # noqa: F401 (re-exported: one table)
+from vitbench.config_data import (  # noqa: F401 (re-exported: config.Split etc.)
+    ARCHIVE_SUFFIXES, Augment, AugmentOnline, Clean, Dataset, Split, Synthetic)
+from vitbench.config_errors import config_error, reject
+from vitbench.config_types import (  # noqa: F401 (CacheMode re-exported)
+    HEX64, Bool, CacheMode, Epochs, Float, Fraction, Int, Pretrained, Str, section)
+from vitbench.errors import ConfigError
+from vitbench.model_ids import CNN_ARCHS, MODEL_IDS, VIT_VARIANTS  # noqa: F401 (MODEL_IDS re-exported)
 
 PARAMS_FILE = "params.yaml"
-_YAML12_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
+SOURCE_PARAMS = Path(__file__).resolve().parents[2] / PARAMS_FILE  # this source tree's params.yaml
 VIT_FT_WEIGHTS = ("imagenet21k", "imagenet21k+imagenet2012")
-# vit_ft.variant -> (patch size, encoder blocks); the models themselves are
-# vitbench.models.pretrained_vit.VARIANTS (tests/test_deit.py checks that the two agree)
-VIT_FT_VARIANTS = {"ti16": (16, 12), "s16": (16, 12), "s32": (32, 12), "b16": (16, 12),
-                   "b32": (32, 12), "l16": (16, 24), "l32": (32, 24)}
-VIT_FT_BLOCKS = 12      # default vit_ft.blocks; it keeps the first N of the variant's blocks
-VIT_FT_NORMALIZE = ("auto", "tf", "torch")
-VIT_TOKENIZERS = ("patch", "conv")
-
-Pretrained = Union[bool, Literal["auto"]]
-CacheMode = Literal["auto", "memory", "disk", "none"]  # train.cache (data/pipeline.py)
 
 
-@dataclass(frozen=True)
-class Synthetic:
-    per_class: int = 40
-    image_size: int = 128
-
-    def validate(self, key: str) -> None:
-        _check_range(f"{key}.per_class", self.per_class, lo=1)
-        _check_range(f"{key}.image_size", self.image_size, lo=32, hi=1024)
-
-
-@dataclass(frozen=True)
-class Dataset:
-    source: str = "synthetic"
-    sha256: str | None = None
-    synthetic: Synthetic = field(default_factory=Synthetic)
-    max_extract_mb: int = 20_000   # archives: refuse more than this many MB once extracted
-    max_ratio: float = 200.0       # archives: refuse an extracted/compressed size ratio above this
-
-    @property
-    def kind(self) -> str:
-        """One of synthetic, digits, folder, archive, url."""
-        if self.source in ("synthetic", "digits"):
-            return self.source
-        if re.match(r"^https?://", self.source):
-            return "url"
-        if self.source.lower().endswith(ARCHIVE_SUFFIXES):
-            return "archive"
-        return "folder"
-
-    def validate(self, key: str) -> None:
-        # Type and range checks only: whether the source exists is fetch's business (no I/O here).
-        if not self.source.strip():
-            raise ConfigError(f"{key}.source", self.source,
-                              "synthetic, digits, a folder, an archive or an http(s) URL")
-        if self.sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", self.sha256):
-            raise ConfigError(f"{key}.sha256", self.sha256, "null or 64 hexadecimal digits")
-        _check_range(f"{key}.max_extract_mb", self.max_extract_mb, lo=1)
-        _check_range(f"{key}.max_ratio", self.max_ratio, lo=1.0)
-        self.synthetic.validate(f"{key}.synthetic")
-
-
-@dataclass(frozen=True)
-class Clean:
-    min_side: int = 32
-    max_side: int = 256
-    min_per_class: int = 10
-
-    def validate(self, key: str) -> None:
-        _check_range(f"{key}.min_side", self.min_side, lo=1)
-        _check_range(f"{key}.max_side", self.max_side, lo=self.min_side,
-                     what=f"an integer >= clean.min_side ({self.min_side})")
-        _check_range(f"{key}.min_per_class", self.min_per_class, lo=1)
-
-
-@dataclass(frozen=True)
-class Split:
-    val: float = 0.15
-    test: float = 0.15
-    max_train_per_class: int | None = None
-    near_duplicate_bits: int | None = 6   # dHash distance that makes two images of a class one group
-
-    def validate(self, key: str) -> None:
-        _check_range(f"{key}.val", self.val, lo=0.0, hi=1.0, hi_open=True)
-        _check_range(f"{key}.test", self.test, lo=0.0, hi=1.0, hi_open=True)
-        if self.val + self.test >= 1.0:
-            raise ConfigError(
-                f"{key}.val + {key}.test", self.val + self.test,
-                "a sum below 1, so that a training set remains",
-            )
-        if self.max_train_per_class is not None:
-            _check_range(f"{key}.max_train_per_class", self.max_train_per_class, lo=1)
-        if self.near_duplicate_bits is not None:
-            _check_range(f"{key}.near_duplicate_bits", self.near_duplicate_bits, lo=0, hi=32)
-
-
-@dataclass(frozen=True)
-class Augment:
-    copies: int = 1
-    flip: bool = True
-    rotation: float = 15.0
-    shift: float = 0.1
-    zoom: float = 0.2
-    brightness: float = 0.2
-
-    def validate(self, key: str) -> None:
-        _check_range(f"{key}.copies", self.copies, lo=0, hi=100)
-        _check_range(f"{key}.rotation", self.rotation, lo=0.0, hi=180.0)
-        _check_range(f"{key}.shift", self.shift, lo=0.0, hi=0.5)
-        _check_range(f"{key}.zoom", self.zoom, lo=0.0, hi=0.9)
-        _check_range(f"{key}.brightness", self.brightness, lo=0.0, hi=0.9)
-
-
-@dataclass(frozen=True)
-class AugmentOnline:
-    """Augmentation drawn afresh for every training batch (Keras preprocessing layers in tf.data).
-
-    Each key is off at 0 / false. Strengths follow the Keras layers: rotation in degrees,
-    translate and zoom as fractions of the size, brightness and contrast as factors, randaugment
-    as RandAugment's magnitude (0..1, two ops per image), erasing as the probability of erasing
-    one rectangle, mixup as MixUp's alpha, cutmix as CutMix's beta parameter.
-    """
-
-    flip: bool = False
-    rotation: float = 0.0
-    translate: float = 0.0
-    zoom: float = 0.0
-    brightness: float = 0.0
-    contrast: float = 0.0
-    randaugment: float = 0.0
-    erasing: float = 0.0
-    mixup: float = 0.0
-    cutmix: float = 0.0
-
-    @property
-    def active(self) -> dict[str, float | bool]:
-        """The keys that are on, with their strengths."""
-        return {k: v for k, v in to_dict(self).items() if v}
-
-    @property
-    def mixes_labels(self) -> bool:
-        """MixUp or CutMix: training labels become soft (one-hot mixtures)."""
-        return self.mixup > 0 or self.cutmix > 0
-
-    def validate(self, key: str) -> None:
-        _check_range(f"{key}.rotation", self.rotation, lo=0.0, hi=180.0)
-        _check_range(f"{key}.translate", self.translate, lo=0.0, hi=0.5)
-        _check_range(f"{key}.zoom", self.zoom, lo=0.0, hi=0.9)
-        _check_range(f"{key}.brightness", self.brightness, lo=0.0, hi=1.0)
-        _check_range(f"{key}.contrast", self.contrast, lo=0.0, hi=1.0)
-        _check_range(f"{key}.randaugment", self.randaugment, lo=0.0, hi=1.0)
-        _check_range(f"{key}.erasing", self.erasing, lo=0.0, hi=1.0)
-        _check_range(f"{key}.mixup", self.mixup, lo=0.0, hi=10.0)
-        _check_range(f"{key}.cutmix", self.cutmix, lo=0.0, hi=10.0)
-
-
-@dataclass(frozen=True)
+@section
 class Train:
-    epochs: int = 5
-    batch_size: int = 32
-    patience: int = 3
-    mixed_precision: Pretrained = "auto"
-    deterministic: bool = False     # TensorFlow op determinism: one seed, the same metrics
-    cache: CacheMode = "auto"
-
-    def validate(self, key: str) -> None:
-        _check_range(f"{key}.epochs", self.epochs, lo=1)
-        _check_range(f"{key}.batch_size", self.batch_size, lo=1, hi=4096)
-        _check_range(f"{key}.patience", self.patience, lo=0)
+    epochs: Annotated[Int, Field(ge=1)]
+    batch_size: Annotated[Int, Field(ge=1, le=4096)]
+    patience: Annotated[Int, Field(ge=0)]
+    mixed_precision: Pretrained
+    deterministic: Bool     # TensorFlow op determinism: one seed, the same metrics
+    cache: CacheMode
 
     def for_stage(self, section: Any) -> Train:
         """This Train with `epochs` replaced by the stage section's own `epochs` when set (the
@@ -193,76 +50,65 @@ class Train:
         return self if own is None else dataclasses.replace(self, epochs=own)
 
 
-@dataclass(frozen=True)
+@section
 class LearningRate:
     """One training phase's recipe: peak learning rate, decoupled weight decay (0 = Adam, else
     AdamW), warm-up fraction (0 = constant lr, else linear warm-up then cosine to 0) and label
     smoothing of the cross-entropy."""
 
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup: float = 0.0
-    label_smoothing: float = 0.0
-
-    def validate(self, key: str) -> None:
-        _check_range(f"{key}.lr", self.lr, lo=0.0, lo_open=True, hi=1.0)
-        _check_recipe(key, self)
+    lr: Annotated[Float, Field(gt=0.0, le=1.0)]
+    weight_decay: Annotated[Float, Field(ge=0.0, le=1.0)]
+    warmup: Fraction
+    label_smoothing: Fraction
 
 
-@dataclass(frozen=True)
+@section
 class Cnn:
-    arch: str = "mobilenetv2"
-    image_size: int = 96
-    pretrained: Pretrained = "auto"
-    dropout: float = 0.2
-    weights: str = "imagenet"
-    weights_sha256: str | None = None
-    feature_cache: bool = True
-    transfer: LearningRate = field(default_factory=lambda: LearningRate(1e-3))
-    finetune: LearningRate = field(default_factory=lambda: LearningRate(1e-5))
-    epochs: int | None = None       # each phase's epochs; null = train.epochs
+    arch: Annotated[Literal[CNN_ARCHS], Field(description=f"one of {', '.join(CNN_ARCHS)}")]
+    image_size: Annotated[Int, Field(ge=32, le=1024)]
+    pretrained: Pretrained
+    dropout: Fraction
+    weights: Str
+    weights_sha256: Union[Str, None]
+    feature_cache: Bool
+    transfer: LearningRate
+    finetune: LearningRate
+    epochs: Epochs          # each phase's epochs; null = train.epochs
 
-    def validate(self, key: str) -> None:
-        _check_epochs(key, self.epochs)
-        if self.arch not in CNN_ARCHS:
-            raise ConfigError(f"{key}.arch", self.arch, f"one of {', '.join(CNN_ARCHS)}")
-        _check_range(f"{key}.image_size", self.image_size, lo=32, hi=1024)
-        _check_range(f"{key}.dropout", self.dropout, lo=0.0, hi=1.0, hi_open=True)
+    @check(mode="after")
+    def _check(self) -> Cnn:
         w = self.weights  # existence and content are checked where the weights are loaded
         if w != "imagenet" and not re.match(r"^https?://[^/]+/.*[^/]$", w) and not w.endswith(".h5"):
-            raise ConfigError(f"{key}.weights", w, "imagenet, an http(s) URL of a file, or the "
-                              "path of a no-top .h5 weights file")
-        if self.weights_sha256 is not None:
-            if not re.fullmatch(r"[0-9a-fA-F]{64}", self.weights_sha256):
-                raise ConfigError(f"{key}.weights_sha256", self.weights_sha256,
-                                  "null or a sha256 of 64 hex digits")
-            if w == "imagenet":
-                raise ConfigError(f"{key}.weights_sha256", self.weights_sha256,
-                                  "null when cnn.weights is imagenet (Keras names and checks "
-                                  "those files itself)")
-        self.transfer.validate(f"{key}.transfer")
-        self.finetune.validate(f"{key}.finetune")
+            reject("cnn.weights", w, "imagenet, an http(s) URL of a file, or the path of a no-top "
+                   ".h5 weights file")
+        sha = self.weights_sha256
+        if sha is not None and not HEX64.fullmatch(sha):
+            reject("cnn.weights_sha256", sha, "null or a sha256 of 64 hex digits")
+        if sha is not None and w == "imagenet":
+            reject("cnn.weights_sha256", sha, "null when cnn.weights is imagenet (Keras names and "
+                   "checks those files itself)")
+        return self
 
 
-@dataclass(frozen=True)
+@section
 class Vit:
-    image_size: int = 48
-    patch_size: int = 6
-    projection_dim: int = 64
-    num_heads: int = 4
-    layers: int = 4
-    mlp_head: tuple[int, ...] = (256, 128)
-    dropout: float = 0.1
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    spt: bool = True
-    lsa: bool = True
-    warmup: float = 0.1
-    label_smoothing: float = 0.0
-    drop_path: float = 0.0
-    tokenizer: str = "patch"
-    seq_pool: bool = False
-    epochs: int | None = None       # this stage's epochs; null = train.epochs
+    image_size: Annotated[Int, Field(ge=8, le=1024)]
+    patch_size: Annotated[Int, Field(ge=1)]
+    projection_dim: Annotated[Int, Field(ge=1)]
+    num_heads: Annotated[Int, Field(ge=1)]
+    layers: Annotated[Int, Field(ge=1)]
+    mlp_head: tuple[Annotated[Int, Field(ge=1)], ...]
+    dropout: Fraction
+    lr: Annotated[Float, Field(gt=0.0, le=1.0)]
+    weight_decay: Annotated[Float, Field(ge=0.0, le=1.0)]
+    spt: Bool
+    lsa: Bool
+    warmup: Fraction
+    label_smoothing: Fraction
+    drop_path: Fraction
+    tokenizer: Annotated[Literal["patch", "conv"], Field(description="one of patch, conv")]
+    seq_pool: Bool
+    epochs: Epochs          # this stage's epochs; null = train.epochs
 
     @property
     def recipe(self) -> LearningRate:
@@ -273,124 +119,92 @@ class Vit:
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
 
-    def validate(self, key: str) -> None:
-        _check_range(f"{key}.image_size", self.image_size, lo=8, hi=1024)
-        _check_range(f"{key}.patch_size", self.patch_size, lo=1, hi=self.image_size)
-        if self.image_size % self.patch_size:
-            raise ConfigError(
-                f"{key}.patch_size", self.patch_size,
-                f"a divisor of vit.image_size ({self.image_size}), e.g. "
-                f"{', '.join(str(d) for d in _divisors(self.image_size))}",
-            )
-        _check_range(f"{key}.projection_dim", self.projection_dim, lo=1)
-        _check_range(f"{key}.num_heads", self.num_heads, lo=1)
+    @check(mode="after")
+    def _check(self) -> Vit:
+        size, patch, conv = self.image_size, self.patch_size, self.tokenizer == "conv"
+        if patch > size:
+            reject("vit.patch_size", patch, f"an integer >= 1 and <= {size}")
+        if size % patch:
+            divisors = ", ".join([str(d) for d in range(2, size) if size % d == 0][:6])
+            reject("vit.patch_size", patch, f"a divisor of vit.image_size ({size}), e.g. {divisors}")
         if self.projection_dim % self.num_heads:
-            raise ConfigError(
-                f"{key}.num_heads", self.num_heads,
-                f"a divisor of vit.projection_dim ({self.projection_dim})",
-            )
-        _check_range(f"{key}.layers", self.layers, lo=1)
-        for i, units in enumerate(self.mlp_head):
-            _check_range(f"{key}.mlp_head[{i}]", units, lo=1)
-        _check_range(f"{key}.dropout", self.dropout, lo=0.0, hi=1.0, hi_open=True)
-        _check_range(f"{key}.lr", self.lr, lo=0.0, lo_open=True, hi=1.0)
-        _check_recipe(key, self.recipe)
-        _check_range(f"{key}.drop_path", self.drop_path, lo=0.0, hi=1.0, hi_open=True)
-        if self.tokenizer not in VIT_TOKENIZERS:
-            raise ConfigError(f"{key}.tokenizer", self.tokenizer, f"one of {', '.join(VIT_TOKENIZERS)}")
-        if self.tokenizer == "conv" and self.spt:
-            raise ConfigError(f"{key}.spt", self.spt,
-                              f"false when {key}.tokenizer is conv (SPT is a patch tokenizer)")
-        if self.tokenizer == "conv" and (self.patch_size < 2 or self.patch_size & (self.patch_size - 1)):
-            raise ConfigError(f"{key}.patch_size", self.patch_size,
-                              f"a power of two >= 2 when {key}.tokenizer is conv (the token stride: "
-                              f"log2(patch_size) conv + pool/2 stages), e.g. 4, 8, 16")
-        _check_epochs(key, self.epochs)
+            reject("vit.num_heads", self.num_heads,
+                   f"a divisor of vit.projection_dim ({self.projection_dim})")
+        if conv and self.spt:
+            reject("vit.spt", self.spt, "false when vit.tokenizer is conv (SPT is a patch tokenizer)")
+        if conv and (patch < 2 or patch & (patch - 1)):
+            reject("vit.patch_size", patch, "a power of two >= 2 when vit.tokenizer is conv (the "
+                   "token stride: log2(patch_size) conv + pool/2 stages), e.g. 4, 8, 16")
+        return self
 
 
-@dataclass(frozen=True)
+@section
 class VitFt:
-    variant: str = "b32"
-    image_size: int = 64
-    pretrained: Pretrained = "auto"
-    weights: str = "imagenet21k+imagenet2012"
-    blocks: int | None = VIT_FT_BLOCKS   # None: all of the variant's blocks
-    normalize: str = "auto"              # input normalization: auto (by the weights) | tf | torch
-    feature_cache: bool = True
-    transfer: LearningRate = field(default_factory=lambda: LearningRate(1e-3))
-    finetune: LearningRate = field(default_factory=lambda: LearningRate(1e-5))
-    epochs: int | None = None       # each phase's epochs; null = train.epochs
+    variant: Annotated[Literal[tuple(VIT_VARIANTS)],
+                       Field(description=f"one of {', '.join(VIT_VARIANTS)}")]
+    image_size: Annotated[Int, Field(le=1024)]
+    pretrained: Pretrained
+    weights: Str
+    blocks: Union[Annotated[Int, Field(ge=1)], None]  # keep the first N of the variant's blocks; None: all
+    normalize: Annotated[Literal["auto", "tf", "torch"], Field(description="auto | tf | torch")]
+    feature_cache: Bool
+    transfer: LearningRate
+    finetune: LearningRate
+    epochs: Epochs          # each phase's epochs; null = train.epochs
 
     @property
     def patch_size(self) -> int:
-        return VIT_FT_VARIANTS[self.variant][0]
+        return VIT_VARIANTS[self.variant].patch
 
-    def validate(self, key: str) -> None:
-        _check_epochs(key, self.epochs)
-        if self.variant not in VIT_FT_VARIANTS:
-            raise ConfigError(f"{key}.variant", self.variant, f"one of {', '.join(VIT_FT_VARIANTS)}")
-        _check_range(f"{key}.image_size", self.image_size, lo=self.patch_size, hi=1024)
-        if self.blocks is not None:
-            _check_range(f"{key}.blocks", self.blocks, lo=1, hi=VIT_FT_VARIANTS[self.variant][1])
-        if self.normalize not in VIT_FT_NORMALIZE:
-            raise ConfigError(f"{key}.normalize", self.normalize, " | ".join(VIT_FT_NORMALIZE))
-        if self.image_size % self.patch_size:
-            raise ConfigError(
-                f"{key}.image_size", self.image_size,
-                f"a multiple of the {self.variant} patch size ({self.patch_size}), e.g. "
-                f"{self.patch_size * 2}, {self.patch_size * 7}",
-            )
+    @check(mode="after")
+    def _check(self) -> VitFt:
+        patch, depth = self.patch_size, VIT_VARIANTS[self.variant].depth
+        if self.image_size < patch:
+            reject("vit_ft.image_size", self.image_size, f"an integer >= {patch} and <= 1024")
+        if self.blocks is not None and self.blocks > depth:
+            reject("vit_ft.blocks", self.blocks, f"an integer >= 1 and <= {depth}")
+        if self.image_size % patch:
+            reject("vit_ft.image_size", self.image_size, f"a multiple of the {self.variant} patch "
+                   f"size ({patch}), e.g. {patch * 2}, {patch * 7}")
         if not self.weights.strip():  # whether a local file exists is checked where it is used
-            raise ConfigError(f"{key}.weights", self.weights,
-                              f"{' or '.join(VIT_FT_WEIGHTS)}, an http(s) URL, or an .npz file path")
-        self.transfer.validate(f"{key}.transfer")
-        self.finetune.validate(f"{key}.finetune")
+            reject("vit_ft.weights", self.weights,
+                   f"{' or '.join(VIT_FT_WEIGHTS)}, an http(s) URL, or an .npz file path")
+        return self
 
 
-@dataclass(frozen=True)
+@section
 class Evaluate:
-    batch_size: int = 64
-    attention_samples: int = 4
-    robustness: bool = True         # accuracy under 5 corruptions x 3 severities
-
-    def validate(self, key: str) -> None:
-        _check_range(f"{key}.batch_size", self.batch_size, lo=1, hi=4096)
-        _check_range(f"{key}.attention_samples", self.attention_samples, lo=0, hi=64)
+    batch_size: Annotated[Int, Field(ge=1, le=4096)]
+    attention_samples: Annotated[Int, Field(ge=0, le=64)]
+    robustness: Bool        # accuracy under 5 corruptions x 3 severities
 
 
-@dataclass(frozen=True)
+@section
 class Compare:
-    samples: int = 10
-
-    def validate(self, key: str) -> None:
-        _check_range(f"{key}.samples", self.samples, lo=1, hi=100)
+    samples: Annotated[Int, Field(ge=1, le=100)]
 
 
-@dataclass(frozen=True)
+@section
 class Params:
-    seed: int = 42
-    dataset: Dataset = field(default_factory=Dataset)
-    clean: Clean = field(default_factory=Clean)
-    split: Split = field(default_factory=Split)
-    augment: Augment = field(default_factory=Augment)
-    augment_online: AugmentOnline = field(default_factory=AugmentOnline)
-    train: Train = field(default_factory=Train)
-    cnn: Cnn = field(default_factory=Cnn)
-    vit: Vit = field(default_factory=Vit)
-    vit_ft: VitFt = field(default_factory=VitFt)
-    evaluate: Evaluate = field(default_factory=Evaluate)
-    compare: Compare = field(default_factory=Compare)
-
-    def validate(self) -> None:
-        _check_range("seed", self.seed, lo=0, hi=2**32 - 1)
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if dataclasses.is_dataclass(value):
-                value.validate(f.name)
+    seed: Annotated[Int, Field(ge=0, le=2**32 - 1)]
+    dataset: Dataset
+    clean: Clean
+    split: Split
+    augment: Augment
+    augment_online: AugmentOnline
+    train: Train
+    cnn: Cnn
+    vit: Vit
+    vit_ft: VitFt
+    evaluate: Evaluate
+    compare: Compare
 
 
-def load_params(path: str | Path = PARAMS_FILE) -> Params:
-    """Read, type-check and validate params.yaml; raise ConfigError on the first bad value."""
+_PARAMS = TypeAdapter(Params)
+
+
+def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """params.yaml as parsed YAML (not validated); ConfigError when it is missing, empty or not YAML."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError("params file", str(path), "an existing params.yaml")
@@ -402,14 +216,42 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
         raise ConfigError("params file", str(path),
                           "the sections seed, dataset, clean, ...: the file is empty "
                           "(restore it with `git checkout params.yaml`)")
-    return params_from_dict(raw)
+    return raw
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """Read, type-check and validate params.yaml; raise ConfigError on the most telling bad value."""
+    return params_from_dict(read_params(path))
 
 
 def params_from_dict(raw: dict[str, Any]) -> Params:
-    """Build validated Params from a plain dict (as parsed from YAML)."""
-    params = _build(Params, raw, "")
-    params.validate()
-    return params
+    """Validated Params from a whole params.yaml as a plain dict (as parsed from YAML)."""
+    try:
+        return _PARAMS.validate_python(raw)
+    except ValidationError as exc:
+        raise config_error(exc, Params, raw) from exc
+
+
+def params_with(changes: dict[str, Any] | None = None, base: str | Path = SOURCE_PARAMS) -> Params:
+    """`base` (this source tree's params.yaml: the defaults) with `changes` (params.yaml
+    sections) merged in key by key, validated as a stage validates params.yaml."""
+    return params_from_dict(merge(read_params(base), changes or {}))
+
+
+def section_with(name: str, **changes: Any) -> Any:
+    """Section `name` of `params_with({name: changes})`: e.g. section_with("split", val=0.2)."""
+    return getattr(params_with({name: changes}), name)
+
+
+def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `base` with `changes` merged in, mapping by mapping (other values replaced)."""
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def to_dict(obj: Any) -> Any:
@@ -419,105 +261,3 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, tuple):
         return [to_dict(v) for v in obj]
     return obj
-
-
-# --- the generic, type-hint driven loader -------------------------------------------------------
-
-def _build(cls: type, raw: Any, prefix: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(prefix or "params", raw, f"a mapping of {cls.__name__} keys")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names, key=str)  # keys of mixed types (`1: a`) sort too
-    if unknown:
-        key = f"{prefix}.{unknown[0]}" if prefix else str(unknown[0])
-        more = f" ({len(unknown)} unknown keys: {short_list(unknown)})" if len(unknown) > 1 else ""
-        close = difflib.get_close_matches(str(unknown[0]), sorted(names), n=1, cutoff=0.6)
-        guess = f" (did you mean {close[0]}?)" if close else ""
-        raise ConfigError(key, raw[unknown[0]],
-                          f"a known key here{guess}: {', '.join(sorted(names))}{more}")
-    kwargs = {}
-    for name in names & set(raw):
-        key = f"{prefix}.{name}" if prefix else name
-        kwargs[name] = _coerce(hints[name], raw[name], key)
-    return cls(**kwargs)
-
-
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key)
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(arg, value, key)
-            except ConfigError as exc:
-                errors.append(exc.allowed)
-        raise ConfigError(key, value, " or ".join(errors))
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value in allowed and not isinstance(value, bool):
-            return value
-        raise ConfigError(key, value, " or ".join(repr(a) for a in allowed))
-    if origin is tuple:
-        (item_tp, _) = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(key, value, f"a list of {item_tp.__name__}")
-        return tuple(_coerce(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value))
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(key, value, "true or false")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(key, value, "an integer")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value)
-        elif isinstance(value, str) and _YAML12_FLOAT.fullmatch(value.strip()):
-            number = float(value)  # `1e-5`: a float in YAML 1.2 (DVC, ruamel), a string to PyYAML
-        else:
-            raise ConfigError(key, value, "a number")
-        if not math.isfinite(number):  # `.nan` and `.inf` pass every range check
-            raise ConfigError(key, value, "a finite number (not .nan or .inf)")
-        return number
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(key, value, "a string")
-    raise TypeError(f"unsupported type {tp!r} for {key}")  # a bug in this module, not in params
-
-
-def _check_range(key: str, value: float, *, lo: float | None = None, hi: float | None = None,
-                 lo_open: bool = False, hi_open: bool = False, what: str | None = None) -> None:
-    bad = (lo is not None and (value <= lo if lo_open else value < lo)) or (
-        hi is not None and (value >= hi if hi_open else value > hi))
-    if bad:
-        if what is None:
-            kind = "an integer" if isinstance(value, int) else "a number"
-            lo_s = f"{'>' if lo_open else '>='} {lo}" if lo is not None else ""
-            hi_s = f"{'<' if hi_open else '<='} {hi}" if hi is not None else ""
-            what = f"{kind} {' and '.join(s for s in (lo_s, hi_s) if s)}"
-        raise ConfigError(key, value, what)
-
-
-def _check_recipe(key: str, cfg: LearningRate) -> None:
-    _check_range(f"{key}.weight_decay", cfg.weight_decay, lo=0.0, hi=1.0)
-    _check_range(f"{key}.warmup", cfg.warmup, lo=0.0, hi=1.0, hi_open=True)
-    _check_range(f"{key}.label_smoothing", cfg.label_smoothing, lo=0.0, hi=1.0, hi_open=True)
-
-
-def _check_epochs(key: str, epochs: int | None) -> None:
-    if epochs is not None:
-        _check_range(f"{key}.epochs", epochs, lo=1)
-
-
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(2, n) if n % d == 0][:6]

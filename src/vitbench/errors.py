@@ -23,6 +23,15 @@ class ConfigError(VitbenchError):
         super().__init__(f"params.yaml: {key} = {shown} is not allowed; expected {allowed}")
 
 
+class MissingKeyError(ConfigError):
+    """A key params.yaml lacks: params.yaml holds every value (vitbench has no defaults of its own)."""
+
+    def __init__(self, key: str, allowed: str) -> None:
+        self.key, self.value, self.allowed = key, None, allowed
+        VitbenchError.__init__(self, f"params.yaml: {key} is missing; expected {allowed} (every "
+                               "key has its value in params.yaml: copy it from vitbench's)")
+
+
 class DataError(VitbenchError):
     """A dataset problem: a missing file, a broken archive, too few images in a class."""
 

@@ -134,7 +134,7 @@ class TrainData:
     val: tf.data.Dataset
     train_paths: list[str]
     batch_size: int
-    online: AugmentOnline = AugmentOnline()   # what the train batches went through
+    online: AugmentOnline = AugmentOnline.only()   # what the train batches went through
     copies: float = 0.0                      # materialised augmented copies per original image
 
     @property
@@ -143,7 +143,7 @@ class TrainData:
 
 
 def load_train_data(train_cfg: Train, seed: int, paths: Paths, image_size: int,
-                    preprocess: str, online: AugmentOnline = AugmentOnline()) -> TrainData:
+                    preprocess: str, online: AugmentOnline = AugmentOnline.only()) -> TrainData:
     """data/augmented/train.csv (shuffled from the seed, augmented on the fly per `online`) and
     data/split/val.csv (never augmented), labels.json order."""
     classes = read_labels(paths.labels)
@@ -172,7 +172,7 @@ def materialised_copies(csv: Path) -> float:
 
 
 def fingerprint(section: str, cfg: Any, train: Train, seed: int, paths: Paths,
-                online: AugmentOnline = AugmentOnline()) -> str:
+                online: AugmentOnline = AugmentOnline.only()) -> str:
     """Hash of what a stage's models depend on: seed, train.*, augment_online (`online`), its
     params section `cfg`, the data manifests (which carry each image's sha256) and the code: every
     vitbench module this one imports, as `vitbench.deps` finds them (the same list the dvc.yaml
@@ -356,20 +356,20 @@ def pretrained_stage(family_name: str, cfg: Cnn | VitFt, train: Train, seed: int
 # --- the stage entry points ----------------------------------------------------------------------
 
 def train_cnn(cfg: Cnn, train: Train, seed: int, paths: Paths,
-              online: AugmentOnline = AugmentOnline()) -> None:
+              online: AugmentOnline = AugmentOnline.only()) -> None:
     """cnn.arch: transfer -> models/cnn_transfer, fine-tune -> models/cnn_finetuned; `online`:
     augment_online (default: none)."""
     pretrained_stage("cnn", cfg, train, seed, paths, online)
 
 
 def finetune_vit(cfg: VitFt, train: Train, seed: int, paths: Paths,
-                 online: AugmentOnline = AugmentOnline()) -> None:
+                 online: AugmentOnline = AugmentOnline.only()) -> None:
     """vit_ft.variant: transfer -> models/vit_transfer, fine-tune -> models/vit_finetuned."""
     pretrained_stage("vit_ft", cfg, train, seed, paths, online)
 
 
 def train_vit(cfg: Vit, train: Train, seed: int, paths: Paths,
-              online: AugmentOnline = AugmentOnline()) -> None:
+              online: AugmentOnline = AugmentOnline.only()) -> None:
     """The from-scratch ViT -> models/vit_scratch, plus plots/vit_patches.png."""
     from vitbench.data.pipeline import load_images
     from vitbench.plots.patches import patch_grid, token_grid

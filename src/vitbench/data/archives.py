@@ -38,18 +38,19 @@ MB = 1 << 20
 class ExtractLimits:
     """Refuse archives that would extract to more than `max_mb` MB or expand more than `max_ratio`x."""
 
-    max_mb: int = Dataset.max_extract_mb
-    max_ratio: float = Dataset.max_ratio
+    max_mb: int
+    max_ratio: float
 
     @classmethod
     def of(cls, cfg: Dataset) -> ExtractLimits:
+        """The limits params.yaml sets (dataset.max_extract_mb, dataset.max_ratio)."""
         return cls(cfg.max_extract_mb, cfg.max_ratio)
 
 
 Renamed = list[tuple[str, str]]  # (entry name, the unique name it was written under)
 
 
-def safe_extract(archive: Path, dest: Path, limits: ExtractLimits = ExtractLimits()) -> Renamed:
+def safe_extract(archive: Path, dest: Path, limits: ExtractLimits) -> Renamed:
     """Extract a .tar/.tar.gz/.tgz/.zip into `dest`, refusing any entry that could escape it.
 
     Absolute paths, `..` components, symlinks, hard links, devices and FIFOs raise `FetchError`

@@ -132,7 +132,7 @@ def augment_dataset(cfg: config.Augment, seed: int, paths: Paths,
             preview.keep(sha, image, variants)
         df = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
         write_manifest(df, tmp / paths.augmented_csv.name)   # paths stored relative to the CSV
-    preview.draw(paths.plots / PREVIEW_FILE, cfg.copies, online or config.AugmentOnline(), seed)
+    preview.draw(paths.plots / PREVIEW_FILE, cfg.copies, online or config.AugmentOnline.only(), seed)
     summary = _summary(df)
     log.info("augment: %d originals + %d variants = %d training images", summary["originals"],
              summary["variants"], summary["images"])

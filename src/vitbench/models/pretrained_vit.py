@@ -6,8 +6,9 @@ position embedding, `Transformer_encoderblock_<n>` blocks, encoder norm, optiona
 top level, then a Dense softmax "head" (float32). So `vit_keras.visualize.attention_map` and
 `vit_keras.utils.load_weights_numpy` work on it unchanged.
 
-`VARIANTS` is the one table of what each `vit_ft.variant` is: width, depth, heads, MLP width,
-patch size, and where its official ImageNet weights are published. Weights are Flax checkpoints
+`vitbench.model_ids.VIT_VARIANTS` is the one table of what each `vit_ft.variant` is (patch size,
+depth, where its official ImageNet weights are published, the widths of Ti and S); `vit_config`
+adds vit-keras' CONFIG_B and CONFIG_L for B and L when a model is built. Weights are Flax checkpoints
 as .npz files (vit-keras' release files for B and L, the AugReg files of Steiner et al. 2021,
 "How to train your ViT", for Ti and S, or any local file or URL with the same keys, such as a
 DeiT checkpoint in that layout), resolved by `resolve_vit_weights` through the Keras cache
@@ -30,7 +31,6 @@ import tempfile
 import urllib.parse
 import warnings
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -41,6 +41,7 @@ from vit_keras import utils as vit_utils
 from vit_keras import vit as vit_keras
 
 from vitbench.errors import ConfigError, DataError
+from vitbench.model_ids import VIT_VARIANTS, VitVariant
 from vitbench.models.vit import block_outputs
 from vitbench.models.weights import WeightsFileError
 
@@ -50,55 +51,34 @@ AUGREG_URL = "https://storage.googleapis.com/vit_models/augreg"
 AUGREG_IN1K = "--imagenet2012-steps_20k-lr_0.03-res_224"  # the ImageNet-1k fine-tuned AugReg files
 
 
-@dataclass(frozen=True)
-class Variant:
-    """One standard ViT: size letter, patch, width, depth, heads, MLP width, dropout as trained,
-    and the stem of its AugReg file names (None: vit-keras' release files)."""
-
-    size: str
-    patch: int
-    width: int
-    depth: int
-    heads: int
-    mlp: int
-    dropout: float
-    augreg: str | None = None
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """The vit_keras.vit.build_model arguments of this width (as vit_keras.vit.CONFIG_B)."""
-        return {"hidden_size": self.width, "num_layers": self.depth, "num_heads": self.heads,
-                "mlp_dim": self.mlp, "dropout": self.dropout}
-
-    def release_file(self, weights: str) -> tuple[str, str]:
-        """(file name, URL) of the official weights `weights` (imagenet21k or
-        imagenet21k+imagenet2012) of this variant."""
-        if self.augreg is None:
-            fname = f"ViT-{self.size}_{self.patch}_{weights}.npz"
-            return fname, f"{vit_keras.BASE_URL}/{fname}"
-        fname = f"{self.augreg}{AUGREG_IN1K if weights.endswith('imagenet2012') else ''}.npz"
-        return fname, f"{AUGREG_URL}/{fname}"
+def vit_config(variant: str) -> dict[str, Any]:
+    """The vit_keras.vit.build_model arguments of a variant (as vit_keras.vit.CONFIG_B): vit-keras'
+    own CONFIG_B or CONFIG_L, read now (so a test that shrinks it sees its change), else the
+    width, heads, MLP and dropout of `model_ids.VIT_VARIANTS`."""
+    spec = variant_spec(variant)
+    if spec.arch is None:
+        return dict(getattr(vit_keras, f"CONFIG_{spec.size}"))
+    width, heads, mlp, dropout = spec.arch
+    return {"hidden_size": width, "num_layers": spec.depth, "num_heads": heads, "mlp_dim": mlp,
+            "dropout": dropout}
 
 
-def _from_vit_keras(size: str, patch: int, config: dict[str, Any]) -> Variant:
-    return Variant(size, patch, config["hidden_size"], config["num_layers"], config["num_heads"],
-                   config["mlp_dim"], config["dropout"])
+def depth(variant: str) -> int:
+    """Encoder blocks of a whole variant (as vit_config builds it)."""
+    return int(vit_config(variant)["num_layers"])
 
 
-# AugReg stems as published (vit_jax's augreg index; timm's augreg_in21k(_ft_in1k) files).
-VARIANTS: dict[str, Variant] = {
-    "ti16": Variant("Ti", 16, 192, 12, 3, 768, 0.0,
-                    "Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0"),
-    "s16": Variant("S", 16, 384, 12, 6, 1536, 0.0,
-                   "S_16-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0"),
-    "s32": Variant("S", 32, 384, 12, 6, 1536, 0.0,
-                   "S_32-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0"),
-    "b16": _from_vit_keras("B", 16, vit_keras.CONFIG_B),
-    "b32": _from_vit_keras("B", 32, vit_keras.CONFIG_B),
-    "l16": _from_vit_keras("L", 16, vit_keras.CONFIG_L),
-    "l32": _from_vit_keras("L", 32, vit_keras.CONFIG_L),
-}
-BLOCKS = vit_keras.CONFIG_B["num_layers"]  # ViT-B's 12 blocks (records of whole ViT-Bs omit it)
+def release_file(variant: str, weights: str) -> tuple[str, str]:
+    """(file name, URL) of the official weights `weights` (imagenet21k or
+    imagenet21k+imagenet2012) of a variant."""
+    spec = variant_spec(variant)
+    if spec.augreg is None:
+        fname = f"ViT-{spec.size}_{spec.patch}_{weights}.npz"
+        return fname, f"{vit_keras.BASE_URL}/{fname}"
+    fname = f"{spec.augreg}{AUGREG_IN1K if weights.endswith('imagenet2012') else ''}.npz"
+    return fname, f"{AUGREG_URL}/{fname}"
+
+
 BLOCK_KEY = re.compile(r"^Transformer/encoderblock_(\d+)/")
 KNOWN_WEIGHTS = tuple(vit_keras.WEIGHTS)  # "imagenet21k", "imagenet21k+imagenet2012"
 NORMALIZE = ("auto", "tf", "torch")       # vit_ft.normalize; tf and torch are PREPROCESS keys
@@ -108,11 +88,11 @@ NPZ_ERRORS = (KeyError, ValueError, AssertionError, OSError, zipfile.BadZipFile,
               pickle.UnpicklingError)
 
 
-def variant_spec(variant: str) -> Variant:
+def variant_spec(variant: str) -> VitVariant:
     """The table entry of a variant, or a ConfigError naming the allowed ones."""
-    if variant not in VARIANTS:
-        raise ConfigError("vit_ft.variant", variant, f"one of {', '.join(VARIANTS)}")
-    return VARIANTS[variant]
+    if variant not in VIT_VARIANTS:
+        raise ConfigError("vit_ft.variant", variant, f"one of {', '.join(VIT_VARIANTS)}")
+    return VIT_VARIANTS[variant]
 
 
 def patch_size(variant: str) -> int:
@@ -133,7 +113,7 @@ def variant_name(variant: str, blocks: int | None = None, family: str = "ViT") -
     "ti16" -> "DeiT-Ti/16"."""
     spec = variant_spec(variant)
     name = f"{family}-{spec.size}/{spec.patch}"
-    if blocks is None or blocks == spec.depth:
+    if blocks is None or blocks == depth(variant):
         return name
     return f"{name} ({blocks} block{'s' if blocks > 1 else ''})"
 
@@ -161,7 +141,7 @@ def build_kwargs(cfg: Any, num_classes: int) -> dict[str, Any]:
     `representation_size`; `blocks` only when it is not the variant's whole depth."""
     kwargs = {"variant": cfg.variant, "image_size": cfg.image_size, "num_classes": num_classes,
               "representation_size": None}
-    if cfg.blocks is not None and cfg.blocks != variant_spec(cfg.variant).depth:
+    if cfg.blocks is not None and cfg.blocks != depth(cfg.variant):
         kwargs["blocks"] = cfg.blocks
     return kwargs
 
@@ -190,14 +170,14 @@ def build_vit_ft(variant: str, image_size: int, num_classes: int,
     weights give the model (it does not change the architecture).
     """
     spec = variant_spec(variant)
-    full = {**spec.config, **(config or {})}
-    depth = int(full["num_layers"])
-    blocks = depth if blocks is None else blocks
+    full = {**vit_config(variant), **(config or {})}
+    whole = int(full["num_layers"])
+    blocks = whole if blocks is None else blocks
     if image_size % spec.patch:
         raise ValueError(f"image_size {image_size} is not a multiple of the {variant} patch size "
                          f"{spec.patch}")
-    if not 1 <= blocks <= depth:
-        raise ValueError(f"blocks = {blocks}: a {variant_name(variant)} has 1 to {depth} "
+    if not 1 <= blocks <= whole:
+        raise ValueError(f"blocks = {blocks}: a {variant_name(variant)} has 1 to {whole} "
                          "encoder blocks")
     base = vit_keras.build_model(
         image_size=image_size, patch_size=spec.patch, classes=num_classes, include_top=False,
@@ -242,11 +222,16 @@ def check_fits(path: Path, variant: str, config: dict[str, Any]) -> None:
     if got["depth"] < config["num_layers"]:
         wrong.append(f"{got['depth']} encoder blocks (the model has {config['num_layers']})")
     if wrong:
-        fits = [name for name, v in VARIANTS.items() if (v.patch, v.width, v.heads, v.mlp)
-                == (got["patch"], got["width"], got["heads"], got["mlp"])]
+        shape = (got["patch"], got["width"], got["heads"], got["mlp"])
+        fits = [name for name, v in VIT_VARIANTS.items() if (v.patch, *_widths(name)) == shape]
         hint = f"; it fits vit_ft.variant {' or '.join(fits)}" if fits else ""
         raise WeightsFileError(f"ViT weights file {path} does not fit vit_ft.variant {variant} "
                                f"({variant_name(variant)}): it has {', '.join(wrong)}{hint}")
+
+
+def _widths(variant: str) -> tuple[int, int, int]:
+    config = vit_config(variant)
+    return config["hidden_size"], config["num_heads"], config["mlp_dim"]
 
 
 def load_npz_weights(model: keras.Model, path: Path, patches_per_side: int) -> None:
@@ -312,13 +297,13 @@ def check_weights_setting(weights: str) -> None:
 
 def resolve_vit_weights(weights: str, variant: str) -> Path:
     """Local path of the weights named by `vit_ft.weights`: a release name (imagenet21k,
-    imagenet21k+imagenet2012: the variant's official file, `Variant.release_file`) or an http(s)
+    imagenet21k+imagenet2012: the variant's official file, `release_file`) or an http(s)
     URL -> downloaded into the Keras cache (`$KERAS_HOME/weights`, as vit-keras does) unless
     already there; else an existing local file."""
     from vitbench.models import cached_download
 
     if weights in KNOWN_WEIGHTS:
-        fname, url = variant_spec(variant).release_file(weights)
+        fname, url = release_file(variant, weights)
         return cached_download(fname, url, "weights")
     if re.match(r"^https?://", weights):
         fname = Path(urllib.parse.unquote(urllib.parse.urlsplit(weights).path)).name
