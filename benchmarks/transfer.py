@@ -45,12 +45,15 @@ def make_params(data: Path, weights: Path, image_size: int, epochs: int, copies:
                 **cnn: Any) -> Any:
     """Params for one run: params.yaml with the folder as the dataset and MobileNetV2 at
     `image_size` from `weights` (the recipe, cnn.transfer and cnn.finetune, is params.yaml's but
-    for the keys in `cnn`)."""
+    for the keys in `cnn`); no online augmentation, which would turn the feature cache off."""
+    from vitbench.config import AugmentOnline, to_dict
+
     return pipeline_params({
         "seed": 42,
         "dataset": {"source": str(data)},
         "clean": {"min_side": 32, "max_side": 256},
         "augment": {"copies": copies},
+        "augment_online": to_dict(AugmentOnline.only()),   # every layer off
         "train": {"epochs": epochs, "batch_size": 32, "patience": 3, "mixed_precision": False},
         "cnn": {"arch": "mobilenetv2", "image_size": image_size, "weights": str(weights), **cnn},
     })
