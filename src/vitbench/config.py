@@ -24,7 +24,7 @@ from pydantic import model_validator as check
 from vitbench.config_data import (  # noqa: F401 (re-exported: config.Split etc.)
     ARCHIVE_SUFFIXES, Augment, AugmentOnline, Clean, Dataset, Split, Synthetic)
 from vitbench.config_errors import config_error, reject
-from vitbench.config_types import (  # noqa: F401 (CacheMode re-exported)
+from vitbench.config_types import (
     HEX64, Bool, CacheMode, Epochs, Float, Fraction, Int, Pretrained, Str, section)
 from vitbench.errors import ConfigError
 from vitbench.model_ids import CNN_ARCHS, MODEL_IDS, VIT_VARIANTS  # noqa: F401 (MODEL_IDS re-exported)

@@ -252,7 +252,7 @@ def run_sweep(specs: Sequence[str], seeds: int, root: Path, models: Sequence[str
     workers; with `wait`, block until they finish, printing progress via `echo`."""
     if seeds < 1:
         raise VitbenchError(f"--seeds {seeds}: need at least 1")
-    raw = yaml.safe_load((root / "params.yaml").read_text()) or {}
+    raw = config.read_params(root / config.PARAMS_FILE)
     points = plan(parse_grid(specs, raw), list(range(1, seeds + 1)), raw)
     tasks = queue_points(points, root, models)
     echo(f"queued {len(points)} experiment(s): {', '.join(p.name for p in points)}")
