@@ -17,6 +17,8 @@ The rule (issue 21): a benchmark measures the pipeline. So a benchmark script
    the project's params.yaml is rewritten and the stage reads it back with `load_params`.
 
 `run_stage(name, params, paths, *args)` runs any one stage script in-process the same way.
+`run_and_write(steps, render, settings, started, out)` runs a benchmark's steps and rewrites its
+results markdown after each one, so a stopped benchmark keeps the rows it measured.
 The Params a stage used is the return value of `used_params(paths)` (the project's params.yaml,
 loaded), which tests compare with `pipeline_params(...)`.
 """
@@ -30,7 +32,7 @@ import platform
 import subprocess
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import yaml
 
@@ -168,6 +170,24 @@ def train_and_evaluate(family: str, params: Any, paths: Any) -> dict[str, dict[s
         run_stage("evaluate", params, paths, "--model", spec.id)
         metrics[spec.id] = read_json(paths.metrics_json(spec.id))
     return metrics
+
+
+def run_and_write(steps: Iterable[Callable[[], list[dict[str, Any]]]],
+                  render: Callable[[list[dict[str, Any]], dict[str, str], tuple, tuple], str],
+                  settings: dict[str, str], started: tuple, out: Path) -> str:
+    """Run each of `steps` (each returns its result rows) and, after every one, write
+    `render(all rows so far, settings, started, load now)` to `out` atomically (temp + rename),
+    so a stopped benchmark keeps what it measured; the last text written."""
+    from vitbench.fsutil import atomic_file
+
+    rows: list[dict[str, Any]] = []
+    text = ""
+    for step in steps:
+        rows += step()
+        text = render(rows, settings, started, os.getloadavg())
+        with atomic_file(out) as fh:
+            fh.write(text)
+    return text
 
 
 def split_counts(paths: Any) -> dict[str, int]:

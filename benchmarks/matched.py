@@ -16,12 +16,26 @@ Overrides, the same for every run: the dataset folder, both image sizes (`--imag
 `--cache-check` runs finetune_vit once more (first size, first seed) with
 `vit_ft.feature_cache: false`, to measure the feature cache's speed-up on the transfer phase.
 
+`--runs` picks what runs per size and seed (default `real`): `real` is the matched pair above;
+`random-init` the contrast the issue asks for, the same two architectures and recipes with
+`cnn.pretrained: false` and `vit_ft.pretrained: false` (random weights; metrics say pretrained
+false, and the table labels such rows "random init" from them; `vit_ft.normalize: torch` as the
+DeiT file gets, and the default weights name, so the ViT is named ViT-Ti/16); `scratch` the project's default
+from-scratch ViT (train_vit) on the same split, with its own recipe: params.yaml's
+`augment_online` (the preset turns it off for the pretrained pair) and the `vit` section, so its
+size and epochs come from `--set vit.image_size=...`, `--set vit.epochs=...` (its px column is
+its own `vit.image_size`). Contrast rows go in a second table.
+
     nice -n 5 python benchmarks/matched.py --image-size 112 --seeds 42 --seeds 43 --cache-check
+    nice -n 12 python benchmarks/matched.py --image-size 112 --seeds 42 --runs random-init \
+        --runs scratch --set vit.image_size=64 --set vit.patch_size=8 --set vit.epochs=30 \
+        --out benchmarks/results/matched_contrast.md
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
 import sys
@@ -34,9 +48,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (PACS, REPO, machine_section, merge, parse_sets,  # noqa: E402
-                    pipeline_params, prepare, split_counts, train_and_evaluate)
+                    pipeline_params, pipeline_raw, prepare, run_and_write, split_counts,
+                    train_and_evaluate)
 
-from vitbench.fsutil import atomic_file, read_json  # noqa: E402
+from vitbench.fsutil import read_json  # noqa: E402
 
 log = logging.getLogger("vitbench.benchmarks.matched")
 
@@ -45,6 +60,20 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "matched.md"
 PRESET = "matched"
 SPLIT_SEED = 42
 FAMILIES = ("cnn", "vit_ft")
+RUNS = ("real", "random-init", "scratch")
+SECTIONS = {"cnn": "cnn", "vit_ft": "vit_ft", "vit_scratch": "vit"}
+
+
+def runs_of(kind: str, families: tuple[str, ...]) -> list[tuple[str, dict[str, Any]]]:
+    """(family, extra overrides) of one `--runs` kind (module docstring)."""
+    if kind == "scratch":   # its own recipe: params.yaml's online augmentation, not the preset's
+        return [("vit_scratch", {"augment_online": pipeline_raw()["augment_online"]})]
+    # random weights, the same inputs (DeiT's ImageNet mean/std); the default weights name, so
+    # the model is named ViT-Ti/16, not by weights it did not load
+    random = {"cnn": {"pretrained": False},
+              "vit_ft": {"pretrained": False, "weights": "imagenet21k+imagenet2012",
+                         "normalize": "torch"}}
+    return [(f, random if kind == "random-init" else {}) for f in families or FAMILIES]
 
 
 def overrides_for(data: Path, image_size: int, extra: dict[str, Any]) -> dict[str, Any]:
@@ -63,17 +92,19 @@ def correct(paths: Any, model_id: str) -> pd.Series:
     return table["actual"] == table["predicted"]
 
 
-def run(family: str, size: int, seed: int, overrides: dict[str, Any], paths: Any,
+def run(family: str, seed: int, overrides: dict[str, Any], paths: Any,
         note: str = "") -> list[dict[str, Any]]:
     """One family's training stage and the evaluate stage of each of its models: one row per
     model, from metrics/<id>.json and models/<id>/record.json (read before the next run)."""
     params = pipeline_params({**overrides, "seed": seed}, preset=PRESET)
+    size = getattr(params, SECTIONS[family]).image_size   # the from-scratch ViT: its own size
     rows = []
     for model_id, metrics in train_and_evaluate(family, params, paths).items():
         record = read_json(paths.model(model_id) / "record.json")
         cache = record.get("feature_cache")
         rows.append({
-            "model": metrics["display_name"], "id": model_id, "size": size, "seed": seed,
+            "model": metrics["display_name"], "id": model_id, "family": family, "size": size,
+            "seed": seed, "recipe": record.get("recipe", {}),
             "note": note, "accuracy": float(metrics["accuracy"]),
             "train_s": float(metrics["train_seconds"]), "epochs": int(metrics["epochs_run"]),
             "img_s": float(metrics["infer_images_per_second"]),
@@ -91,7 +122,7 @@ def mcnemar_lines(rows: list[dict[str, Any]]) -> list[str]:
     from vitbench.stats import mcnemar_exact
 
     lines = []
-    main = [r for r in rows if not r["note"]]
+    main = [r for r in rows if not r["note"] and r["pretrained"]]
     for size, seed in dict.fromkeys((r["size"], r["seed"]) for r in main):
         pair = {r["id"]: r for r in main if (r["size"], r["seed"]) == (size, seed)}
         if {"cnn_finetuned", "vit_finetuned"} <= pair.keys():
@@ -103,16 +134,20 @@ def mcnemar_lines(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def render(rows: list[dict[str, Any]], settings: dict[str, str], started: tuple,
-           ended: tuple) -> str:
-    """Markdown: the table (mean over seeds per model and size), McNemar, cache, settings."""
-    lines = ["# Matched pair with real ImageNet weights: MobileNetV2 vs DeiT-Ti/16, through the pipeline",
-             "", f"Generated by `benchmarks/matched.py` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.",
-             "", "| model | px | test acc (mean) | per seed | epochs | train s | infer img/s | size MB "
+def is_contrast(row: dict[str, Any]) -> bool:
+    """A contrast row: random weights (metrics say pretrained false) or the from-scratch ViT."""
+    return row["family"] == "vit_scratch" or not row["pretrained"]
+
+
+def table(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown table rows: the mean over seeds per model, size, weights and note."""
+    lines = ["| model | px | test acc (mean) | per seed | epochs | train s | infer img/s | size MB "
              "| params | input |", "|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r["model"], r["size"], r["note"]), []).append(r)
+        random = r["family"] != "vit_scratch" and not r["pretrained"]
+        groups.setdefault((r["model"] + (" random init" if random else ""), r["size"], r["note"]),
+                          []).append(r)
     for (model, size, note), runs in groups.items():
         accs = [r["accuracy"] for r in runs]
         per_seed = ", ".join(f"{a:.3f}" for a in accs)
@@ -123,11 +158,28 @@ def render(rows: list[dict[str, Any]], settings: dict[str, str], started: tuple,
             f"| {name} | {size} | {sum(accs) / len(accs):.3f} | {per_seed} | {epochs} | {seconds} | "
             f"{sum(r['img_s'] for r in runs) / len(runs):.0f} | {runs[0]['size_mb']:.1f} | "
             f"{runs[0]['params']:,} | {runs[0]['preprocess']} |")
+    return lines
+
+
+def render(rows: list[dict[str, Any]], settings: dict[str, str], started: tuple,
+           ended: tuple) -> str:
+    """Markdown: the tables (real weights; contrast), McNemar, cache, recipes, settings."""
+    real = [r for r in rows if not is_contrast(r)]
+    contrast = [r for r in rows if is_contrast(r)]
+    lines = ["# Matched pair with real ImageNet weights: MobileNetV2 vs DeiT-Ti/16, through the pipeline",
+             "", f"Generated by `benchmarks/matched.py` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.",
+             ""]
+    if real or not contrast:
+        lines += table(real)
+    if contrast:
+        lines += ["", "## Contrast: random init and the from-scratch ViT (same split, test images)",
+                  "", *table(contrast)]
     lines += ["", "## Fine-tuned MobileNetV2 vs fine-tuned DeiT-Ti (same test images)", "",
               *(mcnemar_lines(rows) or ["- (no complete pair yet)"])]
-    cached = [r for r in rows if r["id"] == "vit_transfer" and not r["note"]]
-    uncached = [r for r in rows if r["id"] == "vit_transfer" and r["note"]]
-    lines += ["", "## Feature cache (DeiT-Ti transfer phase)", ""]
+    cached = [r for r in real if r["id"] == "vit_transfer" and not r["note"]]
+    uncached = [r for r in real if r["id"] == "vit_transfer" and r["note"]]
+    if cached:
+        lines += ["", "## Feature cache (DeiT-Ti transfer phase)", ""]
     for c in cached:
         lines.append(f"- {c['size']} px seed {c['seed']}: transfer phase {c['train_s']:.0f} s with the "
                      f"cache ({c['cache_s']:.0f} s of it computing the class tokens once)"
@@ -140,6 +192,13 @@ def render(rows: list[dict[str, Any]], settings: dict[str, str], started: tuple,
                          f"{u['seed']}): {u['train_s']:.0f} s, so the cache is "
                          f"{u['train_s'] / match['train_s']:.1f}x faster for {u['epochs']} epoch(s) "
                          f"(accuracy {u['accuracy']:.3f} without, {match['accuracy']:.3f} with)")
+    recipes: dict[str, Any] = {}
+    for r in rows:   # the first seed's
+        if not r["note"]:
+            random = r["family"] != "vit_scratch" and not r["pretrained"]
+            recipes.setdefault(r["id"] + (" random init" if random else ""), r["recipe"])
+    lines += ["", "## Recipes (models/<id>/record.json, first seed)", "",
+              *(f"- {k}: `{v}`" for k, v in recipes.items() if v)]
     lines += ["", "## Settings", "", *(f"- {k}: {v}" for k, v in settings.items()), ""]
     lines += machine_section(started, ended)
     return "\n".join(lines) + "\n"
@@ -151,13 +210,15 @@ def render(rows: list[dict[str, Any]], settings: dict[str, str], started: tuple,
 @click.option("--seeds", type=int, multiple=True, default=(42, 43), show_default=True)
 @click.option("--family", "families", multiple=True, type=click.Choice(FAMILIES),
               help="only these families' stages (default both)")
+@click.option("--runs", "kinds", multiple=True, type=click.Choice(RUNS), default=("real",),
+              show_default=True, help="real weights; random-init pair; scratch: from-scratch ViT")
 @click.option("--set", "sets", multiple=True, help="SECTION.KEY=VALUE, more overrides")
 @click.option("--cache-check/--no-cache-check", default=False,
               help="finetune_vit once more without the feature cache (first size and seed)")
 @click.option("--max-per-class", type=int, default=None, help="quick runs: a sample per class")
 @click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True)
 def main(data: Path, sizes: tuple[int, ...], seeds: tuple[int, ...], families: tuple[str, ...],
-         sets: tuple[str, ...],
+         kinds: tuple[str, ...], sets: tuple[str, ...],
          cache_check: bool, max_per_class: int | None, out: Path) -> None:
     """Run both families' stages and evaluate per size and seed; write a markdown table."""
     from vitbench.data.manifest import read_labels
@@ -176,18 +237,20 @@ def main(data: Path, sizes: tuple[int, ...], seeds: tuple[int, ...], families: t
             "params": f"params.yaml + preset `{PRESET}` + the overrides `{first}` (image sizes "
                       f"per row, and `seed`)",
             "seeds": ", ".join(map(str, seeds)),
+            "runs": "; ".join(f"{kind}: " + ", ".join(f"{family} + `{more}`" for family, more
+                                                        in runs_of(kind, families))
+                              for kind in dict.fromkeys(kinds)),
             "command": f"`python benchmarks/matched.py {' '.join(sys.argv[1:])}`"}
-        rows: list[dict[str, Any]] = []
-        plan = [(size, seed, family, {}, "") for size in sizes for seed in seeds
-                for family in families or FAMILIES]
+        plan = [(size, seed, family, more, "") for size in sizes for seed in seeds
+                for kind in dict.fromkeys(kinds) for family, more in runs_of(kind, families)
+                if family != "vit_scratch" or size == sizes[0]]   # its own size: once per seed
         if cache_check:
             plan.append((sizes[0], seeds[0], "vit_ft", {"vit_ft": {"feature_cache": False}},
                          "(no feature cache)"))
-        for size, seed, family, more, note in plan:
-            rows += run(family, size, seed, merge(overrides_for(data, size, extra), more), paths, note)
-            text = render(rows, settings, started, os.getloadavg())
-            with atomic_file(out) as fh:   # after every stage: a stopped run keeps its rows
-                fh.write(text)
+        steps = [functools.partial(run, family, seed,
+                                   merge(overrides_for(data, size, extra), more), paths, note)
+                 for size, seed, family, more, note in plan]
+        text = run_and_write(steps, render, settings, started, out)
     click.echo(text)
 
 

@@ -23,6 +23,7 @@ phases). `--set SECTION.KEY=VALUE` adds more (e.g. `--set vit.patch_size=4`).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
 import sys
@@ -34,9 +35,9 @@ import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (PACS, machine_section, merge, parse_sets, pipeline_params,  # noqa: E402
-                    prepare, split_counts, train_and_evaluate)
+                    prepare, run_and_write, split_counts, train_and_evaluate)
 
-from vitbench.fsutil import atomic_file, read_json  # noqa: E402
+from vitbench.fsutil import read_json  # noqa: E402
 
 log = logging.getLogger("vitbench.benchmarks.recipe")
 
@@ -143,14 +144,9 @@ def main(data: Path, image_size: int, vit_epochs: int | None, cnn_epochs: int | 
             "params": f"params.yaml with the overrides `{overrides}` (and `seed`)",
             "seeds": ", ".join(map(str, seeds)),
             "command": f"`python benchmarks/recipe.py {' '.join(sys.argv[1:])}`"}
-        rows: list[dict[str, Any]] = []
-        text = ""
-        for seed in seeds:
-            for family in families or FAMILIES:
-                rows += run_seed(family, seed, overrides, paths)
-                text = render(rows, settings, started, os.getloadavg())
-                with atomic_file(out) as fh:   # after every stage: a stopped run keeps its rows
-                    fh.write(text)
+        steps = [functools.partial(run_seed, family, seed, overrides, paths)
+                 for seed in seeds for family in families or FAMILIES]
+        text = run_and_write(steps, render, settings, started, out)
     click.echo(text)
 
 

@@ -7,11 +7,9 @@ import re
 from pathlib import Path
 from types import ModuleType
 
-import numpy as np
 import pytest
-from benchscripts import load_benchmark
+from benchscripts import colour_folders, load_benchmark
 from click.testing import CliRunner
-from PIL import Image
 
 
 def load_script() -> ModuleType:
@@ -37,16 +35,10 @@ def test_overrides_are_params_yaml_plus_the_stated_keys(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_tiny_run_through_the_stages_writes_the_table(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    for c, colour in enumerate(((200, 30, 30), (30, 200, 30), (30, 30, 200))):
-        folder = tmp_path / "data" / f"class{c}"
-        folder.mkdir(parents=True)
-        for i in range(12):
-            pixels = np.clip(np.array(colour) + rng.integers(-30, 30, (40, 40, 3)), 0, 255)
-            Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+    data = colour_folders(tmp_path)
     out = tmp_path / "recipe.md"
     result = CliRunner().invoke(load_script().main, [
-        "--data", str(tmp_path / "data"), "--image-size", "32", "--vit-epochs", "2",
+        "--data", str(data), "--image-size", "32", "--vit-epochs", "2",
         "--family", "vit_scratch", "--set", "vit.patch_size=4", "--set", "vit.layers=1",
         "--out", str(out)])
     assert result.exit_code == 0, result.output

@@ -84,10 +84,15 @@ def use_feature_cache(cfg: Cnn | VitFt, pretrained: bool, online: bool = False,
 
 
 def pooled_features(extractor: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """(features, labels) of every batch of `dataset`, one pass, in the dataset's order."""
+    """(features, labels) of every batch of `dataset`, one pass, in the dataset's order.
+
+    The extractor is called directly, not through `predict_on_batch`: under a MirroredStrategy
+    (Keras 3.15) that hands every replica the whole batch and returns its rows once per replica.
+    """
+    infer = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
     feats, labels = [], []
     for x, y in dataset:
-        feats.append(np.asarray(extractor.predict_on_batch(x), dtype="float32"))
+        feats.append(np.asarray(infer(x), dtype="float32"))
         labels.append(np.asarray(y))
     return np.concatenate(feats), np.concatenate(labels)
 
