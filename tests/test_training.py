@@ -499,7 +499,10 @@ def test_fingerprint_follows_params_data_and_code(project, monkeypatch):
 
 @pytest.mark.slow
 def test_train_vit_end_to_end(project):
-    params = tiny_params(train={"epochs": 2}, vit={"drop_path": 0.1, "label_smoothing": 0.1})
+    # the patch tokenizer with SPT (params.yaml's conv tokenizer: the next test)
+    params = tiny_params(train={"epochs": 2}, vit={"drop_path": 0.1, "label_smoothing": 0.1,
+                                                   "tokenizer": "patch", "spt": True,
+                                                   "seq_pool": False, "weight_decay": 1e-4})
     train_stage(training.train_vit, "vit", params, project)
     record = assert_trained(project, "vit_scratch", epochs=2, pretrained=False)
     assert record["family"] == "vit_scratch" and record["preprocess"] == "vit"
