@@ -632,9 +632,10 @@ def test_throughput_benchmark(project, tiny_vit_b):
     assert [r["family"] for r in rows] == ["vit_ft"]
     for row in rows:
         assert row["disk_images_per_s"] > 0 and row["memory_images_per_s"] > 0
+        # the ratios are rounded to 3 decimals: half a unit of the last one on top of 1%
         assert row["disk_memory_ratio"] == pytest.approx(
-            row["disk_images_per_s"] / row["memory_images_per_s"], rel=0.01)
+            row["disk_images_per_s"] / row["memory_images_per_s"], rel=0.01, abs=5e-4)
         assert row["online_memory_ratio"] == pytest.approx(
-            row["online_images_per_s"] / row["memory_images_per_s"], rel=0.01)
+            row["online_images_per_s"] / row["memory_images_per_s"], rel=0.01, abs=5e-4)
     table = bench.format_table(rows)
     assert "ViT-B/32 (transfer)" in table and "disk/memory" in table and "online/memory" in table
