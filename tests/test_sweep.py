@@ -137,6 +137,8 @@ def test_sweep_queues_exactly_the_grid(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_summarize_by_a_real_tiny_sweep(tmp_path: Path) -> None:
+    """Two sweeps in one queue: vit_scratch, and cnn_finetuned from random init at another
+    cnn.image_size (TINY has cnn.pretrained false): two lines, paired across the sweeps."""
     from conftest import bin_path, make_project_copy
     from dvc_project import TINY, commit, run, set_params
 
@@ -144,10 +146,19 @@ def test_summarize_by_a_real_tiny_sweep(tmp_path: Path) -> None:
     set_params(project, {**TINY, "evaluate": {**TINY["evaluate"], "robustness": False}})
     commit(project, "tiny params")
     vitbench = bin_path("vitbench")
+    run(project, vitbench, "sweep", "-S", "split.max_train_per_class=2", "-S", "cnn.image_size=40",
+        "--model", "cnn_finetuned", "--no-start")
     run(project, vitbench, "sweep", "-S", "split.max_train_per_class=2,null", "--model", "vit_scratch",
         "--jobs", "2", timeout=900)
     summary = json.loads(run(project, vitbench, "summarize", "--by", "split.max_train_per_class",
                              "--json").stdout)
+    cnn = summary["models"]["cnn_finetuned@random_init"]
+    assert cnn["display_name"] == "MobileNetV2 (fine-tuned, random init, 40 px)"
+    assert [(p["value"], p["runs"]) for p in cnn["points"]] == [(2, ["mtpc-2-c-is-40-seed-1"])]
+    metrics = json.loads(run(project, "git", "show", f"{exp_rev(project, 'mtpc-2-c-is-40-seed-1')}:"
+                                                     "metrics/cnn_finetuned.json").stdout)
+    assert metrics["pretrained"] is False and cnn["points"][0]["mean"] == pytest.approx(metrics["accuracy"])
+    assert [(r["value"], r["p_value"] is not None) for r in summary["versus"]] == [(2, True)]
     points = summary["models"]["vit_scratch"]["points"]
     assert [(p["value"], p["n"], p["runs"]) for p in points] == [
         (2, 1, ["mtpc-2-seed-1"]), (None, 1, ["mtpc-all-seed-1"])]
@@ -164,7 +175,7 @@ def test_summarize_by_a_real_tiny_sweep(tmp_path: Path) -> None:
             assert split["train"] == 2 * split["classes"]
         else:
             assert p["x"] == pytest.approx(split["train"] / split["classes"]) and p["x"] > 2
-    assert summary["crossover"]["sentence"].startswith("no crossover to report")
+    assert summary["crossover"]["sentence"].startswith(("the best ViT", "no crossover in the range"))
     assert (project / "plots" / "sweep" / "split.max_train_per_class.png").stat().st_size > 10_000
     drawn = json.loads(run(project, "dvc", "plots", "show", "--json", "-x", "x", "-y", "vit_scratch",
                            "plots/sweep/split.max_train_per_class.csv").stdout)

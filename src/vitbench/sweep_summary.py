@@ -1,11 +1,13 @@
 """`vitbench summarize --by PARAM`: accuracy against one swept param, over the seeds.
 
 Reads the finished experiments of the current commit from `dvc exp show --json` (as `vitbench
-summarize` does), groups them by the value of PARAM and, per model and value, gives the mean
+summarize` does), groups them by the value of PARAM and, per model line and value, gives the mean
 accuracy over the seeds, its 95% interval and the number of finished runs. The interval is the
 Student-t interval of the mean over seeds (`stats.mean_interval`) when there are two runs or more;
 with one run it is that run's Wilson interval over its test images (from metrics/<id>.json), and
-`ci_kind` says which.
+`ci_kind` says which. A line is a model id, or `<id>@random_init` for a model meant to start
+from pretrained weights that did not (metrics/<id>.json `pretrained` false): a second sweep with
+`-S cnn.pretrained=false` adds the from-scratch CNN beside the pretrained one.
 
 The CNN-or-ViT question at each value uses compare.md's rules: the best CNN and the best ViT (by
 mean accuracy; CNN or ViT is the `kind` evaluate wrote from the model registry) are compared
@@ -31,10 +33,12 @@ import pandas as pd
 
 from vitbench import stats
 from vitbench.errors import VitbenchError
+from vitbench.model_ids import MODELS
 from vitbench.seeds import FINISHED, _dvc, _model_metrics, _walk
 
 SIZE_KEY = "split.max_train_per_class"
-UNITS = {SIZE_KEY: "images per class", "train.epochs": "epochs", "image_size": "px"}
+UNITS = {SIZE_KEY: "images per class", "epochs": "epochs", "image_size": "px"}
+RANDOM_INIT = "@random_init"   # the line suffix of a model meant to be pretrained, trained from random init
 
 
 @dataclass(frozen=True)
@@ -62,16 +66,20 @@ def lookup(params: dict[str, Any], key: str) -> Any:
 
 def sweep_runs(show: Any, by: str, prefix: str = "") -> list[SweepRun]:
     """The finished experiments named `prefix`* in `dvc exp show --json` output that have model
-    metrics, one per (value of `by`, seed): the newest when equal in every other param. Runs
-    that differ in another param than `by` and the seed are refused: the curve would mix them."""
-    runs: dict[tuple[str, int], SweepRun] = {}
+    metrics. Each model's metrics go on its line (`line_of`); per line, value of `by` and seed the
+    newest experiment counts. Experiments may differ in more than `by` and the seed only inside
+    the params section of a model family (cnn, vit, vit_ft) whose lines they do not share (a
+    second sweep with -S cnn.pretrained=false, say); anything else is refused: the curves would
+    mix them."""
+    runs: list[SweepRun] = []
+    taken: dict[tuple[str, int, str], SweepRun] = {}
     for entry, state in _walk(show):
         name, data = entry.get("name") or "", entry.get("data") or {}
         if not name or entry.get("rev") == "workspace" or not name.startswith(prefix) \
                 or state not in FINISHED or not data.get("metrics"):
             continue
-        metrics = _model_metrics(data["metrics"])
         params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
+        metrics = {line_of(m, d): d for m, d in _model_metrics(data["metrics"]).items()}
         if not metrics or "seed" not in params:
             continue
         try:
@@ -81,20 +89,56 @@ def sweep_runs(show: Any, by: str, prefix: str = "") -> list[SweepRun]:
         split = ((data["metrics"].get("metrics/split.json") or {}).get("data")) or {}
         per_class = split["train"] / split["classes"] if split.get("classes") else None
         run = SweepRun(name, str(entry.get("rev")), int(params["seed"]), value, metrics, params, per_class)
-        key = (json.dumps(value), run.seed)
-        if key in runs:       # exp show lists the newest first
-            _check_same(runs[key], run, by, same_point=True)
-            continue
-        runs[key] = run
-    found = list(runs.values())
-    for run in found[1:]:
-        _check_same(found[0], run, by, same_point=False)
-    return sorted(found, key=lambda r: (_order(r.value), r.seed))
+        for line in list(metrics):   # exp show lists the newest first
+            older = taken.setdefault((json.dumps(value), run.seed, line), run)
+            if older is not run:
+                _check_same(older, run, by, same_point=True)
+                del metrics[line]
+        if metrics:
+            runs.append(run)
+    sections = _sections()
+    for i, a in enumerate(runs):
+        for b in runs[i + 1:]:
+            _check_same(a, b, by, same_point=False, sections=sections)
+    return sorted(runs, key=lambda r: (_order(r.value), r.seed))
 
 
-def _check_same(a: SweepRun, b: SweepRun, by: str, same_point: bool) -> None:
-    differ = sorted(k for k in set(_flat(a.params)) | set(_flat(b.params))
-                    if k not in (by, "seed") and _flat(a.params).get(k) != _flat(b.params).get(k))
+def line_of(model_id: str, metrics: dict[str, Any]) -> str:
+    """The curve a model's metrics belong to: its id, or `<id>@random_init` for a model meant to
+    start from pretrained weights that did not (cnn.pretrained false, or no weights found)."""
+    random = metrics.get("meant_pretrained") is True and metrics.get("pretrained") is False
+    return f"{model_id}{RANDOM_INIT}" if random else model_id
+
+
+def model_of(line: str) -> str:
+    """The model id of a line (`cnn_finetuned@random_init` -> cnn_finetuned)."""
+    return line.split("@", 1)[0]
+
+
+def _sections() -> dict[str, str]:
+    """{family: its params.yaml section}, from the model registry."""
+    from vitbench.models import registry
+
+    return {name: f.section for name, f in registry.FAMILIES.items()}
+
+
+def _family(line: str, metrics: dict[str, Any]) -> str:
+    spec = MODELS.get(model_of(line))
+    return str(metrics.get("family") or (spec.family if spec else ""))
+
+
+def _check_same(a: SweepRun, b: SweepRun, by: str, same_point: bool,
+                sections: dict[str, str] | None = None) -> None:
+    """Refuse two experiments whose params differ (besides `by` and the seed) where it matters:
+    anywhere for the same point; else outside the families' sections, or inside the section of a
+    family that has a line in both."""
+    fa, fb = _flat(a.params), _flat(b.params)
+    differ = sorted(k for k in set(fa) | set(fb) if k not in (by, "seed") and fa.get(k) != fb.get(k))
+    if not same_point and sections is not None:
+        both = set(a.metrics) & set(b.metrics)
+        shared = {sections.get(_family(line, a.metrics[line]), "") for line in both}
+        free = set(sections.values()) - shared
+        differ = [k for k in differ if k.split(".", 1)[0] not in free]
     if differ:
         point = f"both have {by} = {a.value!r} and seed {a.seed} but" if same_point else "also"
         raise VitbenchError(f"experiments {a.name} and {b.name} {point} differ in "
@@ -134,33 +178,47 @@ def label(value: Any, by: str, per_class: float | None = None) -> str:
 
 
 def aggregate(runs: list[SweepRun], by: str) -> dict[str, Any]:
-    """Per model and value: runs, mean, std, 95% interval (kind), mean train seconds, x."""
+    """Per model line and value: runs, mean, std, 95% interval (kind), mean train seconds, x."""
     _numeric(runs, by)
     values = list(dict.fromkeys(json.dumps(r.value) for r in runs))
     models: dict[str, Any] = {}
-    for model_id in dict.fromkeys(m for r in runs for m in r.metrics):
+    for line in dict.fromkeys(m for r in runs for m in r.metrics):
         points = []
         for v in values:
-            here = [r for r in runs if json.dumps(r.value) == v and model_id in r.metrics]
+            here = [r for r in runs if json.dumps(r.value) == v and line in r.metrics]
             if here:
-                points.append(_point(here, model_id, by))
-        first = next(r.metrics[model_id] for r in runs if model_id in r.metrics)
-        models[model_id] = {"kind": _kind(model_id, first),
-                            "display_name": str(first.get("display_name") or model_id),
-                            "points": points}
+                points.append(_point(here, line, by))
+        first = next(r.metrics[line] for r in runs if line in r.metrics)
+        models[line] = {"kind": _kind(model_of(line), first), "model": model_of(line),
+                        "display_name": _line_name(line, first, runs), "points": points}
     return models
 
 
-def _point(runs: list[SweepRun], model_id: str, by: str) -> dict[str, Any]:
-    acc = [float(r.metrics[model_id]["accuracy"]) for r in runs]
+def _line_name(line: str, metrics: dict[str, Any], runs: list[SweepRun]) -> str:
+    """evaluate's display name, with "random init" and the values of the model's section where
+    the other experiments differ ("MobileNetV2 (fine-tuned, random init, 64 px, 10 epochs)")."""
+    name = str(metrics.get("display_name") or model_of(line))
+    section = _sections().get(_family(line, metrics), "")
+    mine = [r for r in runs if line in r.metrics]
+    own = {k: v for k, v in _flat(mine[0].params).items() if k.split(".", 1)[0] == section}
+    notes = ["random init"] if line.endswith(RANDOM_INIT) else []
+    notes += [f"{v} {unit(k)}" if unit(k) else f"{k.rsplit('.', 1)[-1]} {v}" for k, v in own.items()
+              if not k.endswith(".pretrained") and any(_flat(r.params).get(k) != v for r in runs)]
+    if not notes:
+        return name
+    return f"{name[:-1]}, {', '.join(notes)})" if name.endswith(")") else f"{name} ({', '.join(notes)})"
+
+
+def _point(runs: list[SweepRun], line: str, by: str) -> dict[str, Any]:
+    acc = [float(r.metrics[line]["accuracy"]) for r in runs]
     spread = stats.mean_interval(acc, bounds=(0.0, 1.0))
     low, high, kind = spread.low, spread.high, "t over seeds"
     if spread.n == 1:
-        m = runs[0].metrics[model_id]
+        m = runs[0].metrics[line]
         low, high = m.get("accuracy_ci_low"), m.get("accuracy_ci_high")
         kind = "Wilson over test images" if low is not None else "none"
-    seconds = [float(r.metrics[model_id]["train_seconds"]) for r in runs
-               if "train_seconds" in r.metrics[model_id]]
+    seconds = [float(r.metrics[line]["train_seconds"]) for r in runs
+               if "train_seconds" in r.metrics[line]]
     per_class = [r.train_per_class for r in runs if r.train_per_class]
     value = runs[0].value
     x = float(np.mean(per_class)) if value is None and per_class else float(value)
@@ -192,8 +250,8 @@ def versus(runs: list[SweepRun], models: dict[str, Any], root: Path | None) -> l
         vit = max((m for m in vits if m in means), key=lambda m: means[m]["mean"], default=None)
         if cnn is None or vit is None:
             continue
-        here = [r for r in runs if json.dumps(r.value) == v and cnn in r.metrics and vit in r.metrics]
-        test = _pooled_mcnemar(here, vit, cnn, root) if root is not None and here else None
+        here = [r for r in runs if json.dumps(r.value) == v]
+        test = _pooled_mcnemar(here, vit, cnn, root) if root is not None else None
         rows.append({"value": json.loads(v), "label": means[vit]["label"], "best_cnn": cnn,
                      "best_vit": vit, "difference": means[vit]["mean"] - means[cnn]["mean"],
                      "p_value": None if test is None else test.p_value,
@@ -202,14 +260,21 @@ def versus(runs: list[SweepRun], models: dict[str, Any], root: Path | None) -> l
     return rows
 
 
-def _pooled_mcnemar(runs: list[SweepRun], a: str, b: str, root: Path) -> stats.McNemar:
+def _pooled_mcnemar(runs: list[SweepRun], a: str, b: str, root: Path) -> stats.McNemar | None:
+    """McNemar on lines `a` and `b`, pooled over the seeds that have both: per seed, each line's
+    experiment (one experiment, or two sweeps' of the same seed: the same test split) and the
+    test images both predicted."""
     right_a, right_b = [], []
-    for run in runs:
-        pa, pb = _correct(root, run.rev, a), _correct(root, run.rev, b)
+    for seed in sorted({r.seed for r in runs}):
+        ra = next((r for r in runs if r.seed == seed and a in r.metrics), None)
+        rb = next((r for r in runs if r.seed == seed and b in r.metrics), None)
+        if ra is None or rb is None:
+            continue
+        pa, pb = _correct(root, ra.rev, model_of(a)), _correct(root, rb.rev, model_of(b))
         shared = pa.index.intersection(pb.index)
         right_a.append(pa.loc[shared].to_numpy())
         right_b.append(pb.loc[shared].to_numpy())
-    return stats.mcnemar_exact(np.concatenate(right_a), np.concatenate(right_b))
+    return stats.mcnemar_exact(np.concatenate(right_a), np.concatenate(right_b)) if right_a else None
 
 
 def _correct(root: Path, rev: str, model_id: str) -> pd.Series:
