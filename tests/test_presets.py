@@ -86,3 +86,17 @@ def test_dogs_preset_fetches_breeds_from_a_loopback_stand_in(project: Path, serv
     # a second fetch is served from the download cache
     run(project, "python", "stages/fetch.py")
     assert server.hits["/aditya86/ImageNetDogs/images.tar"] == 1
+
+
+def test_matched_preset_augments_online_as_measured_for_both_families() -> None:
+    """Preset matched turns on params.yaml's online augmentation (the recipe measured better on
+    both sides: benchmarks/results/matched_160_aug.md); it is one section, so both families get
+    it and both feature caches follow the same rule."""
+    default = load_params(Path(__file__).resolve().parents[1] / "params.yaml").augment_online
+    online = presets.load_preset("matched")["augment_online"]
+    assert online == {"flip": True, "translate": 0.1, "zoom": 0.1, "contrast": 0.2}
+    assert all(getattr(default, key) == value for key, value in online.items())
+    raw = presets.load_preset("matched")
+    assert raw["cnn"]["feature_cache"] == raw["vit_ft"]["feature_cache"]
+    assert raw["cnn"]["transfer"] == raw["vit_ft"]["transfer"]
+    assert raw["cnn"]["finetune"] == raw["vit_ft"]["finetune"]
