@@ -74,9 +74,11 @@ def _line(ax: Any, s: dict[str, Any], xs: list[Any], color: Any, kind: str) -> N
     ax.plot(x, [p["mean"] for _, p in pts], style, marker=marker, color=color, lw=2,
             label=f"{s['display_name']} ({kind})")
     band = [(a, p) for a, p in pts if p["ci_low"] is not None]
-    if band:
-        ax.fill_between([a for a, _ in band], [p["ci_low"] for _, p in band],
-                        [p["ci_high"] for _, p in band], color=color, alpha=0.18, lw=0)
+    if band:   # faint fill, its edges thin in the line's style: overlapping bands stay traceable
+        bx, low, high = [a for a, _ in band], [p["ci_low"] for _, p in band], [p["ci_high"] for _, p in band]
+        ax.fill_between(bx, low, high, color=color, alpha=0.08, lw=0)
+        for edge in (low, high):
+            ax.plot(bx, edge, style, color=color, lw=0.8, alpha=0.6)
 
 
 def _tick(text: str, by: str) -> str:
