@@ -89,9 +89,10 @@ def test_dogs_preset_fetches_breeds_from_a_loopback_stand_in(project: Path, serv
 
 
 def test_matched_preset_augments_online_as_measured_for_both_families() -> None:
-    """Preset matched turns on params.yaml's online augmentation (the recipe measured better on
-    both sides: benchmarks/results/matched_160_aug.md); it is one section, so both families get
-    it and both feature caches follow the same rule."""
+    """Preset matched turns on params.yaml's online augmentation and 10 epochs per phase (the
+    recipe measured best on both sides: benchmarks/results/matched_160_aug_e10_*.md); the
+    augmentation is one section, so both families get it and both feature caches follow the
+    same rule."""
     default = load_params(Path(__file__).resolve().parents[1] / "params.yaml").augment_online
     online = presets.load_preset("matched")["augment_online"]
     assert online == {"flip": True, "translate": 0.1, "zoom": 0.1, "contrast": 0.2}
@@ -100,3 +101,4 @@ def test_matched_preset_augments_online_as_measured_for_both_families() -> None:
     assert raw["cnn"]["feature_cache"] == raw["vit_ft"]["feature_cache"]
     assert raw["cnn"]["transfer"] == raw["vit_ft"]["transfer"]
     assert raw["cnn"]["finetune"] == raw["vit_ft"]["finetune"]
+    assert raw["cnn"]["epochs"] == raw["vit_ft"]["epochs"] == 10    # per phase, the same budget
