@@ -34,7 +34,8 @@ def test_contrast_runs_through_the_stages_write_the_second_table(tmp_path: Path)
     result = CliRunner().invoke(load_benchmark("matched").main, [
         "--data", str(data), "--image-size", "32", "--seeds", "42",
         "--family", "vit_ft", "--runs", "random-init", "--runs", "scratch",
-        "--set", "train.epochs=1", "--set", "vit_ft.blocks=1", "--set", "vit.layers=1",
+        "--set", "train.epochs=1", "--set", "vit_ft.epochs=1", "--set", "vit_ft.blocks=1",
+        "--set", "vit.layers=1",
         "--set", "vit.image_size=24", "--set", "vit.patch_size=4", "--out", str(out)])
     assert result.exit_code == 0, result.output + repr(result.exception)
     text = out.read_text()
