@@ -12,8 +12,9 @@ cache, a frozen vit-keras encoder still applies its dropout during `fit`; with i
 are the inference-mode ones the evaluation sees.)
 
 The same rule holds for both families (`cnn.feature_cache`, `vit_ft.feature_cache`): the cache is
-used when the section's `feature_cache` is true, the base holds pretrained weights (a random base
-trains in the first phase) and the images are not augmented on the fly (features of on-the-fly
+used when the section's `feature_cache` is true, the base holds pretrained weights (a random CNN
+base trains in the first phase; the ViT follows the same rule, so the random-init pair is trained
+alike) and the images are not augmented on the fly (features of on-the-fly
 augmented images differ every epoch); `cache_blocker` says why not otherwise.
 """
 
@@ -65,7 +66,8 @@ def cache_blocker(cfg: Cnn | VitFt, pretrained: bool, online: bool = False,
     if not cfg.feature_cache:
         return f"{section}.feature_cache is false"
     if not pretrained:
-        return "no pretrained weights, so the base trains in the first phase"
+        return ("no pretrained weights were loaded (a random CNN base trains in the first phase; a "
+                "random ViT encoder stays frozen and only its head trains)")
     if online:
         return "online augmentation is on: the base sees a new variant of each image every epoch"
     return None
