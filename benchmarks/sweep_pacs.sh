@@ -5,7 +5,7 @@
 #   benchmarks/sweep_pacs.sh [WORKDIR] [SEEDS] [JOBS]
 #   (defaults: /tmp/vitbench-sweep-pacs; 2 seeds; 2 jobs)
 #
-# Four models at 5 and 25 training images per class, 2 seeds, two sweeps in one queue (FIFO,
+# Four models at 5, 25 and all training images per class, 2 seeds, two sweeps in one queue (FIFO,
 # JOBS at a time):
 #   1. the from-scratch CNN: cnn_finetuned with -S cnn.pretrained=false (random init: its first
 #      phase trains the whole network, `registry.train_base_from_scratch`), 64 px, 10 epochs
@@ -65,7 +65,7 @@ cd "$work"
 nice -n 5 dvc repro split
 git add -A && git -c user.email=sweep@vitbench.local -c user.name=sweep commit -qm "fetch, clean, split"
 scratch_cnn=(-S cnn.pretrained=false -S cnn.image_size=64 -S cnn.epochs=10 --seeds "$seeds" --model cnn_finetuned)
-nice -n 5 vitbench sweep -S split.max_train_per_class=5,25 "${scratch_cnn[@]}" --no-start
+nice -n 5 vitbench sweep -S split.max_train_per_class=5,25,null "${scratch_cnn[@]}" --no-start
 pair=(-S cnn.epochs=3 -S vit_ft.epochs=3 --seeds "$seeds" --model vit_scratch --model cnn_finetuned --model vit_finetuned)
-time nice -n 5 vitbench sweep -S split.max_train_per_class=5,25 "${pair[@]}" --jobs "$jobs"
+time nice -n 5 vitbench sweep -S split.max_train_per_class=5,25,null "${pair[@]}" --jobs "$jobs"
 PYTHONPATH="$repo/src" vitbench summarize --by split.max_train_per_class   # this checkout's summarize
