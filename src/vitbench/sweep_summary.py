@@ -52,6 +52,7 @@ class SweepRun:
     metrics: dict[str, dict[str, Any]]
     params: dict[str, Any]
     train_per_class: float | None   # mean training images per class (metrics/split.json)
+    classes: int | None = None      # classes in the split (metrics/split.json)
 
 
 def lookup(params: dict[str, Any], key: str) -> Any:
@@ -88,7 +89,8 @@ def sweep_runs(show: Any, by: str, prefix: str = "") -> list[SweepRun]:
             raise VitbenchError(f"--by {by}: experiment {name} has no such param in params.yaml") from None
         split = ((data["metrics"].get("metrics/split.json") or {}).get("data")) or {}
         per_class = split["train"] / split["classes"] if split.get("classes") else None
-        run = SweepRun(name, str(entry.get("rev")), int(params["seed"]), value, metrics, params, per_class)
+        run = SweepRun(name, str(entry.get("rev")), int(params["seed"]), value, metrics, params, per_class,
+                       int(split["classes"]) if split.get("classes") else None)
         for line in list(metrics):   # exp show lists the newest first
             older = taken.setdefault((json.dumps(value), run.seed, line), run)
             if older is not run:
@@ -346,9 +348,11 @@ def summarize_by(runs: list[SweepRun], by: str, root: Path | None = None) -> dic
         raise VitbenchError(f"no finished experiment with model metrics: run `vitbench sweep -S {by}=...` first")
     models = aggregate(runs, by)
     rows = versus(runs, models, root)
+    classes = {r.classes for r in runs}
     return {"by": by, "unit": unit(by), "seeds": sorted({r.seed for r in runs}),
             "experiments": len(runs), "models": models, "versus": rows,
-            "crossover": crossover(rows, by)}
+            "crossover": crossover(rows, by),
+            "chance": 1 / classes.pop() if len(classes) == 1 and None not in classes else None}
 
 
 def render(summary: dict[str, Any]) -> str:

@@ -51,17 +51,25 @@ def draw_sweep(summary: dict[str, Any], path: Path, cost: bool = False) -> Path:
         axes[0][1].set_title("Test accuracy against training cost")
     kinds_text = ", ".join(sorted({p["ci_kind"] for s in summary["models"].values()
                                    for p in s["points"] if p["ci_kind"] != "none"}))
+    chance = summary.get("chance")
     for a in axes[0]:
         a.set_ylabel("test accuracy")
         a.set_ylim(0, 1)
         a.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8, loc="best")
+        if chance:
+            a.axhline(chance, color="0.45", lw=1, ls=":", label=f"chance (1/{round(1 / chance)})")
+    fig.tight_layout()
+    # the legend below the axes: inside, it hides the points and bands it names
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    legend = fig.legend(handles, labels, fontsize=8, loc="upper left", ncol=2, frameon=False,
+                        bbox_to_anchor=(0.0, 0.0), bbox_transform=fig.transFigure)
     seeds = summary["seeds"]
     sentence = summary["crossover"]["sentence"]
-    fig.text(0.01, -0.02, f"Mean over {len(seeds)} seed(s) per point; band: 95% interval "
+    fig.canvas.draw()
+    below = legend.get_window_extent().transformed(fig.transFigure.inverted()).y0
+    fig.text(0.01, below - 0.02, f"Mean over {len(seeds)} seed(s) per point; band: 95% interval "
              f"({kinds_text or 'none'}). CNNs solid, ViTs dashed. {sentence[0].upper()}{sentence[1:]}",
              fontsize=8, wrap=True, ha="left", va="top")
-    fig.tight_layout()
     return save_figure(fig, path)
 
 
