@@ -1,5 +1,6 @@
 """Repeated runs: `vitbench seeds` queues one DVC experiment per seed; `vitbench summarize`
-reads them back (parsing on a hand-made `dvc exp show` document; end to end on a tiny run)."""
+reads them back (parsing on a hand-made `dvc exp show` document; end to end on a tiny run
+in tests/test_sweep.py, which shares its experiments with the sweep's)."""
 
 from __future__ import annotations
 
@@ -62,29 +63,6 @@ def test_a_ranking_that_flips_is_reported() -> None:
     summary = summarize(experiments(show))
     assert not summary["ranking_holds"]
     assert "does NOT hold in every seed" in render(summary)
-
-
-@pytest.mark.slow
-def test_two_seeds_end_to_end(tmp_path: Path) -> None:
-    from conftest import bin_path, make_project_copy
-    from dvc_project import TINY, commit, run, set_params
-
-    project = make_project_copy(tmp_path / "project")
-    set_params(project, {**TINY, "evaluate": {**TINY["evaluate"], "robustness": False}})
-    commit(project, "tiny params")
-    # one cheap model (train_cnn would double the run); the ranking across families is tested
-    # on hand-made experiments above
-    run(project, bin_path("vitbench"), "seeds", "--seeds", "1,2", "--jobs", "2",
-        "--model", "vit_scratch", timeout=1500)
-    out = run(project, bin_path("vitbench"), "summarize", "--json").stdout
-    summary = json.loads(out)
-    assert summary["seeds"] == [1, 2]
-    assert {m["n"] for m in summary["models"].values()} == {2}
-    assert set(summary["models"]) == {"vit_scratch"}
-    assert summary["winner"] is None   # one family: nothing to rank
-    assert not (project / "metrics" / "vit_finetuned.json").exists()   # the workspace is untouched
-    text = run(project, bin_path("vitbench"), "summarize").stdout
-    assert "# Accuracy over 2 seeds" in text
 
 
 @pytest.mark.parametrize("given, message", [

@@ -135,47 +135,89 @@ def test_sweep_queues_exactly_the_grid(tmp_path: Path) -> None:
     run(project, "dvc", "queue", "remove", "--all")
 
 
-@pytest.mark.slow
-def test_summarize_by_a_real_tiny_sweep(tmp_path: Path) -> None:
-    """Two sweeps in one queue: vit_scratch, and cnn_finetuned from random init at another
-    cnn.image_size (TINY has cnn.pretrained false): two lines, paired across the sweeps."""
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One queue, four real tiny experiments of one commit (TINY: cnn.pretrained false):
+    `vitbench seeds --seeds 1,2 --model vit_scratch` (seed-1, seed-2: every training image) after
+    two sweeps at 2 images per class, vit_scratch (mtpc-2-seed-1) and cnn_finetuned from random
+    init at another cnn.image_size (mtpc-2-c-is-40-seed-1)."""
     from conftest import bin_path, make_project_copy
     from dvc_project import TINY, commit, run, set_params
+    from vitbench.seeds import wait_for_queue
 
-    project = make_project_copy(tmp_path / "project")
+    project = make_project_copy(tmp_path_factory.mktemp("tiny_runs") / "project")
     set_params(project, {**TINY, "evaluate": {**TINY["evaluate"], "robustness": False}})
     commit(project, "tiny params")
     vitbench = bin_path("vitbench")
     run(project, vitbench, "sweep", "-S", "split.max_train_per_class=2", "-S", "cnn.image_size=40",
         "--model", "cnn_finetuned", "--no-start")
-    run(project, vitbench, "sweep", "-S", "split.max_train_per_class=2,null", "--model", "vit_scratch",
-        "--jobs", "2", timeout=900)
+    run(project, vitbench, "sweep", "-S", "split.max_train_per_class=2", "--model", "vit_scratch",
+        "--no-start")
+    run(project, vitbench, "seeds", "--seeds", "1,2", "--jobs", "2", "--model", "vit_scratch",
+        timeout=1500)
+    wait_for_queue(project, timeout=900)   # the sweeps' too (FIFO: they started first)
+    return project
+
+
+@pytest.mark.slow
+def test_two_seeds_end_to_end(tiny_runs: Path) -> None:
+    """`vitbench summarize` counts the seed-N experiments only (not the sweeps' mtpc-*)."""
+    from conftest import bin_path
+    from dvc_project import run
+
+    summary = json.loads(run(tiny_runs, bin_path("vitbench"), "summarize", "--json").stdout)
+    assert summary["seeds"] == [1, 2]
+    assert {m["n"] for m in summary["models"].values()} == {2}
+    assert set(summary["models"]) == {"vit_scratch"}
+    assert summary["winner"] is None   # one family: nothing to rank
+    assert not (tiny_runs / "metrics" / "vit_finetuned.json").exists()   # the workspace is untouched
+    text = run(tiny_runs, bin_path("vitbench"), "summarize").stdout
+    assert "# Accuracy over 2 seeds" in text
+
+
+@pytest.mark.slow
+def test_summarize_by_a_real_tiny_sweep(tiny_runs: Path) -> None:
+    """Two lines from two sweeps and `vitbench seeds`: vit_scratch at 2 (one run: its Wilson
+    interval) and at every image (seeds 1 and 2: the mean and t interval over them), and
+    cnn_finetuned from random init at 2, paired with vit_scratch across the sweeps."""
+    from conftest import bin_path
+    from dvc_project import run
+
+    project, vitbench = tiny_runs, bin_path("vitbench")
     summary = json.loads(run(project, vitbench, "summarize", "--by", "split.max_train_per_class",
                              "--json").stdout)
+
+    def metrics_of(name: str, path: str) -> dict:
+        return json.loads(run(project, "git", "show", f"{exp_rev(project, name)}:{path}").stdout)
+
     cnn = summary["models"]["cnn_finetuned@random_init"]
     assert cnn["display_name"] == "MobileNetV2 (fine-tuned, random init, 40 px)"
     assert [(p["value"], p["runs"]) for p in cnn["points"]] == [(2, ["mtpc-2-c-is-40-seed-1"])]
-    metrics = json.loads(run(project, "git", "show", f"{exp_rev(project, 'mtpc-2-c-is-40-seed-1')}:"
-                                                     "metrics/cnn_finetuned.json").stdout)
+    metrics = metrics_of("mtpc-2-c-is-40-seed-1", "metrics/cnn_finetuned.json")
     assert metrics["pretrained"] is False and cnn["points"][0]["mean"] == pytest.approx(metrics["accuracy"])
     assert [(r["value"], r["p_value"] is not None) for r in summary["versus"]] == [(2, True)]
     points = summary["models"]["vit_scratch"]["points"]
-    assert [(p["value"], p["n"], p["runs"]) for p in points] == [
-        (2, 1, ["mtpc-2-seed-1"]), (None, 1, ["mtpc-all-seed-1"])]
-    for p in points:   # the means and intervals are each experiment's own metrics
-        rev = exp_rev(project, p["runs"][0])
-        metrics = json.loads(run(project, "git", "show", f"{rev}:metrics/vit_scratch.json").stdout)
-        split = json.loads(run(project, "git", "show", f"{rev}:metrics/split.json").stdout)
-        assert p["mean"] == pytest.approx(metrics["accuracy"])
-        assert (p["ci_low"], p["ci_high"]) == (metrics["accuracy_ci_low"], metrics["accuracy_ci_high"])
-        assert p["ci_kind"] == "Wilson over test images"
-        table = pd.read_csv(project / "plots" / "sweep" / "split.max_train_per_class.csv")
-        assert table["vit_scratch"].tolist()[points.index(p)] == pytest.approx(p["mean"])
-        assert summary["chance"] == pytest.approx(1 / split["classes"])   # the figure's chance line
-        if p["value"] == 2:
-            assert split["train"] == 2 * split["classes"]
-        else:
-            assert p["x"] == pytest.approx(split["train"] / split["classes"]) and p["x"] > 2
+    assert [(p["value"], p["n"], sorted(p["runs"])) for p in points] == [
+        (2, 1, ["mtpc-2-seed-1"]), (None, 2, ["seed-1", "seed-2"])]
+    table = pd.read_csv(project / "plots" / "sweep" / "split.max_train_per_class.csv")
+    one, both = points
+    # one run: that experiment's accuracy and its Wilson interval over the test images
+    metrics = metrics_of("mtpc-2-seed-1", "metrics/vit_scratch.json")
+    split = metrics_of("mtpc-2-seed-1", "metrics/split.json")
+    assert one["mean"] == pytest.approx(metrics["accuracy"]) and one["ci_kind"] == "Wilson over test images"
+    assert (one["ci_low"], one["ci_high"]) == (metrics["accuracy_ci_low"], metrics["accuracy_ci_high"])
+    assert split["train"] == 2 * split["classes"] and one["x"] == 2
+    assert summary["chance"] == pytest.approx(1 / split["classes"])   # the figure's chance line
+    # two seeds: the mean of the two experiments' accuracies and its t interval
+    accs = [metrics_of(n, "metrics/vit_scratch.json")["accuracy"] for n in ("seed-1", "seed-2")]
+    half = 12.706 * abs(accs[0] - accs[1]) / 2   # t(0.975, 1 df) * sd / sqrt(2); sd = |a - b| / sqrt(2)
+    mean = sum(accs) / 2
+    assert both["mean"] == pytest.approx(mean) and both["ci_kind"] == "t over seeds"
+    assert (both["ci_low"], both["ci_high"]) == pytest.approx((max(0.0, mean - half), min(1.0, mean + half)),
+                                                              abs=1e-3)
+    splits = [metrics_of(n, "metrics/split.json") for n in ("seed-1", "seed-2")]
+    assert both["x"] == pytest.approx(sum(s["train"] / s["classes"] for s in splits) / 2) and both["x"] > 2
+    assert table["vit_scratch"].tolist() == pytest.approx([one["mean"], both["mean"]])
     assert summary["crossover"]["sentence"].startswith(("the best ViT", "no crossover in the range"))
     assert (project / "plots" / "sweep" / "split.max_train_per_class.png").stat().st_size > 10_000
     drawn = json.loads(run(project, "dvc", "plots", "show", "--json", "-x", "x", "-y", "vit_scratch",
