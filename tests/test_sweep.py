@@ -10,11 +10,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 
 from vitbench import config
 from vitbench.data.splitting import split_dataset
 from vitbench.errors import VitbenchError
 from vitbench.paths import Paths
+from vitbench.plots.sweep import draw_sweep
 from vitbench.sweep import parse_grid, plan
 from vitbench.sweep_summary import crossover
 
@@ -220,6 +222,12 @@ def test_summarize_by_a_real_tiny_sweep(tiny_runs: Path) -> None:
     assert table["vit_scratch"].tolist() == pytest.approx([one["mean"], both["mean"]])
     assert summary["crossover"]["sentence"].startswith(("the best ViT", "no crossover in the range"))
     assert (project / "plots" / "sweep" / "split.max_train_per_class.png").stat().st_size > 10_000
+    # the cost panel that --by train.epochs adds: accuracy against each point's mean train seconds
+    assert all(p["train_seconds"] > 0 for s in summary["models"].values() for p in s["points"])
+    single = draw_sweep(summary, project / "one.png")
+    with_cost = draw_sweep(summary, project / "cost.png", cost=True)
+    with Image.open(single) as a, Image.open(with_cost) as b:
+        assert b.width > 1.6 * a.width
     drawn = json.loads(run(project, "dvc", "plots", "show", "--json", "-x", "x", "-y", "vit_scratch",
                            "plots/sweep/split.max_train_per_class.csv").stdout)
     values = drawn["data"]["plots/sweep/split.max_train_per_class.csv"][0]["content"]["data"]["values"]
