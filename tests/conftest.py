@@ -34,6 +34,18 @@ def pacs_dir() -> Path:
     return PACS
 
 
+# The heaviest files first: pytest-xdist's --dist loadfile hands out whole files in collection
+# order (alphabetical), so test_sweep.py, collected near the end, ran alone for minutes after the
+# other worker had finished. First in the list, the two heaviest start at once on the two workers.
+FIRST = ("test_dag_full.py", "test_sweep.py", "test_predict.py", "test_deit.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Move the files in FIRST to the front (a stable sort: everything else keeps its order)."""
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))
+
+
 def make_project_copy(dest: Path) -> Path:
     """This project (code, dvc.yaml, params) copied into `dest` as a fresh, committed git repo,
     with the offline `dvc plots show` template that `make setup` generates (.dvc/config names it)."""
