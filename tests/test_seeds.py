@@ -4,7 +4,6 @@ in tests/test_sweep.py, which shares its experiments with the sweep's)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest

@@ -178,7 +178,7 @@ def test_two_seeds_end_to_end(tiny_runs: Path) -> None:
 
 
 @pytest.mark.slow
-def test_summarize_by_a_real_tiny_sweep(tiny_runs: Path) -> None:
+def test_summarize_by_a_real_tiny_sweep(tiny_runs: Path, tmp_path: Path) -> None:
     """Two lines from two sweeps and `vitbench seeds`: vit_scratch at 2 (one run: its Wilson
     interval) and at every image (seeds 1 and 2: the mean and t interval over them), and
     cnn_finetuned from random init at 2, paired with vit_scratch across the sweeps."""
@@ -224,8 +224,8 @@ def test_summarize_by_a_real_tiny_sweep(tiny_runs: Path) -> None:
     assert (project / "plots" / "sweep" / "split.max_train_per_class.png").stat().st_size > 10_000
     # the cost panel that --by train.epochs adds: accuracy against each point's mean train seconds
     assert all(p["train_seconds"] > 0 for s in summary["models"].values() for p in s["points"])
-    single = draw_sweep(summary, project / "one.png")
-    with_cost = draw_sweep(summary, project / "cost.png", cost=True)
+    single = draw_sweep(summary, tmp_path / "one.png")   # not in the shared project
+    with_cost = draw_sweep(summary, tmp_path / "cost.png", cost=True)
     with Image.open(single) as a, Image.open(with_cost) as b:
         assert b.width > 1.6 * a.width
     drawn = json.loads(run(project, "dvc", "plots", "show", "--json", "-x", "x", "-y", "vit_scratch",

@@ -88,9 +88,10 @@ def sweep_runs(show: Any, by: str, prefix: str = "") -> list[SweepRun]:
         except KeyError:
             raise VitbenchError(f"--by {by}: experiment {name} has no such param in params.yaml") from None
         split = ((data["metrics"].get("metrics/split.json") or {}).get("data")) or {}
-        per_class = split["train"] / split["classes"] if split.get("classes") else None
+        classes = int(split["classes"]) if split.get("classes") else None
+        per_class = split["train"] / classes if classes else None
         run = SweepRun(name, str(entry.get("rev")), int(params["seed"]), value, metrics, params, per_class,
-                       int(split["classes"]) if split.get("classes") else None)
+                       classes)
         for line in list(metrics):   # exp show lists the newest first
             older = taken.setdefault((json.dumps(value), run.seed, line), run)
             if older is not run:
