@@ -18,6 +18,8 @@ All on one test split, so no retraining is needed:
   where psi is the share of discordant images (one model right, the other wrong) and delta the
   accuracy difference.
 - `mean_interval`: mean, standard deviation and Student-t interval over repeated runs (seeds).
+- `chance_p`: one-sided exact binomial p of an accuracy against the majority-class rate; a model
+  with `chance_p >= ALPHA` is "at chance" (`at_chance`) and never decides a comparison.
 """
 
 from __future__ import annotations
@@ -150,3 +152,27 @@ def mean_interval(values: list[float], confidence: float = CONFIDENCE,
     if bounds is not None:
         low, high = max(low, bounds[0]), min(high, bounds[1])
     return Spread(int(x.size), mean, std, float(low), float(high))
+
+
+def majority_rate(labels: list[str] | np.ndarray) -> float:
+    """The accuracy of always answering the most frequent label (the chance level of a test split)."""
+    values = np.asarray(labels)
+    if values.size == 0:
+        raise ValueError("no labels: the chance level of an empty test split is undefined")
+    _, counts = np.unique(values, return_counts=True)
+    return float(counts.max() / values.size)
+
+
+def chance_p(correct: int, total: int, chance: float) -> float:
+    """One-sided exact binomial p of `correct` out of `total` under "no better than `chance`"
+    (the majority-class rate of the test split). Unrounded: tiny p-values are kept as they are."""
+    if total <= 0 or not 0 <= correct <= total:
+        raise ValueError(f"chance test of {correct} correct out of {total}: need 0 <= correct <= total, total > 0")
+    if not 0 < chance < 1:
+        return 1.0 if chance >= 1 else 0.0
+    return float(stats.binomtest(int(correct), int(total), float(chance), alternative="greater").pvalue)
+
+
+def at_chance(p: float | None, alpha: float = ALPHA) -> bool:
+    """Whether a model's `chance_p` leaves it indistinguishable from guessing the majority class."""
+    return p is None or p >= alpha
