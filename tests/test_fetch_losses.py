@@ -128,7 +128,7 @@ def test_links_and_junk_are_skipped_by_reason_and_never_followed_outside(tmp_pat
     metrics = json.loads(paths.metrics_json("fetch").read_text())
     assert metrics["skipped"] == {"hidden": 1, "appledouble": 2, "loose_file": 1, "empty_class": 1,
                                   "dangling_link": 1, "symlinked_folder": 1, "link_outside": 1,
-                                  "not_regular": 1}
+                                  "not_regular": 1, "empty_file": 0}
     rejected = _rejected(paths)
     assert len(rejected) == 9 and set(rejected.columns) == {"source", "class", "reason", "detail"}
     row = rejected[rejected["reason"] == "link_outside"].iloc[0]

@@ -239,7 +239,8 @@ def test_hard_class_names_survive_to_the_labels(folder_project: Path) -> None:
 def test_collisions_links_and_names_are_counted_not_lost(folder_project: Path) -> None:
     metrics = json.loads((folder_project / "metrics/fetch.json").read_text())
     assert metrics["renamed"] == {"name_collision": len(HARD_CLASSES) + 1, "duplicate_entry": 0,
-                                  "non_utf8_name": 1, "blank_name": 1, "long_name": 1}
+                                  "non_utf8_name": 1, "blank_name": 1, "long_name": 1,
+                                  "unsafe_name": 0}
     assert metrics["skipped"]["link_outside"] == 1 and metrics["skipped"]["appledouble"] == 1
     assert metrics["files"] == 5 * len(HARD_CLASSES) + 1 + 3 * len(ODD_CLASSES) + 1 + 1
     rejected = pd.read_csv(folder_project / "metrics/fetch_rejected.csv", keep_default_na=False)

@@ -1,8 +1,10 @@
 """What fetch skipped or renamed, by reason: metrics/fetch.json and metrics/fetch_rejected.csv.
 
 Nothing fetch leaves out or renames goes unreported: every skip (hidden files, AppleDouble
-`._*`, loose files, empty class folders, links) and every rename (name collisions, duplicate
-archive entries, names that are not UTF-8, blank class names, names over 255 bytes) is one row of the CSV and one count in the metrics.
+`._*`, loose files, empty class folders, links, empty archive entries) and every rename (name
+collisions, duplicate archive entries, names that are not UTF-8, blank class names, names over 255
+bytes, class names that would not be one safe folder) is one row of the CSV and one count in the
+metrics.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from vitbench.fsutil import atomic_file, write_json
 log = logging.getLogger(__name__)
 
 SKIP_REASONS = ("hidden", "appledouble", "loose_file", "empty_class", "dangling_link",
-                "symlinked_folder", "link_outside", "not_regular")
-RENAME_REASONS = ("name_collision", "duplicate_entry", "non_utf8_name", "blank_name", "long_name")
+                "symlinked_folder", "link_outside", "not_regular", "empty_file")
+RENAME_REASONS = ("name_collision", "duplicate_entry", "non_utf8_name", "blank_name", "long_name",
+                  "unsafe_name")
 COLUMNS = ("source", "class", "reason", "detail")
 REJECTED_CSV = "fetch_rejected.csv"   # in metrics/, next to fetch.json
 

@@ -8,8 +8,10 @@ anything that is not a regular file (a FIFO would hang the copy). Nested folders
 normalization, NFC `café` against NFD `café`, for macOS and Windows checkouts) gets a unique one
 (`sub__x~2.jpg`), a flattened name over 255 bytes (the file-system limit) is shortened to a unique
 one, a class folder whose name is blank becomes `unnamed`, and a file or folder name that is not
-valid UTF-8 (DVC cannot track it) is re-encoded from Latin-1. Every skip and rename is a row of
-the FetchReport.
+valid UTF-8 (DVC cannot track it) is re-encoded from Latin-1. A class name is one safe folder
+inside data/raw whatever the source folder is called: `n00000001-..` keeps its WordNet id rather
+than become `..`, separators become `_`, leading dots go (no hidden class), and the final name is
+checked last (`name_problem`). Every skip and rename is a row of the FetchReport.
 """
 
 from __future__ import annotations
@@ -37,11 +39,41 @@ BLANK_CLASS = "unnamed"          # the class of a folder whose name is only whit
 MAX_NAME_BYTES = 255             # the longest file name (in UTF-8 bytes) most file systems allow
 
 
-def clean_class_name(name: str) -> str:
-    """A class folder's name without its WordNet id: `n02085620-Chihuahua` -> `Chihuahua`."""
+SEPARATORS = str.maketrans({"/": "_", "\\": "_", "\0": "_"})  # path separators and NUL
+LEADING_JUNK = re.compile(r"^[\s.]+")   # leading whitespace and dots: a hidden folder, `.`, `..`
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot be a class folder of its own inside data/raw; None when it can."""
+    if not name.strip():
+        return "it is blank"
+    if name != name.strip():
+        return "it starts or ends with whitespace"
+    if name.startswith("."):
+        return "it starts with a dot (`.` and `..` are paths, `.name` is hidden)"
+    if name != name.translate(SEPARATORS):
+        return "it holds a path separator (/ or \\) or NUL"
+    return None
+
+
+def safe_name(name: str) -> str:
+    """`name` as one safe folder name: separators and NUL become `_`, leading dots and
+    whitespace go; '' when nothing is left."""
+    return LEADING_JUNK.sub("", name.translate(SEPARATORS)).strip()
+
+
+def _strip_wordnet(name: str) -> str:
     name = name.strip()
     match = WORDNET_PREFIX.fullmatch(name)
     return match.group(1).strip() if match and match.group(1).strip() else name
+
+
+def clean_class_name(name: str) -> str:
+    """A class folder's name without its WordNet id (`n02085620-Chihuahua` -> `Chihuahua`), as one
+    safe folder name: the id stays when what follows it is not one (`n00000001-..`), and an unsafe
+    name is made safe (`safe_name`); '' when nothing usable is left (a blank name)."""
+    stripped = _strip_wordnet(name)
+    return stripped if name_problem(stripped) is None else safe_name(name)
 
 
 def utf8_name(name: str) -> str:
@@ -71,7 +103,11 @@ def import_folder(source: Path, dest: Path, report: FetchReport | None = None, *
             f"inside, e.g. {source / 'cat' / '001.jpg'} and {source / 'dog' / '002.jpg'} "
             f"(optionally inside a single wrapper folder such as Images/)")
     jobs: list[tuple[Path, Path]] = []
+    inside = dest.resolve()
     for class_dir, cls in _class_names(class_dirs, report).items():
+        if (dest / cls).resolve().parent != inside:  # belt and braces after _check_final
+            raise FetchError(f"class folder {shown(class_dir)} would be stored outside {dest} as "
+                             f"{shown(cls)!r}")
         jobs += _class_jobs(class_dir, cls, dest / cls, walker, report)
     transfer = os.replace if move else shutil.copyfile
     for src, target in tqdm(jobs, desc="import", unit="file"):
@@ -150,36 +186,76 @@ def fold(name: str) -> str:
 
 
 def _class_names(class_dirs: list[Path], report: FetchReport) -> dict[Path, str]:
-    """Cleaned, UTF-8, unique class names; folders whose cleaned names would collide keep their
-    own names, and blank ones become `unnamed` (after every named folder has its name)."""
-    cleaned = {d: clean_class_name(utf8_name(d.name)) for d in class_dirs}
+    """`class_names` of the class folders, by folder."""
+    names = class_names([d.name for d in class_dirs], report)
+    return {d: names[d.name] for d in sorted(class_dirs)}
+
+
+def class_names(folder_names: list[str], report: FetchReport) -> dict[str, str]:
+    """The class name of each class folder name: cleaned (`clean_class_name`), UTF-8, one safe
+    folder, unique. Folders whose cleaned names would collide keep their own (made safe) names;
+    blank ones become `unnamed` (after every named folder has its name). Every name that differs
+    from the plain cleaning is reported; the final names are checked last (`_check_final`)."""
+    cleaned = {raw: clean_class_name(utf8_name(raw)) for raw in folder_names}
     counts: dict[str, int] = {}
     for name in cleaned.values():
         counts[fold(name)] = counts.get(fold(name), 0) + 1
-    names: dict[Path, str] = {}
+    names: dict[str, str] = {}
     taken: set[str] = set()
-    for d, name in sorted(cleaned.items(), key=lambda item: not item[1]):
-        if not name:
-            names[d] = _unique(BLANK_CLASS, taken)
-            report.add(d.name, names[d], "blank_name", f"class folder name is blank; stored as "
-                       f"{names[d]!r}")
-            log.warning("class folder %r has a blank name; stored as %r", d.name, names[d])
-            continue
-        if counts[fold(name)] > 1:
-            log.warning("class folder %s would share the name %r with another once cleaned; "
-                        "keeping its full name", shown(d), name)
-            name = utf8_name(d.name)
-        names[d] = _unique(name, taken)
-        if utf8_name(d.name) != d.name:
-            report.add(d.name, names[d], "non_utf8_name", f"class folder name is not UTF-8; "
-                       f"stored as {names[d]!r}")
-            log.warning("class folder %s has a name that is not UTF-8; stored as %r", shown(d), names[d])
-        elif names[d] != name:
-            cut = _was_cut(name, names[d])
-            report.add(d.name, names[d], "long_name" if cut else "name_collision",
-                       f"class stored as {names[d]!r}" + ("" if cut else "; another class folder "
-                       "has the same name ignoring case and Unicode normalization"))
-    return dict(sorted(names.items()))
+    for raw, name in sorted(cleaned.items(), key=lambda item: not item[1]):
+        text = utf8_name(raw)
+        if name and counts[fold(name)] > 1:
+            log.warning("class folder %r would share the name %r with another once cleaned; "
+                        "keeping its full name", shown(raw), name)
+            name = safe_name(text) or name
+        names[raw] = _unique(name or BLANK_CLASS, taken)
+        _report_name(raw, name, names[raw], report)
+    for raw, name in names.items():
+        _check_final(raw, name)
+    return names
+
+
+def _report_name(raw: str, name: str, stored: str, report: FetchReport) -> None:
+    """Report (and log) how class folder `raw`, cleaned to `name`, came to be stored as `stored`."""
+    text, plain = utf8_name(raw), _strip_wordnet(utf8_name(raw))
+    if not plain:
+        report.add(raw, stored, "blank_name", f"class folder name is blank; stored as {stored!r}")
+        log.warning("class folder %r has a blank name; stored as %r", raw, stored)
+    elif text != raw:
+        report.add(raw, stored, "non_utf8_name", f"class folder name is not UTF-8; stored as "
+                   f"{stored!r}")
+        log.warning("class folder %s has a name that is not UTF-8; stored as %r", shown(raw), stored)
+    elif (problem := name_problem(plain)) is not None:
+        report.add(raw, stored, "unsafe_name", f"class folder name cleaned would be {plain!r}, "
+                   f"not a safe folder name: {problem}; stored as {stored!r}")
+        log.warning("class folder %s would be named %r once cleaned, not a safe folder name (%s); "
+                    "stored as %r", shown(raw), plain, problem, stored)
+    elif stored != name:
+        cut = _was_cut(name, stored)
+        report.add(raw, stored, "long_name" if cut else "name_collision",
+                   f"class stored as {stored!r}" + ("" if cut else "; another class folder "
+                   "has the same name ignoring case and Unicode normalization"))
+
+
+def _check_final(raw: str, name: str) -> None:
+    """FetchError unless `name` is one safe, UTF-8 folder name of at most MAX_NAME_BYTES bytes:
+    the last check on a class name, whatever the cleaning above it did."""
+    problem = name_problem(name)
+    if problem is None and len(os.fsencode(name)) > MAX_NAME_BYTES:
+        problem = f"it is over {MAX_NAME_BYTES} bytes"
+    if problem is None and not _is_utf8(name):
+        problem = "it is not UTF-8"
+    if problem is not None:
+        raise FetchError(f"class folder {shown(raw)!r} would be stored as {shown(name)!r}, which "
+                         f"is not a safe folder name inside data/raw: {problem}")
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _class_jobs(class_dir: Path, cls: str, target_dir: Path, walker: _Walker,
