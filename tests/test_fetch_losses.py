@@ -1,5 +1,6 @@
 """fetch loses nothing silently: collisions, duplicate tar entries, non-UTF-8 names, links, skips
-by reason, archive size guards and stale temporary folders (issue 8)."""
+by reason, archive size and entry-count guards, empty entries, stale temporary folders, and a
+source that overlaps the project's own data/."""
 
 from __future__ import annotations
 
@@ -148,7 +149,7 @@ def test_zip_bomb_is_refused_from_its_headers(tmp_path: Path) -> None:
     with pytest.raises(FetchError, match=r"compression ratio of \d+ above dataset.max_ratio \(200\)"):
         safe_extract(archive, tmp_path / "out", ExtractLimits.of(section_with("dataset")))
     assert not any((tmp_path / "out").rglob("*")), "nothing written"
-    safe_extract(archive, tmp_path / "ok", ExtractLimits(max_mb=100, max_ratio=10_000))
+    safe_extract(archive, tmp_path / "ok", ExtractLimits(max_mb=100, max_ratio=10_000, max_entries=10))
     assert (tmp_path / "ok" / "cat" / "zeros.bin").stat().st_size == 50 << 20
 
 
@@ -271,3 +272,80 @@ def test_flattened_names_over_255_bytes_are_shortened_unique_and_reported(tmp_pa
     assert summary["report"]["renamed"]["long_name"] == 3
     details = _rejected(paths).query("reason == 'long_name'")["detail"]
     assert details.str.contains("over the file-system limit of 255").all()
+
+
+# --- entry counts, empty entries and sources inside the project ---------------------------------
+
+def _archive(path: Path, entries: dict[str, bytes]) -> Path:
+    """A .tar.gz or .zip (by `path`'s suffix) of `entries` (name -> bytes), no folder entries."""
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(path, "w") as zf:
+            for name, data in entries.items():
+                zf.writestr(name, data)
+        return path
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in entries.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _empties(n: int) -> dict[str, bytes]:
+    return {f"cat/empty{i}.png": b"" for i in range(n)}
+
+
+@pytest.mark.parametrize("name", ["many.tar.gz", "many.zip"])
+def test_archive_over_max_entries_is_refused_naming_the_key(name: str, tmp_path: Path) -> None:
+    archive, paths = _archive(tmp_path / name, {**_empties(30), "dog/d.png": _png(1)}), Paths(tmp_path / "p")
+    with pytest.raises(FetchError, match=r"more than 20 entries \(dataset.max_entries\); raise "
+                                         r"dataset.max_entries"):
+        _fetch(archive, paths, max_entries=20)
+    assert not paths.raw.exists()
+    assert _fetch(archive, paths, max_entries=31)["files"] == 1, "31 entries pass a limit of 31"
+
+
+@pytest.mark.parametrize("name", ["empty.tar.gz", "empty.zip"])
+def test_empty_archive_entries_are_not_extracted_but_counted(name: str, tmp_path: Path) -> None:
+    entries = {**_empties(25), "cat/c.png": _png(1), "dog/d.png": _png(2), "void/e.png": b""}
+    archive, paths = _archive(tmp_path / name, entries), Paths(tmp_path / "p")
+    summary = _fetch(archive, paths)
+    assert _files(paths.raw) == {"cat/c.png": _png(1), "dog/d.png": _png(2)}
+    assert summary["report"]["skipped"]["empty_file"] == 26
+    rows = _rejected(paths)
+    assert sorted(rows["source"]) == sorted(k for k, v in entries.items() if not v)
+    assert set(rows["reason"]) == {"empty_file"}
+
+
+@pytest.fixture(scope="module")
+def fetched(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A committed TINY project after `dvc repro fetch` of the synthetic set."""
+    from conftest import make_project_copy
+    from dvc_project import TINY, commit, run, set_params
+
+    project = make_project_copy(tmp_path_factory.mktemp("fetched") / "project")
+    set_params(project, TINY)
+    commit(project, "tiny")
+    run(project, "dvc", "repro", "fetch")
+    commit(project, "fetched")
+    return project
+
+
+def test_archive_over_max_entries_is_refused_by_dvc_repro(fetched: Path, tmp_path: Path) -> None:
+    from test_refusals_dvc import params_text, refused, with_changes
+
+    archive = _archive(tmp_path / "many.tar.gz", {**_empties(40), "dog/d.png": _png(1)})
+    with params_text(fetched, with_changes(fetched, {"dataset": {"source": str(archive),
+                                                                 "max_entries": 30}})):
+        refused(fetched, "fetch", "more than 30 entries (dataset.max_entries)",
+                ("data", "metrics"))
+
+
+@pytest.mark.parametrize("source", [".", "data/raw", ".."])
+def test_a_source_overlapping_the_projects_data_is_refused(source: str, fetched: Path) -> None:
+    from test_refusals_dvc import params_text, refused, with_changes
+
+    with params_text(fetched, with_changes(fetched, {"dataset": {"source": source}})):
+        output = refused(fetched, "fetch", f"dataset.source = {source!r} is not allowed",
+                         ("data", "metrics"))
+    assert "outside" in output

@@ -29,6 +29,7 @@ class Dataset:
     synthetic: Synthetic
     max_extract_mb: Annotated[Int, Field(ge=1)]   # archives: refuse more than this many MB once extracted
     max_ratio: Annotated[Float, Field(ge=1.0)]    # archives: refuse an extracted/compressed size ratio above this
+    max_entries: Annotated[Int, Field(ge=1)]      # archives: refuse more entries (files and folders) than this
 
     @property
     def kind(self) -> str:

@@ -1,10 +1,12 @@
 """Safe extraction of untrusted .tar/.tar.gz/.tgz/.zip archives.
 
 Before a byte is written, every entry is checked: absolute paths, `..`, links, devices and FIFOs
-are refused (naming the entry), and the total uncompressed size and the compression ratio, read
-from the headers, must stay under `dataset.max_extract_mb` and `dataset.max_ratio` (a zip bomb is
-refused, not extracted). Tar files are then extracted through tarfile's `data` filter as a second
-line of defence; duplicate entries are kept under unique names and reported, never last-wins.
+are refused (naming the entry), and the number of entries, the total uncompressed size and the
+compression ratio, read from the headers, must stay under `dataset.max_entries`,
+`dataset.max_extract_mb` and `dataset.max_ratio` (a zip bomb is refused, not extracted). Empty
+(0-byte) files are not written but returned, for fetch to report. Tar files are then extracted
+through tarfile's `data` filter as a second line of defence; duplicate entries are kept under
+unique names and reported, never last-wins.
 A tar that stops without its end-of-archive blocks (a copy or download cut at a member boundary,
 which tarfile itself reads as a shorter, valid archive) is refused as truncated.
 """
@@ -21,7 +23,7 @@ import tarfile
 import zipfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -36,26 +38,35 @@ MB = 1 << 20
 
 @dataclass(frozen=True)
 class ExtractLimits:
-    """Refuse archives that would extract to more than `max_mb` MB or expand more than `max_ratio`x."""
+    """Refuse archives of more than `max_entries` entries, or that would extract to more than
+    `max_mb` MB or expand more than `max_ratio`x."""
 
     max_mb: int
     max_ratio: float
+    max_entries: int
 
     @classmethod
     def of(cls, cfg: Dataset) -> ExtractLimits:
-        """The limits params.yaml sets (dataset.max_extract_mb, dataset.max_ratio)."""
-        return cls(cfg.max_extract_mb, cfg.max_ratio)
+        """The limits params.yaml sets (dataset.max_extract_mb, max_ratio, max_entries)."""
+        return cls(cfg.max_extract_mb, cfg.max_ratio, cfg.max_entries)
 
 
-Renamed = list[tuple[str, str]]  # (entry name, the unique name it was written under)
+@dataclass
+class Extracted:
+    """What extraction changed: duplicate entries renamed (entry name, the unique name it was
+    written under) and the empty files left out (entry names)."""
+
+    renamed: list[tuple[str, str]] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)
 
 
-def safe_extract(archive: Path, dest: Path, limits: ExtractLimits) -> Renamed:
+def safe_extract(archive: Path, dest: Path, limits: ExtractLimits) -> Extracted:
     """Extract a .tar/.tar.gz/.tgz/.zip into `dest`, refusing any entry that could escape it.
 
     Absolute paths, `..` components, symlinks, hard links, devices and FIFOs raise `FetchError`
     naming the entry, and so does an archive over `limits`; every entry is checked before anything
-    is written. A damaged archive raises `FetchError` too. Returns the duplicate entries renamed.
+    is written. A damaged archive raises `FetchError` too. Empty files are not written. Returns the
+    duplicate entries renamed and the empty files left out.
     """
     archive, dest = Path(archive), Path(dest)
     if not archive.is_file():
@@ -95,11 +106,20 @@ def _entry_path(archive: Path, name: str) -> PurePosixPath:
 
 
 class _Budget:
-    """Sums the uncompressed sizes from the headers; refuses as soon as a limit is passed."""
+    """Counts the entries and sums the uncompressed sizes from the headers; refuses as soon as a
+    limit is passed."""
 
     def __init__(self, archive: Path, limits: ExtractLimits) -> None:
-        self.archive, self.limits, self.total = archive, limits, 0
+        self.archive, self.limits, self.total, self.entries = archive, limits, 0, 0
         self.packed = max(archive.stat().st_size, 1)
+
+    def count(self) -> None:
+        self.entries += 1
+        if self.entries > self.limits.max_entries:
+            raise FetchError(
+                f"refusing to extract {self.archive}: it has more than {self.limits.max_entries} "
+                f"entries (dataset.max_entries); raise dataset.max_entries if you trust this "
+                f"archive")
 
     def add(self, size: int) -> None:
         self.total += max(size, 0)
@@ -124,7 +144,7 @@ class _UniqueNames:
 
     def __init__(self) -> None:
         self.taken: set[str] = set()
-        self.renamed: Renamed = []
+        self.renamed: list[tuple[str, str]] = []
 
     def __call__(self, rel: PurePosixPath, name: str) -> PurePosixPath:
         key = rel.as_posix()
@@ -165,14 +185,18 @@ def _check_tar_end(archive: Path, tar: tarfile.TarFile, entries: int) -> None:
                          f"the copy or download was cut short; fetch it again")
 
 
-def _extract_tar(archive: Path, dest: Path, limits: ExtractLimits) -> Renamed:
-    budget, unique = _Budget(archive, limits), _UniqueNames()
+def _extract_tar(archive: Path, dest: Path, limits: ExtractLimits) -> Extracted:
+    budget, unique, empty = _Budget(archive, limits), _UniqueNames(), []
     with tarfile.open(archive, "r:*") as tar:
         members = []
         for member in tar:  # headers only; stops at the first refusal, before anything is written
+            budget.count()
             rel = _entry_path(archive, member.name)
             _check_tar_type(archive, member)
             if not rel.parts:
+                continue
+            if member.isfile() and member.size == 0:
+                empty.append(member.name)
                 continue
             if member.isfile():
                 budget.add(member.size)
@@ -182,14 +206,15 @@ def _extract_tar(archive: Path, dest: Path, limits: ExtractLimits) -> Renamed:
         budget.check_ratio()
         for member in tqdm(members, desc="extract", unit="entry"):
             tar.extract(member, dest, filter="data")
-    return unique.renamed
+    return Extracted(unique.renamed, empty)
 
 
-def _extract_zip(archive: Path, dest: Path, limits: ExtractLimits) -> Renamed:
-    budget, unique = _Budget(archive, limits), _UniqueNames()
+def _extract_zip(archive: Path, dest: Path, limits: ExtractLimits) -> Extracted:
+    budget, unique, empty = _Budget(archive, limits), _UniqueNames(), []
     with zipfile.ZipFile(archive) as zf:
         entries: list[tuple[PurePosixPath, bool, Callable[[], BinaryIO]]] = []
         for info in zf.infolist():
+            budget.count()
             rel = _entry_path(archive, info.filename)
             mode = info.external_attr >> 16
             if stat.S_ISLNK(mode):
@@ -200,6 +225,9 @@ def _extract_zip(archive: Path, dest: Path, limits: ExtractLimits) -> Renamed:
                                  f"regular file or folder")
             if not rel.parts:
                 continue
+            if not info.is_dir() and info.file_size == 0:
+                empty.append(info.filename)
+                continue
             if not info.is_dir():
                 budget.add(info.file_size)  # zipfile never reads past the header's size
                 rel = unique(rel, info.filename)
@@ -209,7 +237,7 @@ def _extract_zip(archive: Path, dest: Path, limits: ExtractLimits) -> Renamed:
             _write_entries(dest, entries)
         except RuntimeError as exc:  # encrypted entries
             raise FetchError(f"cannot extract {archive}: {exc}") from exc
-    return unique.renamed
+    return Extracted(unique.renamed, empty)
 
 
 def _write_entries(dest: Path, entries: list[tuple[PurePosixPath, bool, Callable[[], BinaryIO]]]

@@ -11,6 +11,8 @@ nothing downstream. Otherwise it fetches again; an identical result (a touched f
 data/raw's DVC hash unchanged, so clean and the rest re-run only when the data really changed.
 The state file is a (git-tracked) output of fetch, so a clone that pulled data/raw does not fetch
 a synthetic or URL source again.
+A local source is checked first (`source_checks`): a missing one, or one that overlaps the
+project's data/, is refused before anything is read or written.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 from vitbench import deps
 from vitbench.config import Dataset, to_dict
 from vitbench.data.fetch_report import REJECTED_CSV
+from vitbench.data.source_checks import check_source
 from vitbench.fsutil import read_json, remove_stale_temps, sha256_file, write_json
 from vitbench.paths import Paths
 
@@ -39,6 +42,7 @@ def fetch_if_changed(cfg: Dataset, seed: int, paths: Paths) -> dict | None:
     """Fetch `cfg.source` into data/raw unless the last fetch already did it from the same source;
     return fetch's summary, or None when nothing was rewritten."""
     state_file = paths.metrics / STATE_FILE
+    check_source(cfg, paths)  # before the fingerprint reads it (a source of `.` reads the project)
     source = source_fingerprint(cfg, seed)
     remove_leftovers(paths)
     if _state(paths, source) == _read_state(state_file):

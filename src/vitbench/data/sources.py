@@ -22,12 +22,13 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from vitbench.config import ARCHIVE_SUFFIXES, Dataset
+from vitbench.config import Dataset
 from vitbench.data.archives import ExtractLimits, safe_extract
 from vitbench.data.fetch_report import REJECTED_CSV, FetchReport
 from vitbench.data.folders import NO_CLASS, clean_class_name, import_folder
+from vitbench.data.source_checks import check_source
 from vitbench.download import download, verify_sha256
-from vitbench.errors import ConfigError, FetchError
+from vitbench.errors import FetchError
 from vitbench.fsutil import atomic_dir, tree_bytes
 from vitbench.paths import Paths
 
@@ -45,7 +46,7 @@ def fetch_dataset(cfg: Dataset, seed: int, paths: Paths) -> dict:
     """Fetch `cfg.source` into `paths.raw` (replacing it only on success), write
     metrics/fetch.json and metrics/fetch_rejected.csv; return a summary."""
     kind = cfg.kind
-    check_source(cfg)
+    check_source(cfg, paths)
     if cfg.sha256 and kind not in ("archive", "url"):
         log.warning("dataset.sha256 is set but dataset.source %r is not an archive; it is not checked",
                     cfg.source)
@@ -61,23 +62,6 @@ def fetch_dataset(cfg: Dataset, seed: int, paths: Paths) -> dict:
              len(summary["classes"]), cfg.source, paths.raw,
              counts if len(counts) < 500 else counts[:500] + "...")
     return summary
-
-
-def check_source(cfg: Dataset) -> None:
-    """ConfigError when a local dataset.source does not exist or has the wrong kind."""
-    if cfg.kind not in ("folder", "archive"):
-        return
-    path = Path(cfg.source).expanduser()
-    if not path.exists():
-        raise ConfigError(
-            "dataset.source", cfg.source,
-            "synthetic, digits, an existing folder, an existing archive "
-            f"({', '.join(ARCHIVE_SUFFIXES)}) or an http(s) URL; that path does not exist")
-    if cfg.kind == "folder" and not path.is_dir():
-        raise ConfigError("dataset.source", cfg.source,
-                          f"a folder of class folders or an archive ending in {', '.join(ARCHIVE_SUFFIXES)}")
-    if cfg.kind == "archive" and not path.is_file():
-        raise ConfigError("dataset.source", cfg.source, "an archive file; that path is a folder")
 
 
 def _source_bytes(cfg: Dataset) -> int | None:
@@ -158,9 +142,13 @@ def _import_archive(archive: Path, dest: Path, cfg: Dataset, report: FetchReport
     """
     work = dest / ".extract"
     try:
-        for name, new in safe_extract(archive, work, ExtractLimits.of(cfg)):
+        extracted = safe_extract(archive, work, ExtractLimits.of(cfg))
+        for name, new in extracted.renamed:
             report.add(name, NO_CLASS, "duplicate_entry", f"entry appears more than once in "
                        f"{archive.name}; this copy stored as {new!r}")
+        for name in extracted.empty:
+            report.add(name, NO_CLASS, "empty_file", f"an empty (0-byte) file in {archive.name}; "
+                       f"not extracted")
         import_folder(work, dest, report, move=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
