@@ -11,7 +11,7 @@ one, a class folder whose name is blank becomes `unnamed`, and a file or folder 
 valid UTF-8 (DVC cannot track it) is re-encoded from Latin-1. A class name is one safe folder
 inside data/raw whatever the source folder is called: `n00000001-..` keeps its WordNet id rather
 than become `..`, separators become `_`, leading dots go (no hidden class), and the final name is
-checked last (`name_problem`). Every skip and rename is a row of the FetchReport.
+checked last (`_check_final`). Every skip and rename is a row of the FetchReport.
 """
 
 from __future__ import annotations
