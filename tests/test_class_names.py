@@ -73,10 +73,11 @@ def test_every_class_name_is_one_safe_unique_folder_and_changes_are_reported(
 
 def test_the_names_that_escaped_keep_their_wordnet_id_and_are_reported() -> None:
     report = FetchReport()
-    names = class_names([*ESCAPING, " ..", "a\\b"], report)
+    names = class_names([*ESCAPING, " ..", "a\\b", "Manifest.CSV"], report)
     assert names == {"n00000001-..": "n00000001-..", "n00000002-.hidden": "n00000002-.hidden",
-                     "n00000003-.": "n00000003-.", " ..": "unnamed", "a\\b": "a_b"}
-    assert {row[2] for row in report.rows} == {"unsafe_name"} and len(report.rows) == 5
+                     "n00000003-.": "n00000003-.", " ..": "unnamed", "a\\b": "a_b",
+                     "Manifest.CSV": "Manifest.CSV_"}
+    assert {row[2] for row in report.rows} == {"unsafe_name"} and len(report.rows) == 6
 
 
 # --- end to end: dvc repro fetch from a folder, an archive and a URL ------------------------------

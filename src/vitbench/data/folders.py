@@ -36,6 +36,8 @@ WORDNET_PREFIX = re.compile(r"n\d{8}[-_ ](.+)")
 MAX_WRAPPERS = 5                 # how many single wrapper folders are looked through
 NO_CLASS = ""                    # the class column of a skip that belongs to no class
 BLANK_CLASS = "unnamed"          # the class of a folder whose name is only whitespace
+# files the stages write beside the class folders (data/clean/manifest.csv): never a class name
+RESERVED_NAMES = frozenset({"manifest.csv"})
 MAX_NAME_BYTES = 255             # the longest file name (in UTF-8 bytes) most file systems allow
 
 
@@ -45,6 +47,8 @@ LEADING_JUNK = re.compile(r"^[\s.]+")   # leading whitespace and dots: a hidden 
 
 def name_problem(name: str) -> str | None:
     """Why `name` cannot be a class folder of its own inside data/raw; None when it can."""
+    if name.casefold() in RESERVED_NAMES:
+        return "the pipeline writes a file of that name beside the class folders"
     if not name.strip():
         return "it is blank"
     if name != name.strip():
@@ -58,8 +62,9 @@ def name_problem(name: str) -> str | None:
 
 def safe_name(name: str) -> str:
     """`name` as one safe folder name: separators and NUL become `_`, leading dots and
-    whitespace go; '' when nothing is left."""
-    return LEADING_JUNK.sub("", name.translate(SEPARATORS)).strip()
+    whitespace go, a reserved name gets a trailing `_`; '' when nothing is left."""
+    safe = LEADING_JUNK.sub("", name.translate(SEPARATORS)).strip()
+    return f"{safe}_" if safe.casefold() in RESERVED_NAMES else safe
 
 
 def _strip_wordnet(name: str) -> str:
