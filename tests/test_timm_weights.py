@@ -84,11 +84,13 @@ def vit_ft(**section: object):  # type: ignore[no-untyped-def]
     return params_with({"vit_ft": section}).vit_ft
 
 
-def class_tokens(weights: str, images: np.ndarray) -> tuple[np.ndarray, dict]:
-    """What the loaded ti16 model (2 blocks, 32 px) puts under its head, and its build."""
+def class_tokens(weights: str, images: np.ndarray, blocks: int = 2) -> tuple[np.ndarray, dict]:
+    """What the loaded ti16 model (`blocks` blocks, at the images' size) puts under its head,
+    and its build."""
     import keras
 
-    cfg = vit_ft(variant="ti16", image_size=32, weights=weights, pretrained=True, blocks=2)
+    cfg = vit_ft(variant="ti16", image_size=images.shape[1], weights=weights, pretrained=True,
+                 blocks=blocks)
     family = registry.family("vit_ft")
     model, build = family.load_pretrained(cfg, family.build_kwargs(cfg, 3))
     return keras.Model(model.input, model.get_layer("head").input).predict(images, verbose=0), build
@@ -117,6 +119,49 @@ def test_safetensors_file_gives_the_same_model_as_the_npz(deit_timm: Path) -> No
     np.testing.assert_allclose(from_timm, from_npz, rtol=1e-5, atol=1e-5)
     assert build["lineage"] == "DeiT"
     assert pv.normalization(vit_ft(variant="ti16", weights=str(deit_timm))) == "torch"
+
+
+def timm_forward(t: dict[str, np.ndarray], images: np.ndarray, blocks: int, heads: int) -> np.ndarray:
+    """The class token under the head of timm's VisionTransformer (pre-norm blocks, fused qkv,
+    exact GELU, LayerNorm eps 1e-6), written out in NumPy from timm's forward pass, on NHWC
+    `images` at the checkpoint's own size (no position-embedding resize)."""
+    from scipy.special import erf
+
+    def norm(x: np.ndarray, name: str) -> np.ndarray:
+        mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+        return (x - mean) / np.sqrt(var + 1e-6) * t[f"{name}.weight"] + t[f"{name}.bias"]
+
+    def linear(x: np.ndarray, name: str) -> np.ndarray:
+        return x @ t[f"{name}.weight"].T + t[f"{name}.bias"]
+
+    w = t["patch_embed.proj.weight"]                                     # (C, 3, p, p)
+    c, p = w.shape[0], w.shape[-1]
+    n, size = images.shape[0], images.shape[1]
+    patches = images.reshape(n, size // p, p, size // p, p, 3).transpose(0, 1, 3, 5, 2, 4)
+    x = patches.reshape(n, -1, 3 * p * p) @ w.reshape(c, -1).T + t["patch_embed.proj.bias"]
+    x = np.concatenate([np.broadcast_to(t["cls_token"], (n, 1, c)), x], axis=1) + t["pos_embed"]
+    for i in range(blocks):
+        b = f"blocks.{i}."
+        qkv = linear(norm(x, f"{b}norm1"), f"{b}attn.qkv")
+        q, k, v = qkv.reshape(n, -1, 3, heads, c // heads).transpose(2, 0, 3, 1, 4)
+        scores = q @ k.transpose(0, 1, 3, 2) * (c // heads) ** -0.5
+        attn = np.exp(scores - scores.max(-1, keepdims=True))
+        attn /= attn.sum(-1, keepdims=True)
+        x = x + linear((attn @ v).transpose(0, 2, 1, 3).reshape(n, -1, c), f"{b}attn.proj")
+        hidden = linear(norm(x, f"{b}norm2"), f"{b}mlp.fc1")
+        x = x + linear(hidden * 0.5 * (1 + erf(hidden / np.sqrt(2))), f"{b}mlp.fc2")
+    return norm(x, "norm")[:, 0]
+
+
+def test_converted_model_computes_what_timm_computes(deit_timm: Path) -> None:
+    """Not only a round trip: the Keras model loaded from the timm file gives the class token that
+    timm's own forward pass gives from the same tensors (2 blocks, 224 px)."""
+    from safetensors.numpy import load_file
+
+    images = np.random.default_rng(1).normal(size=(2, 224, 224, 3)).astype("float32")
+    keras_tokens, _ = class_tokens(str(deit_timm), images, blocks=2)
+    expected = timm_forward(load_file(str(deit_timm)), images, blocks=2, heads=3)
+    np.testing.assert_allclose(keras_tokens, expected, rtol=1e-3, atol=1e-3)
 
 
 def test_hub_name_downloads_through_the_hub_client_then_works_offline(
