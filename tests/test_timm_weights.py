@@ -198,8 +198,19 @@ def test_prefilled_hub_cache_offline_and_a_pinned_revision(deit_timm: Path, hub_
         pv.resolve_vit_weights(HUB, "ti16")   # main was never cached
     npz = pv.resolve_vit_weights(f"{HUB}@v1", "ti16")
     assert pv.resolve_vit_weights(f"{HUB}@{COMMIT}", "ti16") == npz
+    assert pv.normalization(vit_ft(variant="ti16", weights=f"{HUB}@v1")) == "torch"
     with np.load(npz) as params, np.load(DEIT) as original:
         np.testing.assert_array_equal(params["embedding/kernel"], original["embedding/kernel"])
+
+
+def test_cached_weights_without_their_config_still_load(deit_timm: Path, hub_cache: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """Offline with only model.safetensors cached: the weights load, and `auto` normalization
+    falls back to the name rule (no "deit" in this name: tf), saying why."""
+    prefill(hub_cache, "someone/tiny_vit", {tw.SAFETENSORS: deit_timm.read_bytes()})
+    assert pv.resolve_vit_weights("hf-hub:someone/tiny_vit", "ti16").name.startswith("tiny_vit-")
+    assert pv.normalization(vit_ft(variant="ti16", weights="hf-hub:someone/tiny_vit")) == "tf"
+    assert "config.json is neither reachable nor in the hub cache" in caplog.text
 
 
 def test_uncached_hub_name_offline_is_no_network(hub_cache: Path) -> None:

@@ -143,8 +143,12 @@ def locate(weights: str) -> tuple[Path, dict[str, Any] | None, str]:
 
 
 def hub_config(name: HubName) -> dict[str, Any] | None:
-    """The repository's config.json, or None when it has none."""
-    path = hub_file(name, CONFIG, optional=True)
+    """The repository's config.json, or None when it has none or (offline) it is not cached."""
+    try:
+        path = hub_file(name, CONFIG, optional=True)
+    except FetchError as exc:
+        log.warning("%s; normalization and input size are not known from it", exc)
+        return None
     return read_config(path) if path is not None else None
 
 
@@ -184,11 +188,7 @@ def normalization(weights: str) -> str | None:
     """The normalization a timm setting's config.json asks for; None when it has no config or
     (a hub name) neither the hub nor its cache has it."""
     if weights.startswith(HUB_PREFIX):
-        try:
-            config = hub_config(parse_hub_name(weights))
-        except FetchError as exc:
-            log.warning("%s", exc)
-            return None
+        config = hub_config(parse_hub_name(weights))
     elif re.match(r"^https?://", weights):
         return None
     else:
