@@ -27,7 +27,8 @@ from vitbench.config_errors import config_error, reject
 from vitbench.config_types import (
     HEX64, Bool, CacheMode, Epochs, Float, Fraction, Int, Pretrained, Str, section)
 from vitbench.errors import ConfigError
-from vitbench.model_ids import CNN_ARCHS, MODEL_IDS, VIT_VARIANTS  # noqa: F401 (MODEL_IDS re-exported)
+from vitbench.model_ids import (  # noqa: F401 (MODEL_IDS re-exported)
+    CNN_ARCHS, HUB_WEIGHTS, HUB_WEIGHTS_FORM, MODEL_IDS, VIT_VARIANTS)
 
 PARAMS_FILE = "params.yaml"
 SOURCE_PARAMS = Path(__file__).resolve().parents[2] / PARAMS_FILE  # this source tree's params.yaml
@@ -166,9 +167,11 @@ class VitFt:
         if self.image_size % patch:
             reject("vit_ft.image_size", self.image_size, f"a multiple of the {self.variant} patch "
                    f"size ({patch}), e.g. {patch * 2}, {patch * 7}")
-        if not self.weights.strip():  # whether a local file exists is checked where it is used
-            reject("vit_ft.weights", self.weights,
-                   f"{' or '.join(VIT_FT_WEIGHTS)}, an http(s) URL, or an .npz file path")
+        hub = self.weights.startswith("hf-hub:")  # a hub name must be well-formed
+        if not self.weights.strip() or (hub and not HUB_WEIGHTS.match(self.weights)):
+            reject("vit_ft.weights", self.weights,  # a local file's existence: checked where used
+                   f"{' or '.join(VIT_FT_WEIGHTS)}, {HUB_WEIGHTS_FORM}, an http(s) URL, or a "
+                   "timm .safetensors or .npz file path")
         return self
 
 

@@ -14,6 +14,7 @@ widths of B and L are vit-keras' CONFIG_B and CONFIG_L, read when a model is bui
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -64,3 +65,8 @@ VIT_VARIANTS: dict[str, VitVariant] = {
     "l16": VitVariant("L", 16, 24),
     "l32": VitVariant("L", 32, 24),
 }
+
+# `vit_ft.weights` naming timm weights on the Hugging Face hub (vitbench.models.timm_weights)
+HUB_WEIGHTS = re.compile(r"^hf-hub:(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>[\w./-]+))?$")
+HUB_WEIGHTS_FORM = ("hf-hub:<owner>/<model>[@revision], e.g. "
+                    "hf-hub:timm/deit_tiny_patch16_224.fb_in1k")

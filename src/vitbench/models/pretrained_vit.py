@@ -42,6 +42,7 @@ from vit_keras import vit as vit_keras
 
 from vitbench.errors import ConfigError, DataError
 from vitbench.model_ids import VIT_VARIANTS, VitVariant
+from vitbench.models import timm_weights
 from vitbench.models.vit import block_outputs
 from vitbench.models.weights import WeightsFileError
 
@@ -130,8 +131,11 @@ def normalization(cfg: Any) -> str:
         raise ConfigError("vit_ft.normalize", cfg.normalize, " | ".join(NORMALIZE))
     if cfg.normalize != "auto":
         return str(cfg.normalize)
-    chosen = "torch" if lineage(cfg.weights) == "DeiT" else "tf"
+    timm = timm_weights.normalization(cfg.weights) if timm_weights.is_timm_weights(cfg.weights) \
+        else None  # what the checkpoint's config.json asks for
+    chosen = timm or ("torch" if lineage(cfg.weights) == "DeiT" else "tf")
     log.info("vit_ft.normalize: auto -> %s for weights %s (%s)", chosen, cfg.weights,
+             "its config.json" if timm else
              "DeiT: ImageNet mean/std" if chosen == "torch" else "Google ViT: inputs in [-1, 1]")
     return chosen
 
@@ -288,11 +292,15 @@ def representation_size(weights_file: str | Path) -> int | None:
 def check_weights_setting(weights: str) -> None:
     """ConfigError unless `vit_ft.weights` is a release name, an http(s) URL or an existing file
     (checked where the weights are used, not when params.yaml is read)."""
+    if weights.startswith(timm_weights.HUB_PREFIX):
+        timm_weights.parse_hub_name(weights)  # a ConfigError unless hf-hub:<owner>/<model>[@rev]
+        return
     if weights in KNOWN_WEIGHTS or re.match(r"^https?://", weights) \
             or Path(weights).expanduser().is_file():
         return
     raise ConfigError("vit_ft.weights", weights,
-                      f"{' or '.join(KNOWN_WEIGHTS)}, an http(s) URL, or an existing .npz file")
+                      f"{' or '.join(KNOWN_WEIGHTS)}, {timm_weights.HUB_WEIGHTS_FORM}, an http(s) "
+                      "URL, or an existing .npz or .safetensors file")
 
 
 def resolve_vit_weights(weights: str, variant: str) -> Path:
@@ -302,6 +310,10 @@ def resolve_vit_weights(weights: str, variant: str) -> Path:
     already there; else an existing local file."""
     from vitbench.models import cached_download
 
+    if timm_weights.is_timm_weights(weights):  # hf-hub:<repo> or a .safetensors file or URL
+        config = vit_config(variant)
+        return timm_weights.converted_npz(weights, timm_weights.Dims(
+            config["hidden_size"], config["num_heads"], config["mlp_dim"], patch_size(variant)))
     if weights in KNOWN_WEIGHTS:
         fname, url = release_file(variant, weights)
         return cached_download(fname, url, "weights")
