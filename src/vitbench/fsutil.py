@@ -68,14 +68,22 @@ def atomic_dir(target: str | Path, expected_bytes: int | None = None) -> Iterato
 @contextlib.contextmanager
 def atomic_file(target: str | Path, mode: str = "w") -> Iterator[Any]:
     """Open a temporary sibling for writing; rename it over `target` when the block succeeds."""
+    with atomic_path(target) as tmp, open(tmp, mode) as fh:
+        yield fh
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
+    """The path of a new, empty temporary sibling (ending `suffix`, for writers that check the
+    name) that replaces `target` when the block succeeds; removed when it fails."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(target)
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target), dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target), suffix=suffix, dir=target.parent)
+    os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
     try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
+        yield Path(tmp)
         os.replace(tmp, target)
     except BaseException as exc:
         written = tree_bytes(tmp) if is_disk_full(exc) else 0
