@@ -42,6 +42,8 @@ def _with(raw: dict, dotted: str, value: object) -> dict:
     ("train.epochs", "five", "train.epochs", "an integer"),
     ("train.epochs", 2.5, "train.epochs", "an integer"),
     ("train.epochs", 0, "train.epochs", ">= 1"),
+    ("train.min_steps", 0, "train.min_steps", ">= 1"),
+    ("train.min_steps", "200", "train.min_steps", "an integer"),
     ("train.batch_size", True, "train.batch_size", "an integer"),
     ("augment.flip", "yes", "augment.flip", "true or false"),
     ("split.val", 0.9, "split.val + split.test", "below 1"),

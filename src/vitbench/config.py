@@ -39,6 +39,7 @@ class Train:
     epochs: Annotated[Int, Field(ge=1)]
     batch_size: Annotated[Int, Field(ge=1, le=4096)]
     patience: Annotated[Int, Field(ge=0)]
+    min_steps: Union[Annotated[Int, Field(ge=1)], None]  # optimizer steps a phase runs at least
     mixed_precision: Pretrained
     deterministic: Bool     # TensorFlow op determinism: one seed, the same metrics
     cache: CacheMode

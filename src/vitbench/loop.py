@@ -43,6 +43,20 @@ class LogLearningRate(keras.callbacks.Callback):
                 self.model.optimizer.learning_rate))
 
 
+class EarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras's early stopping (best weights restored at the end) that never stops a phase before
+    `min_epochs` epochs have run: a step budget (`train.min_steps`) is run whole."""
+
+    def __init__(self, min_epochs: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.min_epochs = min_epochs
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_end(epoch, logs)
+        if self.model.stop_training and epoch + 1 < self.min_epochs:
+            self.model.stop_training, self.stopped_epoch = False, 0
+
+
 class TrainingState(keras.callbacks.BackupAndRestore):
     """BackupAndRestore that also backs up the per-epoch history, epoch times and early stopping.
 
@@ -52,7 +66,7 @@ class TrainingState(keras.callbacks.BackupAndRestore):
     callback list.
     """
 
-    def __init__(self, backup_dir: str | Path, early_stopping: keras.callbacks.EarlyStopping,
+    def __init__(self, backup_dir: str | Path, early_stopping: EarlyStopping,
                  write: bool = True) -> None:
         super().__init__(str(backup_dir), double_checkpoint=True)
         self.dir, self.early_stopping, self.write = Path(backup_dir), early_stopping, write
@@ -266,31 +280,37 @@ class PhaseResult:
     seconds: float
     best_epoch: int
     resumed_from: int
+    steps_run: int    # optimizer steps (the optimizer's own count, resumed steps included)
 
 
 def fit_phase(model: keras.Model, train: tf.data.Dataset, val: tf.data.Dataset, *, epochs: int,
               patience: int | None, backup_dir: str | Path, curves_dir: str | Path | None,
-              callbacks: Sequence[keras.callbacks.Callback] = (), write: bool = True) -> PhaseResult:
+              callbacks: Sequence[keras.callbacks.Callback] = (), write: bool = True,
+              steps_per_epoch: int | None = None, min_epochs: int = 0) -> PhaseResult:
     """Fit a compiled model with early stopping, backups after each epoch and dvclive curves.
 
     `patience` None: no early stopping, every epoch runs (a scheduled lr: `optim.stops_early`);
     either way the weights of the lowest `val_loss` are restored at the end. The history holds
     each epoch's `learning_rate` (`LogLearningRate`). Re-running it after a kill resumes from the
     last finished epoch in `backup_dir`; the backup is removed when fit ends. `write=False`
-    (non-chief workers) keeps backups only.
+    (non-chief workers) keeps backups only. `steps_per_epoch` None: an epoch is one pass over
+    `train`; else `train` is repeated and cut into epochs of that many steps (virtual epochs,
+    each one validated). Early stopping never stops before `min_epochs` epochs have run.
     """
     # patience >= epochs never stops: the wait reaches at most epochs - 1
-    early = keras.callbacks.EarlyStopping(monitor="val_loss", restore_best_weights=True,
-                                          patience=epochs if patience is None else patience)
+    early = EarlyStopping(min_epochs, monitor="val_loss", restore_best_weights=True,
+                          patience=epochs if patience is None else patience)
     state = TrainingState(backup_dir, early, write=write)
     chain: list[keras.callbacks.Callback] = [LogLearningRate(), early, state]
     if curves_dir is not None and write:
         chain.append(LiveCurves(curves_dir, state))
-    model.fit(train, validation_data=val, epochs=epochs, callbacks=chain + list(callbacks),
-              shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
+    model.fit(train.repeat() if steps_per_epoch else train, validation_data=val, epochs=epochs,
+              steps_per_epoch=steps_per_epoch, callbacks=chain + list(callbacks), shuffle=False,
+              verbose=1 if sys.stdout.isatty() else 2)
     best = early.best_epoch if early.best is not None else max(len(state.entries) - 1, 0)
+    steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     return PhaseResult(state.history(), len(state.entries), state.seconds, int(best),
-                       state.resumed_from)
+                       state.resumed_from, steps)
 
 
 # --- backups outside DVC outputs ----------------------------------------------------------------
