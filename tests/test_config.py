@@ -42,6 +42,8 @@ def _with(raw: dict, dotted: str, value: object) -> dict:
     ("train.epochs", "five", "train.epochs", "an integer"),
     ("train.epochs", 2.5, "train.epochs", "an integer"),
     ("train.epochs", 0, "train.epochs", ">= 1"),
+    ("train.min_steps", 0, "train.min_steps", ">= 1"),
+    ("train.min_steps", "200", "train.min_steps", "an integer"),
     ("train.batch_size", True, "train.batch_size", "an integer"),
     ("augment.flip", "yes", "augment.flip", "true or false"),
     ("split.val", 0.9, "split.val + split.test", "below 1"),
@@ -64,6 +66,7 @@ def _with(raw: dict, dotted: str, value: object) -> dict:
     ("vit_ft.weights", " ", "vit_ft.weights", ".npz file path"),
     ("clean.max_side", 16, "clean.max_side", "clean.min_side"),
     ("vit.mlp_head", [64, "x"], "vit.mlp_head[1]", "an integer"),
+    ("vit.mlp_head", [], "vit.mlp_head", "one or more widths"),
     ("vit.tokenizer", "hybrid", "vit.tokenizer", "one of patch, conv"),
     ("vit.spt", True, "vit.spt", "false when vit.tokenizer is conv"),   # params.yaml: conv
     ("vit.patch_size", 6, "vit.patch_size", "a power of two"),
@@ -149,6 +152,26 @@ def test_stage_exits_1_with_one_line_before_touching_outputs(raw: dict, tmp_path
     assert proc.returncode == 1
     assert "vit.patch_size = 7" in proc.stderr and "a divisor of vit.image_size (48)" in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert (raw_dir / "keep.txt").read_text() == "previous output"
+
+
+def test_a_params_file_that_is_not_utf8_is_one_error_line_naming_the_byte(raw: dict,
+                                                                       tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    text = yaml.safe_dump(raw).encode()
+    at = text.index(b"\nsplit:") + 1
+    params.write_bytes(text[:at] + "# r\u00e9sum\u00e9\n".encode("latin-1") + text[at:])
+    raw_dir = tmp_path / "data" / "raw"
+    raw_dir.mkdir(parents=True)
+    (raw_dir / "keep.txt").write_text("previous output")
+    proc = subprocess.run([sys.executable, str(REPO / "stages" / "clean.py"), "--params", str(params),
+                           "--root", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    line = text[:at].count(b"\n") + 1
+    assert f"error: clean: params.yaml: params file = '{params}' is not allowed" in errors[0]
+    assert f"UTF-8 text: byte {at + 3} (line {line}) is 0xe9, not UTF-8" in errors[0]
     assert (raw_dir / "keep.txt").read_text() == "previous output"
 
 

@@ -119,3 +119,45 @@ def test_disk_full_in_a_download_or_outside_the_atomic_writers_is_one_line_too(
     monkeypatch.setattr(freshness, "fetch_if_changed", cache_full)
     line = _run("fetch", root, params, capsys)
     assert line.startswith(f"error: fetch: no space left on the device while writing {root}/.cache/x.bin: ")
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_a_file_size_limit_in_clean_is_one_line_and_keeps_earlier_outputs(tmp_path: Path) -> None:
+    """`ulimit -f` (EFBIG; Python ignores SIGXFSZ) is refused like a full disk: one line naming
+    the limit and the output, data/ as it was."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    from dvc_project import TINY
+
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "params.yaml").write_text(yaml.safe_dump(merge(read_params(SOURCE_PARAMS), TINY)))
+
+    def stage(name: str, limit: int | None = None) -> subprocess.CompletedProcess:
+        def limited() -> None:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        return subprocess.run([sys.executable, str(REPO / "stages" / f"{name}.py")], cwd=root,
+                              capture_output=True, text=True, timeout=300,
+                              preexec_fn=limited if limit else None)
+
+    for name in ("fetch", "clean"):
+        assert stage(name).returncode == 0
+    before = _snapshot(root / "data")
+    assert max(len(b) for k, b in before.items() if k.startswith("clean/")) > 4096
+    proc = stage("clean", limit=4096)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert errors[0].startswith("error: clean: a file grew past the file-size limit of this "
+                                "process (ulimit -f = 4 KB) while writing data/clean: ")
+    assert errors[0].endswith("raise the limit (`ulimit -f unlimited`) and re-run")
+    assert _snapshot(root / "data") == before
+    assert sorted(p.name for p in (root / "data").iterdir()) == ["clean", "raw"], "no temp left"

@@ -345,6 +345,63 @@ def test_early_stopping_state_survives_a_resume(tmp_path, monkeypatch):
     assert read_tsv_steps(Path("curves/plots/metrics/val/loss.tsv")) == [0, 1, 2, 3]
 
 
+def _damage(backup: Path, how: str) -> None:
+    """Break Keras's backup files as a kill during their write leaves them."""
+    meta, weights = backup / "training_metadata.json", backup / "latest.weights.h5"
+    if how == "empty metadata":          # killed while the metadata was written
+        meta.write_bytes(b"")
+    elif how == "older weights":         # killed between the weights and the metadata
+        weights.write_bytes((backup / "latest.weights.h5.bkp").read_bytes())
+    elif how == "truncated weights":     # killed while the weights were written
+        weights.write_bytes(weights.read_bytes()[:100])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop_at, how, resumed", [
+    (3, "empty metadata", 2), (3, "older weights", 2), (3, "truncated weights", 2),
+    (1, "empty metadata", 0)])   # the first epoch's backup has no earlier copy: start again
+def test_a_broken_backup_resumes_from_the_epoch_before_or_starts_again(
+        tmp_path, monkeypatch, caplog, stop_at, how, resumed):
+    monkeypatch.chdir(git_repo(tmp_path / "repo"))
+    x = np.random.default_rng(0).random((16, 4)).astype("float32")
+    ds = tf.data.Dataset.from_tensor_slices((x, (x[:, 0] > 0.5).astype("int32"))).batch(8)
+    kwargs = {"epochs": 5, "patience": None, "backup_dir": "backup", "curves_dir": "curves"}
+    with pytest.raises(KeyboardInterrupt):
+        loop.fit_phase(_frozen_model(), ds, ds, callbacks=[Interrupt(stop_at)], **kwargs)
+    _damage(Path("backup"), how)
+    result = loop.fit_phase(_frozen_model(), ds, ds, **kwargs)
+    assert result.resumed_from == resumed and result.epochs_run == 5
+    assert {len(v) for v in result.history.values()} == {5}
+    assert read_tsv_steps(Path("curves/plots/metrics/val/loss.tsv")) == [0, 1, 2, 3, 4]
+    warning = "resuming from the epoch before it" if resumed else "holds no earlier epoch"
+    assert any(warning in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert not Path("backup").exists()
+
+
+@pytest.mark.slow
+def test_train_vit_resumes_past_an_emptied_backup_file_and_models_change_only_at_the_end(
+        project, monkeypatch):
+    def snapshot() -> dict[str, bytes]:
+        files = sorted((project.root / "models").rglob("*"))
+        return {str(p): p.read_bytes() for p in files if p.is_file()}
+
+    train_stage(training.train_vit, "vit", tiny_params(), project)
+    before = snapshot()
+    params = tiny_params(train={"epochs": 4})
+    real = training.fit_phase
+    monkeypatch.setattr(training, "fit_phase",
+                        lambda *a, **kw: real(*a, **kw, callbacks=[Interrupt(3)]))
+    with pytest.raises(KeyboardInterrupt):
+        train_stage(training.train_vit, "vit", params, project)
+    backup = project.backup("vit_scratch") / "fit"
+    (backup / "training_metadata.json").write_bytes(b"")   # as a kill during its write left it
+    assert snapshot() == before
+    monkeypatch.setattr(training, "fit_phase", real)
+    train_stage(training.train_vit, "vit", params, project)
+    assert_trained(project, "vit_scratch", epochs=4, pretrained=False)
+    assert snapshot() != before and not project.backup("vit_scratch").exists()
+
+
 # --- early stopping and the schedule agree ----------------------------------------------------------
 
 def _diverging_data() -> tuple[tf.data.Dataset, tf.data.Dataset]:

@@ -40,6 +40,7 @@ class Train:
     epochs: Annotated[Int, Field(ge=1)]
     batch_size: Annotated[Int, Field(ge=1, le=4096)]
     patience: Annotated[Int, Field(ge=0)]
+    min_steps: Union[Annotated[Int, Field(ge=1)], None]  # optimizer steps a phase runs at least
     mixed_precision: Pretrained
     deterministic: Bool     # TensorFlow op determinism: one seed, the same metrics
     cache: CacheMode
@@ -131,6 +132,9 @@ class Vit:
         if self.projection_dim % self.num_heads:
             reject("vit.num_heads", self.num_heads,
                    f"a divisor of vit.projection_dim ({self.projection_dim})")
+        if not self.mlp_head:  # the head needs a width to hand to the classifier
+            reject("vit.mlp_head", list(self.mlp_head), "a list of one or more widths >= 1, "
+                   "e.g. [128]")
         if conv and self.spt:
             reject("vit.spt", self.spt, "false when vit.tokenizer is conv (SPT is a patch tokenizer)")
         if conv and (patch < 2 or patch & (patch - 1)):
@@ -207,12 +211,21 @@ _PARAMS = TypeAdapter(Params)
 
 
 def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
-    """params.yaml as parsed YAML (not validated); ConfigError when it is missing, empty or not YAML."""
+    """params.yaml as parsed YAML (not validated); ConfigError when it is missing, empty, not
+    UTF-8 or not YAML."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError("params file", str(path), "an existing params.yaml")
+    data = path.read_bytes()
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError("params file", str(path), f"UTF-8 text: byte {exc.start} (line {line}) "
+                          f"is 0x{data[exc.start]:02x}, not UTF-8; save the file as UTF-8"
+                          ) from exc
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError("params file", str(path), f"valid YAML ({exc})") from exc
     if raw is None:

@@ -5,7 +5,7 @@ output `persist: true`, so DVC does not delete it first either). Temporary sibli
 writer's pid (`.<name>.tmp-p<pid>-*`); the next writer of the same output removes those whose
 process is gone (a SIGKILL'd run), see `remove_stale_temps`. A full disk while an output is
 written removes the partial temp and raises `DiskFullError`: the output, the free space left and
-about how much the output needs.
+about how much the output needs (or, when a file-size limit stopped the write, that limit).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from vitbench.errors import VitbenchError
 
 log = logging.getLogger(__name__)
 
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # EFBIG: a file-size limit (ulimit -f)
 MB = 1 << 20
 
 
@@ -68,14 +68,22 @@ def atomic_dir(target: str | Path, expected_bytes: int | None = None) -> Iterato
 @contextlib.contextmanager
 def atomic_file(target: str | Path, mode: str = "w") -> Iterator[Any]:
     """Open a temporary sibling for writing; rename it over `target` when the block succeeds."""
+    with atomic_path(target) as tmp, open(tmp, mode) as fh:
+        yield fh
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
+    """The path of a new, empty temporary sibling (ending `suffix`, for writers that check the
+    name) that replaces `target` when the block succeeds; removed when it fails."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(target)
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target), dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target), suffix=suffix, dir=target.parent)
+    os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
     try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
+        yield Path(tmp)
         os.replace(tmp, target)
     except BaseException as exc:
         written = tree_bytes(tmp) if is_disk_full(exc) else 0
@@ -87,7 +95,7 @@ def atomic_file(target: str | Path, mode: str = "w") -> Iterator[Any]:
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    """Whether `exc` is the OSError of a full disk (or of an exhausted quota)."""
+    """Whether `exc` is the OSError of a full disk (or of an exhausted quota or file-size limit)."""
     return isinstance(exc, OSError) and exc.errno in DISK_FULL
 
 
@@ -96,12 +104,24 @@ def disk_full(exc: OSError, output: str | Path, needed: int = 0) -> DiskFullErro
     write failed on), the space free now and about how much the output needs."""
     output = Path(output)
     failed = f" (at {exc.filename})" if exc.filename and str(exc.filename) != str(output) else ""
+    if exc.errno == errno.EFBIG:
+        return DiskFullError(f"a file grew past the file-size limit of this process "
+                             f"({_file_size_limit()}) while writing {output}{failed}: raise the "
+                             "limit (`ulimit -f unlimited`) and re-run")
     free = shutil.disk_usage(_existing_parent(output)).free
     need = f", the output needs about {_mb(needed)}" if needed else ""
     short = f"; free at least {_mb(needed - free)} and re-run" if needed > free else \
         "; free some space and re-run"
     return DiskFullError(f"no space left on the device while writing {output}{failed}: "
                          f"{_mb(free)} free there{need}{short}")
+
+
+def _file_size_limit() -> str:
+    """The soft RLIMIT_FSIZE for a person: `ulimit -f` = 64 KB."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return "none" if soft == resource.RLIM_INFINITY else f"ulimit -f = {_mb(soft)}"
 
 
 def tree_bytes(path: str | Path) -> int:

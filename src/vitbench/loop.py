@@ -2,7 +2,10 @@
 with the best weights restored, dvclive learning curves, and a backup after every epoch
 (`TrainingState`, a BackupAndRestore that also keeps the history, epoch times and early-stopping
 state), so a killed run resumes from its last finished epoch. Backups live outside DVC outputs
-(`.cache/backup/<id>/`), stamped with a fingerprint of what they came from (`prepare_backup`)."""
+(`.cache/backup/<id>/`), stamped with a fingerprint of what they came from (`prepare_backup`).
+Keras's own backup files are written atomically here, and a broken one (a kill during a write by
+an older version, a truncated file) resumes from the previous epoch's copy or, without one, is
+dropped with a warning: the phase starts again instead of failing on every run."""
 
 from __future__ import annotations
 
@@ -19,13 +22,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vitbench.fsutil import atomic_dir, atomic_file, read_json, write_json
+from vitbench.fsutil import atomic_dir, atomic_file, atomic_path, read_json, sha256_file, write_json
 from vitbench.paths import Paths
 
 log = logging.getLogger(__name__)
 
 CURVE_METRICS = ("loss", "accuracy", "top5_accuracy")  # logged to dvclive as train/<m>, val/<m>
 STATE_FILE = "vitbench_state.json"
+WEIGHTS_SHA256 = "weights_sha256"   # in Keras's training_metadata.json: the weights it goes with
 FINGERPRINT_FILE = "fingerprint.txt"
 
 
@@ -39,6 +43,20 @@ class LogLearningRate(keras.callbacks.Callback):
                 self.model.optimizer.learning_rate))
 
 
+class EarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras's early stopping (best weights restored at the end) that never stops a phase before
+    `min_epochs` epochs have run: a step budget (`train.min_steps`) is run whole."""
+
+    def __init__(self, min_epochs: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.min_epochs = min_epochs
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_end(epoch, logs)
+        if self.model.stop_training and epoch + 1 < self.min_epochs:
+            self.model.stop_training, self.stopped_epoch = False, 0
+
+
 class TrainingState(keras.callbacks.BackupAndRestore):
     """BackupAndRestore that also backs up the per-epoch history, epoch times and early stopping.
 
@@ -48,7 +66,7 @@ class TrainingState(keras.callbacks.BackupAndRestore):
     callback list.
     """
 
-    def __init__(self, backup_dir: str | Path, early_stopping: keras.callbacks.EarlyStopping,
+    def __init__(self, backup_dir: str | Path, early_stopping: EarlyStopping,
                  write: bool = True) -> None:
         super().__init__(str(backup_dir), double_checkpoint=True)
         self.dir, self.early_stopping, self.write = Path(backup_dir), early_stopping, write
@@ -60,6 +78,7 @@ class TrainingState(keras.callbacks.BackupAndRestore):
         # Keras keeps _initial_epoch on the model across fit() calls: a resumed phase 1 would
         # otherwise make phase 2 skip epochs. BackupAndRestore sets it again when resuming.
         self.model._initial_epoch = None
+        self._repair()
         super().on_train_begin(logs)
         start = int(self.model._initial_epoch or 0)
         saved = self._read_state() if start else []
@@ -73,6 +92,45 @@ class TrainingState(keras.callbacks.BackupAndRestore):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._started = time.perf_counter()
+
+    def _save_model(self) -> None:
+        """Keras's double checkpoint, with every file replaced whole: the current pair (weights,
+        metadata) is copied to `.bkp`, then the new weights and then metadata naming their sha256
+        replace it, so wherever a kill lands one of the two pairs is whole and matching."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (weights, meta), (prev_weights, prev_meta) = self._pair(""), self._pair(".bkp")
+        for current, prev in ((weights, prev_weights), (meta, prev_meta)):
+            if current.is_file():
+                with atomic_path(prev) as tmp:
+                    shutil.copyfile(current, tmp)
+        with atomic_path(weights, suffix=".weights.h5") as tmp:   # Keras checks the suffix
+            self.model.save_weights(tmp, overwrite=True)
+        write_json(meta, {"epoch": self._current_epoch, "batch": self._last_batch_seen,
+                          WEIGHTS_SHA256: sha256_file(weights)})
+
+    def _pair(self, suffix: str) -> tuple[Path, Path]:
+        """Keras's weights and training-metadata files (`.bkp`: the previous epoch's)."""
+        return Path(self._weights_path + suffix), Path(self._training_metadata_path + suffix)
+
+    def _repair(self) -> None:
+        """Make Keras's backup loadable before it is loaded: a broken current pair is replaced
+        by the previous epoch's; with none usable the backup is dropped and the phase restarts."""
+        current, prev = self._pair(""), self._pair(".bkp")
+        if not any(p.exists() for p in current):
+            return
+        problem = _unusable(*current)
+        if problem is None:
+            return
+        if prev[1].exists() and _unusable(*prev) is None:
+            log.warning("the backup in %s is broken (%s): resuming from the epoch before it",
+                        self.dir, problem)
+            for src, dst in zip(prev, current):
+                with atomic_path(dst) as tmp:
+                    shutil.copyfile(src, tmp)
+            return
+        log.warning("the backup in %s is broken (%s) and holds no earlier epoch: it is removed "
+                    "and the phase starts again", self.dir, problem)
+        shutil.rmtree(self.dir)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         es = self.early_stopping
@@ -128,6 +186,29 @@ class TrainingState(keras.callbacks.BackupAndRestore):
             log.warning("best weights of epoch %d are missing from %s; early stopping restarts "
                         "its search for the best epoch", es.best_epoch + 1, self.dir)
             es.best, es.wait = None, 0
+
+
+def _unusable(weights: Path, meta: Path) -> str | None:
+    """Why Keras could not resume from this weights + metadata pair; None when it can."""
+    try:
+        saved = read_json(meta)
+        epoch = saved["epoch"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"{meta.name} is unreadable: {type(exc).__name__}: {exc}"
+    if not isinstance(epoch, int) or epoch < 0:
+        return f"{meta.name} holds epoch {epoch!r}"
+    if not weights.is_file():
+        return f"{weights.name} is missing"
+    if WEIGHTS_SHA256 in saved:
+        return (None if sha256_file(weights) == saved[WEIGHTS_SHA256]
+                else f"{weights.name} is not the file {meta.name} was written with")
+    try:   # metadata written by Keras itself: the weights must at least open
+        import h5py
+
+        h5py.File(weights, "r").close()
+    except OSError as exc:
+        return f"{weights.name} is unreadable: {exc}"
+    return None
 
 
 def open_live(live_dir: str | Path, done: Sequence[dict[str, float]]) -> Any:
@@ -199,31 +280,37 @@ class PhaseResult:
     seconds: float
     best_epoch: int
     resumed_from: int
+    steps_run: int    # optimizer steps (the optimizer's own count, resumed steps included)
 
 
 def fit_phase(model: keras.Model, train: tf.data.Dataset, val: tf.data.Dataset, *, epochs: int,
               patience: int | None, backup_dir: str | Path, curves_dir: str | Path | None,
-              callbacks: Sequence[keras.callbacks.Callback] = (), write: bool = True) -> PhaseResult:
+              callbacks: Sequence[keras.callbacks.Callback] = (), write: bool = True,
+              steps_per_epoch: int | None = None, min_epochs: int = 0) -> PhaseResult:
     """Fit a compiled model with early stopping, backups after each epoch and dvclive curves.
 
     `patience` None: no early stopping, every epoch runs (a scheduled lr: `optim.stops_early`);
     either way the weights of the lowest `val_loss` are restored at the end. The history holds
     each epoch's `learning_rate` (`LogLearningRate`). Re-running it after a kill resumes from the
     last finished epoch in `backup_dir`; the backup is removed when fit ends. `write=False`
-    (non-chief workers) keeps backups only.
+    (non-chief workers) keeps backups only. `steps_per_epoch` None: an epoch is one pass over
+    `train`; else `train` is repeated and cut into epochs of that many steps (virtual epochs,
+    each one validated). Early stopping never stops before `min_epochs` epochs have run.
     """
     # patience >= epochs never stops: the wait reaches at most epochs - 1
-    early = keras.callbacks.EarlyStopping(monitor="val_loss", restore_best_weights=True,
-                                          patience=epochs if patience is None else patience)
+    early = EarlyStopping(min_epochs, monitor="val_loss", restore_best_weights=True,
+                          patience=epochs if patience is None else patience)
     state = TrainingState(backup_dir, early, write=write)
     chain: list[keras.callbacks.Callback] = [LogLearningRate(), early, state]
     if curves_dir is not None and write:
         chain.append(LiveCurves(curves_dir, state))
-    model.fit(train, validation_data=val, epochs=epochs, callbacks=chain + list(callbacks),
-              shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
+    model.fit(train.repeat() if steps_per_epoch else train, validation_data=val, epochs=epochs,
+              steps_per_epoch=steps_per_epoch, callbacks=chain + list(callbacks), shuffle=False,
+              verbose=1 if sys.stdout.isatty() else 2)
     best = early.best_epoch if early.best is not None else max(len(state.entries) - 1, 0)
+    steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     return PhaseResult(state.history(), len(state.entries), state.seconds, int(best),
-                       state.resumed_from)
+                       state.resumed_from, steps)
 
 
 # --- backups outside DVC outputs ----------------------------------------------------------------

@@ -7,8 +7,8 @@ A stage script is only::
         fetch_dataset(params.dataset, params.seed, paths)
 
 `--params` and `--root` are added here; a `VitbenchError` (bad params, bad data, failed download)
-and a full disk become one `error: <stage>: ...` line on stderr and exit code 1, before any
-output is replaced.
+and a full disk (or a file-size limit: `ulimit -f`) become one `error: <stage>: ...` line on stderr
+and exit code 1, before any output is replaced.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def stage_cli(name: str, *options: Callable[[Callable[..., Any]], Callable[..., 
             except VitbenchError as exc:
                 click.secho(f"error: {name}: {exc}", fg="red", err=True)
                 sys.exit(1)
-            except OSError as exc:  # a full disk outside the atomic writers (a download, a cache)
+            except OSError as exc:  # a full disk (or ulimit -f) outside the atomic writers
                 if not is_disk_full(exc):
                     raise
                 where = exc.filename or Path(root).resolve()

@@ -9,8 +9,9 @@ on online-augmented batches (`augment_online`, the same for every model; validat
 are); record.json's `recipe` says what it got. The optimizer, schedule and loss come from
 `vitbench.optim`. Every phase runs `vitbench.loop.fit_phase`: `train.epochs` (or the section's
 own `epochs`: `Train.for_stage`), early stopping on `val_loss` (`train.patience`) at a constant lr
-only (a warm-up + cosine phase runs every epoch: `optim.stops_early`), the weights of the best
-epoch restored, dvclive learning curves,
+only (a warm-up + cosine phase runs every epoch: `optim.stops_early`), at least `train.min_steps`
+optimizer steps (`step_budget`: longer epochs on repeated data when the data are few; `steps_run`
+in record.json), the weights of the best epoch restored, dvclive learning curves,
 and a backup in `.cache/backup/<id>/` after every epoch, so a killed run resumes from its last
 finished epoch. A finished transfer phase is kept there too, so a kill during fine-tuning does not
 redo it. Backups carry a fingerprint of the params and data they came from; a stale one is ignored.
@@ -197,6 +198,32 @@ def fingerprint(section: str, cfg: Any, train: Train, seed: int, paths: Paths,
 # --- one phase, end to end -----------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class StepBudget:
+    """How a phase runs `train.epochs` epochs and at least `train.min_steps` optimizer steps."""
+
+    epochs: int
+    steps_per_epoch: int    # optimizer steps in one epoch
+    virtual: bool           # epochs of `steps_per_epoch` steps on repeated data, not single passes
+    min_epochs: int         # early stopping waits for these: min_steps are run whole
+
+    @property
+    def steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+def step_budget(train: Train, batches: int) -> StepBudget:
+    """`train.epochs` passes over the `batches` of the training set when they make at least
+    `train.min_steps` steps (or min_steps is null); else as many epochs, each stretched to
+    ceil(min_steps / epochs) steps of the repeated data, so that validation, callbacks and
+    backups still run once per epoch, `train.epochs` times a phase (docs/recipe.md)."""
+    epochs, least = train.epochs, train.min_steps
+    if least is None or epochs * batches >= least:
+        return StepBudget(epochs, batches, False, -(-least // batches) if least else 0)
+    per_epoch = -(-least // epochs)
+    return StepBudget(epochs, per_epoch, True, -(-least // per_epoch))
+
+
+@dataclass(frozen=True)
 class Job:
     """What a stage trains: shared by its phases."""
 
@@ -216,8 +243,9 @@ def train_phase(model: keras.Model, model_id: str, job: Job, recipe: LearningRat
     (vitbench.features)."""
     fitted, train_ds, val_ds = ((model, data.train, data.val) if head is None
                                 else (head.model, head.train, head.val))
+    budget = step_budget(train, data.steps_per_epoch)
     with rt.strategy.scope():
-        optimizer = make_optimizer(recipe, train.epochs * data.steps_per_epoch)
+        optimizer = make_optimizer(recipe, budget.steps)
         compile_model(fitted, optimizer, len(data.classes), recipe.label_smoothing)
     backup = prepare_backup(paths.backup(model_id), job.print_) / "fit"
     if not rt.chief:  # a non-chief worker keeps its own copy
@@ -228,9 +256,14 @@ def train_phase(model: keras.Model, model_id: str, job: Job, recipe: LearningRat
              f"{count_params(model.trainable_weights):,}", f"{model.count_params():,}")
     curves = paths.backup(model_id) / "curves"  # published to plots/<id>/train only on success
     patience = train.patience if stops_early(recipe) else None  # cosine: every epoch runs
-    result = fit_phase(fitted, train_ds, val_ds, epochs=train.epochs,
-                       patience=patience, backup_dir=backup,
-                       curves_dir=curves, write=rt.chief)
+    if budget.virtual:
+        log.info("%s: %d epochs of %d steps on repeated data (train.min_steps %d; one pass is %d "
+                 "steps)", model_id, budget.epochs, budget.steps_per_epoch, train.min_steps,
+                 data.steps_per_epoch)
+    result = fit_phase(fitted, train_ds, val_ds, epochs=budget.epochs,
+                       patience=patience, backup_dir=backup, curves_dir=curves, write=rt.chief,
+                       steps_per_epoch=budget.steps_per_epoch if budget.virtual else None,
+                       min_epochs=budget.min_epochs)
     record = make_record(model_id, job, model, data.classes, result, rt)
     record["recipe"] = recipe_record(recipe, type(optimizer).__name__, data.copies, data.online,
                                      epochs=train.epochs, patience=patience,
@@ -255,7 +288,8 @@ def make_record(model_id: str, job: Job, model: keras.Model, classes: list[str],
     record.update({
         "classes": list(classes), "image_size": job.image_size, "preprocess": job.preprocess,
         "pretrained": job.pretrained, "train_seconds": round(result.seconds, 3),
-        "epochs_run": result.epochs_run, "best_epoch": result.best_epoch + 1,
+        "epochs_run": result.epochs_run, "steps_run": result.steps_run,
+        "best_epoch": result.best_epoch + 1,
         "params_total": int(model.count_params()),
         "params_trainable": count_params(model.trainable_weights),
         "history": result.history, "device": rt.device, "mixed_precision": rt.mixed_precision,
