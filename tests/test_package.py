@@ -17,7 +17,7 @@ from dvc_project import TINY, VENV_BIN, run, set_params
 
 from conftest import REPO
 from vitbench.cli import main
-from vitbench.project_files import project_dvc_yaml, shipped_files
+from vitbench.project_files import merge_lines, project_dvc_yaml, shipped_files
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -43,6 +43,13 @@ def test_init_dvc_yaml_is_the_repo_dag_without_src_deps() -> None:
         assert mine["deps"] == [d for d in body["deps"] if not d.startswith("src/")], name
         assert {k: v for k, v in mine.items() if k != "deps"} == {k: v for k, v in body.items() if k != "deps"}
         assert any(d.startswith("stages/") for d in mine["deps"]), name
+
+
+def test_ignore_files_are_merged_not_replaced() -> None:
+    shipped = "# DVC outputs\n/models\nsecrets/\n"
+    assert merge_lines("secrets/\n*.log", shipped) == "secrets/\n*.log\n# vitbench\n/models\n"
+    assert merge_lines("/models\nsecrets/\n", shipped) == "/models\nsecrets/\n"
+    assert merge_lines("", shipped) == shipped
 
 
 def test_init_refuses_to_overwrite_dvc_yaml_and_writes_nothing(tmp_path: Path) -> None:

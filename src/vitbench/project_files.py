@@ -44,10 +44,14 @@ class InitError(VitbenchError):
     """`vitbench init` cannot write the project: an existing file, or git / DVC missing."""
 
 
+def layout(stage_scripts: list[str]) -> dict[str, str]:
+    """Project path -> packaged name: FILES and the given stages/ scripts."""
+    return {**FILES, **{f"{STAGES}/{name}": f"{STAGES}/{name}" for name in sorted(stage_scripts)}}
+
+
 def source_layout(root: Path) -> dict[str, str]:
-    """Project path -> packaged name, for the project files of the checkout at `root`."""
-    stages = sorted(p.name for p in (root / STAGES).glob("*.py"))
-    return {**FILES, **{f"{STAGES}/{name}": f"{STAGES}/{name}" for name in stages}}
+    """`layout` of the checkout at `root`."""
+    return layout([p.name for p in (root / STAGES).glob("*.py")])
 
 
 def checkout_root() -> Path | None:
@@ -60,9 +64,8 @@ def shipped_files() -> dict[str, str]:
     """Project path -> text: the packaged copies, or the source checkout's files."""
     packaged = resources.files("vitbench") / PACKAGED
     if packaged.is_dir():
-        stages = sorted(e.name for e in (packaged / STAGES).iterdir() if e.name.endswith(".py"))
-        layout = {**FILES, **{f"{STAGES}/{name}": f"{STAGES}/{name}" for name in stages}}
-        return {rel: (packaged / name).read_text(encoding="utf-8") for rel, name in layout.items()}
+        shipped = layout([e.name for e in (packaged / STAGES).iterdir() if e.name.endswith(".py")])
+        return {rel: (packaged / name).read_text(encoding="utf-8") for rel, name in shipped.items()}
     root = checkout_root()
     if root is None:
         raise InitError(f"this vitbench install lacks its project files ({PACKAGED}/ in the "
@@ -79,16 +82,17 @@ def project_dvc_yaml(text: str) -> str:
 
 
 def merge_lines(existing: str, extra: str) -> str:
-    """`existing` with the lines of `extra` it lacks appended (ignore files: order and comments kept)."""
+    """An ignore file: `existing` (kept as it is) with the patterns of `extra` it lacks appended;
+    all of `extra` when `existing` is empty."""
     if not existing.strip():
         return extra
     have = set(existing.splitlines())
-    missing = [line for line in extra.splitlines() if line.strip() and line not in have]
+    missing = [line for line in extra.splitlines()
+               if line.strip() and not line.startswith("#") and line not in have]
     if not missing:
         return existing
-    sep = "" if not existing or existing.endswith("\n") else "\n"
-    return existing + sep + "# vitbench\n" + "\n".join(line for line in missing
-                                                       if not line.startswith("#")) + "\n"
+    sep = "" if existing.endswith("\n") else "\n"
+    return existing + sep + "# vitbench\n" + "".join(f"{line}\n" for line in missing)
 
 
 def init_project(dest: Path, force: bool = False, echo: Callable[[str], None] = print) -> None:
