@@ -5,6 +5,7 @@ runs its first stages without this repo."""
 from __future__ import annotations
 
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -94,12 +95,19 @@ def test_init_into_an_existing_repo_keeps_its_files_and_commits(tmp_path: Path) 
 
 
 def _fresh_venv(tmp_path: Path) -> Path:
-    """A new virtualenv with only the wheel built from this repo; its dependencies are this
-    venv's site-packages, added by a .pth line (a .pth there, such as an editable vitbench's, is
-    not processed for such a path), so nothing is downloaded."""
+    """A new virtualenv with only the wheel built (through its sdist) from this repo's files; its
+    dependencies are this venv's site-packages, added by a .pth line (a .pth there, such as an
+    editable vitbench's, is not processed for such a path), so nothing is downloaded."""
+    checkout = tmp_path / "checkout"  # the repo's files as a clone has them: no stale build metadata
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=REPO, check=True, capture_output=True, text=True).stdout
+    for rel in filter(None, listed.split("\0")):
+        if (REPO / rel).is_file():
+            (checkout / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, checkout / rel)
     dist = tmp_path / "dist"
     subprocess.run([f"{VENV_BIN}/uv", "build", "--no-build-isolation", "--offline", "--python",
-                    sys.executable, "-o", str(dist), str(REPO)], check=True, capture_output=True)
+                    sys.executable, "-o", str(dist), str(checkout)], check=True, capture_output=True)
     [wheel] = dist.glob("vitbench-*.whl")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
