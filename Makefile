@@ -28,6 +28,8 @@ $(TEMPLATE): $(BIN)/vitbench
 
 setup: $(BIN)/vitbench $(TEMPLATE)   ## create .venv, install the locked dependencies and vitbench
 
+# --universal: one lock for every platform and every Python from --python-version up (markers where
+# they differ), so for both versions pyproject's requires-python allows, 3.11 and 3.12
 lock: | $(UV)                   ## re-resolve requirements.lock from pyproject.toml (current pins kept where they fit; LOCK_ARGS=--upgrade for the newest)
 	$(UV) pip compile pyproject.toml --extra dev --universal --python-version 3.11 -o $(LOCK) $(LOCK_ARGS)
 

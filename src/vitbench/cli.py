@@ -220,6 +220,20 @@ def plots_template(output: Path) -> None:
     click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): `dvc plots show` now draws offline")
 
 
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True,
+              help="Replace an existing dvc.yaml, params.yaml and stage scripts.")
+def init(directory: Path, force: bool) -> None:
+    """Start a project in DIRECTORY (new or existing; git and DVC initialised when needed):
+    dvc.yaml, params.yaml, stages/ and the DVC settings; then `cd DIRECTORY && dvc repro`."""
+    from vitbench.project_files import init_project
+
+    _guard(lambda: init_project(directory, force=force, echo=lambda line: click.echo(line, err=True)))
+    click.echo(f"next: cd {shlex.quote(str(directory))} && dvc repro   (the embedded synthetic demo; "
+               "set dataset.source in params.yaml for your images)")
+
+
 def _guard(fn):  # type: ignore[no-untyped-def]
     try:
         return fn()
