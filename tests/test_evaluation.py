@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from scipy import stats as scipy_stats
 from sklearn import metrics as skm
 
 from vitbench.config import section_with
@@ -195,12 +196,13 @@ def tiny_project(tmp_path: Path) -> Paths:
 
 
 def save_tiny(paths: Paths, model_id: str, family: str, build: dict, preprocess: str,
-              pretrained: bool = False) -> None:
+              pretrained: bool = False, **record_keys: object) -> None:
     from vitbench.models import build_model, save_model
 
     record = {"id": model_id, "family": family, "build": build, "classes": CLASSES,
               "image_size": build["image_size"], "preprocess": preprocess,
-              "pretrained": pretrained, "train_seconds": 1.5, "epochs_run": 1, "recipe": RECIPE}
+              "pretrained": pretrained, "train_seconds": 1.5, "epochs_run": 1, "recipe": RECIPE,
+              **record_keys}
     save_model(build_model(record), paths.model(model_id), record)
 
 
@@ -227,6 +229,9 @@ def check_outputs(paths: Paths, model_id: str, metrics: dict) -> None:
     preds = pd.read_csv(eval_dir / "predictions.csv")
     assert len(preds) == 12 and preds["path"].str.startswith("data/clean/").all()
     assert (preds["actual"] == preds["predicted"]).mean() == pytest.approx(metrics["accuracy"])
+    correct = int((preds["actual"] == preds["predicted"]).sum())     # majority rate: 4 of 12
+    assert on_disk["chance_p"] == pytest.approx(
+        scipy_stats.binomtest(correct, 12, 1 / 3, alternative="greater").pvalue, rel=1e-12)
     assert (eval_dir / "confusion_matrix.png").stat().st_size > 0
     assert (eval_dir / "reliability.png").stat().st_size > 0
     assert json.loads((eval_dir / "recipe.json").read_text()) == RECIPE
@@ -246,6 +251,7 @@ def test_evaluate_cnn_end_to_end(tiny_project: Paths) -> None:
               "mobilenet_v2")
     metrics = evaluate("cnn_transfer", EVAL, SEED, tiny_project)
     check_outputs(tiny_project, "cnn_transfer", metrics)
+    assert "steps_run" not in metrics                # a record without it: left out
     assert metrics["display_name"] == "MobileNetV2 (transfer)"
     assert metrics["pretrained"] is False
     assert not (tiny_project.eval_plots("cnn_transfer") / "attention.png").exists()
@@ -255,9 +261,10 @@ def test_evaluate_cnn_end_to_end(tiny_project: Paths) -> None:
 
 @pytest.mark.slow
 def test_evaluate_vit_scratch_writes_attention(tiny_project: Paths) -> None:
-    save_tiny(tiny_project, "vit_scratch", "vit_scratch", VIT_SCRATCH, "vit")
+    save_tiny(tiny_project, "vit_scratch", "vit_scratch", VIT_SCRATCH, "vit", steps_run=7)
     metrics = evaluate("vit_scratch", EVAL, SEED, tiny_project)
     check_outputs(tiny_project, "vit_scratch", metrics)
+    assert metrics["steps_run"] == 7                 # copied from the training record
     with Image.open(tiny_project.eval_plots("vit_scratch") / "attention.png") as img:
         assert img.width > 300 and img.height > 200
 

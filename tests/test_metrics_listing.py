@@ -24,7 +24,7 @@ def test_metrics_show_stays_narrow_and_the_counters_stay_reachable(project: Path
         shutil.copy(path, project / "metrics" / path.name)
     header = run(project, "dvc", "metrics", "show").stdout.splitlines()[0].split()
     assert len(header) <= MAX_COLUMNS, f"{len(header)} columns: {header}"
-    assert {"accuracy", "f1_macro", "size_mb", "best_accuracy", "winner", "train"} <= set(header)
+    assert {"accuracy", "f1_macro", "size_mb", "best_accuracy", "cnn_vs_vit_p", "train"} <= set(header)
 
     assert not any(h.split(".")[0] in ("skipped", "renamed", "removed", "converted") for h in header)
 

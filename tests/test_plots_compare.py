@@ -162,3 +162,14 @@ def test_robustness_figure_has_a_panel_per_corruption_and_a_line_per_model(tmp_p
     assert all(len(ax.lines) == len(MODELS) for ax in used)
     assert list(used[0].lines[0].get_ydata()) == pytest.approx([0.9, 0.8, 0.7, 0.6])
     assert figures.save_robustness(curves, tmp_path / "r.png").stat().st_size > 5_000
+
+
+def test_class_and_model_names_with_dollar_signs_are_drawn_as_text(tmp_path: Path) -> None:
+    """A class folder called `$\\foo{$` is not mathtext: drawn as written, not a crash."""
+    odd = ["$\\foo{$", "$x^2$", "<img src=x onerror=alert(1)>"]
+    f1 = pd.DataFrame(np.full((3, 2), 0.5), columns=["$a$ (transfer)", MODELS[1]], index=odd)
+    fig = figures.per_class_f1_figure(f1)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == odd
+    assert figures.save_per_class_f1(f1, tmp_path / "f1.png").stat().st_size > 0
+    grid = [GridSample(np.zeros((20, 20, 3), np.uint8), odd[0], [("$a$", odd[0], 0.5)])]
+    assert figures.save_predictions_grid(grid, tmp_path / "grid.png").stat().st_size > 0

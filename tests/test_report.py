@@ -1,5 +1,6 @@
-"""The compare stage on hand-made evaluate outputs: winners, ties, perfect and unsolved classes,
-warnings about untrained "pretrained" models, errors and atomic outputs."""
+"""The compare stage on evaluate outputs made with evaluate's own functions: winners, ties,
+perfect and unsolved classes, models at chance, warnings about untrained "pretrained" models,
+escaped class names, errors and atomic outputs."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from vitbench.calibration import expected_calibration_error
 from vitbench.config import MODEL_IDS, Compare
 from vitbench.data.manifest import write_labels
 from vitbench.errors import DataError
-from vitbench.evaluation import class_report, compute_metrics, predictions_table, uncertainty
+from vitbench.evaluation import (chance_p, class_report, compute_metrics, predictions_table,
+                                 uncertainty)
 from vitbench.fsutil import write_json
 from vitbench.models import registry
 from vitbench.paths import Paths
@@ -29,14 +31,15 @@ SIZES = {"cnn_transfer": 9.2, "cnn_finetuned": 9.2, "vit_scratch": 1.7, "vit_tra
 SPEED = {"cnn_transfer": 300.0, "cnn_finetuned": 300.0, "vit_scratch": 900.0, "vit_transfer": 40.0,
          "vit_finetuned": 40.0}
 Y_TRUE = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2])
+Y_LARGE = np.repeat(np.arange(3), 8)     # 24 test images: enough for a model above chance to lose
 CFG = Compare(samples=4)
 SEED = 1
 
 
-def write_images(paths: Paths, classes: list[str] = CLASSES) -> list[str]:
+def write_images(paths: Paths, classes: list[str] = CLASSES, y_true: np.ndarray = Y_TRUE) -> list[str]:
     """One small PNG per test row; returns their paths relative to the project root."""
     files = []
-    for i, y in enumerate(Y_TRUE):
+    for i, y in enumerate(y_true):
         rel = f"data/clean/{classes[y]}/{i:02d}.png"
         (paths.root / rel).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.full((40, 50, 3), 60 * y + 40, np.uint8)).save(paths.root / rel)
@@ -45,29 +48,32 @@ def write_images(paths: Paths, classes: list[str] = CLASSES) -> list[str]:
 
 
 def write_evaluation(paths: Paths, model_id: str, y_pred: np.ndarray, files: list[str],
-                     pretrained: bool | None = None, classes: list[str] = CLASSES) -> None:
-    """What evaluate writes for one model whose predictions are `y_pred` (confidence 0.8)."""
+                     pretrained: bool | None = None, classes: list[str] = CLASSES,
+                     y_true: np.ndarray = Y_TRUE) -> None:
+    """What evaluate writes for one model whose predictions are `y_pred` (confidence 0.8), made
+    with evaluate's own functions."""
     proba = np.full((len(y_pred), len(CLASSES)), 0.1)
     proba[np.arange(len(y_pred)), y_pred] = 0.8
     if pretrained is None:
         pretrained = model_id != "vit_scratch"
     metrics = {"model": model_id, "display_name": NAMES[model_id], **registry.identity(model_id),
-               **compute_metrics(Y_TRUE, proba, len(CLASSES)),
-               **uncertainty(Y_TRUE, y_pred, len(CLASSES), seed=0),
-               "ece": expected_calibration_error(Y_TRUE, proba),
+               **compute_metrics(y_true, proba, len(CLASSES)),
+               **uncertainty(y_true, y_pred, len(CLASSES), seed=0),
+               "chance_p": chance_p(y_true, y_pred),
+               "ece": expected_calibration_error(y_true, proba),
                "params_total": int(SIZES[model_id] * 250_000), "params_trainable": 1000,
                "size_mb": SIZES[model_id], "train_seconds": 12.0, "epochs_run": 3,
                "infer_images_per_second": SPEED[model_id], "pretrained": pretrained}
     write_json(paths.metrics_json(model_id), metrics)
     eval_dir = paths.eval_plots(model_id)
     eval_dir.mkdir(parents=True, exist_ok=True)
-    class_report(Y_TRUE, y_pred, classes).to_csv(eval_dir / "report.csv", index=False)
-    predictions_table(files, Y_TRUE, proba, classes).to_csv(eval_dir / "predictions.csv", index=False)
+    class_report(y_true, y_pred, classes).to_csv(eval_dir / "report.csv", index=False)
+    predictions_table(files, y_true, proba, classes).to_csv(eval_dir / "predictions.csv", index=False)
 
 
-def with_errors(*wrong: int) -> np.ndarray:
-    """Y_TRUE with the rows at `wrong` moved to the next class."""
-    y = Y_TRUE.copy()
+def with_errors(*wrong: int, y_true: np.ndarray = Y_TRUE) -> np.ndarray:
+    """`y_true` with the rows at `wrong` moved to the next class."""
+    y = y_true.copy()
     for i in wrong:
         y[i] = (y[i] + 1) % len(CLASSES)
     return y
@@ -76,7 +82,7 @@ def with_errors(*wrong: int) -> np.ndarray:
 DEFAULT_PREDICTIONS = {
     "cnn_transfer": with_errors(0, 4, 8),        # 75%
     "cnn_finetuned": with_errors(4),             # 91.7%, cat and owl: perfect recall
-    "vit_scratch": with_errors(0, 1, 4, 5, 8),   # 58.3%
+    "vit_scratch": with_errors(0, 1, 4, 8),      # 66.7%: above chance (33.3%), p = 0.019
     "vit_transfer": with_errors(0, 4),           # 83.3%
     "vit_finetuned": with_errors(8),             # 91.7%: ties with cnn_finetuned
 }
@@ -116,10 +122,12 @@ def test_compare_writes_every_output(project: Paths) -> None:
     assert summary == json.loads(json.dumps(returned))
     assert all(not isinstance(v, (dict, list)) for v in flat.values())     # dvc metrics: flat
     assert len(flat) <= 10 and flat["best_accuracy"] == pytest.approx(11 / 12, abs=1e-6)
-    assert flat["winner"] == "undecided" and flat["warnings"] == 0
+    assert flat["models_at_chance"] == 0 and flat["warnings"] == 0
+    assert all(isinstance(v, (int, float)) for v in flat.values())       # metrics: numbers only
+    assert summary["winner"] == "undecided" and summary["models_at_chance"] == []
     assert len(summary["pairwise"]) == 10                  # every pair of the five models
     assert list(summary["models"]) == list(MODEL_IDS)
-    assert summary["models"]["vit_scratch"]["accuracy"] == pytest.approx(7 / 12)
+    assert summary["models"]["vit_scratch"]["accuracy"] == pytest.approx(8 / 12)
     assert summary["test_images"] == 12
     assert summary["warnings"] == []
     for name in ("accuracy_loss", "size_vs_accuracy", "per_class_f1", "predictions_grid"):
@@ -160,19 +168,32 @@ def test_clear_winner_and_cost_in_the_conclusion(project: Paths) -> None:
     assert f"About {versus['images_needed']:,} test images would be needed to resolve 8.3 points" in md
 
 
-def test_a_significant_difference_is_called_better(project: Paths) -> None:
-    files = files_of(project)
-    write_evaluation(project, "vit_finetuned", Y_TRUE, files)                  # 12/12
-    for model_id in ("cnn_transfer", "cnn_finetuned"):                         # 6/12
-        write_evaluation(project, model_id, with_errors(0, 1, 4, 5, 8, 9), files)
+def large_project(root: Path, predictions: dict[str, np.ndarray]) -> Paths:
+    """A project of Y_LARGE's 24 test images; models not in `predictions` get 2 errors a class."""
+    paths = Paths(root)
+    write_labels(CLASSES, paths.labels)
+    files = write_images(paths, y_true=Y_LARGE)
+    default = with_errors(0, 1, 8, 9, 16, 17, y_true=Y_LARGE)
+    for model_id in MODEL_IDS:
+        write_evaluation(paths, model_id, predictions.get(model_id, default), files, y_true=Y_LARGE)
+    return paths
+
+
+def test_a_significant_difference_is_called_better_and_its_p_is_stored_unrounded(tmp_path: Path) -> None:
+    cnn = with_errors(*range(0, 24, 3), 1, 4, y_true=Y_LARGE)      # 14/24: above chance, p = 0.010
+    project = large_project(tmp_path / "proj", {"vit_finetuned": Y_LARGE,
+                                                "cnn_transfer": cnn, "cnn_finetuned": cnn})
     summary = compare(CFG, SEED, project)
     versus = summary["cnn_vs_vit"]
-    assert (versus["vit_only_right"], versus["cnn_only_right"]) == (6, 0)
-    assert versus["p_value"] == pytest.approx(2 * 0.5 ** 6)                    # exact McNemar
+    assert summary["models_at_chance"] == []
+    assert (versus["vit_only_right"], versus["cnn_only_right"]) == (10, 0)
+    assert versus["p_value"] == 2 * 0.5 ** 10                                  # exact McNemar
     assert versus["winner"] == "ViT"
     md = (project.metrics / "compare.md").read_text()
-    assert "the **ViT** is better, by 50.0 accuracy points (McNemar exact p = 0.031" in md
-    assert json.loads(project.metrics_json("compare").read_text())["winner"] == "ViT"
+    assert "the **ViT** is better, by 41.7 accuracy points (McNemar exact p = 0.002" in md
+    flat, detail, _ = read_outputs(project)
+    assert flat["cnn_vs_vit_p"] == 2 * 0.5 ** 10 and detail["winner"] == "ViT"   # not 0.001953
+    assert json.loads(project.metrics_json("compare_detail").read_text())["winner"] == "ViT"
 
 
 def test_perfect_classes_need_precision_and_recall_of_one(project: Paths) -> None:
@@ -197,7 +218,7 @@ def test_a_class_no_model_gets_right(project: Paths) -> None:
     owl_row = row_of(md, "owl")
     assert owl_row.count("0.000") == len(MODEL_IDS)
     assert "No model got a single test image right** of class(es): owl" in md
-    assert "> **WARNING:** No model classified a single test image of class 'owl'" in md
+    assert "> **WARNING:** No model classified a single test image of class &#x27;owl&#x27;" in md
 
 
 @pytest.mark.slow
@@ -208,7 +229,7 @@ def test_a_pretrained_model_trained_from_random_weights_is_flagged(project: Path
     flagged = [w for w in summary["warnings"] if "RANDOM weights" in w]
     assert len(flagged) == 1 and flagged[0].startswith("cnn_transfer (MobileNetV2 (transfer))")
     md = (project.metrics / "compare.md").read_text()
-    assert md.index("> **WARNING:** cnn_transfer") < md.index("## Conclusion")   # loud: on top
+    assert md.index("> **WARNING:** cnn\\_transfer") < md.index("## Conclusion")   # loud: on top
     row = row_of(md, "MobileNetV2 (transfer)")
     assert "**NO: random init!**" in row
     scratch = row_of(md, "ViT from scratch")
@@ -324,7 +345,8 @@ def test_class_names_with_a_pipe_or_a_line_break_keep_every_markdown_table_intac
 def test_the_hand_made_evaluate_outputs_have_what_the_real_evaluate_writes(published: Path,
                                                                            tmp_path: Path) -> None:
     """`write_evaluation` stands in for evaluate in the tests above: the same metric keys (the
-    real run adds corruption_accuracy, with robustness on) and the same CSV columns as the real
+    real run adds corruption_accuracy, with robustness on, and steps_run where training records
+    it) and the same CSV columns as the real
     stage wrote in the published tiny repro (evaluate@vit_scratch)."""
     import pandas as pd
 
@@ -334,8 +356,77 @@ def test_the_hand_made_evaluate_outputs_have_what_the_real_evaluate_writes(publi
     real = Paths(published)
     made = set(json.loads(paths.metrics_json("vit_scratch").read_text()))
     written = set(json.loads(real.metrics_json("vit_scratch").read_text()))
-    assert made <= written and written - made <= {"corruption_accuracy"}, written ^ made
+    assert made <= written and written - made <= {"corruption_accuracy", "steps_run"}, written ^ made
     for name in ("report.csv", "predictions.csv"):
         columns = [list(pd.read_csv(p.eval_plots("vit_scratch") / name, nrows=1).columns)
                    for p in (paths, real)]
         assert columns[0] == columns[1], name
+
+
+def test_a_cnn_at_chance_is_marked_never_best_and_voids_the_verdict(tmp_path: Path) -> None:
+    """Both CNNs answer "cat" for everything (8/24, the majority rate): the ViTs' lead over them
+    is a training failure, not a win; the CNNs are neither best calibrated nor robust."""
+    cat = np.zeros_like(Y_LARGE)
+    project = large_project(tmp_path / "proj", {"vit_finetuned": Y_LARGE,
+                                                "cnn_transfer": cat, "cnn_finetuned": cat})
+    for model_id in MODEL_IDS:             # the CNNs have nothing to lose under corruptions
+        add_robustness(project, model_id, 0.0 if model_id.startswith("cnn") else 0.1)
+    summary = compare(CFG, SEED, project)
+    flat, detail, md = read_outputs(project)
+    assert detail["models_at_chance"] == ["cnn_transfer", "cnn_finetuned"]
+    assert flat["models_at_chance"] == 2
+    assert detail["models"]["cnn_finetuned"]["at_chance"] is True
+    assert detail["models"]["cnn_finetuned"]["chance_p"] > 0.05
+    versus = summary["cnn_vs_vit"]
+    assert versus["winner"] == detail["winner"] == "void"
+    assert versus["at_chance"] == ["cnn_transfer"]          # the best CNN (a tie: the first)
+    assert flat["cnn_vs_vit_p"] == 2 * 0.5 ** 16              # stored as it is, not deciding
+    assert "cnn_finetuned" not in summary["best"]["accuracy"]["models"]
+    assert summary["families"]["CNN"] == {"ece": None, "corruption_drop": None, "at_chance": 2}
+    assert "the best CNN is at chance: a training failure, not evidence for the ViT" in md
+    assert "**no verdict**" in md and "is better" not in md
+    assert "degrade less" not in md
+    assert "every CNN is at chance (it has no accuracy to lose)" in md
+    calibration = next(line for line in md.splitlines() if line.startswith("- Calibration"))
+    assert "MobileNetV2" not in calibration and "CNNs" not in calibration
+    for name in ("MobileNetV2 (transfer)", "MobileNetV2 (fine-tuned)"):
+        row = row_of(md, f"{name} (at chance)")             # the models table
+        assert "**" not in row.replace("**NO: random init!**", "")   # never the best cell
+        assert f"{name} (at chance)" in md.split("## Paired tests")[1]
+    assert sum("is at chance" in w for w in summary["warnings"]) == 2
+    assert "- **At chance:** MobileNetV2 (transfer) (33.3% against 33.3%" in md
+
+
+def test_when_every_model_is_at_chance_nothing_is_best(tmp_path: Path) -> None:
+    cat = np.zeros_like(Y_LARGE)
+    project = large_project(tmp_path / "proj", dict.fromkeys(MODEL_IDS, cat))
+    summary = compare(CFG, SEED, project)
+    flat, detail, md = read_outputs(project)
+    assert summary["best"]["accuracy"] == {"value": None, "models": []}
+    assert flat["models_at_chance"] == 5 and flat["best_accuracy"] is None
+    assert detail["winner"] == "void"
+    assert "- Best accuracy: none, every model is at chance." in md
+    assert "both are at chance: training failures, not evidence for either kind" in md
+    assert "- Calibration and robustness: not compared, every model is at chance." in md
+
+
+@pytest.mark.slow
+def test_class_names_that_are_markup_show_as_text(tmp_path: Path) -> None:
+    """compare.md from the real compare stage: a class called like an HTML tag or markdown
+    emphasis is escaped in the warnings, the conclusion and the per-class table."""
+    classes = ["<img src=x onerror=alert(1)>", "**bold**", "owl"]
+    paths = Paths(tmp_path / "proj")
+    write_labels(classes, paths.labels)
+    files = write_images(paths, classes)
+    for model_id in MODEL_IDS:               # nobody gets the first class right: a warning
+        write_evaluation(paths, model_id, with_errors(0, 1, 2, 3), files, classes=classes)
+    summary = compare(CFG, SEED, paths)
+    md = (paths.metrics / "compare.md").read_text()
+    assert summary["unsolved_classes"] == [classes[0]]
+    assert "<img" not in md
+    assert md.count("**bold**") == md.count("per column in **bold**") == 1   # the report's own
+    escaped = "&lt;img src=x onerror=alert(1)&gt;"
+    warning = next(line for line in md.splitlines() if "No model classified" in line)
+    assert escaped in warning
+    assert f"of class(es): {escaped}. Check" in md                    # the conclusion
+    assert f"\n| {escaped} " in md and "\n| \\*\\*bold\\*\\* " in md   # the per-class table

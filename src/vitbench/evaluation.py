@@ -72,6 +72,13 @@ def uncertainty(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, seed: 
             "f1_macro_ci_low": _floor6(f1.low), "f1_macro_ci_high": _ceil6(f1.high)}
 
 
+def chance_p(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """One-sided exact binomial p of the accuracy against the test split's majority-class rate
+    (`vitbench.stats.chance_p`), unrounded: a model with p >= ALPHA is "at chance"."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    return stats.chance_p(int(np.sum(y_true == y_pred)), len(y_true), stats.majority_rate(y_true))
+
+
 def _floor6(x: float) -> float:
     """Rounded down to 6 decimals, so that a rounded interval still holds its unrounded point."""
     return math.floor(x * 1e6) / 1e6
@@ -163,12 +170,14 @@ def evaluate(model_id: str, cfg: Evaluate, seed: int, paths: Paths) -> dict[str,
         **registry.identity(model_id),   # family, kind (CNN/ViT), meant_pretrained
         **compute_metrics(preds.y_true, preds.proba, n_classes),
         **uncertainty(preds.y_true, preds.y_pred, n_classes, seed),
+        "chance_p": chance_p(preds.y_true, preds.y_pred),
         "ece": round(expected_calibration_error(preds.y_true, preds.proba), 6),
         "params_total": int(record["params_total"]),
         "params_trainable": int(record["params_trainable"]),
         "size_mb": round(_dir_bytes(model_dir) / 1e6, 3),
         "train_seconds": float(record["train_seconds"]),
         "epochs_run": int(record["epochs_run"]),
+        **_steps_run(record),
         "infer_images_per_second": _throughput(model, record, preds.images, cfg.batch_size),
         "pretrained": bool(record["pretrained"]),
     }
@@ -309,6 +318,12 @@ def _upscale(image: np.ndarray, side: int) -> np.ndarray:
     if image.shape[0] == side:
         return image
     return np.asarray(Image.fromarray(image).resize((side, side), Image.BILINEAR))
+
+
+def _steps_run(record: dict) -> dict[str, int]:
+    """`steps_run` (optimizer steps of the last training phase) when the record has it."""
+    steps = record.get("steps_run")
+    return {} if steps is None else {"steps_run": int(steps)}
 
 
 def _display_name(model_id: str, record: dict) -> str:

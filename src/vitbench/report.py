@@ -26,7 +26,7 @@ from vitbench.data.manifest import read_labels
 from vitbench.errors import DataError
 from vitbench.fsutil import atomic_dir, atomic_file, write_json
 from vitbench.paths import Paths
-from vitbench.report_markdown import render_markdown
+from vitbench.report_markdown import AT_CHANCE, render_markdown
 from vitbench.results import (ModelResult, common_paths, flat_metrics, load_results, per_class_f1,
                               summarise)
 
@@ -55,8 +55,10 @@ def compare(cfg: Compare, seed: int, paths: Paths) -> dict[str, Any]:
     write_json(paths.metrics_json("compare"), flat_metrics(summary))
     for warning in summary["warnings"]:
         log.warning("%s", warning)
-    log.info("best accuracy: %s (%.4f)", ", ".join(summary["best"]["accuracy"]["models"]),
-             summary["best"]["accuracy"]["value"])
+    top = summary["best"]["accuracy"]
+    if top["models"]:
+        log.info("best accuracy: %s (%.4f)", ", ".join(top["models"]), top["value"])
+    log.info("CNN or ViT: %s", summary["winner"])
     return summary
 
 
@@ -93,9 +95,10 @@ def _write_plots(target: Path, results: list[ModelResult], classes: list[str],
                  samples: list[GridSample]) -> None:
     from vitbench.plots import compare as figures
 
-    rows = [{**r.metrics, "model": r.name, "family": r.family} for r in results]
-    f1 = per_class_f1(results, classes).rename(columns={r.model_id: r.name for r in results})
-    curves = [{"model": r.name, "family": r.family, "clean": float(r.metrics["accuracy"]),
+    names = {r.model_id: r.name + (f" ({AT_CHANCE})" if r.at_chance else "") for r in results}
+    rows = [{**r.metrics, "model": names[r.model_id], "family": r.family} for r in results]
+    f1 = per_class_f1(results, classes).rename(columns=names)
+    curves = [{"model": names[r.model_id], "family": r.family, "clean": float(r.metrics["accuracy"]),
                "table": r.robustness} for r in results if r.robustness is not None]
     with atomic_dir(target) as tmp:
         figures.save_accuracy_loss(rows, tmp / "accuracy_loss.png")

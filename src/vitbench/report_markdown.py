@@ -2,12 +2,17 @@
 
 The conclusion's wording follows the statistics: a model is "better" only when McNemar's exact
 test on the shared test images gives p < 0.05; otherwise the report says the difference is not
-significant and how many test images would resolve it (`vitbench.stats`).
+significant and how many test images would resolve it (`vitbench.stats`). A model at chance
+(`ModelResult.at_chance`) is marked "at chance" wherever it is named and is never best, best
+calibrated, robust or the winner; when the best model of a kind is at chance the verdict is void.
+
+Every user-provided string (class names, model names) passes through `vitbench.markup.escape_text`
+before it is written, so a class folder called `<img src=x onerror=alert(1)>` or `**bold**` shows
+as that literal text.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
@@ -15,8 +20,9 @@ import pandas as pd
 
 from vitbench import stats
 from vitbench.calibration import BINS
+from vitbench.markup import escape_text
 from vitbench.recipe import describe as describe_recipe
-from vitbench.results import ModelResult, per_class_f1, robustness_table
+from vitbench.results import VOID, ModelResult, above_chance, per_class_f1, robustness_table
 from vitbench.robustness import CORRUPTIONS, SEVERITIES
 
 # (header, metric key, formatter, which value is best: "max", "min" or None)
@@ -34,6 +40,7 @@ TABLE_COLUMNS: tuple[tuple[str, str, Any, str | None], ...] = (
 )
 # columns whose cell also shows the 95% interval
 INTERVALS = {"accuracy": (lambda v: f"{v * 100:.0f}"), "f1_macro": (lambda v: f"{v:.2f}")}
+AT_CHANCE = "at chance"
 
 
 def render_markdown(summary: dict[str, Any], results: list[ModelResult], classes: list[str]) -> str:
@@ -42,13 +49,13 @@ def render_markdown(summary: dict[str, Any], results: list[ModelResult], classes
     n = summary["test_images"]
     lines = ["# CNN or Vision Transformer? The comparison", ""]
     if summary["warnings"]:
-        lines += [f"> **WARNING:** {w}" + "  " for w in summary["warnings"]] + [""]
+        lines += [f"> **WARNING:** {escape_text(w)}" + "  " for w in summary["warnings"]] + [""]
     lines += ["## Conclusion", "", *conclusion(summary, results, classes), ""]
     robust = robustness_table(results)
     corrupted = (f"Corrupted acc.: mean accuracy under {len(CORRUPTIONS)} corruptions x "
                  f"{len(SEVERITIES)} severities. " if not robust.empty else "")
     lines += [f"## All models on the test split ({n} images)", "", _models_table(results), "",
-              "Best value per column in **bold**. Accuracy and macro F1 with their 95% interval in "
+              "Best value per column in **bold** (never a model at chance). Accuracy and macro F1 with their 95% interval in "
               "brackets (accuracy: Wilson; macro F1: bootstrap over the test images, "
               f"{stats.BOOTSTRAP_RESAMPLES} resamples). ECE: expected calibration error over "
               f"{BINS} confidence bins (0 = confidence matches accuracy). {corrupted}"
@@ -78,25 +85,49 @@ def conclusion(summary: dict[str, Any], results: list[ModelResult], classes: lis
     calibration, robustness, perfect and hard classes."""
     by_id = {r.model_id: r for r in results}
     pairs = {(p["a"], p["b"]): p for p in summary["pairwise"]}
-    out = [_winner_sentence(summary["best"]["accuracy"], results, "accuracy", pairs)]
+    out = _chance_sentences(results)
+    out.append(_winner_sentence(summary["best"]["accuracy"], results, "accuracy", pairs))
     if summary["best"]["f1_macro"]["models"] != summary["best"]["accuracy"]["models"]:
         out.append(_winner_sentence(summary["best"]["f1_macro"], results, "f1_macro", pairs))
     if summary["cnn_vs_vit"]:
         out.append(_versus_sentence(summary["cnn_vs_vit"], by_id, summary["test_images"]))
     out += _family_sentences(summary["families"], results)
-    perfect = [f"{by_id[m].name} {len(c)}/{len(classes)}"
+    perfect = [f"{_label(by_id[m])} {len(c)}/{len(classes)}"
                for m, c in summary["perfect_classes"].items()]
     out.append("- Classes with a perfect score (precision = recall = 1): " + ", ".join(perfect) + ".")
-    out.append(_hardest_class_sentence(summary["unsolved_classes"], per_class_f1(results, classes)))
+    judged = above_chance(results) or results
+    out.append(_hardest_class_sentence(summary["unsolved_classes"], per_class_f1(judged, classes)))
     return out
+
+
+def _chance_sentences(results: list[ModelResult]) -> list[str]:
+    """The models at chance, named first: nothing below counts them."""
+    failed = [r for r in results if r.at_chance]
+    if not failed:
+        return []
+    listed = ", ".join(f"{escape_text(r.name)} ({float(r.metrics['accuracy']):.1%} against "
+                       f"{r.majority_rate:.1%} for always answering the most frequent class, "
+                       f"p = {_fmt_p(float(r.metrics['chance_p']))})" for r in failed)
+    return [f"- **At chance:** {listed}. A model at chance failed to train: it is never best, "
+            "best calibrated or robust here, and decides no verdict."]
 
 
 def _versus_sentence(versus: dict[str, Any], by_id: dict[str, ModelResult], n: int) -> str:
     cnn, vit = by_id[versus["best_cnn"]], by_id[versus["best_vit"]]
-    head = (f"- **CNN or ViT?** Best CNN {cnn.name} ({_acc_ci(cnn)}) against best ViT "
-            f"{vit.name} ({_acc_ci(vit)}): ")
+    head = (f"- **CNN or ViT?** Best CNN {_label(cnn)} ({_acc_ci(cnn)}) against best ViT "
+            f"{_label(vit)} ({_acc_ci(vit)}): ")
     counts = (f"McNemar exact p = {_fmt_p(versus['p_value'])}; only the ViT is right on "
               f"{_images(versus['vit_only_right'])}, only the CNN on {_images(versus['cnn_only_right'])}")
+    if versus["winner"] == VOID:
+        failed = [by_id[m] for m in versus["at_chance"]]
+        if len(failed) > 1:
+            why = "both are at chance: training failures, not evidence for either kind"
+        else:
+            other = "ViT" if failed[0].family == "CNN" else "CNN"
+            why = (f"the best {failed[0].family} is at chance: a training failure, not evidence "
+                   f"for the {other}")
+        return (head + f"**no verdict**, {why}. Fix the training (learning rate, epochs, "
+                "weights) and re-run before comparing the kinds.")
     if versus["winner"] in ("CNN", "ViT"):
         points = abs(versus["accuracy_difference"]) * 100
         return (head + f"the **{versus['winner']}** is better, by {points:.1f} accuracy points "
@@ -108,19 +139,27 @@ def _versus_sentence(versus: dict[str, Any], by_id: dict[str, ModelResult], n: i
 
 
 def _family_sentences(families: dict[str, dict[str, Any]], results: list[ModelResult]) -> list[str]:
-    out = []
-    best_ece = min(results, key=lambda r: float(r.metrics["ece"]))
-    line = (f"- Calibration: best calibrated {best_ece.name} (ECE {best_ece.metrics['ece']:.3f}); "
-            + ", ".join(f"{f}s {v['ece']:.3f}" for f, v in families.items()) + " on average.")
-    out.append(line)
+    """Calibration and robustness, over the models above chance only."""
+    eligible = above_chance(results)
+    if not eligible:
+        return ["- Calibration and robustness: not compared, every model is at chance."]
+    left_out = " (models at chance left out)" if len(eligible) < len(results) else ""
+    failed = [f for f, v in families.items() if v["ece"] is None]
+    best_ece = min(eligible, key=lambda r: float(r.metrics["ece"]))
+    averages = [f"{f}s {v['ece']:.3f}" for f, v in families.items() if v["ece"] is not None]
+    out = [f"- Calibration: best calibrated {_label(best_ece)} (ECE {best_ece.metrics['ece']:.3f}); "
+           + ", ".join(averages) + f" on average{left_out}."]
     drops = {f: v["corruption_drop"] for f, v in families.items() if v["corruption_drop"] is not None}
-    if len(drops) == len(families) and len(drops) > 1:
+    if failed and any("corruption_accuracy" in r.metrics for r in results):
+        out.append("- Robustness: the families are not compared: every "
+                   + " and every ".join(failed) + " is at chance (it has no accuracy to lose).")
+    elif len(drops) == len(families) and len(drops) > 1:
         text = ", ".join(f"the {f}s {d * 100:.1f}" for f, d in drops.items())
         ordered = sorted(drops, key=lambda f: drops[f])
         verdict = ("both degrade alike" if np.isclose(drops[ordered[0]], drops[ordered[1]], atol=5e-3)
                    else f"the **{ordered[0]}s degrade less**")
         out.append(f"- Robustness: under common corruptions the models lose on average {text} "
-                   f"accuracy points: {verdict}.")
+                   f"accuracy points{left_out}: {verdict}.")
     return out
 
 
@@ -128,19 +167,25 @@ def _winner_sentence(top: dict[str, Any], results: list[ModelResult], key: str,
                      pairs: dict[tuple[str, str], dict[str, Any]]) -> str:
     label = {"accuracy": "accuracy", "f1_macro": "macro F1"}[key]
     fmt = (lambda v: f"{v:.1%}") if key == "accuracy" else (lambda v: f"{v:.3f}")
-    winners = [r for r in results if r.model_id in top["models"]]
-    others = sorted((r for r in results if r.model_id not in top["models"]),
+    if not top["models"]:
+        return f"- Best {label}: none, every model is at chance."
+    eligible = above_chance(results)
+    winners = [r for r in eligible if r.model_id in top["models"]]
+    others = sorted((r for r in eligible if r.model_id not in top["models"]),
                     key=lambda r: -float(r.metrics[key]))
-    names = " and ".join(f"**{r.name}**" for r in winners)
+    names = " and ".join(f"**{_label(r)}**" for r in winners)
+    if not others and len(winners) == 1:
+        return f"- Best {label}: {names} with {fmt(top['value'])}, the only model above chance."
     if not others:
-        return (f"- Best {label}: all models tie at {fmt(top['value'])}. "
+        scope = "all models" if len(eligible) == len(results) else "all models above chance"
+        return (f"- Best {label}: {scope} tie at {fmt(top['value'])}. "
                 + _cheapest_sentence(winners))
     runner = others[0]
     gap = top["value"] - float(runner.metrics[key])
     gap_text = f"{gap * 100:.1f} points" if key == "accuracy" else f"{gap:.3f}"
     tie = " (a tie)" if len(winners) > 1 else ""
     sentence = (f"- Best {label}: {names}{tie} with {fmt(top['value'])}, {gap_text} ahead of the "
-                f"runner-up {runner.name} ({fmt(float(runner.metrics[key]))}")
+                f"runner-up {_label(runner)} ({fmt(float(runner.metrics[key]))}")
     if key == "accuracy":
         pair = pairs.get((winners[0].model_id, runner.model_id)) or \
             pairs.get((runner.model_id, winners[0].model_id))
@@ -172,9 +217,9 @@ def _cheapest_sentence(tied: list[ModelResult]) -> str:
     size = f"{small.metrics['size_mb']:.1f} MB"
     speed = f"{fast.metrics['infer_images_per_second']:.1f} images/s"
     if small is fast:
-        return f"The cheapest of them: {small.name}, both the smallest ({size}) and the fastest ({speed})."
-    return (f"The cheapest of them: {small.name} is the smallest ({size}), "
-            f"{fast.name} the fastest ({speed}).")
+        return f"The cheapest of them: {_label(small)}, both the smallest ({size}) and the fastest ({speed})."
+    return (f"The cheapest of them: {_label(small)} is the smallest ({size}), "
+            f"{_label(fast)} the fastest ({speed}).")
 
 
 def _ratio(a: float, b: float, words: tuple[str, str, str]) -> str:
@@ -191,43 +236,40 @@ def _ratio(a: float, b: float, words: tuple[str, str, str]) -> str:
 def _hardest_class_sentence(unsolved: list[str], f1: pd.DataFrame) -> str:
     if unsolved:
         return ("- **No model got a single test image right** of class(es): "
-                + ", ".join(map(md_cell, unsolved)) + ". Check their labels and training images.")
+                + ", ".join(map(escape_text, unsolved)) + ". Check their labels and training images.")
     mean_f1 = f1.mean(axis=1, skipna=True).dropna()
     if mean_f1.empty:
         return "- No per-class scores to compare."
     hardest = str(mean_f1.idxmin())
     if mean_f1[hardest] >= 1.0:
         return "- Every model recognises every class perfectly on this test split."
-    return f"- Hardest class: {md_cell(hardest)} (mean F1 over the models {mean_f1[hardest]:.3f})."
+    return f"- Hardest class: {escape_text(hardest)} (mean F1 over the models {mean_f1[hardest]:.3f})."
 
 
 # --- tables ---------------------------------------------------------------------------------------
 
 def _markdown(table: pd.DataFrame) -> str:
-    """A table of preformatted strings as GitHub markdown: first column left, the rest right;
-    every cell and header escaped (`md_cell`)."""
-    table = table.map(md_cell)
-    table.columns = [md_cell(c) for c in table.columns]
+    """A table of markdown cells (user-provided text in them already passed through
+    `escape_text`: `_label`, class names) as GitHub markdown: first column left, the rest right."""
     return table.to_markdown(index=False, disable_numparse=True,
                              colalign=("left",) + ("right",) * (table.shape[1] - 1))
 
 
-def md_cell(value: Any) -> str:
-    """`value` as text that stays inside one markdown table cell (or one list item): backslash and
-    `|` escaped, each line break as <br> (a class folder may be called `a|b` or hold a newline)."""
-    text = str(value).replace("\\", "\\\\").replace("|", "\\|")
-    return re.sub(r"\r\n|\r|\n", "<br>", text)
+def _label(r: ModelResult) -> str:
+    """A model's display name as markdown text, marked when the model is at chance."""
+    return escape_text(r.name) + (f" ({AT_CHANCE})" if r.at_chance else "")
 
 
 def _models_table(results: list[ModelResult]) -> str:
-    table = pd.DataFrame({"Model": [r.name for r in results],
+    table = pd.DataFrame({"Model": [_label(r) for r in results],
                           "Pretrained": [_pretrained_cell(r) for r in results]})
+    eligible = [not r.at_chance for r in results]
     for header, key, fmt, better in TABLE_COLUMNS:
         values = [r.metrics.get(key) for r in results]
         if all(v is None for v in values):
             continue
         cells = [_bold("-" if v is None else fmt(v), mark)
-                 for v, mark in zip(values, _best_marks(values, better))]
+                 for v, mark in zip(values, _best_marks(values, better, eligible))]
         if key in INTERVALS:
             ci = INTERVALS[key]
             cells = [f"{c} ({ci(r.metrics[key + '_ci_low'])}-{ci(r.metrics[key + '_ci_high'])})"
@@ -237,22 +279,25 @@ def _models_table(results: list[ModelResult]) -> str:
 
 
 def _pairs_table(summary: dict[str, Any], results: list[ModelResult]) -> str:
-    names = {r.model_id: r.name for r in results}
-    rows = [{"Model A": names[p["a"]], "Model B": names[p["b"]],
+    by_id = {r.model_id: r for r in results}
+    rows = [{"Model A": _label(by_id[p["a"]]), "Model B": _label(by_id[p["b"]]),
              "A right": str(p["a_only_right"]), "B right": str(p["b_only_right"]),
-             "p": _bold(_fmt_p(p["p_value"]), p["p_value"] < stats.ALPHA),
+             "p": _bold(_fmt_p(p["p_value"]), p["p_value"] < stats.ALPHA
+                        and not by_id[p["a"]].at_chance and not by_id[p["b"]].at_chance),
              "Images needed": "-" if p["images_needed"] is None else f"{p['images_needed']:,}"}
             for p in summary["pairwise"]]
     return _markdown(pd.DataFrame(rows))
 
 
 def _robustness_md(robust: pd.DataFrame, results: list[ModelResult]) -> str:
-    names = {r.model_id: r.name for r in results}
-    table = pd.DataFrame({"Model": [names[m] for m in robust.index]})
+    by_id = {r.model_id: r for r in results}
+    shown = [by_id[m] for m in robust.index]
+    table = pd.DataFrame({"Model": [_label(r) for r in shown]})
+    eligible = [not r.at_chance for r in shown]
     for column in robust.columns:
         values = robust[column].tolist()
-        table[column.replace("_", " ")] = [_bold(f"{v:.1%}", m)
-                                           for v, m in zip(values, _best_marks(values, "max"))]
+        table[column.replace("_", " ")] = [_bold(f"{v:.1%}", m) for v, m in
+                                           zip(values, _best_marks(values, "max", eligible))]
     return _markdown(table)
 
 
@@ -261,7 +306,7 @@ def _map_links(results: list[ModelResult]) -> list[str]:
     out = []
     for r in results:
         name = "gradcam" if r.family == "CNN" else "attention"
-        out.append(f"- {r.name}: [{name}](../plots/{r.model_id}/eval/{name}.png), "
+        out.append(f"- {_label(r)}: [{name}](../plots/{r.model_id}/eval/{name}.png), "
                    f"[reliability](../plots/{r.model_id}/eval/reliability.png)")
     return out
 
@@ -270,7 +315,7 @@ def _recipe_lines(results: list[ModelResult]) -> list[str]:
     """What each model was trained with (record.json's `recipe`), and whether the data side
     (materialised copies, online augmentation) was the same for all that recorded it, as a fair
     comparison needs."""
-    lines = [f"- {r.name}: {describe_recipe(r.recipe)}" for r in results]
+    lines = [f"- {_label(r)}: {escape_text(describe_recipe(r.recipe))}" for r in results]
     data = {repr((r.recipe["augment_online"], r.recipe["augment_copies"]))
             for r in results if r.recipe}   # models without a recorded recipe: unknown
     if len(data) > 1:
@@ -287,22 +332,26 @@ def _pretrained_cell(r: ModelResult) -> str:
 
 def _per_class_table(results: list[ModelResult], classes: list[str]) -> str:
     f1 = per_class_f1(results, classes)
+    eligible = [not r.at_chance for r in results]
     rows = []
     for c, row in f1.iterrows():
         values = [None if pd.isna(v) else float(v) for v in row]
-        differ = len({v for v in values if v is not None}) > 1
-        marks = _best_marks(values, "max") if differ else [False] * len(values)
-        rows.append([str(c)] + [_bold("-" if v is None else f"{v:.3f}", m)
-                                for v, m in zip(values, marks)])
-    return _markdown(pd.DataFrame(rows, columns=["Class", *(r.name for r in results)]))
+        differ = len({v for v, ok in zip(values, eligible) if v is not None and ok}) > 1
+        marks = _best_marks(values, "max", eligible) if differ else [False] * len(values)
+        rows.append([escape_text(c)] + [_bold("-" if v is None else f"{v:.3f}", m)
+                                        for v, m in zip(values, marks)])
+    return _markdown(pd.DataFrame(rows, columns=["Class", *(_label(r) for r in results)]))
 
 
-def _best_marks(values: list[Any], better: str | None) -> list[bool]:
-    numbers = [v for v in values if v is not None and better is not None]
+def _best_marks(values: list[Any], better: str | None, eligible: list[bool]) -> list[bool]:
+    """Which values are the best of the column (`better`: "max", "min" or None), counting only
+    the `eligible` rows (models above chance)."""
+    numbers = [v for v, ok in zip(values, eligible) if v is not None and ok and better is not None]
     if not numbers:
         return [False] * len(values)
     top = max(numbers) if better == "max" else min(numbers)
-    return [v is not None and bool(np.isclose(float(v), top, rtol=1e-9, atol=1e-12)) for v in values]
+    return [ok and v is not None and bool(np.isclose(float(v), top, rtol=1e-9, atol=1e-12))
+            for v, ok in zip(values, eligible)]
 
 
 def _bold(text: str, mark: bool) -> str:

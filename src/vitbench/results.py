@@ -4,7 +4,9 @@
 robustness}.csv, recipe.json); the pure functions below turn the results into the content of
 metrics/compare_detail.json (`summarise`) and metrics/compare.json (`flat_metrics`). Whether a
 model is a CNN or a ViT, and whether it is meant to be pretrained, is what evaluate wrote from the
-model registry (`kind`, `meant_pretrained`), never guessed from the id. Rendering lives in
+model registry (`kind`, `meant_pretrained`), never guessed from the id. A model whose `chance_p`
+(evaluate's binomial test against the majority-class rate) leaves it at chance is never best,
+never in a family average, and voids the CNN-vs-ViT verdict when it is its kind's best. Rendering lives in
 `vitbench.report_markdown` (compare.md) and `vitbench.plots.compare` (figures); the stage that
 writes them all is `vitbench.report.compare`.
 """
@@ -29,9 +31,12 @@ CONTRACT_KEYS = ("accuracy", "loss", "top5_accuracy", "precision_macro", "recall
                  "f1_weighted", "params_total", "params_trainable", "size_mb", "train_seconds",
                  "epochs_run", "infer_images_per_second", "pretrained")
 IDENTITY_KEYS = ("kind", "meant_pretrained")   # from vitbench.models.registry.identity
-VERDICT_KEYS = ("accuracy_ci_low", "accuracy_ci_high", "f1_macro_ci_low", "f1_macro_ci_high", "ece")
+VERDICT_KEYS = ("accuracy_ci_low", "accuracy_ci_high", "f1_macro_ci_low", "f1_macro_ci_high", "ece",
+                "chance_p")
 METRIC_KEYS = CONTRACT_KEYS + VERDICT_KEYS + IDENTITY_KEYS
-OPTIONAL_KEYS = ("corruption_accuracy",)     # absent when evaluate.robustness is false
+OPTIONAL_KEYS = ("corruption_accuracy",      # absent when evaluate.robustness is false
+                 "steps_run")                # absent when the training record has none
+VOID = "void"                                 # the CNN-vs-ViT winner when a best model is at chance
 RESOLVE_POINTS = 0.05                         # the difference sized when the models tie exactly
 
 
@@ -54,6 +59,17 @@ class ModelResult:
     def family(self) -> str:
         """CNN or ViT: the `kind` evaluate wrote from the model registry."""
         return str(self.metrics["kind"])
+
+    @property
+    def at_chance(self) -> bool:
+        """Whether the model is no better than always answering the test split's most frequent
+        class (`chance_p` >= ALPHA): a training failure that decides nothing."""
+        return stats.at_chance(self.metrics["chance_p"])
+
+    @property
+    def majority_rate(self) -> float:
+        """The accuracy of always answering the most frequent class of the model's test images."""
+        return stats.majority_rate(self.predictions["actual"].astype(str).to_numpy())
 
     @property
     def meant_pretrained(self) -> bool:
@@ -106,11 +122,20 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
 
 # --- analysis (pure) ----------------------------------------------------------------------------
 
+def above_chance(results: list[ModelResult]) -> list[ModelResult]:
+    """The models that may decide something: those not at chance, in pipeline order."""
+    return [r for r in results if not r.at_chance]
+
+
 def best(results: list[ModelResult], key: str, higher: bool = True) -> dict[str, Any]:
-    """The best value of metric `key` and every model reaching it (ties: all, in pipeline order)."""
-    values = np.array([float(r.metrics[key]) for r in results])
+    """The best value of metric `key` among the models above chance and every model reaching it
+    (ties: all, in pipeline order); value None and no models when every model is at chance."""
+    eligible = above_chance(results)
+    if not eligible:
+        return {"value": None, "models": []}
+    values = np.array([float(r.metrics[key]) for r in eligible])
     top = values.max() if higher else values.min()
-    tied = [r.model_id for r, v in zip(results, values) if np.isclose(v, top, rtol=1e-9, atol=1e-12)]
+    tied = [r.model_id for r, v in zip(eligible, values) if np.isclose(v, top, rtol=1e-9, atol=1e-12)]
     return {"value": float(top), "models": tied}
 
 
@@ -164,7 +189,9 @@ def pairwise_tests(results: list[ModelResult]) -> list[dict[str, Any]]:
 
 def cnn_vs_vit(results: list[ModelResult]) -> dict[str, Any] | None:
     """The best CNN against the best ViT by accuracy, with McNemar's test (None when a family is
-    absent). The winner is the more accurate one when p < ALPHA, else "undecided"."""
+    absent). The winner is the more accurate one when p < ALPHA, else "undecided"; VOID when either
+    best model is at chance (`at_chance` lists them): a training failure is no evidence for the
+    other kind."""
     cnns = [r for r in results if r.family == "CNN"]
     vits = [r for r in results if r.family == "ViT"]
     if not cnns or not vits:
@@ -173,26 +200,35 @@ def cnn_vs_vit(results: list[ModelResult]) -> dict[str, Any] | None:
     vit = max(vits, key=lambda r: r.metrics["accuracy"])
     test = paired_test(vit, cnn, common_paths(results))
     diff = float(vit.metrics["accuracy"]) - float(cnn.metrics["accuracy"])
-    if test["p_value"] < stats.ALPHA and not np.isclose(diff, 0.0, atol=1e-12):
+    failed = [r.model_id for r in (cnn, vit) if r.at_chance]
+    if failed:
+        winner = VOID
+    elif test["p_value"] < stats.ALPHA and not np.isclose(diff, 0.0, atol=1e-12):
         winner = "ViT" if diff > 0 else "CNN"
     else:
         winner = "undecided"
     return {"best_cnn": cnn.model_id, "best_vit": vit.model_id, "accuracy_difference": diff,
             "vit_only_right": test["a_only_right"], "cnn_only_right": test["b_only_right"],
             "p_value": test["p_value"], "resolve_points": test["resolve_points"],
-            "images_needed": test["images_needed"], "winner": winner}
+            "images_needed": test["images_needed"], "at_chance": failed, "winner": winner}
 
 
-def family_means(results: list[ModelResult]) -> dict[str, dict[str, float | None]]:
-    """Per family: mean ECE and mean accuracy drop under corruption (points lost, None when a
-    model has no corruption results)."""
-    out = {}
+def family_means(results: list[ModelResult]) -> dict[str, dict[str, Any]]:
+    """Per family, over its models above chance (a model at chance has no calibration or
+    robustness worth averaging): mean ECE and mean accuracy drop under corruption (points lost),
+    None when no model is above chance or one lacks corruption results; `at_chance` counts the
+    family's models left out."""
+    out: dict[str, dict[str, Any]] = {}
     for family in dict.fromkeys(r.family for r in results):
         members = [r for r in results if r.family == family]
+        eligible = above_chance(members)
         drops = [float(r.metrics["accuracy"]) - float(r.metrics["corruption_accuracy"])
-                 for r in members if "corruption_accuracy" in r.metrics]
-        out[family] = {"ece": float(np.mean([float(r.metrics["ece"]) for r in members])),
-                       "corruption_drop": float(np.mean(drops)) if len(drops) == len(members) else None}
+                 for r in eligible if "corruption_accuracy" in r.metrics]
+        out[family] = {"ece": float(np.mean([float(r.metrics["ece"]) for r in eligible]))
+                       if eligible else None,
+                       "corruption_drop": float(np.mean(drops))
+                       if eligible and len(drops) == len(eligible) else None,
+                       "at_chance": len(members) - len(eligible)}
     return out
 
 
@@ -212,6 +248,13 @@ def robustness_table(results: list[ModelResult]) -> pd.DataFrame:
 def find_warnings(results: list[ModelResult], classes: list[str]) -> list[str]:
     """Everything a reader must know before trusting the comparison."""
     warnings = []
+    for r in results:
+        if r.at_chance:
+            warnings.append(
+                f"{r.model_id} ({r.name}) is at chance: its accuracy {float(r.metrics['accuracy']):.1%} "
+                f"cannot be told apart from always answering the most frequent class "
+                f"({r.majority_rate:.1%}; one-sided binomial p = {r.metrics['chance_p']:.2g}). "
+                "Its training failed: it is left out of every best, verdict and family average.")
     for r in results:
         if r.meant_pretrained and not r.metrics["pretrained"]:
             warnings.append(
@@ -235,12 +278,16 @@ def find_warnings(results: list[ModelResult], classes: list[str]) -> list[str]:
 
 def summarise(results: list[ModelResult], classes: list[str]) -> dict[str, Any]:
     """The content of metrics/compare_detail.json: everything the report says, as data."""
+    versus = cnn_vs_vit(results)
     return {
         "models": {r.model_id: {"display_name": r.name, "family": r.family,
+                                "at_chance": r.at_chance,
                                 **{k: r.metrics[k] for k in METRIC_KEYS + OPTIONAL_KEYS
                                    if k in r.metrics}} for r in results},
+        "winner": versus["winner"] if versus else None,
+        "models_at_chance": [r.model_id for r in results if r.at_chance],
         "best": {"accuracy": best(results, "accuracy"), "f1_macro": best(results, "f1_macro")},
-        "cnn_vs_vit": cnn_vs_vit(results),
+        "cnn_vs_vit": versus,
         "pairwise": pairwise_tests(results),
         "families": family_means(results),
         "test_images": int(len(results[0].predictions)),
@@ -250,8 +297,12 @@ def summarise(results: list[ModelResult], classes: list[str]) -> dict[str, Any]:
     }
 
 
+UNROUNDED = ("cnn_vs_vit_p",)   # p-values keep their magnitude (2.8e-09 is not 0)
+
+
 def flat_metrics(summary: dict[str, Any]) -> dict[str, Any]:
-    """metrics/compare.json: the few numbers `dvc metrics show/diff` should put side by side."""
+    """metrics/compare.json: the few numbers `dvc metrics show/diff` should put side by side
+    (numbers only: the worded winner is compare_detail.json's)."""
     versus = summary["cnn_vs_vit"] or {}
     models = summary["models"]
     flat = {
@@ -262,7 +313,8 @@ def flat_metrics(summary: dict[str, Any]) -> dict[str, Any]:
         "best_vit_accuracy": models[versus["best_vit"]]["accuracy"] if versus else None,
         "vit_minus_cnn": versus.get("accuracy_difference"),
         "cnn_vs_vit_p": versus.get("p_value"),
-        "winner": versus.get("winner"),
+        "models_at_chance": len(summary["models_at_chance"]),
         "warnings": len(summary["warnings"]),
     }
-    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in flat.items()}
+    return {k: (round(v, 6) if isinstance(v, float) and k not in UNROUNDED else v)
+            for k, v in flat.items()}

@@ -24,6 +24,7 @@ plt.rcParams.update({
     "axes.titleweight": "bold",
     "axes.spines.top": False,
     "axes.spines.right": False,
+    "text.parse_math": False,   # a class called `$\foo$` is text, not mathtext (nor a crash)
 })
 
 
