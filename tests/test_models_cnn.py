@@ -161,11 +161,13 @@ def test_pretrained_false_never_touches_the_network(monkeypatch: pytest.MonkeyPa
         assert resolve_pretrained(setting, "MobileNetV2 weights", load_imagenet_mobilenet) == (None, False)
 
 
-def test_pretrained_auto_offline_warns_and_goes_random(offline_mobilenet: cnn.CnnArch,
+@pytest.mark.parametrize("size", [SIZE, 96])   # 96 px: its own file, else the 224 px one
+def test_pretrained_auto_offline_warns_and_goes_random(offline_mobilenet: cnn.CnnArch, size: int,
                                                        caplog: pytest.LogCaptureFixture) -> None:
     start = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="vitbench.models"):
-        model, used = resolve_pretrained("auto", "MobileNetV2 ImageNet weights", load_imagenet_mobilenet)
+        model, used = resolve_pretrained("auto", "MobileNetV2 ImageNet weights", lambda: cnn.build_cnn(
+            "mobilenetv2", size, num_classes=3, dropout=0.2, weights="imagenet"))
     assert (model, used) == (None, False)
     assert time.monotonic() - start < 5
     assert "MobileNetV2 ImageNet weights could not be downloaded (cannot reach 127.0.0.1" \

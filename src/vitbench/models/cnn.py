@@ -161,7 +161,8 @@ def imagenet_weights(spec: CnnArch, image_size: int) -> Path:
     except FetchError as exc:
         if name == fallback:
             raise
-        raise FetchError(f"{exc} (or copy the 224 px file {fallback} there: it fits any size)") from exc
+        raise type(exc)(f"{exc} (or copy the 224 px file {fallback} there: it fits any "
+                        "size)") from exc   # a NetworkError stays one: auto may go random
 
 
 def resolve_weights(weights: str, sha256: str | None, spec: CnnArch, image_size: int) -> Path:

@@ -306,19 +306,10 @@ def check_fits(path: Path, variant: str, config: dict[str, Any]) -> None:
     width, heads or MLP differ, else each missing, extra or misshapen tensor."""
     shapes = checkpoint_shapes(path)
     what = f"ViT weights file {path} does not fit vit_ft.variant {variant} ({variant_name(variant)})"
-    got = _architecture(shapes)
-    want = {"patch": patch_size(variant), "width": config["hidden_size"],
-            "heads": config["num_heads"], "mlp": config["mlp_dim"]}
-    wrong = [] if got is None else [f"{key} {got[key]} (the model has {value})"
-                                    for key, value in want.items() if got[key] != value]
-    if got is not None and got["depth"] < config["num_layers"]:
-        wrong.append(f"{got['depth']} encoder blocks (the model has {config['num_layers']})")
-    if got is not None and wrong:
-        shape = (got["patch"], got["width"], got["heads"], got["mlp"])
-        fits = [name for name, v in VIT_VARIANTS.items() if (v.patch, *_widths(name)) == shape]
-        hint = f"; it fits vit_ft.variant {' or '.join(fits)}" if fits else ""
-        raise WeightsFileError(f"{what}: it has {', '.join(wrong)}{hint}")
-    layout = checkpoint_layout(want["patch"], config, max(_depth(shapes), config["num_layers"]))
+    if (got := _architecture(shapes)) is not None:
+        _check_architecture(got, variant, config, what)
+    layout = checkpoint_layout(patch_size(variant), config,
+                               max(_depth(shapes), config["num_layers"]))
     free = _free_tensors(shapes, config["hidden_size"])
     problems = [f"tensor {key} has shape {shapes[key]}, expected {layout[key]}"
                 for key in layout if key in shapes and shapes[key] != layout[key]]
@@ -332,6 +323,23 @@ def check_fits(path: Path, variant: str, config: dict[str, Any]) -> None:
         problems.append(f"{len(extra)} unexpected tensor(s): {short_list(extra, 5)}")
     if problems:
         raise WeightsFileError(f"{what}: {short_list(problems, 5, sep='; ')}")
+
+
+def _check_architecture(got: dict[str, int], variant: str, config: dict[str, Any],
+                        what: str) -> None:
+    """WeightsFileError (`what`: the file and variant) naming each of patch, width, heads and MLP
+    that differs and the variant the file would fit, or too few encoder blocks."""
+    want = {"patch": patch_size(variant), "width": config["hidden_size"],
+            "heads": config["num_heads"], "mlp": config["mlp_dim"]}
+    wrong = [f"{key} {got[key]} (the model has {value})" for key, value in want.items()
+             if got[key] != value]
+    if got["depth"] < config["num_layers"]:
+        wrong.append(f"{got['depth']} encoder blocks (the model has {config['num_layers']})")
+    if wrong:
+        shape = (got["patch"], got["width"], got["heads"], got["mlp"])
+        fits = [name for name, v in VIT_VARIANTS.items() if (v.patch, *_widths(name)) == shape]
+        hint = f"; it fits vit_ft.variant {' or '.join(fits)}" if fits else ""
+        raise WeightsFileError(f"{what}: it has {', '.join(wrong)}{hint}")
 
 
 def _widths(variant: str) -> tuple[int, int, int]:
@@ -354,7 +362,7 @@ def load_npz_weights(model: keras.Model, path: Path, patches_per_side: int) -> N
                                          num_y_patches=patches_per_side)
     except NPZ_ERRORS as exc:
         raise WeightsFileError(f"ViT weights file {path} does not fit {model.name}: "
-                        f"{type(exc).__name__}: {exc}") from exc
+                               f"{type(exc).__name__}: {exc}") from exc
     for w in caught:
         message = str(w.message)
         if not message.startswith("Only set"):  # the new head is expected to stay unset
