@@ -17,7 +17,7 @@ from keras.src.legacy.saving import legacy_h5_format
 
 from vitbench.config import CNN_ARCHS
 from vitbench.errors import ConfigError, VitbenchError
-from vitbench.models import cnn, resolve_pretrained, set_backbone_trainable
+from vitbench.models import WeightsFileError, cnn, resolve_pretrained, set_backbone_trainable
 
 SIZE = 32
 
@@ -125,9 +125,13 @@ def test_mobilenet_weights_file_follows_image_size() -> None:
     assert spec.weights_name(72).endswith("_1.0_224_no_top.h5")  # no 72 px file: Keras uses 224
 
 
-def test_missing_weights_file_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nope.h5"):
-        cnn.build_cnn("mobilenetv2", SIZE, 3, 0.2, weights=str(tmp_path / "nope.h5"))
+def test_missing_weights_file_is_an_error_even_with_auto(tmp_path: Path) -> None:
+    """A file the user named and that is not there is not "the network may be missing"."""
+    missing = str(tmp_path / "nope.h5")
+    for setting in ("auto", True):
+        with pytest.raises(WeightsFileError, match=f"cnn.weights: {missing} does not exist"):
+            resolve_pretrained(setting, "MobileNetV2 weights", lambda: cnn.build_cnn(
+                "mobilenetv2", SIZE, 3, 0.2, weights=missing))
 
 
 # --- pretrained: auto | true | false -----------------------------------------------------------------
@@ -157,14 +161,17 @@ def test_pretrained_false_never_touches_the_network(monkeypatch: pytest.MonkeyPa
         assert resolve_pretrained(setting, "MobileNetV2 weights", load_imagenet_mobilenet) == (None, False)
 
 
-def test_pretrained_auto_offline_warns_and_goes_random(offline_mobilenet: cnn.CnnArch,
+@pytest.mark.parametrize("size", [SIZE, 96])   # 96 px: its own file, else the 224 px one
+def test_pretrained_auto_offline_warns_and_goes_random(offline_mobilenet: cnn.CnnArch, size: int,
                                                        caplog: pytest.LogCaptureFixture) -> None:
     start = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="vitbench.models"):
-        model, used = resolve_pretrained("auto", "MobileNetV2 ImageNet weights", load_imagenet_mobilenet)
+        model, used = resolve_pretrained("auto", "MobileNetV2 ImageNet weights", lambda: cnn.build_cnn(
+            "mobilenetv2", size, num_classes=3, dropout=0.2, weights="imagenet"))
     assert (model, used) == (None, False)
     assert time.monotonic() - start < 5
-    assert "no ImageNet weights reachable" in caplog.text and "RANDOM weights" in caplog.text
+    assert "MobileNetV2 ImageNet weights could not be downloaded (cannot reach 127.0.0.1" \
+        in caplog.text and "RANDOM weights" in caplog.text
     assert "pretrained: false" in caplog.text
 
 

@@ -9,6 +9,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -200,7 +201,7 @@ def test_weights_that_do_not_fit_are_a_data_error(tmp_path: Path) -> None:
     junk.write_text("<html>rate limited</html>")
     with pytest.raises(DataError, match="page.npz is not a readable .npz"):
         pv.representation_size(junk)
-    with pytest.raises(DataError, match="page.npz is not a readable ViT checkpoint"):
+    with pytest.raises(DataError, match="page.npz is not a readable .npz checkpoint .* neither"):
         pv.build_vit_ft("b16", SIZE, 4, weights_path=str(junk), config=TINY)
     with pytest.raises(DataError, match="missing.npz does not exist"):
         pv.build_vit_ft("b16", SIZE, 4, weights_path=str(tmp_path / "missing.npz"), config=TINY)
@@ -342,3 +343,155 @@ def test_a_file_of_another_width_or_depth_names_the_mismatch(tmp_path: Path) -> 
                         config={"hidden_size": 192, "num_heads": 3, "mlp_dim": 768})
     model = pv.build_vit_ft("ti16", SIZE, 4, weights_path=str(path), blocks=2)
     assert model.get_layer("head").kernel.shape == (192, 4)
+
+
+# --- a named weights file is checked in full, and never quietly becomes random weights -------------
+
+SIX = {**TINY, "num_layers": 6}
+ATT = "Transformer/encoderblock_{}/MultiHeadDotProductAttention_1"
+
+
+def load_auto(path: Path, config: dict = TINY):  # type: ignore[no-untyped-def]
+    """`pretrained: auto` with `path` named as the weights: the model, or the error it raises."""
+    from vitbench.models import resolve_pretrained
+
+    return resolve_pretrained("auto", "ViT-b16 weights", lambda: pv.build_vit_ft(
+        "b16", SIZE, 4, representation_size=pv.representation_size(path),
+        weights_path=str(path), config=config))
+
+
+def changed(params: dict[str, np.ndarray], **arrays: np.ndarray | None) -> dict[str, np.ndarray]:
+    """`params` with some arrays replaced (key with "." for "/"; None removes it)."""
+    out = dict(params)
+    for key, array in arrays.items():
+        key = key.replace(".", "/")
+        if array is None:
+            del out[key]
+        else:
+            out[key] = array
+    return out
+
+
+def test_a_truncated_npz_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    whole = write_npz(tmp_path / "whole.npz", flax_params(TINY, grid=2)).read_bytes()
+    for cut in (len(whole) // 2, len(whole) - 30):      # the middle of a tensor, the zip directory
+        path = tmp_path / f"cut{cut}.npz"
+        path.write_bytes(whole[:cut])
+        with pytest.raises(pv.WeightsFileError, match=f"{path} is not a readable .npz checkpoint "
+                           r"\(the vit_jax layout\): it is an .npz cut short \(truncated\)"):
+            load_auto(path)
+
+
+def test_a_damaged_tensor_is_found_by_reading_every_tensor(tmp_path: Path) -> None:
+    """A flipped byte inside the last block's data: the zip's CRC fails when that tensor is read."""
+    path = tmp_path / "w.npz"
+    np.savez_compressed(path, **flax_params(TINY, grid=2))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(pv.WeightsFileError, match=f"{path} is not a readable .npz checkpoint "
+                       r"\(damaged\?\): BadZipFile: Bad CRC-32"):
+        load_auto(path)
+
+
+def test_random_arrays_under_other_names_are_an_error_naming_missing_tensors(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    path = write_npz(tmp_path / "random.npz",
+                     {f"layer_{i}/w": rng.normal(size=(16, 16)).astype("float32") for i in range(4)})
+    with pytest.raises(pv.WeightsFileError, match=rf"{path} does not fit vit_ft\.variant b16.*"
+                       r"tensor\(s\) missing: cls, embedding/kernel.*4 unexpected tensor\(s\): "
+                       r"layer_0/w"):
+        load_auto(path)
+
+
+def test_a_late_block_of_another_shape_is_an_error_naming_the_tensor(tmp_path: Path) -> None:
+    """Block 5's MLP kernel is 48 wide (16 x 32 expected): only block 0 was checked before."""
+    params = flax_params(SIX, grid=2)
+    bad = changed(params, **{"Transformer.encoderblock_5.MlpBlock_3.Dense_0.kernel":
+                             np.zeros((16, 48), "float32")})
+    path = write_npz(tmp_path / "block5.npz", bad)
+    with pytest.raises(pv.WeightsFileError, match=r"block5\.npz does not fit.*tensor Transformer/"
+                       r"encoderblock_5/MlpBlock_3/Dense_0/kernel has shape \(16, 48\), expected "
+                       r"\(16, 32\)"):
+        load_auto(path, SIX)
+
+
+def test_a_permuted_attention_kernel_of_the_same_size_is_an_error(tmp_path: Path) -> None:
+    """vit-keras reshapes attention kernels to the layer's shape, so a (heads, head width, width)
+    query kernel (same 256 numbers as (16, 2, 8)) used to load silently, scrambled."""
+    params = flax_params(SIX, grid=2)
+    query = params[f"{ATT.format(3)}/query/kernel"]
+    path = write_npz(tmp_path / "permuted.npz", changed(params, **{
+        f"{ATT.format(3)}/query/kernel".replace("/", "."): query.transpose(1, 2, 0)}))
+    with pytest.raises(pv.WeightsFileError, match=r"tensor Transformer/encoderblock_3/MultiHead"
+                       r"DotProductAttention_1/query/kernel has shape \(2, 8, 16\), expected "
+                       r"\(16, 2, 8\)"):
+        load_auto(path, SIX)
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("extra", r"1 unexpected tensor\(s\): Transformer/encoderblock_1/extra/kernel"),
+    ("gap", r"16 tensor\(s\) missing: Transformer/encoderblock_1/.*; 16 unexpected tensor\(s\): "
+            r"Transformer/encoderblock_2/"),
+    ("posembed", r"Transformer/posembed_input/pos_embedding has shape \(1, 6, 16\), expected "
+                 r"\(1, 1 \+ n\*n, 16\)"),
+    ("nan", r"tensor Transformer/encoder_norm/scale holds NaN or infinite values"),
+    ("ints", r"tensor cls holds int64 values"),
+    ("head", r"tensor head/bias has shape \(3,\)"),
+])
+def test_every_other_misfit_is_an_error_naming_the_tensor(tmp_path: Path, case: str,
+                                                         message: str) -> None:
+    params = flax_params(TINY, grid=2)
+    block1 = {k: v for k, v in params.items() if k.startswith("Transformer/encoderblock_1/")}
+    bad = {
+        "extra": {**params, "Transformer/encoderblock_1/extra/kernel": np.zeros((2, 2), "float32")},
+        "gap": {**{k: v for k, v in params.items() if k not in block1},
+                **{k.replace("_1/", "_2/", 1): v for k, v in block1.items()}},
+        "posembed": changed(params, **{"Transformer.posembed_input.pos_embedding":
+                                       np.zeros((1, 6, 16), "float32")}),
+        "nan": changed(params, **{"Transformer.encoder_norm.scale": np.full(16, np.nan, "float32")}),
+        "ints": changed(params, cls=np.zeros((1, 1, 16), "int64")),
+        "head": changed(params, **{"head.bias": np.zeros(3, "float32")}),
+    }[case]
+    path = write_npz(tmp_path / f"{case}.npz", bad)
+    with pytest.raises(pv.WeightsFileError, match=message):
+        load_auto(path)
+
+
+def test_a_keras_h5_named_as_vit_weights_is_an_error(tmp_path: Path) -> None:
+    import h5py
+
+    path = tmp_path / "mobilenet_v2_no_top.h5"
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("Conv1/Conv1/kernel:0", data=np.zeros((3, 3, 3, 32), "float32"))
+    with pytest.raises(pv.WeightsFileError, match=rf"{path} is not a readable .npz checkpoint .*it is "
+                       r"an HDF5 file \(Keras .h5 weights belong in cnn.weights\)"):
+        load_auto(path)
+
+
+def test_auto_goes_random_only_when_the_download_cannot_happen(
+        dead_url: str, monkeypatch: pytest.MonkeyPatch, server,  # noqa: ANN001
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The release file behind a dead server: random weights, and the log says why. A named URL
+    that the server answers with 404 is wrong, not unreachable: an error."""
+    import logging
+
+    from vitbench.models import registry, resolve_pretrained
+
+    monkeypatch.setattr(vit_keras, "BASE_URL", dead_url)
+    family = registry.family("vit_ft")
+    for weights, url in (("imagenet21k", dead_url), (f"{server.url}/gone.npz", None)):
+        cfg = SimpleNamespace(variant="b32", weights=weights, image_size=SIZE)
+
+        def load():  # type: ignore[no-untyped-def]
+            return family.load_pretrained(cfg, {"variant": "b32", "image_size": SIZE,
+                                                "num_classes": 4, "representation_size": None})
+
+        if url:
+            with caplog.at_level(logging.WARNING, logger="vitbench.models"):
+                assert resolve_pretrained("auto", "ViT-b32 imagenet21k weights", load) == (None, False)
+            assert "ViT-b32 imagenet21k weights could not be downloaded (cannot reach 127.0.0.1" \
+                in caplog.text and "RANDOM weights" in caplog.text
+        else:
+            with pytest.raises(FetchError, match=f"HTTP 404 Not Found for {server.url}/gone.npz"):
+                resolve_pretrained("auto", "ViT-b32 weights", load)

@@ -117,23 +117,15 @@ def test_a_wrong_weights_file_is_an_error_naming_file_and_arch(kind: str, tmp_pa
                 "mobilenetv2", SIZE, 3, 0.2, weights=str(path)))
 
 
-def test_missing_weights_path_auto_goes_random_true_fails(tmp_path: Path) -> None:
-    missing = str(tmp_path / "nope.h5")
-
-    def load() -> keras.Model:
-        return cnn.build_cnn("mobilenetv2", SIZE, 3, 0.2, weights=missing)
-
-    assert resolve_pretrained("auto", "MobileNetV2", load) == (None, False)
-    with pytest.raises(Exception, match="nope.h5 does not exist"):
-        resolve_pretrained(True, "MobileNetV2", load)
-
-
-def test_local_file_sha256_is_checked(tmp_path: Path) -> None:
+def test_local_file_sha256_is_checked_even_with_auto(tmp_path: Path) -> None:
     path = write_keras_h5(randomised_base("mobilenetv2"), tmp_path / "w.h5")
     good = hashlib.sha256(path.read_bytes()).hexdigest()
     cnn.build_cnn("mobilenetv2", SIZE, 3, 0.2, weights=str(path), weights_sha256=good)
-    with pytest.raises(Exception, match="does not match cnn.weights_sha256"):
-        cnn.build_cnn("mobilenetv2", SIZE, 3, 0.2, weights=str(path), weights_sha256="0" * 64)
+    for setting in ("auto", True):   # a named file that fails its checksum never goes random
+        with pytest.raises(WeightsFileError, match=f"cnn.weights: {path} fails its checksum: its "
+                                                   f"sha256 is {good}, cnn.weights_sha256 = 0000"):
+            resolve_pretrained(setting, "MobileNetV2", lambda: cnn.build_cnn(
+                "mobilenetv2", SIZE, 3, 0.2, weights=str(path), weights_sha256="0" * 64))
 
 
 # --- downloads through vitbench.data.sources.download ---------------------------------------------------
@@ -152,9 +144,10 @@ def test_weights_url_is_downloaded_once_and_checked(server, tmp_path: Path) -> N
     assert cached.read_bytes() == body and cached.name.endswith("-mnv2.h5")
 
     server.routes["/w/other.h5"] = [(200, body)]
-    with pytest.raises(FetchError, match="checksum mismatch"):
-        cnn.build_cnn("mobilenetv2", SIZE, 3, 0.2, weights=f"{server.url}/w/other.h5",
-                      weights_sha256="1" * 64)
+    other = f"{server.url}/w/other.h5"
+    with pytest.raises(WeightsFileError, match=f"{other} fails its checksum: expected 1111.*got {sha}"):
+        resolve_pretrained("auto", "MobileNetV2", lambda: cnn.build_cnn(
+            "mobilenetv2", SIZE, 3, 0.2, weights=other, weights_sha256="1" * 64))
     assert not list(cached.parent.glob("*other.h5"))                # nothing kept
     assert not [p for p in cached.parent.iterdir() if p.name.startswith(".")]
 
@@ -164,7 +157,7 @@ def test_cached_download_checks_keras_md5(server) -> None:  # noqa: ANN001
     md5 = hashlib.md5(b"abc").hexdigest()  # noqa: S324 - Keras' file hashes are md5
     assert cached_download("f.h5", f"{server.url}/f.h5", "models", md5).read_bytes() == b"abc"
     server.routes["/g.h5"] = [(200, b"abc")]
-    with pytest.raises(FetchError, match="checksum mismatch.*copy g.h5 to"):
+    with pytest.raises(WeightsFileError, match=f"g.h5 fails its checksum: expected 0{{32}}, got {md5}"):
         cached_download("g.h5", f"{server.url}/g.h5", "models", "0" * 32)
 
 

@@ -32,7 +32,7 @@ from urllib3.util.retry import Retry
 from vitbench.errors import FetchError
 from vitbench.fsutil import sha256_file
 
-__all__ = ["download", "verify_sha256"]
+__all__ = ["NetworkError", "download", "verify_sha256"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,13 @@ BACKOFF_SECONDS = 1.0            # urllib3's backoff_factor
 CHUNK = 1 << 16
 USER_AGENT = "vitbench/0.1 (+https://github.com/vitbench)"
 HEADERS = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}   # the bytes as stored
+
+
+class NetworkError(FetchError):
+    """The server could not be reached, or the transfer kept failing (connection errors, HTTP 5xx,
+    bodies cut short, after the retries): nothing is known about the file itself. Unlike an HTTP
+    4xx answer or a checksum mismatch, this is what `pretrained: auto` may turn into random
+    weights."""
 
 
 class _CutShort(Exception):
@@ -52,7 +59,7 @@ def download(url: str, cache_dir: Path, sha256: str | None = None, *, retries: i
 
     A file already cached for this URL (and matching `sha256` when given) is reused without any
     network access. Connection errors, HTTP 5xx and bodies cut short are retried `retries` times
-    with exponential backoff; HTTP 4xx fails at once. The file is written to a temporary name and
+    with exponential backoff, then raise `NetworkError`; HTTP 4xx fails at once (`FetchError`). The file is written to a temporary name and
     renamed only when complete and, if `sha256` is given, verified; a mismatch raises `FetchError`
     and keeps nothing.
     """
@@ -112,7 +119,7 @@ def _download_with_retries(url: str, cache_dir: Path, name: str, retries: int, t
             try:
                 retry = retry.increment(method="GET", url=url, error=ProtocolError(str(exc)))
             except MaxRetryError:
-                raise FetchError(f"download failed after {retries + 1} attempt(s): {url}: {exc}") from None
+                raise NetworkError(f"download failed after {retries + 1} attempt(s): {url}: {exc}") from None
             log.warning("download of %s failed (%s); retrying", url, exc)
             retry.sleep()
         except requests.HTTPError as exc:
@@ -120,8 +127,8 @@ def _download_with_retries(url: str, cache_dir: Path, name: str, retries: int, t
             reason = exc.response.reason if exc.response is not None else exc
             raise FetchError(f"HTTP {status} {reason} for {url}") from exc
         except requests.RequestException as exc:
-            raise FetchError(f"download failed after {retries + 1} attempt(s): {url}: "
-                             f"{_reason(exc)}") from exc
+            raise NetworkError(f"download failed after {retries + 1} attempt(s): {url}: "
+                               f"{_reason(exc)}") from exc
 
 
 def _reason(exc: Exception) -> str:

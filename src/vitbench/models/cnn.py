@@ -7,7 +7,10 @@ GlobalAveragePooling2D -> Dropout -> Dense softmax "head" (float32, so mixed pre
 Weights (`cnn.weights`, see `resolve_weights`): the ImageNet files keras.applications itself
 downloads, fetched through `vitbench.models.weights.cached_download` into the Keras cache
 (`$KERAS_HOME/models`), so a file already there is used without any network and an offline machine
-fails fast; or a local .h5 file; or an http(s) URL (downloaded once into the same cache).
+fails fast; or a local .h5 file; or an http(s) URL (downloaded once into the same cache). A file
+that is named but missing, fails `cnn.weights_sha256` or does not load into the base (every
+tensor's shape is checked by Keras) is a `WeightsFileError`, whatever `pretrained` says; only a
+download that cannot happen (`vitbench.download.NetworkError`) lets `pretrained: auto` go random.
 """
 
 from __future__ import annotations
@@ -158,15 +161,17 @@ def imagenet_weights(spec: CnnArch, image_size: int) -> Path:
     except FetchError as exc:
         if name == fallback:
             raise
-        raise FetchError(f"{exc} (or copy the 224 px file {fallback} there: it fits any size)") from exc
+        raise type(exc)(f"{exc} (or copy the 224 px file {fallback} there: it fits any "
+                        "size)") from exc   # a NetworkError stays one: auto may go random
 
 
 def resolve_weights(weights: str, sha256: str | None, spec: CnnArch, image_size: int) -> Path:
     """The local file `cnn.weights` names: "imagenet" -> the Keras cache (downloading when
     online), an http(s) URL -> downloaded once into `$KERAS_HOME/models` (checked against
-    `sha256` when given), else an existing local .h5 file (checked against `sha256` too)."""
-    from vitbench.errors import DataError
-    from vitbench.models.weights import cached_download, file_matches, url_file_name
+    `sha256` when given), else an existing local .h5 file (checked against `sha256` too): a
+    WeightsFileError naming it when it is missing or fails its checksum."""
+    from vitbench.models.weights import (WeightsFileError, cached_download, file_digest,
+                                         url_file_name)
 
     if weights == "imagenet":
         return imagenet_weights(spec, image_size)
@@ -174,8 +179,9 @@ def resolve_weights(weights: str, sha256: str | None, spec: CnnArch, image_size:
         return cached_download(url_file_name(weights), weights, "models", file_hash=sha256)
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"cnn.weights: {weights} does not exist (expected a no-top "
-                                f"{spec.display} .h5 weights file)")
-    if sha256 is not None and not file_matches(path, sha256):
-        raise DataError(f"cnn.weights: {path} does not match cnn.weights_sha256 = {sha256}")
+        raise WeightsFileError(f"cnn.weights: {weights} does not exist (expected imagenet, an "
+                               f"http(s) URL or a no-top {spec.display} .h5 weights file)")
+    if sha256 is not None and (found := file_digest(path, sha256)) != sha256.lower():
+        raise WeightsFileError(f"cnn.weights: {path} fails its checksum: its sha256 is {found}, "
+                               f"cnn.weights_sha256 = {sha256}")
     return path

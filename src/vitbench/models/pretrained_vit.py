@@ -12,8 +12,12 @@ adds vit-keras' CONFIG_B and CONFIG_L for B and L when a model is built. Weights
 as .npz files (vit-keras' release files for B and L, the AugReg files of Steiner et al. 2021,
 "How to train your ViT", for Ti and S, or any local file or URL with the same keys, such as a
 DeiT checkpoint in that layout), resolved by `resolve_vit_weights` through the Keras cache
-(`$KERAS_HOME/weights`). A file whose width, heads, MLP, patch or depth does not fit the variant
-is a `WeightsFileError` naming the file, what it holds and which variant it would fit.
+(`$KERAS_HOME/weights`). Before anything is loaded every tensor of the file is read in full and
+checked against the variant: its key set and each array's shape (`checkpoint_layout`), finite
+floating-point values. A file that does not fit (another width, heads, MLP, patch or depth; a
+missing, extra or reshaped tensor; truncated or not an .npz at all) is a `WeightsFileError` naming
+the file and what is wrong (the tensor, the shape expected and the one found; the variant it would
+fit), whatever `pretrained` says.
 
 Normalization belongs to the weights (`vit_ft.normalize: auto | tf | torch`, `normalization`):
 Google's checkpoints (vit-keras' and AugReg) expect inputs in [-1, 1] ("tf"); DeiT expects the
@@ -31,6 +35,7 @@ import tempfile
 import urllib.parse
 import warnings
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -40,7 +45,7 @@ from vit_keras import layers as vit_layers
 from vit_keras import utils as vit_utils
 from vit_keras import vit as vit_keras
 
-from vitbench.errors import ConfigError, DataError
+from vitbench.errors import ConfigError, short_list
 from vitbench.model_ids import VIT_VARIANTS, VitVariant
 from vitbench.models import timm_weights
 from vitbench.models.vit import block_outputs
@@ -85,8 +90,9 @@ KNOWN_WEIGHTS = tuple(vit_keras.WEIGHTS)  # "imagenet21k", "imagenet21k+imagenet
 NORMALIZE = ("auto", "tf", "torch")       # vit_ft.normalize; tf and torch are PREPROCESS keys
 PRE_LOGITS_KEY = "pre_logits/kernel"
 # What np.load and vit-keras raise for a file that is not (or does not fit) a ViT checkpoint.
-NPZ_ERRORS = (KeyError, ValueError, AssertionError, OSError, zipfile.BadZipFile,
-              pickle.UnpicklingError)
+NPZ_ERRORS = (KeyError, ValueError, AssertionError, OSError, EOFError, zipfile.BadZipFile,
+              zlib.error, pickle.UnpicklingError)
+POSEMBED_KEY = "Transformer/posembed_input/pos_embedding"   # its token count is resized on load
 
 
 def variant_spec(variant: str) -> VitVariant:
@@ -196,29 +202,137 @@ def build_vit_ft(variant: str, image_size: int, num_classes: int,
     return model
 
 
-def file_shape(path: Path) -> dict[str, int]:
-    """What an .npz checkpoint holds: patch, width, heads, mlp and depth (its encoder blocks);
-    DataError when it is not a readable ViT checkpoint."""
-    query = "Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel"
+def checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of every array of an .npz checkpoint, each read in full (so a truncated or
+    corrupt file fails here, before anything is loaded); WeightsFileError naming the file, or the
+    array, when it is not a readable .npz of finite floating-point arrays."""
+    require_npz(path)
+    shapes = {}
     try:
         with np.load(path, allow_pickle=False) as params:
-            embedding = params["embedding/kernel"].shape          # (patch, patch, 3, width)
-            heads = params[query].shape[1]                          # (width, heads, head width)
-            mlp = params["Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel"].shape[1]
-            depth = len({m.group(1) for key in params.files if (m := BLOCK_KEY.match(key))})
+            for key in params.files:
+                array = params[key]
+                if not np.issubdtype(array.dtype, np.floating):
+                    raise WeightsFileError(f"ViT weights file {path}: tensor {key} holds "
+                                           f"{array.dtype} values, not floating-point weights")
+                if not np.isfinite(array).all():
+                    raise WeightsFileError(f"ViT weights file {path}: tensor {key} holds NaN or "
+                                           "infinite values")
+                shapes[key] = tuple(int(n) for n in array.shape)
     except NPZ_ERRORS as exc:
-        raise DataError(f"ViT weights file {path} is not a readable ViT checkpoint (.npz in the "
-                        f"vit_jax layout): {type(exc).__name__}: {exc}") from exc
-    return {"patch": int(embedding[0]), "width": int(embedding[-1]), "heads": int(heads),
-            "mlp": int(mlp), "depth": depth}
+        raise WeightsFileError(f"ViT weights file {path} is not a readable .npz checkpoint "
+                               f"(damaged?): {type(exc).__name__}: {exc}") from exc
+    return shapes
+
+
+def require_npz(path: Path) -> None:
+    """WeightsFileError unless `path` is a whole .npz (zip) file; it names what it is instead."""
+    if not path.is_file():
+        raise WeightsFileError(f"ViT weights file {path} does not exist")
+    if zipfile.is_zipfile(path):
+        return
+    with open(path, "rb") as fh:
+        start = fh.read(8)
+    kind = ("an HDF5 file (Keras .h5 weights belong in cnn.weights)" if start.startswith(b"\x89HDF")
+            else "a single .npy array" if start.startswith(b"\x93NUMPY")
+            else "an .npz cut short (truncated)" if start.startswith(b"PK")
+            else "neither an .npz nor any known weights format")
+    raise WeightsFileError(f"ViT weights file {path} is not a readable .npz checkpoint (the "
+                           f"vit_jax layout): it is {kind}")
+
+
+def checkpoint_layout(patch: int, config: dict[str, Any], depth: int) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of every tensor that a vit_jax checkpoint of this architecture with `depth`
+    encoder blocks holds, apart from those whose size is the file's own choice: the position
+    embedding (resized on load), `pre_logits` and the ImageNet head (see `_free_tensors`)."""
+    width, heads, mlp = config["hidden_size"], config["num_heads"], config["mlp_dim"]
+    head_width = width // heads
+    layout = {"cls": (1, 1, width), "embedding/kernel": (patch, patch, 3, width),
+              "embedding/bias": (width,), "Transformer/encoder_norm/scale": (width,),
+              "Transformer/encoder_norm/bias": (width,)}
+    per_block = {"LayerNorm_0/scale": (width,), "LayerNorm_0/bias": (width,),
+                 "LayerNorm_2/scale": (width,), "LayerNorm_2/bias": (width,),
+                 "MlpBlock_3/Dense_0/kernel": (width, mlp), "MlpBlock_3/Dense_0/bias": (mlp,),
+                 "MlpBlock_3/Dense_1/kernel": (mlp, width), "MlpBlock_3/Dense_1/bias": (width,),
+                 "MultiHeadDotProductAttention_1/out/kernel": (heads, head_width, width),
+                 "MultiHeadDotProductAttention_1/out/bias": (width,)}
+    for name in ("query", "key", "value"):
+        per_block[f"MultiHeadDotProductAttention_1/{name}/kernel"] = (width, heads, head_width)
+        per_block[f"MultiHeadDotProductAttention_1/{name}/bias"] = (heads, head_width)
+    for n in range(depth):
+        layout.update({f"Transformer/encoderblock_{n}/{key}": shape
+                       for key, shape in per_block.items()})
+    return layout
+
+
+def _free_tensors(shapes: dict[str, tuple[int, ...]], width: int) -> dict[str, str | None]:
+    """The tensors whose size the file chooses: key -> what is wrong with its shape, or None.
+    The position embedding is (1, 1 + n*n, width); `pre_logits` (width, r) and (r,); the head,
+    which is not loaded, (width or r, classes) and (classes,)."""
+    pos = shapes.get(POSEMBED_KEY)
+    grid = round((pos[1] - 1) ** 0.5) if pos is not None and len(pos) == 3 and pos[1] > 1 else 0
+    checks = {POSEMBED_KEY: pos is not None and len(pos) == 3 and pos[0] == 1
+              and pos[2] == width and grid * grid == pos[1] - 1}
+    pre = shapes.get(PRE_LOGITS_KEY)
+    if pre is not None or "pre_logits/bias" in shapes:
+        checks[PRE_LOGITS_KEY] = pre is not None and len(pre) == 2 and pre[0] == width
+        checks["pre_logits/bias"] = pre is not None and shapes.get("pre_logits/bias") == pre[-1:]
+    head, into = shapes.get("head/kernel"), (pre[-1] if pre else width)
+    if head is not None or "head/bias" in shapes:
+        checks["head/kernel"] = head is not None and len(head) == 2 and head[0] == into
+        checks["head/bias"] = head is not None and shapes.get("head/bias") == head[-1:]
+    expected = {POSEMBED_KEY: f"(1, 1 + n*n, {width})", PRE_LOGITS_KEY: f"({width}, r)",
+                "pre_logits/bias": "(r,) as pre_logits/kernel", "head/kernel": f"({into}, classes)",
+                "head/bias": "(classes,) as head/kernel"}
+    return {key: None if ok else expected[key] for key, ok in checks.items()}
+
+
+def _architecture(shapes: dict[str, tuple[int, ...]]) -> dict[str, int] | None:
+    """Patch, width, heads, mlp and depth of a checkpoint, or None without the keys that say."""
+    query = "Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel"
+    mlp = "Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel"
+    embedding = shapes.get("embedding/kernel")
+    if embedding is None or len(embedding) != 4 or len(shapes.get(query, ())) != 3 \
+            or len(shapes.get(mlp, ())) != 2:
+        return None
+    return {"patch": embedding[0], "width": embedding[-1], "heads": shapes[query][1],
+            "mlp": shapes[mlp][1], "depth": _depth(shapes)}
+
+
+def _depth(shapes: dict[str, tuple[int, ...]]) -> int:
+    return len({m.group(1) for key in shapes if (m := BLOCK_KEY.match(key))})
 
 
 def check_fits(path: Path, variant: str, config: dict[str, Any]) -> None:
-    """WeightsFileError naming the file, each mismatch and the variant the file would fit,
-    unless its patch, width, heads and MLP are the model's and it has at least its blocks."""
-    if not path.is_file():
-        raise DataError(f"ViT weights file {path} does not exist")
-    got = file_shape(path)
+    """Read every tensor of `path` and check it against the model (`config`: its
+    vit_keras.vit.build_model arguments; the file may have more encoder blocks than it). A
+    WeightsFileError names the file and each mismatch: the variant it would fit when its patch,
+    width, heads or MLP differ, else each missing, extra or misshapen tensor."""
+    shapes = checkpoint_shapes(path)
+    what = f"ViT weights file {path} does not fit vit_ft.variant {variant} ({variant_name(variant)})"
+    if (got := _architecture(shapes)) is not None:
+        _check_architecture(got, variant, config, what)
+    layout = checkpoint_layout(patch_size(variant), config,
+                               max(_depth(shapes), config["num_layers"]))
+    free = _free_tensors(shapes, config["hidden_size"])
+    problems = [f"tensor {key} has shape {shapes[key]}, expected {layout[key]}"
+                for key in layout if key in shapes and shapes[key] != layout[key]]
+    problems += [f"tensor {key} has shape {shapes.get(key, 'none')}, expected {expected}"
+                 for key, expected in free.items() if expected is not None]
+    missing = [key for key in layout if key not in shapes]
+    extra = [key for key in shapes if key not in layout and key not in free]
+    if missing:
+        problems.append(f"{len(missing)} tensor(s) missing: {short_list(missing, 5)}")
+    if extra:
+        problems.append(f"{len(extra)} unexpected tensor(s): {short_list(extra, 5)}")
+    if problems:
+        raise WeightsFileError(f"{what}: {short_list(problems, 5, sep='; ')}")
+
+
+def _check_architecture(got: dict[str, int], variant: str, config: dict[str, Any],
+                        what: str) -> None:
+    """WeightsFileError (`what`: the file and variant) naming each of patch, width, heads and MLP
+    that differs and the variant the file would fit, or too few encoder blocks."""
     want = {"patch": patch_size(variant), "width": config["hidden_size"],
             "heads": config["num_heads"], "mlp": config["mlp_dim"]}
     wrong = [f"{key} {got[key]} (the model has {value})" for key, value in want.items()
@@ -229,8 +343,7 @@ def check_fits(path: Path, variant: str, config: dict[str, Any]) -> None:
         shape = (got["patch"], got["width"], got["heads"], got["mlp"])
         fits = [name for name, v in VIT_VARIANTS.items() if (v.patch, *_widths(name)) == shape]
         hint = f"; it fits vit_ft.variant {' or '.join(fits)}" if fits else ""
-        raise WeightsFileError(f"ViT weights file {path} does not fit vit_ft.variant {variant} "
-                               f"({variant_name(variant)}): it has {', '.join(wrong)}{hint}")
+        raise WeightsFileError(f"{what}: it has {', '.join(wrong)}{hint}")
 
 
 def _widths(variant: str) -> tuple[int, int, int]:
@@ -241,9 +354,7 @@ def _widths(variant: str) -> tuple[int, int, int]:
 def load_npz_weights(model: keras.Model, path: Path, patches_per_side: int) -> None:
     """Load a vit-keras/Flax .npz into every layer but the head (position embeddings resized to
     the model's patch grid; a model with fewer encoder blocks takes the file's first ones);
-    DataError when the file is missing or does not fit the model."""
-    if not path.is_file():
-        raise DataError(f"ViT weights file {path} does not exist")
+    WeightsFileError when the file does not fit the model (`check_fits` says why first)."""
     blocks = sum(layer.name.startswith("Transformer_encoderblock_") for layer in model.layers)
     try:
         with warnings.catch_warnings(record=True) as caught, \
@@ -254,8 +365,8 @@ def load_npz_weights(model: keras.Model, path: Path, patches_per_side: int) -> N
                                          num_x_patches=patches_per_side,
                                          num_y_patches=patches_per_side)
     except NPZ_ERRORS as exc:
-        raise DataError(f"ViT weights file {path} does not fit {model.name}: "
-                        f"{type(exc).__name__}: {exc}") from exc
+        raise WeightsFileError(f"ViT weights file {path} does not fit {model.name}: "
+                               f"{type(exc).__name__}: {exc}") from exc
     for w in caught:
         message = str(w.message)
         if not message.startswith("Only set"):  # the new head is expected to stay unset
@@ -280,12 +391,14 @@ def _first_blocks(path: Path, blocks: int, tmp: Path) -> Path:
 
 def representation_size(weights_file: str | Path) -> int | None:
     """Width of the `pre_logits` layer an .npz file has (768 for imagenet21k), else None."""
+    require_npz(Path(weights_file))
     try:
         with np.load(weights_file, allow_pickle=False) as params:
             if PRE_LOGITS_KEY in params.files:
                 return int(params[PRE_LOGITS_KEY].shape[-1])
     except NPZ_ERRORS as exc:
-        raise DataError(f"ViT weights file {weights_file} is not a readable .npz: {exc}") from exc
+        raise WeightsFileError(f"ViT weights file {weights_file} is not a readable .npz: "
+                               f"{type(exc).__name__}: {exc}") from exc
     return None
 
 
@@ -324,7 +437,7 @@ def resolve_vit_weights(weights: str, variant: str) -> Path:
         return cached_download(fname, weights, "weights")
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise DataError(f"vit_ft.weights: {weights} is neither {' nor '.join(KNOWN_WEIGHTS)}, "
+        raise WeightsFileError(f"vit_ft.weights: {weights} is neither {' nor '.join(KNOWN_WEIGHTS)}, "
                         "an http(s) URL, nor an existing file")
     return path
 

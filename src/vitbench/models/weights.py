@@ -31,9 +31,9 @@ REACH_TIMEOUT = 5.0  # seconds allowed to open a connection to a weights server
 
 
 class WeightsFileError(DataError):
-    """A weights file that is there but does not fit the architecture. Unlike a missing or
-    unreachable file, `pretrained: auto` does not turn it into random weights: the user asked for
-    that file, so it is an error."""
+    """A weights file that the user named (or that sits in the Keras cache) and that is there but
+    is not what the model needs: unreadable, truncated, another architecture, a tensor of another
+    shape, a failed checksum. An error whatever `pretrained` says."""
 
 
 def resolve_pretrained(setting: bool | str, what: str,
@@ -41,28 +41,28 @@ def resolve_pretrained(setting: bool | str, what: str,
     """Apply the contract's `pretrained: auto|true|false` to one attempt to load weights.
 
     Returns (what try_load returned, True) on success and (None, False) when the weights are not
-    used: `false` never calls try_load; `auto` turns a failure into a loud warning; `true` turns
-    it into a VitbenchError that says how to supply the weights offline. A WeightsFileError (a
-    file that does not fit) is raised whatever the setting.
+    used: `false` never calls try_load. `auto` means "the network may be missing", nothing else:
+    only a `NetworkError` (no network, server unreachable, the download kept failing) becomes a
+    loud warning and random weights; `true` turns it into a VitbenchError that says how to supply
+    the weights offline. Every other error (a named file that is missing, wrong, truncated or
+    fails its checksum; an HTTP 4xx answer) is raised whatever the setting.
     """
+    from vitbench.download import NetworkError
+
     mode = _pretrained_mode(setting)
     if mode == "false":
         log.info("%s: pretrained: false, starting from random weights", what)
         return None, False
     try:
         return try_load(), True
-    except WeightsFileError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - narrowed by _is_weights_failure below
-        if not _is_weights_failure(exc):
-            raise
+    except NetworkError as exc:
         if mode == "true":
             raise VitbenchError(
-                f"{what}: pretrained: true, but the weights could not be loaded: {exc}. "
+                f"{what}: pretrained: true, but the weights could not be downloaded: {exc}. "
                 "Supply them offline as described, or set pretrained: auto (or false) "
                 "to train from random weights.") from exc
-        log.warning("!!! %s: no ImageNet weights reachable (%s); training from RANDOM weights; "
-                    "metrics will say pretrained: false", what, exc)
+        log.warning("!!! %s could not be downloaded (%s); pretrained: auto, so training from "
+                    "RANDOM weights; metrics will say pretrained: false", what, exc)
         return None, False
 
 
@@ -71,15 +71,6 @@ def _pretrained_mode(setting: bool | str) -> str:
     if text not in ("auto", "true", "false"):
         raise ConfigError("pretrained", setting, "auto, true or false")
     return text
-
-
-def _is_weights_failure(exc: Exception) -> bool:
-    """A missing/unreachable/corrupt weights file, as opposed to a bug.
-
-    keras.utils.get_file reports network errors as a bare `Exception`, h5py bad files as OSError,
-    hash and shape mismatches as ValueError.
-    """
-    return isinstance(exc, (VitbenchError, OSError, ValueError)) or type(exc) is Exception
 
 
 def keras_home() -> Path:
@@ -98,10 +89,11 @@ def cached_download(fname: str, origin: str, cache_subdir: str,
     """`$KERAS_HOME/<cache_subdir>/<fname>`, downloaded from `origin` unless already there.
 
     `file_hash`: sha256 (64 hex digits) or md5 (as keras.applications gives them); a cached file
-    that does not match is downloaded again, a download that does not match is a FetchError and
-    is not kept. Offline, a FetchError in seconds that says where to copy the file.
+    that does not match is downloaded again, a download that does not match is a WeightsFileError
+    and is not kept. Offline, a `NetworkError` in seconds that says where to copy the file; an
+    HTTP 4xx answer is a FetchError (the URL is wrong).
     """
-    from vitbench.download import download
+    from vitbench.download import NetworkError, download
 
     cache_dir = keras_home() / cache_subdir
     target = cache_dir / fname
@@ -110,32 +102,39 @@ def cached_download(fname: str, origin: str, cache_subdir: str,
         if file_hash is None or file_matches(target, file_hash):
             return target
         log.warning("%s does not match its expected hash %s; downloading it again", target, file_hash)
-    sha256 = file_hash if file_hash is not None and len(file_hash) == 64 else None
     try:
         check_reachable(origin)
         cache_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".download-", dir=cache_dir) as tmp:
-            got = download(origin, Path(tmp), sha256)
+            got = download(origin, Path(tmp))
             if file_hash is not None and not file_matches(got, file_hash):
-                raise FetchError(f"checksum mismatch for {origin}: expected {file_hash}")
+                raise WeightsFileError(f"{origin} fails its checksum: expected {file_hash}, got "
+                                       f"{file_digest(got, file_hash)}; the download was not kept")
             os.replace(got, target)
-    except FetchError as exc:
-        raise FetchError(f"{exc}; {hint}") from exc
+    except NetworkError as exc:
+        raise NetworkError(f"{exc}; {hint}") from exc
     return target
 
 
 def file_matches(path: Path, file_hash: str) -> bool:
     """Whether the file's sha256 (64 hex digits) or md5 is `file_hash`."""
-    algo = hashlib.sha256() if len(file_hash) == 64 else hashlib.md5()  # noqa: S324 - Keras' md5s
+    return file_digest(path, file_hash) == file_hash.lower()
+
+
+def file_digest(path: Path, like: str) -> str:
+    """The file's sha256, or its md5 when `like` (a hash to compare with) is not 64 digits long."""
+    algo = hashlib.sha256() if len(like) == 64 else hashlib.md5()  # noqa: S324 - Keras' md5s
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             algo.update(block)
-    return algo.hexdigest() == file_hash.lower()
+    return algo.hexdigest()
 
 
 def check_reachable(url: str, timeout: float = REACH_TIMEOUT) -> None:
-    """Open (and close) a TCP connection to the URL's server, or its proxy; FetchError if that
+    """Open (and close) a TCP connection to the URL's server, or its proxy; NetworkError if that
     fails or takes longer than `timeout` seconds (name resolution included)."""
+    from vitbench.download import NetworkError
+
     parts = urllib.parse.urlsplit(url)
     proxy = urllib.request.getproxies().get(parts.scheme)
     if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
@@ -157,6 +156,6 @@ def check_reachable(url: str, timeout: float = REACH_TIMEOUT) -> None:
     thread.start()
     thread.join(timeout)
     if not outcome:
-        raise FetchError(f"cannot reach {host}:{port} for {url}: no answer within {timeout:g} s")
+        raise NetworkError(f"cannot reach {host}:{port} for {url}: no answer within {timeout:g} s")
     if outcome[0] is not None:
-        raise FetchError(f"cannot reach {host}:{port} for {url}: {outcome[0]}")
+        raise NetworkError(f"cannot reach {host}:{port} for {url}: {outcome[0]}")
