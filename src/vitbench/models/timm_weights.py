@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from vitbench.download import NetworkError
 from vitbench.errors import ConfigError, DataError, FetchError, short_list
 from vitbench.model_ids import HUB_WEIGHTS, HUB_WEIGHTS_FORM
 from vitbench.models.weights import WeightsFileError, cached_download, keras_home, url_file_name
@@ -89,8 +90,8 @@ def parse_hub_name(weights: str) -> HubName:
 
 def hub_file(name: HubName, filename: str, optional: bool = False) -> Path | None:
     """`filename` of a hub repository through the hub client's cache (downloaded unless cached;
-    `HF_HUB_OFFLINE=1`: the cache only). FetchError when the hub cannot be reached and the file is
-    not cached; WeightsFileError when the hub answers that the repository, revision or file does
+    `HF_HUB_OFFLINE=1`: the cache only). NetworkError when the hub cannot be reached and the file
+    is not cached; WeightsFileError when the hub answers that the repository, revision or file does
     not exist (an error even under `pretrained: auto`), except None for an `optional` file."""
     from huggingface_hub import errors as hub_errors
     from huggingface_hub import hf_hub_download
@@ -107,13 +108,24 @@ def hub_file(name: HubName, filename: str, optional: bool = False) -> Path | Non
     except (hub_errors.RepositoryNotFoundError, hub_errors.RevisionNotFoundError) as exc:
         raise WeightsFileError(f"vit_ft.weights {name}: no such repository or revision on the "
                                f"hub ({type(exc).__name__}: {_first_line(exc)})") from exc
-    except (hub_errors.LocalEntryNotFoundError, hub_errors.OfflineModeIsEnabled,
-            hub_errors.HfHubHTTPError, OSError) as exc:
-        raise FetchError(
+    except hub_errors.HfHubHTTPError as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status is not None and status < 500:
+            raise WeightsFileError(f"vit_ft.weights {name}: the hub refused {filename} (HTTP "
+                                   f"{status}: {_first_line(exc)})") from exc
+        raise _unreachable(name, filename, exc) from exc
+    except (hub_errors.LocalEntryNotFoundError, hub_errors.OfflineModeIsEnabled, OSError) as exc:
+        raise _unreachable(name, filename, exc) from exc
+
+
+def _unreachable(name: HubName, filename: str, exc: Exception) -> NetworkError:
+    """The hub could not be reached and the file is not cached: what `pretrained: auto` may
+    turn into random weights."""
+    return NetworkError(
             f"vit_ft.weights {name}: {filename} is neither reachable nor in the hub cache "
             f"({type(exc).__name__}: {_first_line(exc)}); to work offline, download it once "
             f"online (`hf download {name.repo}{_revision_option(name)}`) and set "
-            "HF_HUB_OFFLINE=1, or name a local .safetensors file") from exc
+            "HF_HUB_OFFLINE=1, or name a local .safetensors file")
 
 
 def _revision_option(name: HubName) -> str:
