@@ -127,18 +127,29 @@ def fold_test_mask(df: pd.DataFrame, cfg: config.Split, seed: int) -> pd.Series:
     from sklearn.model_selection import StratifiedGroupKFold
 
     assert cfg.folds is not None
-    groups = df.groupby("class")["group"].nunique()
-    short = groups[groups < cfg.folds]
-    if len(short):
-        named = ", ".join(f"'{c}' ({n})" for c, n in short.items())
-        raise DataError(
-            f"split.folds = {cfg.folds} needs at least {cfg.folds} images per class (near-duplicate "
-            f"groups, each kept within one fold), so that every fold tests every class; too few in "
-            f"class(es) {named}. Lower split.folds, add images, or lower "
-            f"split.near_duplicate_bits (now {cfg.near_duplicate_bits}) to group fewer images")
+    check_folds(df, cfg, cfg.folds)
     folds = StratifiedGroupKFold(n_splits=cfg.folds, shuffle=True, random_state=seed)
     _, test = list(folds.split(df, df["class"], df["group"]))[cfg.fold]
     return pd.Series(np.isin(np.arange(len(df)), test), index=df.index)
+
+
+def check_folds(df: pd.DataFrame, cfg: config.Split, folds: int) -> None:
+    """DataError unless every class of `df` (with `group`, as `_grouped` leaves it) has at least
+    `folds` near-duplicate groups, so that every fold tests every class."""
+    groups = df.groupby("class")["group"].nunique()
+    short = groups[groups < folds]
+    if len(short):
+        named = ", ".join(f"'{c}' ({n})" for c, n in short.head(6).items())
+        raise DataError(
+            f"split.folds = {folds} needs at least {folds} images per class (near-duplicate "
+            f"groups, each kept within one fold), so that every fold tests every class; too few in "
+            f"class(es) {named}. Lower split.folds, add images, or lower "
+            f"split.near_duplicate_bits (now {cfg.near_duplicate_bits}) to group fewer images")
+
+
+def check_folds_of_manifest(csv: Path, cfg: config.Split, folds: int) -> None:
+    """`check_folds` over a clean manifest (data/clean/manifest.csv)."""
+    check_folds(_grouped(read_manifest(csv), cfg), cfg, folds)
 
 
 def _fold_labels(in_test: np.ndarray, ids: np.ndarray, cfg: config.Split,
