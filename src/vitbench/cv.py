@@ -38,7 +38,7 @@ from scipy import stats as scistats
 from vitbench import config, stats
 from vitbench.errors import DataError, VitbenchError
 from vitbench.seeds import _dvc, start_queue, wait_for_queue
-from vitbench.sweep import Point, Progress, parse_grid, plan, queue_points
+from vitbench.sweep import Point, Progress, Restarting, parse_grid, plan, queue_points
 from vitbench.sweep_summary import SweepRun, _kind, model_of, sweep_runs
 
 FOLDS_KEY, FOLD_KEY = "split.folds", "split.fold"
@@ -81,7 +81,7 @@ def run_cv(folds: int, root: Path, models: Sequence[str] = (), specs: Sequence[s
             start_queue(root, jobs)
         return None
     start_queue(root, jobs)
-    wait_for_queue(root, timeout, tasks, Progress(jobs, echo))
+    wait_for_queue(root, timeout, tasks, Restarting(Progress(jobs, echo), root, jobs, echo))
     return summarize_project(root, folds, specs, seeds)
 
 
@@ -197,6 +197,7 @@ def summarize(runs: list[SweepRun], root: Path) -> dict[str, Any]:
     summary = {
         "folds": folds, "seeds": seeds, "experiments": len(runs),
         "test_images": int(every["path"].nunique()), "chance": chance, "models": models,
+        "vit_minus_cnn": None if versus is None else versus["a_minus_b"],
         "cnn_vs_vit_p": None if versus is None else versus["p_value"],
         "t_test_p": None if versus is None else versus["t_test_p"],
         "versus": versus, "pairwise": pairs}
