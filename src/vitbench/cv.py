@@ -39,7 +39,7 @@ from vitbench import config, stats
 from vitbench.errors import DataError, VitbenchError
 from vitbench.seeds import _dvc, start_queue, wait_for_queue
 from vitbench.sweep import Point, Progress, Restarting, parse_grid, plan, queue_points
-from vitbench.sweep_summary import SweepRun, _kind, model_of, sweep_runs
+from vitbench.sweep_summary import SweepRun, _kind, _line_name, model_of, sweep_runs
 
 FOLDS_KEY, FOLD_KEY = "split.folds", "split.fold"
 SUMMARY_DIR = Path("plots") / "cv"
@@ -185,7 +185,8 @@ def summarize(runs: list[SweepRun], root: Path) -> dict[str, Any]:
     every = pd.concat(predictions.values()).drop_duplicates(["seed", "path"])
     chance = stats.majority_rate(every["actual"].to_numpy())
     first = {line: next(r.metrics[line] for r in runs if line in r.metrics) for line in predictions}
-    models = {line: _model(line, df, first[line], chance) for line, df in predictions.items()}
+    models = {line: _model(line, df, first[line], chance, _line_name(line, first[line], runs))
+              for line, df in predictions.items()}
     pairs = [_pair(a, b, predictions) for a, b in itertools.combinations(predictions, 2)]
     best = {kind: max((m for m, s in models.items() if s["kind"] == kind),
                       key=lambda m: models[m]["accuracy"], default=None) for kind in ("CNN", "ViT")}
@@ -205,15 +206,17 @@ def summarize(runs: list[SweepRun], root: Path) -> dict[str, Any]:
     return summary
 
 
-def _model(line: str, df: pd.DataFrame, metrics: dict[str, Any], chance: float) -> dict[str, Any]:
-    """One model line's pooled accuracy, Wilson interval, folds and chance test."""
+def _model(line: str, df: pd.DataFrame, metrics: dict[str, Any], chance: float,
+           name: str) -> dict[str, Any]:
+    """One model line's pooled accuracy, Wilson interval, folds and chance test; `name` is its
+    display name ("MobileNetV2 (transfer, random init)", see `sweep_summary`)."""
     correct, total = int(df["correct"].sum()), len(df)
     ci = stats.accuracy_interval(correct, total)
     p = stats.chance_p(correct, total, chance)
     per_fold = [{"seed": int(seed), "fold": int(fold), "accuracy": float(g["correct"].mean()),
                  "correct": int(g["correct"].sum()), "total": len(g)}
                 for (seed, fold), g in df.groupby(["seed", "fold"], sort=True)]
-    return {"display_name": str(metrics.get("display_name") or line),
+    return {"display_name": name,
             "kind": _kind(model_of(line), metrics),
             "accuracy": correct / total, "correct": correct, "total": total,
             "ci_low": ci.low, "ci_high": ci.high, "per_fold": per_fold,
