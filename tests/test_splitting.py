@@ -189,3 +189,158 @@ def test_bad_manifests_are_data_errors(paths: Paths) -> None:
     write_manifest(clean, paths.clean_manifest)
     with pytest.raises(DataError, match="1 image.*missing"):
         split_dataset(CFG, 0, paths)
+
+
+# --- k-fold cross-validation ----------------------------------------------------------------------
+
+def plant_groups(paths: Paths, clean: pd.DataFrame, sizes: dict[str, list[int]]) -> pd.DataFrame:
+    """Give the first images of each class shared difference hashes: groups of `sizes[class]`."""
+    clean = clean.copy()
+    for cls, group_sizes in sizes.items():
+        rows = clean.index[clean["class"] == cls]
+        start = 0
+        for k, size in enumerate(group_sizes):
+            clean.loc[rows[start:start + size], "dhash"] = f"{k:016x}" if k else "f" * 16
+            start += size
+    write_manifest(clean, paths.clean_manifest)
+    return clean
+
+
+def fold_splits(paths: Paths, folds: int, seed: int, **split: object) -> list[pd.DataFrame]:
+    """The train/val/test manifests of every fold (a `split` column), fold by fold."""
+    out = []
+    for fold in range(folds):
+        cfg = config.section_with("split", **{"val": 0.15, "folds": folds, "fold": fold, **split})
+        split_dataset(cfg, seed, paths)
+        out.append(pd.concat([read_manifest(paths.split_csv(s)) for s in ("train", "val", "test")]))
+    return out
+
+
+def test_folds_partition_the_images_stratified_with_groups_whole(paths: Paths) -> None:
+    clean = make_clean(paths, {"a": 30, "b": 17, "c": 9})
+    clean = plant_groups(paths, clean, {"a": [4, 2], "b": [3]})
+    runs = fold_splits(paths, 3, 5)
+
+    tests = [set(run.loc[run["split"] == "test", "sha256"]) for run in runs]
+    assert sum(map(len, tests)) == len(clean) and set().union(*tests) == set(clean["sha256"])
+    for run in runs:
+        assert len(run) == len(clean) and set(run["split"]) == {"train", "val", "test"}
+        by_class = run.groupby(["class", "split"]).size()
+        for cls, wanted, biggest in (("a", 5, 4), ("b", 3, 3), ("c", 1, 1)):  # 0.15 of all images
+            assert wanted <= by_class[(cls, "val")] <= wanted + biggest - 1, (cls, by_class)
+        groups = run.merge(clean[["sha256", "dhash"]], on="sha256", suffixes=("_", ""))
+        assert groups.groupby(["class", "dhash"])["split"].nunique().max() == 1
+    for cls, n, biggest in (("a", 30, 4), ("b", 17, 3), ("c", 9, 1)):
+        counts = [int((run.loc[run["split"] == "test", "class"] == cls).sum()) for run in runs]
+        assert sum(counts) == n and max(counts) - min(counts) <= biggest, (cls, counts)
+
+
+def test_folds_are_deterministic_from_the_seed_and_ignore_row_order(paths: Paths) -> None:
+    make_clean(paths, {"a": 20, "b": 12})
+    first = [set(r.loc[r["split"] == "test", "sha256"]) for r in fold_splits(paths, 2, 3)]
+    make_clean(paths, {"a": 20, "b": 12}, shuffle_seed=4)
+    assert [set(r.loc[r["split"] == "test", "sha256"]) for r in fold_splits(paths, 2, 3)] == first
+    other = [set(r.loc[r["split"] == "test", "sha256"]) for r in fold_splits(paths, 2, 4)]
+    assert other != first
+
+
+def test_folds_ignore_split_test_and_cap_train(paths: Paths) -> None:
+    make_clean(paths, {"a": 30, "b": 12})
+    metrics = split_dataset(config.section_with("split", val=0.1, test=0.5, folds=3, fold=1), 0, paths)
+    assert metrics["test"] == 14                       # 1/3 of 42, not split.test's half
+    capped = split_dataset(config.section_with("split", val=0.1, test=0.5, folds=3, fold=1,
+                                               max_train_per_class=5), 0, paths)
+    assert per_class(paths)["a"]["train"] == 5 and capped["test"] == 14
+    assert capped["unused"] == metrics["train"] - capped["train"] > 0
+
+
+@pytest.mark.parametrize(("split", "message"), [
+    ({"folds": 3, "fold": 3}, "split.fold = 3 is not allowed.*0 to split.folds - 1 \\(2\\)"),
+    ({"folds": 1}, "split.folds = 1"),
+    ({"folds": 2, "val": 0.5}, "split.val = 0.5 is not allowed.*below 1 - 1/split.folds"),
+])
+def test_bad_fold_params_are_config_errors(split: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config.section_with("split", **split)
+
+
+def test_more_folds_than_groups_in_a_class_is_named(paths: Paths) -> None:
+    clean = make_clean(paths, {"a": 20, "b": 8})
+    plant_groups(paths, clean, {"b": [4, 3]})           # b: 2 groups of near-duplicates + 1 image
+    split_dataset(config.section_with("split", val=0.15, folds=3, fold=0), 0, paths)
+    before = {p: p.read_bytes() for p in sorted(paths.split.iterdir())}
+    with pytest.raises(DataError, match=r"split.folds = 4 needs at least 4 .*class\(es\) 'b' \(3\)"
+                                        r".*split.near_duplicate_bits"):
+        split_dataset(config.section_with("split", val=0.15, folds=4, fold=0), 0, paths)
+    assert {p: p.read_bytes() for p in sorted(paths.split.iterdir())} == before
+
+
+def test_an_empty_split_made_by_the_groups_is_refused_naming_them(paths: Paths) -> None:
+    clean = make_clean(paths, {"a": 8, "b": 8})
+    split_dataset(CFG, 0, paths)
+    before = {p: p.read_bytes() for p in sorted(paths.split.iterdir())}
+    plant_groups(paths, clean, {"a": [8], "b": [8]})    # each class one near-duplicate group
+    with pytest.raises(DataError, match=r"the val split would be empty.*2 of 2 class\(es\).*'a': 1 "
+                                        r"group\(s\) of 8 image.*split.near_duplicate_bits \(now 6"):
+        split_dataset(CFG, 0, paths)
+    assert {p: p.read_bytes() for p in sorted(paths.split.iterdir())} == before
+
+
+# --- through `dvc repro split` on the tiny demo ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cleaned(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny project after `dvc repro split` (fetch, clean, split), committed."""
+    from conftest import make_project_copy
+    from dvc_project import TINY, commit, run, set_params
+
+    project = make_project_copy(tmp_path_factory.mktemp("folds") / "project")
+    set_params(project, TINY)
+    commit(project, "tiny params")
+    run(project, "dvc", "repro", "split")
+    commit(project, "repro")
+    return project
+
+
+def _tree(project: Path, *roots: str) -> dict[str, bytes]:
+    return {p.relative_to(project).as_posix(): p.read_bytes()
+            for root in roots for p in sorted((project / root).rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_the_split_stage_runs_every_fold_of_the_clean_manifest(cleaned: Path) -> None:
+    from dvc_project import run, set_params, stages_run
+
+    params = (cleaned / "params.yaml").read_bytes()
+    clean = read_manifest(cleaned / "data/clean/manifest.csv")
+    tested: list[pd.DataFrame] = []
+    try:
+        for fold in range(3):
+            set_params(cleaned, {"split": {"folds": 3, "fold": fold}})
+            assert stages_run(run(cleaned, "dvc", "repro", "split").stdout)[-1] == "split"
+            tested.append(read_manifest(cleaned / "data/split/test.csv"))
+            near = pd.read_csv(cleaned / "metrics/split_near_duplicates.csv", keep_default_na=False)
+            assert near.groupby("group")["split"].nunique().max() == 1
+    finally:
+        (cleaned / "params.yaml").write_bytes(params)
+    paths = pd.concat(tested)["path"]
+    assert sorted(paths) == sorted(clean["path"]), "the test folds partition the clean images"
+    sizes = pd.concat(tested, keys=range(3)).groupby(level=0)["class"].value_counts().unstack()
+    assert (sizes.max() - sizes.min()).max() <= 2, sizes    # stratified (groups: a pair or so)
+
+
+@pytest.mark.slow
+def test_an_empty_split_is_refused_by_dvc_repro_split_keeping_outputs(cleaned: Path) -> None:
+    from dvc_project import run, set_params
+
+    params = (cleaned / "params.yaml").read_bytes()
+    before = _tree(cleaned, "data/split", "metrics")
+    try:
+        set_params(cleaned, {"split": {"near_duplicate_bits": 32}})   # every class one group
+        proc = run(cleaned, "dvc", "repro", "split", check=False)
+    finally:
+        (cleaned / "params.yaml").write_bytes(params)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in output, output[-3000:]
+    assert "split would be empty" in output and "split.near_duplicate_bits (now 32" in output, output[-3000:]
+    assert _tree(cleaned, "data/split", "metrics") == before

@@ -172,6 +172,41 @@ def sweep(specs: tuple[str, ...], seeds: int, models: tuple[str, ...], jobs: int
 
 
 @main.command()
+@click.option("--folds", required=True, type=click.IntRange(2, 100),
+              help="K: one experiment per fold, each fold the test split once (split.folds, split.fold).")
+@click.option("--model", "models", multiple=True, type=click.Choice(MODEL_IDS),
+              help="Cross-validate only these models (and the stages they need); default all five.")
+@click.option("--seeds", default=None, type=click.IntRange(1, 100),
+              help="Repeat the whole cross-validation with seeds 1..N (default: params.yaml's seed).")
+@click.option("-S", "--set", "specs", multiple=True, metavar="KEY=VALUE",
+              help="A params.yaml value for every fold, e.g. -S train.epochs=10 (repeatable).")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Experiments run in parallel (`dvc queue start -j`).")
+@click.option("--no-start", is_flag=True, help="Only queue them (`dvc queue start` runs them).")
+@click.option("--no-wait", is_flag=True, help="Queue and start, then return at once.")
+@click.option("--summarize", "summarize_only", is_flag=True,
+              help="Queue nothing: write the summary of the finished fold experiments.")
+@click.option("--root", default=".", show_default=True, type=click.Path(file_okay=False))
+def cv(folds: int, models: tuple[str, ...], seeds: int | None, specs: tuple[str, ...], jobs: int,
+       no_start: bool, no_wait: bool, summarize_only: bool, root: str) -> None:
+    """K-fold cross-validation: the comparison on every fold as queued DVC experiments (named
+    like folds-5-fold-0-seed-42), then plots/cv/summary.{json,md,png}: pooled accuracy over every
+    image, McNemar over all of them and the corrected resampled t-test over the folds."""
+    from vitbench import cv as crossval
+
+    echo = lambda line: click.echo(line, err=True)  # noqa: E731
+    if summarize_only:
+        summary = _guard(lambda: crossval.summarize_project(Path(root), folds, specs, seeds))
+    else:
+        summary = _guard(lambda: crossval.run_cv(folds, Path(root), models=models, specs=specs,
+                                                 seeds=seeds, jobs=jobs, start=not no_start,
+                                                 wait=not no_wait, echo=echo))
+    if summary is not None:
+        click.echo(crossval.render(summary) + f"\nWritten: {crossval.SUMMARY_DIR}/summary.json, "
+                   "summary.md, summary.png\n")
+
+
+@main.command()
 @click.option("--prefix", default=None,
               help="Experiment names to include (default: seed-*, or every one with --by).")
 @click.option("--by", "by", default=None, metavar="PARAM",

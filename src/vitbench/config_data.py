@@ -72,12 +72,21 @@ class Split:
     test: Fraction
     max_train_per_class: Union[Annotated[Int, Field(ge=1)], None]
     near_duplicate_bits: Union[Annotated[Int, Field(ge=0, le=32)], None]  # dHash distance: one group
+    folds: Union[Annotated[Int, Field(ge=2)], None]   # k-fold cross-validation; None: one split
+    fold: Annotated[Int, Field(ge=0)]                 # the test fold when folds is set
 
     @check(mode="after")
     def _check(self) -> Split:
-        if self.val + self.test >= 1.0:
-            reject("split.val + split.test", self.val + self.test,
-                   "a sum below 1, so that a training set remains")
+        if self.folds is None:
+            if self.val + self.test >= 1.0:
+                reject("split.val + split.test", self.val + self.test,
+                       "a sum below 1, so that a training set remains")
+            return self
+        if self.fold >= self.folds:
+            reject("split.fold", self.fold, f"an integer from 0 to split.folds - 1 ({self.folds - 1})")
+        if self.val + 1 / self.folds >= 1.0:
+            reject("split.val", self.val, f"a fraction below 1 - 1/split.folds ({1 - 1 / self.folds:g}), "
+                   "so that a training set remains beside the test fold")
         return self
 
 

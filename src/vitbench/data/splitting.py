@@ -78,27 +78,92 @@ def near_duplicate_groups(hashes: list[str], max_bits: int | None) -> np.ndarray
 
 def assign_splits(df: pd.DataFrame, cfg: config.Split, seed: int) -> pd.DataFrame:
     """The manifest plus `split` (train, val, test or unused: over max_train_per_class) and `group`
-    (near-duplicate group id within the class, see `near_duplicate_groups`)."""
+    (near-duplicate group id within the class, see `near_duplicate_groups`).
+
+    With `split.folds` set, fold `split.fold` of a `StratifiedGroupKFold` over all images is the
+    test split (see `fold_test_mask`) and val is carved from the other folds, per class, as
+    `split.val` of the class's images (the same share of all images as without folds)."""
+    df = _grouped(df, cfg)
+    in_test = fold_test_mask(df, cfg, seed) if cfg.folds is not None else None
+    parts = []
+    for cls, group in df.groupby("class", sort=True):
+        ids = group["_gid"].to_numpy()
+        if in_test is None:
+            order = _class_rng(seed, str(cls)).permutation(len(group))
+            n_train, n_val, n_test = split_sizes(len(group), cfg, str(cls))
+            labels = _group_labels(order, ids, n_test, n_val)
+        else:
+            labels = _fold_labels(in_test[group.index].to_numpy(), ids, cfg,
+                                  _class_rng(seed, str(cls)))
+        cap = cfg.max_train_per_class
+        train_rows = [i for i in _class_rng(seed, str(cls)).permutation(len(group))
+                      if labels[i] == "train"]
+        if cap is not None and len(train_rows) > cap:
+            labels[train_rows[cap:]] = UNUSED
+        parts.append(group.assign(split=labels))
+    out = pd.concat(parts, ignore_index=True).drop(columns="_gid")
+    return out.sort_values(["class", "path"], ignore_index=True)
+
+
+def _grouped(df: pd.DataFrame, cfg: config.Split) -> pd.DataFrame:
+    """The manifest sorted by class and content hash (so nothing depends on its row order), with
+    `group` ("<class>#<id>") and `_gid` (the id: see `near_duplicate_groups`)."""
     has_hash = "dhash" in df.columns and (df["dhash"] != "").all()
     if not has_hash and cfg.near_duplicate_bits is not None:
         log.warning("the clean manifest has no dhash column: near-duplicates are not grouped "
                     "(re-run `dvc repro clean`)")
-    parts = []
-    for cls, group in df.groupby("class", sort=True):
-        group = group.sort_values("sha256", kind="stable").reset_index(drop=True)
-        order = _class_rng(seed, str(cls)).permutation(len(group))
-        n_train, n_val, n_test = split_sizes(len(group), cfg, str(cls))
-        ids = near_duplicate_groups(list(group["dhash"]), cfg.near_duplicate_bits) if has_hash \
-            else np.arange(len(group))
-        labels = _group_labels(order, ids, n_test, n_val)
-        cap = cfg.max_train_per_class
-        if cap is not None and n_train > cap:
-            train_rows = [i for i in order if labels[i] == "train"]
-            labels[train_rows[cap:]] = UNUSED
-        group["split"] = labels
-        group["group"] = [f"{cls}#{g}" for g in ids]
-        parts.append(group)
-    return pd.concat(parts, ignore_index=True).sort_values(["class", "path"], ignore_index=True)
+    df = df.sort_values(["class", "sha256"], kind="stable", ignore_index=True)
+    gid = np.zeros(len(df), dtype=int)
+    for _, rows in df.groupby("class", sort=True):
+        gid[rows.index] = near_duplicate_groups(list(rows["dhash"]), cfg.near_duplicate_bits) \
+            if has_hash else np.arange(len(rows))
+    return df.assign(_gid=gid, group=[f"{c}#{g}" for c, g in zip(df["class"], gid)])
+
+
+def fold_test_mask(df: pd.DataFrame, cfg: config.Split, seed: int) -> pd.Series:
+    """True for the images of test fold `split.fold`: scikit-learn's StratifiedGroupKFold
+    (shuffled by `seed`) over `df` (as `_grouped` leaves it), stratified by class, each
+    near-duplicate group in one fold. DataError if a class has fewer groups than folds."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    assert cfg.folds is not None
+    check_folds(df, cfg, cfg.folds)
+    folds = StratifiedGroupKFold(n_splits=cfg.folds, shuffle=True, random_state=seed)
+    _, test = list(folds.split(df, df["class"], df["group"]))[cfg.fold]
+    return pd.Series(np.isin(np.arange(len(df)), test), index=df.index)
+
+
+def check_folds(df: pd.DataFrame, cfg: config.Split, folds: int) -> None:
+    """DataError unless every class of `df` (with `group`, as `_grouped` leaves it) has at least
+    `folds` near-duplicate groups, so that every fold tests every class."""
+    groups = df.groupby("class")["group"].nunique()
+    short = groups[groups < folds]
+    if len(short):
+        named = ", ".join(f"'{c}' ({n})" for c, n in short.head(6).items())
+        raise DataError(
+            f"split.folds = {folds} needs at least {folds} images per class (near-duplicate "
+            f"groups, each kept within one fold), so that every fold tests every class; too few in "
+            f"class(es) {named}. Lower split.folds, add images, or lower "
+            f"split.near_duplicate_bits (now {cfg.near_duplicate_bits}) to group fewer images")
+
+
+def check_folds_of_manifest(csv: Path, cfg: config.Split, folds: int) -> None:
+    """`check_folds` over a clean manifest (data/clean/manifest.csv)."""
+    check_folds(_grouped(read_manifest(csv), cfg), cfg, folds)
+
+
+def _fold_labels(in_test: np.ndarray, ids: np.ndarray, cfg: config.Split,
+                 rng: np.random.Generator) -> np.ndarray:
+    """One class's labels in cross-validation: its images in the test fold are test; of the rest,
+    about `split.val` of the class's images (groups kept whole, at least one when split.val > 0,
+    at least one image left to train) are val, the others train."""
+    labels = np.full(len(in_test), "test", dtype=object)
+    rest = np.flatnonzero(~in_test)
+    wanted = max(1, math.floor(len(in_test) * cfg.val + 0.5)) if cfg.val > 0 else 0
+    n_val = max(0, min(wanted, len(rest) - 1))
+    if len(rest):
+        labels[rest] = _group_labels(rng.permutation(len(rest)), ids[rest], 0, n_val)
+    return labels
 
 
 def _group_labels(order: np.ndarray, ids: np.ndarray, n_test: int, n_val: int) -> np.ndarray:
@@ -143,10 +208,33 @@ def check_fractions(cfg: config.Split) -> None:
     set and evaluate scores the test set, so an empty one would fail only after training."""
     for key, needed_by in (("val", "training (early stopping, checkpoints)"),
                            ("test", "evaluate (every reported metric)")):
+        if key == "test" and cfg.folds is not None:
+            continue        # the test fold is 1/folds of the images; split.test is not used
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"split.{key}", getattr(cfg, key),
                               f"a fraction above 0 (for example 0.15): {needed_by} needs a "
                               f"non-empty {key} set")
+
+
+def check_not_empty(df: pd.DataFrame, cfg: config.Split) -> None:
+    """DataError if val or test came out empty, naming the cause: a near-duplicate group stays
+    within one split, so a class that is one group (or two) cannot fill every split."""
+    for name in ("val", "test"):
+        if (df["split"] == name).any():
+            continue
+        groups = df.groupby("class")["group"].nunique().sort_values(kind="stable")
+        few = groups[groups < len(SPLITS)]
+        sizes = df.groupby("class").size()
+        cause = (f"{len(few)} of {len(groups)} class(es) have fewer near-duplicate groups than "
+                 f"there are splits (" + ", ".join(f"'{c}': {n} group(s) of {sizes[c]} image(s)"
+                                                 for c, n in few.head(6).items())
+                 + "), and a group stays within one split. Lower split.near_duplicate_bits (now "
+                 f"{cfg.near_duplicate_bits}; null turns grouping off) or add more varied images"
+                 ) if len(few) else (
+                 f"too few images for split.{name} = {cfg.val if name == 'val' else cfg.test}; "
+                 "raise it or add images")
+        raise DataError(f"split: the {name} split would be empty ({name} is needed by "
+                        f"{'training' if name == 'val' else 'evaluate'}): {cause}")
 
 
 def split_dataset(cfg: config.Split, seed: int, paths: Paths) -> dict:
@@ -156,6 +244,7 @@ def split_dataset(cfg: config.Split, seed: int, paths: Paths) -> dict:
     df = _read_clean(paths.clean_manifest)
     assigned = assign_splits(df, cfg, seed)
     check_leakage(assigned)
+    check_not_empty(assigned, cfg)
     classes = sorted(assigned["class"].unique())
     near = _near_duplicates(assigned)
     with atomic_dir(paths.split) as tmp:
