@@ -80,3 +80,20 @@ def test_duplicate_or_no_seeds_are_refused_before_dvc_is_called(tmp_path: Path, 
 
     result = CliRunner().invoke(main, ["seeds", "--seeds", given, "--root", str(tmp_path)])
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_an_invalid_seed_is_refused_before_anything_is_queued(tmp_path: Path) -> None:
+    """`--seeds 99999999999` would queue an experiment that fails in its first stage: the seed is
+    validated with params.yaml as a stage validates it, before dvc is called (no DVC project
+    here, so any dvc call would fail with dvc's own error)."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from vitbench.cli import main
+
+    shutil.copy(Path(__file__).resolve().parents[1] / "params.yaml", tmp_path / "params.yaml")
+    result = CliRunner().invoke(main, ["seeds", "--seeds", "1,99999999999", "--root", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert "seed 99999999999 is not allowed" in result.output and "nothing was queued" in result.output
+    assert "seed = 99999999999" in result.output

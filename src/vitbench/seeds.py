@@ -23,8 +23,8 @@ from typing import Any
 
 import pandas as pd
 
-from vitbench.config import MODEL_IDS
-from vitbench.errors import VitbenchError
+from vitbench.config import MODEL_IDS, PARAMS_FILE, params_from_dict, read_params
+from vitbench.errors import ConfigError, VitbenchError
 from vitbench.stats import mean_interval
 
 EXP_PREFIX = "seed-"
@@ -53,8 +53,10 @@ def run_seeds(seeds: list[int], root: Path, jobs: int = 1, wait: bool = True,
     """Queue one experiment per seed (named seed-N), start the queue and, with `wait`, block
     until no experiment is queued or running; a failed experiment is a VitbenchError.
     `models` limits each run to those models' evaluate stages (and what they need); default all.
-    Nothing is queued unless the seeds are distinct and there is at least one."""
+    Nothing is queued unless the seeds are distinct, there is at least one and each makes a
+    valid params.yaml."""
     check_seeds(seeds)
+    check_seed_params(seeds, root)
     targets = [f"evaluate@{model}" for model in models]
     for seed in seeds:
         _dvc(["exp", "run", "--queue", "-S", f"seed={seed}", "-n", f"{EXP_PREFIX}{seed}", *targets],
@@ -125,6 +127,17 @@ def check_seeds(seeds: Sequence[int]) -> None:
     if twice:
         raise VitbenchError(f"seed(s) {', '.join(map(str, twice))} given more than once: each seed "
                             f"is one experiment ({EXP_PREFIX}N); nothing was queued")
+
+
+def check_seed_params(seeds: Sequence[int], root: Path) -> None:
+    """A VitbenchError unless params.yaml at `root` with each seed set (as `dvc exp run -S seed=N`
+    writes it) is a valid params.yaml, as a stage validates it."""
+    raw = read_params(root / PARAMS_FILE)
+    for seed in seeds:
+        try:
+            params_from_dict({**raw, "seed": seed})
+        except ConfigError as exc:
+            raise VitbenchError(f"--seeds: seed {seed} is not allowed ({exc}); nothing was queued") from None
 
 
 @dataclass(frozen=True)
