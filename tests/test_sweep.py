@@ -132,7 +132,7 @@ def test_a_best_model_at_chance_decides_no_crossover(tmp_path: Path) -> None:
 
     low = commit_predictions(tmp_path, {"cnn_finetuned": 20, "vit_scratch": 30})
     high = commit_predictions(tmp_path, {"cnn_finetuned": 38, "vit_scratch": 34})
-    evil = {"vit_scratch": "<img src=x onerror=alert(1)>"}
+    evil = {"vit_scratch": "<img src=x onerror=alert(1)> $\\nope$"}
     summary = summarize_by([sweep_run(1, 1, {"cnn_finetuned": 0.5, "vit_scratch": 0.75}, low, evil),
                             sweep_run(5, 1, {"cnn_finetuned": 0.95, "vit_scratch": 0.85}, high, evil)],
                            "train.epochs", tmp_path)
@@ -145,6 +145,7 @@ def test_a_best_model_at_chance_decides_no_crossover(tmp_path: Path) -> None:
     text = render(summary)
     assert "50.0% (at chance)" in text and "(at chance: no verdict)" in text
     assert "<img" not in text and "&lt;img src=x onerror=alert(1)&gt;" in text
+    assert draw_sweep(summary, tmp_path / "curve.png").stat().st_size > 0   # the name, not mathtext
 
 
 def test_crossover_ignores_values_decided_by_a_model_at_chance() -> None:

@@ -294,9 +294,7 @@ def _correct(root: Path, rev: str, model_id: str) -> pd.Series:
 def crossover(rows: list[dict[str, Any]], by: str) -> dict[str, Any]:
     """Where the best ViT gets ahead of the best CNN and stays ahead up to the largest value
     tried, with the values where that lead is significant (p < 0.05), as a sentence. A value
-    where either best is at chance (`void`) decides nothing and is named apart. Labels are
-    escaped for markdown (`markup.escape_text`)."""
-    rows = [{**r, "label": escape_text(r["label"])} for r in rows]
+    where either best is at chance (`void`) decides nothing and is named apart."""
     void = [r for r in rows if r.get("void")]
     rows = [r for r in rows if not r.get("void")]
     at = (f" (no verdict at {_values([r['label'] for r in void], by)}: the best CNN or ViT there "
@@ -396,7 +394,7 @@ def render(summary: dict[str, Any]) -> str:
             for r in summary["versus"]])
         lines += [pairs.to_markdown(index=False, disable_numparse=True), ""]
     sentence = summary["crossover"]["sentence"]
-    lines += [sentence[0].upper() + sentence[1:], ""]
+    lines += [escape_text(sentence[0].upper() + sentence[1:]), ""]
     return "\n".join(lines)
 
 
