@@ -60,7 +60,8 @@ def test_an_invalid_grid_point_is_refused_before_queueing() -> None:
 def test_values_are_checked_as_dvc_writes_them() -> None:
     """DVC parses `-S` values with Hydra's grammar, not YAML's: `010` is written as the string
     '010' (YAML 1.1 would read 8); the grid point is checked with that value."""
-    with pytest.raises(VitbenchError, match="train.epochs = '010' is not allowed"):
+    with pytest.raises(VitbenchError, match="train.epochs = '010' is not allowed; expected an integer "
+                                            r"\(DVC writes 010 as the string '010', not a number\)"):
         plan(parse_grid(["train.epochs=010"], RAW), [1], RAW)
 
 

@@ -122,6 +122,20 @@ def _scalar(key: str, text: str, raw: dict[str, Any]) -> Any:
     return value
 
 
+def _as_text_note(combo: Sequence[tuple[str, Any]]) -> str:
+    """" (DVC writes 010 as the string '010', not a number)" for the values YAML would read as
+    something else than the string DVC writes."""
+    texts = [t for t, v in combo if isinstance(v, str) and not isinstance(_yaml_or_none(t), str)]
+    return "".join(f" (DVC writes {t} as the string {t!r}, not a number)" for t in texts)
+
+
+def _yaml_or_none(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+
+
 def _at(raw: dict[str, Any], path: list[str]) -> Any:
     """The value at `path` (params.yaml keys) in `raw`."""
     for part in path:
@@ -171,7 +185,8 @@ def plan(grid: dict[str, list[tuple[str, Any]]], seeds: Sequence[int], raw: dict
             config.params_from_dict(changed)
         except ConfigError as exc:
             where = ", ".join(f"{k}={t}" for k, (t, _) in zip(grid, combo))
-            raise VitbenchError(f"the grid point {where} is not a valid params.yaml: {exc}") from None
+            raise VitbenchError(f"the grid point {where} is not a valid params.yaml: {exc}"
+                                + _as_text_note(combo)) from None
         stem = "-".join(f"{tags[k]}-{value_label(v)}" for k, (_, v) in zip(grid, combo))
         for seed in seeds:
             points.append(Point(f"{stem}-seed-{seed}", seed, {k: t for k, (t, _) in zip(grid, combo)}))
