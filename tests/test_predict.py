@@ -259,7 +259,8 @@ def test_a_changed_preprocess_or_weights_file_is_refused(project: Path, photos: 
     record_file.write_text(original)
     with h5py.File(weights, "r+") as fh:
         kernels: list = []
-        fh.visititems(lambda _, obj: kernels.append(obj) if isinstance(obj, h5py.Dataset) and obj.ndim == 2 else None)
+        fh.visititems(lambda _, obj: kernels.append(obj)
+                      if isinstance(obj, h5py.Dataset) and obj.ndim == 2 else None)
         kernels[0][...] = kernels[0][...] * -1.0
     with pytest.raises(DataError, match="model.weights.h5 or preprocess = 'vit' changed since training"):
         predict_files(model_dir, [photos / "a.jpg"], progress=False)

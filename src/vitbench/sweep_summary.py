@@ -389,7 +389,8 @@ def render(summary: dict[str, Any]) -> str:
         names = {m: escape_text(s["display_name"]) for m, s in summary["models"].items()}
         pairs = pd.DataFrame([{
             by: escape_text(r["label"]), "Best CNN": names[r["best_cnn"]], "Best ViT": names[r["best_vit"]],
-            "ViT - CNN": f"{r['difference'] * 100:+.1f} pt" + (" (at chance: no verdict)" if r.get("void") else ""),
+            "ViT - CNN": f"{r['difference'] * 100:+.1f} pt"
+                         + (" (at chance: no verdict)" if r.get("void") else ""),
             "McNemar p": "-" if r["p_value"] is None else _fmt_p(r["p_value"])}
             for r in summary["versus"]])
         lines += [pairs.to_markdown(index=False, disable_numparse=True), ""]

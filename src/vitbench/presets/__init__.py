@@ -94,7 +94,8 @@ def check_merged(flags: list[str], params_path: str | Path = "params.yaml") -> N
         try:
             apply_overrides(str(merged), flags)
         except DvcException as exc:
-            raise ConfigError("preset", " ".join(flags), f"overrides DVC can apply ({exc.__cause__ or exc})") from None
+            raise ConfigError("preset", " ".join(flags),
+                              f"overrides DVC can apply ({exc.__cause__ or exc})") from None
         dataset = load_params(merged).dataset
     if dataset.kind in ("folder", "archive"):
         source = Path(dataset.source).expanduser()
