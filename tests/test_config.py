@@ -215,3 +215,17 @@ def test_long_lists_in_errors_are_capped(raw: dict) -> None:
 def test_missing_source_passes_config_fetch_checks_it(raw: dict) -> None:
     params = params_from_dict(_with(raw, "dataset.source", "/no/such/folder"))
     assert params.dataset.kind == "folder"
+
+
+def test_several_bad_values_are_listed_at_once(raw: dict, tmp_path: Path) -> None:
+    """Three bad values, one error naming all three (not three runs to find them)."""
+    bad = _with(_with(_with(raw, "train.epochs", "five"), "split.test", 1.5), "augment.flip", "yes")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ConfigError) as info:
+        load_params(params)
+    message = str(info.value)
+    assert "3 errors" in message
+    for text in ("train.epochs = 'five'", "split.test = 1.5", "augment.flip = 'yes'"):
+        assert text in message
+    assert info.value.key in ("train.epochs", "split.test", "augment.flip")

@@ -221,3 +221,46 @@ def test_cli_with_a_record_of_an_unknown_arch_names_the_record(project: Path, ph
     assert proc.returncode == 2
     assert f"{record_file}: build.arch = 'resnet9000' is not allowed" in proc.stderr, proc.stderr
     assert "params.yaml" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --- what predict depends on, checked on load ----------------------------------------------------
+
+def test_a_record_with_duplicate_class_names_is_refused(project: Path, photos: Path) -> None:
+    record = record_of(project)
+    record["classes"] = [record["classes"][0]] * len(record["classes"])
+    record_file = project / "models" / BEST / "record.json"
+    record_file.write_text(json.dumps(record))
+    with pytest.raises(DataError, match=f"{record['classes'][0]!r} appear more than once in classes"):
+        predict_files(project / "models" / BEST, [photos / "a.jpg"], progress=False)
+
+
+def test_the_record_holds_the_checksum_of_weights_and_preprocess(project: Path) -> None:
+    from vitbench.models.store import CHECKSUM, predict_checksum
+
+    model_dir = project / "models" / BEST
+    stored = record_of(project)[CHECKSUM]
+    assert stored == predict_checksum(model_dir / "model.weights.h5", record_of(project)["preprocess"])
+    assert stored != predict_checksum(model_dir / "model.weights.h5", "torch")
+
+
+def test_a_changed_preprocess_or_weights_file_is_refused(project: Path, photos: Path) -> None:
+    """preprocess edited (vit -> torch) or the weights changed in place (same shapes, so they
+    load): both would predict wrong labels silently; refused, saying how to rebuild."""
+    import h5py
+
+    model_dir = project / "models" / BEST
+    record_file, weights = model_dir / "record.json", model_dir / "model.weights.h5"
+    original = record_file.read_text()
+    record = json.loads(original)
+    assert record["preprocess"] != "torch"
+    record_file.write_text(json.dumps({**record, "preprocess": "torch"}))
+    with pytest.raises(DataError, match=r"changed since training .*`dvc repro train_vit`"):
+        predict_files(model_dir, [photos / "a.jpg"], progress=False)
+    record_file.write_text(original)
+    with h5py.File(weights, "r+") as fh:
+        kernels: list = []
+        fh.visititems(lambda _, obj: kernels.append(obj)
+                      if isinstance(obj, h5py.Dataset) and obj.ndim == 2 else None)
+        kernels[0][...] = kernels[0][...] * -1.0
+    with pytest.raises(DataError, match="model.weights.h5 or preprocess = 'vit' changed since training"):
+        predict_files(model_dir, [photos / "a.jpg"], progress=False)

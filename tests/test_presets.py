@@ -102,3 +102,40 @@ def test_matched_preset_augments_online_as_measured_for_both_families() -> None:
     assert raw["cnn"]["transfer"] == raw["vit_ft"]["transfer"]
     assert raw["cnn"]["finetune"] == raw["vit_ft"]["finetune"]
     assert raw["cnn"]["epochs"] == raw["vit_ft"]["epochs"] == 10    # per phase, the same budget
+
+
+def _preset_run(project: Path, *args: str):  # type: ignore[no-untyped-def]
+    from conftest import bin_path
+
+    return run(project, bin_path("vitbench"), "preset", "run", *args, check=False)
+
+
+@pytest.mark.slow
+def test_preset_run_refuses_a_missing_source_and_leaves_params_yaml(project: Path) -> None:
+    """`preset run cartoon` without ./cartoon: refused before DVC is called, params.yaml and the
+    outputs byte-identical, no experiment."""
+    before = (project / "params.yaml").read_bytes()
+    proc = _preset_run(project, "cartoon")
+    assert proc.returncode == 2, proc.stderr
+    assert "dataset.source = 'cartoon'" in proc.stderr and "an existing folder" in proc.stderr
+    assert (project / "params.yaml").read_bytes() == before
+    assert run(project, "dvc", "exp", "list", "--name-only").stdout.strip() == ""
+    bad = project / "bad.yaml"
+    bad.write_text("train:\n  epochs: 0\nsplit:\n  test: 1.5\n")
+    proc = _preset_run(project, str(bad))
+    assert proc.returncode == 2 and "train.epochs = 0" in proc.stderr and "split.test = 1.5" in proc.stderr
+    assert (project / "params.yaml").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_preset_run_that_fails_in_dvc_restores_params_yaml(project: Path) -> None:
+    """A valid preset whose run fails in its first stage (an existing but empty source folder):
+    DVC leaves the preset's values in params.yaml; `preset run` puts the file back byte for byte."""
+    (project / "empty").mkdir()
+    preset = project / "empty_source.yaml"
+    preset.write_text("dataset:\n  source: empty\ntrain:\n  epochs: 2\n")
+    before = (project / "params.yaml").read_bytes()
+    proc = _preset_run(project, str(preset))
+    assert proc.returncode != 0
+    assert "params.yaml is restored" in proc.stderr
+    assert (project / "params.yaml").read_bytes() == before

@@ -80,3 +80,72 @@ def test_duplicate_or_no_seeds_are_refused_before_dvc_is_called(tmp_path: Path, 
 
     result = CliRunner().invoke(main, ["seeds", "--seeds", given, "--root", str(tmp_path)])
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_an_invalid_seed_is_refused_before_anything_is_queued(tmp_path: Path) -> None:
+    """`--seeds 99999999999` would queue an experiment that fails in its first stage: the seed is
+    validated with params.yaml as a stage validates it, before dvc is called (no DVC project
+    here, so any dvc call would fail with dvc's own error)."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from vitbench.cli import main
+
+    shutil.copy(Path(__file__).resolve().parents[1] / "params.yaml", tmp_path / "params.yaml")
+    result = CliRunner().invoke(main, ["seeds", "--seeds", "1,99999999999", "--root", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert "seed 99999999999 is not allowed" in result.output and "nothing was queued" in result.output
+    assert "seed = 99999999999" in result.output
+
+
+# --- the chance guard and escaping ---------------------------------------------------------------
+
+def commit_predictions(root: Path, right: dict[str, int], total: int = 40) -> str:
+    """A git commit in `root` holding plots/<id>/eval/predictions.csv per model, as evaluate
+    writes it: `total` test images of two balanced classes, the first `right[id]` predicted
+    right. Returns the commit (an experiment's rev)."""
+    import subprocess
+
+    if not (root / ".git").is_dir():
+        subprocess.run(["git", "init", "-q", str(root)], check=True)
+    for model_id, n in right.items():
+        actual = ["a" if i % 2 else "b" for i in range(total)]
+        rows = [f"img{i}.png,{y},{y if i < n else ('b' if y == 'a' else 'a')}" for i, y in enumerate(actual)]
+        path = root / "plots" / model_id / "eval" / "predictions.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("path,actual,predicted\n" + "\n".join(rows) + "\n")
+    git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "predictions"], check=True)
+    return subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def test_a_model_at_chance_never_wins_a_seed(tmp_path: Path) -> None:
+    """The best CNN answers 21 of 40 on two balanced classes (chance): no seed has a winner and
+    the verdict says so, though its accuracy is below the ViT's; the table marks it."""
+    show = []
+    for seed in (1, 2):
+        entry = exp(f"seed-{seed}", seed, {"cnn_finetuned": 21 / 40, "vit_finetuned": 38 / 40})
+        entry["rev"] = commit_predictions(tmp_path, {"cnn_finetuned": 21, "vit_finetuned": 38})
+        show.append(entry)
+    summary = summarize(experiments(show), tmp_path)
+    assert summary["models"]["cnn_finetuned"]["at_chance"] is True
+    assert summary["models"]["vit_finetuned"]["at_chance"] is False
+    assert summary["models"]["vit_finetuned"]["chance_p"] < 1e-6
+    assert [s["winner"] for s in summary["per_seed"]] == ["at chance", "at chance"]
+    assert summary["winner"] is None and not summary["ranking_holds"]
+    text = render(summary)
+    assert "No verdict in 2 of 2 seeds" in text and r"cnn\_finetuned (at chance)" in text
+    assert "beats" not in text
+
+
+def test_model_names_are_escaped_in_the_seeds_summary() -> None:
+    entry = exp("seed-1", 1, {})
+    entry["data"]["metrics"] = {f"metrics/{m}.json": {"data": {"accuracy": 0.5}}
+                                for m in ("<img src=x onerror=alert(1)>", "**bold**")}
+    runs = experiments([entry])
+    text = render(summarize(runs))
+    assert "<img" not in text and "&lt;img src=x onerror=alert(1)&gt;" in text
+    assert "**bold**" not in text and r"\*\*bold\*\*" in text

@@ -4,6 +4,7 @@ reads a real tiny sweep back; the test split does not depend on the training siz
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from vitbench.errors import VitbenchError
 from vitbench.paths import Paths
 from vitbench.plots.sweep import draw_sweep
 from vitbench.sweep import parse_grid, plan
-from vitbench.sweep_summary import crossover
+from vitbench.sweep_summary import SweepRun, crossover, render, summarize_by
 
 RAW = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
 
@@ -44,15 +45,24 @@ def test_grid_names_and_overrides() -> None:
     (["split"], "expected KEY=V1,V2"),
     (["seed=1,2"], "--seeds N"),
     (["vit.mlp_head=[64]"], "scalar values"),
+    (["augment.rotation=15,15.0"], "the value '15.0' is listed twice ('15' is the same value)"),
 ])
 def test_bad_grids_are_refused(specs: list[str], message: str) -> None:
-    with pytest.raises(VitbenchError, match=message.replace("?", r"\?")):
+    with pytest.raises(VitbenchError, match=re.escape(message)):
         parse_grid(specs, RAW)
 
 
 def test_an_invalid_grid_point_is_refused_before_queueing() -> None:
     with pytest.raises(VitbenchError, match="split.max_train_per_class=0 is not a valid params.yaml"):
         plan(parse_grid(["split.max_train_per_class=5,0"], RAW), [1], RAW)
+
+
+def test_values_are_checked_as_dvc_writes_them() -> None:
+    """DVC parses `-S` values with Hydra's grammar, not YAML's: `010` is written as the string
+    '010' (YAML 1.1 would read 8); the grid point is checked with that value."""
+    with pytest.raises(VitbenchError, match="train.epochs = '010' is not allowed; expected an integer "
+                                            r"\(DVC writes 010 as the string '010', not a number\)"):
+        plan(parse_grid(["train.epochs=010"], RAW), [1], RAW)
 
 
 # --- the test split at every training size ------------------------------------------------------
@@ -97,6 +107,55 @@ def test_crossover_sentences() -> None:
     assert "not significant at any of them" in always["sentence"]
     last = crossover(rows([-0.1, -0.1, -0.1, -0.1, 0.1], [None] * 5), by)
     assert last["sentence"] == "the best ViT is ahead of the best CNN only at 100 images per class."
+
+
+def sweep_run(value: object, seed: int, acc: dict[str, float], rev: str = "0" * 40,
+              names: dict[str, str] | None = None) -> SweepRun:
+    """A finished experiment of a sweep over train.epochs, as `sweep_runs` reads it."""
+    metrics = {m: {"accuracy": a, "kind": "CNN" if m.startswith("cnn") else "ViT",
+                   "display_name": (names or {}).get(m, m)} for m, a in acc.items()}
+    params = {**RAW, "seed": seed, "train": {**RAW["train"], "epochs": value}}
+    return SweepRun(f"e-{value}-seed-{seed}", rev, seed, value, metrics, params, None)
+
+
+def test_summarize_by_a_key_that_was_not_swept_says_so() -> None:
+    runs = [sweep_run(5, 1, {"cnn_finetuned": 0.6, "vit_scratch": 0.5}),
+            sweep_run(5, 2, {"cnn_finetuned": 0.7, "vit_scratch": 0.4})]
+    with pytest.raises(VitbenchError, match="nothing was swept: every finished experiment .2. has "
+                                            "train.epochs = 5"):
+        summarize_by(runs, "train.epochs")
+
+
+def test_a_best_model_at_chance_decides_no_crossover(tmp_path: Path) -> None:
+    """At 1 epoch the ViT is ahead but the best CNN answers 20 of 40 (chance): that value decides
+    nothing; at 5 epochs both are above chance and the ViT is behind. Names are escaped."""
+    from test_seeds import commit_predictions
+
+    low = commit_predictions(tmp_path, {"cnn_finetuned": 20, "vit_scratch": 30})
+    high = commit_predictions(tmp_path, {"cnn_finetuned": 38, "vit_scratch": 34})
+    evil = {"vit_scratch": "<img src=x onerror=alert(1)> $\\nope$"}
+    summary = summarize_by([sweep_run(1, 1, {"cnn_finetuned": 0.5, "vit_scratch": 0.75}, low, evil),
+                            sweep_run(5, 1, {"cnn_finetuned": 0.95, "vit_scratch": 0.85}, high, evil)],
+                           "train.epochs", tmp_path)
+    cnn = summary["models"]["cnn_finetuned"]["points"]
+    assert [p["at_chance"] for p in cnn] == [True, False]
+    assert [r["void"] for r in summary["versus"]] == [True, False]
+    sentence = summary["crossover"]["sentence"]
+    assert sentence.startswith("no crossover in the range tried: the best ViT is not ahead")
+    assert "no verdict at 1 epochs" in sentence
+    text = render(summary)
+    assert "50.0% (at chance)" in text and "(at chance: no verdict)" in text
+    assert "<img" not in text and "&lt;img src=x onerror=alert(1)&gt;" in text
+    assert draw_sweep(summary, tmp_path / "curve.png").stat().st_size > 0   # the name, not mathtext
+
+
+def test_crossover_ignores_values_decided_by_a_model_at_chance() -> None:
+    void = [dict(r, void=i < 2) for i, r in enumerate(rows([0.2, 0.1, -0.1], [None] * 3))]
+    assert crossover(void, "split.max_train_per_class")["sentence"].startswith(
+        "no crossover in the range tried: the best ViT is not ahead of the best CNN at 25 images")
+    every = [dict(r, void=True) for r in rows([0.2, 0.1], [None] * 2)]
+    assert crossover(every, "split.max_train_per_class")["sentence"] == (
+        "no verdict at any value tried: the best CNN or ViT is at chance level at 5 and 10 images per class.")
 
 
 # --- with DVC ------------------------------------------------------------------------------------
@@ -220,7 +279,8 @@ def test_summarize_by_a_real_tiny_sweep(tiny_runs: Path, tmp_path: Path) -> None
     splits = [metrics_of(n, "metrics/split.json") for n in ("seed-1", "seed-2")]
     assert both["x"] == pytest.approx(sum(s["train"] / s["classes"] for s in splits) / 2) and both["x"] > 2
     assert table["vit_scratch"].tolist() == pytest.approx([one["mean"], both["mean"]])
-    assert summary["crossover"]["sentence"].startswith(("the best ViT", "no crossover in the range"))
+    assert summary["crossover"]["sentence"].startswith(("the best ViT", "no crossover in the range",
+                                                        "no verdict"))
     assert (project / "plots" / "sweep" / "split.max_train_per_class.png").stat().st_size > 10_000
     # the cost panel that --by train.epochs adds: accuracy against each point's mean train seconds
     assert all(p["train_seconds"] > 0 for s in summary["models"].values() for p in s["points"])

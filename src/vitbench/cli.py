@@ -104,11 +104,13 @@ def preset_show(name: str) -> None:
 @click.argument("name")
 @click.option("--queue", is_flag=True, help="Queue the experiment (`dvc queue start` runs it).")
 @click.option("--name", "exp_name", default=None, help="The experiment name (default: the preset's).")
-def preset_run(name: str, queue: bool, exp_name: str | None) -> None:
-    """Run a preset as a DVC experiment: `dvc exp run -n NAME -S ... -S ...`."""
+@click.option("--root", default=".", show_default=True, type=click.Path(file_okay=False))
+def preset_run(name: str, queue: bool, exp_name: str | None, root: str) -> None:
+    """Run a preset as a DVC experiment: `dvc exp run -n NAME -S ... -S ...`. The merged params
+    are checked first; params.yaml is restored if the run fails."""
     from vitbench import presets
 
-    sys.exit(_guard(lambda: presets.run(name, queue=queue, exp_name=exp_name)))
+    sys.exit(_guard(lambda: presets.run(name, queue=queue, exp_name=exp_name, root=root)))
 
 
 @preset.command("apply")

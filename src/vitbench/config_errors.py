@@ -1,9 +1,10 @@
 """A pydantic ValidationError of params.yaml as one `ConfigError`: the key path, the value and what
 is allowed, worded from the field's type and constraints (or its `description`).
 
-Which error is reported when there are several: an unknown key first (with the closest known key:
-"did you mean epochs?"), then a bad value, then a missing key; in params.yaml order within each.
-A cross-field check reports itself through `reject` with its own key and words.
+Several errors are reported at once (`ConfigErrors`, one line per key), in this order: unknown
+keys first (per section, with the closest known key: "did you mean epochs?"), then bad values,
+then missing keys; in the config's order within each. A cross-field check reports itself through
+`reject` with its own key and words (pydantic runs it once its section's fields are valid).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
-from vitbench.errors import ConfigError, MissingKeyError, short_list
+from vitbench.errors import ConfigError, MissingKeyError, VitbenchError, short_list
 
 CUSTOM = "vitbench"                       # the error type of `reject`
 UNKNOWN = ("unexpected_keyword_argument", "extra_forbidden", "invalid_key")
@@ -32,11 +33,32 @@ def reject(key: str, value: Any, allowed: str) -> NoReturn:
     raise PydanticCustomError(CUSTOM, "{allowed}", {"key": key, "value": value, "allowed": allowed})
 
 
+class ConfigErrors(ConfigError):
+    """Several bad keys of one params.yaml, all named at once; `key`, `value` and `allowed` are
+    the first one's (the most telling), `errors` holds each."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        first = errors[0]
+        self.key, self.value, self.allowed, self.errors = first.key, first.value, first.allowed, errors
+        lines = [str(e).removeprefix("params.yaml: ") for e in errors]
+        VitbenchError.__init__(self, f"params.yaml has {len(errors)} errors:\n"
+                               + "\n".join(f"  - {line}" for line in lines))
+
+
 def config_error(exc: ValidationError, root: type, raw: Any) -> ConfigError:
-    """The ConfigError for the most telling error of `exc` (validating `raw` as `root`)."""
-    errors = exc.errors(include_url=False)
+    """The ConfigError of `exc` (validating `raw` as `root`): one per key, the most telling first;
+    a ConfigErrors when there are several keys."""
     rank = {**dict.fromkeys(UNKNOWN, 0), **dict.fromkeys(MISSING, 2)}
-    err = min(errors, key=lambda e: rank.get(e["type"], 1))   # min keeps the first of a rank
+    found: dict[str, ConfigError] = {}
+    for err in sorted(exc.errors(include_url=False), key=lambda e: rank.get(e["type"], 1)):
+        error = _one_error(err, root, raw)
+        found.setdefault(error.key, error)   # a union's members fail once each: the first counts
+    errors = list(found.values())
+    return errors[0] if len(errors) == 1 else ConfigErrors(errors)
+
+
+def _one_error(err: Any, root: type, raw: Any) -> ConfigError:
+    """The ConfigError of one pydantic error."""
     if err["type"] == CUSTOM:
         ctx = err["ctx"]
         return ConfigError(ctx["key"], ctx["value"], ctx["allowed"])

@@ -12,6 +12,7 @@ order in every seed.
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import tempfile
@@ -23,9 +24,10 @@ from typing import Any
 
 import pandas as pd
 
-from vitbench.config import MODEL_IDS
-from vitbench.errors import VitbenchError
-from vitbench.stats import mean_interval
+from vitbench.config import MODEL_IDS, PARAMS_FILE, params_from_dict, read_params
+from vitbench.errors import ConfigError, VitbenchError
+from vitbench.markup import escape_text
+from vitbench.stats import ALPHA, at_chance, chance_p, majority_rate, mean_interval
 
 EXP_PREFIX = "seed-"
 FINISHED = (None, "success")   # executor states of a finished experiment (None: not from the queue)
@@ -53,8 +55,10 @@ def run_seeds(seeds: list[int], root: Path, jobs: int = 1, wait: bool = True,
     """Queue one experiment per seed (named seed-N), start the queue and, with `wait`, block
     until no experiment is queued or running; a failed experiment is a VitbenchError.
     `models` limits each run to those models' evaluate stages (and what they need); default all.
-    Nothing is queued unless the seeds are distinct and there is at least one."""
+    Nothing is queued unless the seeds are distinct, there is at least one and each makes a
+    valid params.yaml."""
     check_seeds(seeds)
+    check_seed_params(seeds, root)
     targets = [f"evaluate@{model}" for model in models]
     for seed in seeds:
         _dvc(["exp", "run", "--queue", "-S", f"seed={seed}", "-n", f"{EXP_PREFIX}{seed}", *targets],
@@ -127,15 +131,27 @@ def check_seeds(seeds: Sequence[int]) -> None:
                             f"is one experiment ({EXP_PREFIX}N); nothing was queued")
 
 
+def check_seed_params(seeds: Sequence[int], root: Path) -> None:
+    """A VitbenchError unless params.yaml at `root` with each seed set (as `dvc exp run -S seed=N`
+    writes it) is a valid params.yaml, as a stage validates it."""
+    raw = read_params(root / PARAMS_FILE)
+    for seed in seeds:
+        try:
+            params_from_dict({**raw, "seed": seed})
+        except ConfigError as exc:
+            raise VitbenchError(f"--seeds: seed {seed} is not allowed ({exc}); nothing was queued") from None
+
+
 @dataclass(frozen=True)
 class SeedRun:
     """One finished experiment: its name, seed, each model's accuracy and kind (CNN or ViT, as
-    evaluate wrote it into metrics/<id>.json from the model registry)."""
+    evaluate wrote it into metrics/<id>.json from the model registry) and its git commit."""
 
     name: str
     seed: int
     accuracy: dict[str, float]
     kinds: dict[str, str] = field(default_factory=dict)
+    rev: str = ""
 
 
 def experiments(show: Any, prefix: str = EXP_PREFIX) -> list[SeedRun]:
@@ -155,7 +171,8 @@ def experiments(show: Any, prefix: str = EXP_PREFIX) -> list[SeedRun]:
             if "kind" in metrics:
                 kinds[model_id] = str(metrics["kind"])
         if "seed" in params and accuracy:
-            runs.setdefault(int(params["seed"]), SeedRun(name, int(params["seed"]), accuracy, kinds))
+            runs.setdefault(int(params["seed"]), SeedRun(name, int(params["seed"]), accuracy, kinds,
+                                                             str(entry.get("rev") or "")))
     return [runs[s] for s in sorted(runs)]
 
 
@@ -191,9 +208,11 @@ def _walk(node: Any, state: str | None = None) -> list[tuple[dict[str, Any], str
     return found
 
 
-def summarize(runs: list[SeedRun]) -> dict[str, Any]:
-    """Per model: n, mean, std, 95% interval, min, max of the accuracy; per seed: the best CNN
-    and ViT and the winner; and whether the winner is the same in every seed."""
+def summarize(runs: list[SeedRun], root: Path | None = None) -> dict[str, Any]:
+    """Per model: n, mean, std, 95% interval, min, max of the accuracy and, with `root` (the
+    project, to read each experiment's predictions.csv), its `chance_p` over the seeds and whether
+    it is `at_chance`; per seed: the best CNN and ViT and the winner, void ("at chance") when the
+    best of a kind is at chance; and whether the winner is the same in every seed."""
     if not runs:
         raise VitbenchError(f"no finished experiment named {EXP_PREFIX}*: run `vitbench seeds` first")
     models = {}
@@ -201,14 +220,19 @@ def summarize(runs: list[SeedRun]) -> dict[str, Any]:
         values = [r.accuracy[model_id] for r in runs if model_id in r.accuracy]
         if values:
             s = mean_interval(values, bounds=(0.0, 1.0))
+            p = None if root is None else pooled_chance_p(
+                [predictions_at(root, r.rev, model_id) for r in runs if model_id in r.accuracy])
             models[model_id] = {"n": s.n, "mean": s.mean, "std": s.std, "ci_low": s.low,
-                                "ci_high": s.high, "min": min(values), "max": max(values)}
+                                "ci_high": s.high, "min": min(values), "max": max(values),
+                                "chance_p": p, "at_chance": p is not None and at_chance(p)}
     per_seed = []
     for r in runs:
-        cnn = max((v for k, v in r.accuracy.items() if r.kinds.get(k) == "CNN"), default=None)
-        vit = max((v for k, v in r.accuracy.items() if r.kinds.get(k) == "ViT"), default=None)
-        winner = None if cnn is None or vit is None else "tie" if cnn == vit else \
-            ("ViT" if vit > cnn else "CNN")
+        best = {kind: max((k for k in r.accuracy if r.kinds.get(k) == kind), key=r.accuracy.__getitem__,
+                          default=None) for kind in ("CNN", "ViT")}
+        cnn, vit = (None if best[k] is None else r.accuracy[best[k]] for k in ("CNN", "ViT"))
+        winner = None if cnn is None or vit is None else \
+            "at chance" if any(models[m]["at_chance"] for m in best.values() if m) else \
+            "tie" if cnn == vit else ("ViT" if vit > cnn else "CNN")
         per_seed.append({"seed": r.seed, "name": r.name, "best_cnn": cnn, "best_vit": vit,
                          "winner": winner, **r.accuracy})
     winners = {s["winner"] for s in per_seed}
@@ -217,28 +241,57 @@ def summarize(runs: list[SeedRun]) -> dict[str, Any]:
             "ranking_holds": holds, "winner": next(iter(winners)) if holds else None}
 
 
+def predictions_at(root: Path, rev: str, model_id: str) -> pd.DataFrame:
+    """plots/<id>/eval/predictions.csv (actual and predicted class per test image, indexed by
+    path) of the experiment at git commit `rev`."""
+    path = f"plots/{model_id}/eval/predictions.csv"
+    proc = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise VitbenchError(f"{path} of experiment commit {rev[:7]} could not be read: {proc.stderr.strip()}")
+    return pd.read_csv(io.StringIO(proc.stdout), dtype={"actual": str, "predicted": str},
+                       keep_default_na=False).drop_duplicates("path").set_index("path")
+
+
+def pooled_chance_p(predictions: Sequence[pd.DataFrame]) -> float:
+    """`stats.chance_p` of a model's test predictions pooled over experiments: its correct
+    answers against the majority-class rate of all their test labels."""
+    both = pd.concat(list(predictions))
+    correct = int((both["actual"] == both["predicted"]).sum())
+    return chance_p(correct, len(both), majority_rate(both["actual"].to_numpy()))
+
+
 def render(summary: dict[str, Any]) -> str:
-    """The summary as markdown: the spread per model, the seeds, and the verdict."""
-    rows = [{"Model": m, "Seeds": str(s["n"]), "Mean": f"{s['mean']:.1%}", "Std": f"{s['std'] * 100:.1f} pt",
+    """The summary as markdown: the spread per model (at chance marked), the seeds, and the
+    verdict; model names escaped (`markup.escape_text`)."""
+    rows = [{"Model": escape_text(m) + (" (at chance)" if s.get("at_chance") else ""),
+             "Seeds": str(s["n"]), "Mean": f"{s['mean']:.1%}", "Std": f"{s['std'] * 100:.1f} pt",
              "95% CI of the mean": "-" if s["ci_low"] is None else f"{s['ci_low']:.1%} - {s['ci_high']:.1%}",
-             "Min": f"{s['min']:.1%}", "Max": f"{s['max']:.1%}"} for m, s in summary["models"].items()]
+             "Min": f"{s['min']:.1%}", "Max": f"{s['max']:.1%}",
+             "Chance p": "-" if s.get("chance_p") is None else f"{s['chance_p']:.2g}"}
+            for m, s in summary["models"].items()]
     seeds = pd.DataFrame([{"Seed": str(s["seed"]),
-                           **{m: "-" if m not in s else f"{s[m]:.1%}" for m in summary["models"]},
+                           **{escape_text(m): "-" if m not in s else f"{s[m]:.1%}" for m in summary["models"]},
                            "Winner": s["winner"] or "-"} for s in summary["per_seed"]])
     n = len(summary["seeds"])
     counts = pd.Series([s["winner"] for s in summary["per_seed"]]).value_counts()
+    chance = [escape_text(m) for m, s in summary["models"].items() if s.get("at_chance")]
+    void = "at chance" in counts
     verdict = (f"The best {summary['winner']} beats the best of the other family in all {n} seeds."
                if summary["ranking_holds"] else
+               f"No verdict in {counts['at chance']} of {n} seeds: the best of a family there is "
+               "at chance level (no better than always answering the majority class)." if void else
                "The CNN-vs-ViT ranking does NOT hold in every seed: "
                + ", ".join(f"{w} wins {c} of {n}" for w, c in counts.items()) + ".")
     table = pd.DataFrame(rows)
     return "\n".join([
         f"# Accuracy over {n} seeds", "",
         table.to_markdown(index=False, disable_numparse=True), "",
-        seeds.to_markdown(index=False, disable_numparse=True), "", verdict, ""])
+        seeds.to_markdown(index=False, disable_numparse=True), "", verdict,
+        *([f"At chance (chance p >= {ALPHA}; never counted as best): {', '.join(chance)}."] if chance else []),
+        ""])
 
 
 def summarize_project(root: Path, prefix: str = EXP_PREFIX) -> dict[str, Any]:
     """`summarize` over the experiments `dvc exp show --json` lists in the project at `root`."""
     show = json.loads(_dvc(["exp", "show", "--json"], root) or "[]")
-    return summarize(experiments(show, prefix))
+    return summarize(experiments(show, prefix), root)

@@ -17,6 +17,7 @@ import itertools
 import json
 import logging
 import re
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -76,14 +77,14 @@ def parse_grid(specs: Sequence[str], raw: dict[str, Any]) -> dict[str, list[tupl
         if not text.strip() or any(not t for t in items):
             raise VitbenchError(f"-S {spec!r}: an empty value list or an empty value; "
                                 f"expected -S {key}=v1,v2,...")
-        values = [(t, _scalar(key, t)) for t in items]
-        seen: dict[str, str] = {}
+        values = [(t, _scalar(key, t, raw)) for t in items]
+        seen: dict[tuple[str, Any], str] = {}
         for t, v in values:
-            canonical = json.dumps(v)
-            if canonical in seen:
+            same = _identity(v)
+            if same in seen:
                 raise VitbenchError(f"-S {key}: the value {t!r} is listed twice"
-                                    + (f" ({seen[canonical]!r} is the same value)" if seen[canonical] != t else ""))
-            seen[canonical] = t
+                                    + (f" ({seen[same]!r} is the same value)" if seen[same] != t else ""))
+            seen[same] = t
         grid[key] = values
     if not grid:
         raise VitbenchError("nothing to sweep: give at least one -S KEY=V1,V2,...")
@@ -100,14 +101,56 @@ def _closest(key: str, leaves: list[str]) -> str:
     return f"; did you mean {match[0]}?" if match else ""
 
 
-def _scalar(key: str, text: str) -> Any:
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        value = text
+def _scalar(key: str, text: str, raw: dict[str, Any]) -> Any:
+    """The value `dvc exp run -S key=text` writes into params.yaml, as a stage reads it back: DVC
+    parses `text` with Hydra's grammar, not YAML's (`010` stays the string '010', `on` becomes
+    true), so the override is applied by DVC's own code to a copy of `raw`."""
+    from dvc.exceptions import DvcException
+    from dvc.utils.hydra import apply_overrides
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / config.PARAMS_FILE
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        try:
+            apply_overrides(str(path), [f"{key}={text}"])
+        except DvcException as exc:
+            cause = f": {exc.__cause__}" if exc.__cause__ else ""
+            raise VitbenchError(f"-S {key}={text}: DVC cannot parse this value{cause}") from None
+        value = _at(yaml.safe_load(path.read_text()), key.split("."))
     if isinstance(value, (dict, list)):
         raise VitbenchError(f"-S {key}={text}: a sweep takes scalar values (numbers, strings, null)")
     return value
+
+
+def _as_text_note(combo: Sequence[tuple[str, Any]]) -> str:
+    """" (DVC writes 010 as the string '010', not a number)" for the values YAML would read as
+    something else than the string DVC writes."""
+    texts = [t for t, v in combo if isinstance(v, str) and not isinstance(_yaml_or_none(t), str)]
+    return "".join(f" (DVC writes {t} as the string {t!r}, not a number)" for t in texts)
+
+
+def _yaml_or_none(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+
+
+def _at(raw: dict[str, Any], path: list[str]) -> Any:
+    """The value at `path` (params.yaml keys) in `raw`."""
+    for part in path:
+        raw = raw[part]
+    return raw
+
+
+def _identity(value: Any) -> tuple[str, Any]:
+    """What makes two values the same params.yaml value: numbers by value (15 and 15.0), true and
+    false apart from 1 and 0, anything else by its YAML text."""
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, (int, float)):
+        return ("number", float(value))
+    return ("other", json.dumps(value))
 
 
 def short_name(key: str) -> str:
@@ -142,7 +185,8 @@ def plan(grid: dict[str, list[tuple[str, Any]]], seeds: Sequence[int], raw: dict
             config.params_from_dict(changed)
         except ConfigError as exc:
             where = ", ".join(f"{k}={t}" for k, (t, _) in zip(grid, combo))
-            raise VitbenchError(f"the grid point {where} is not a valid params.yaml: {exc}") from None
+            raise VitbenchError(f"the grid point {where} is not a valid params.yaml: {exc}"
+                                + _as_text_note(combo)) from None
         stem = "-".join(f"{tags[k]}-{value_label(v)}" for k, (_, v) in zip(grid, combo))
         for seed in seeds:
             points.append(Point(f"{stem}-seed-{seed}", seed, {k: t for k, (t, _) in zip(grid, combo)}))

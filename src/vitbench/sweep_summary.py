@@ -19,10 +19,8 @@ is cut). "Better" is said only when p < 0.05.
 
 from __future__ import annotations
 
-import io
 import json
 import math
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +31,9 @@ import pandas as pd
 
 from vitbench import stats
 from vitbench.errors import VitbenchError
+from vitbench.markup import escape_text
 from vitbench.model_ids import MODELS
-from vitbench.seeds import FINISHED, _dvc, _model_metrics, _walk
+from vitbench.seeds import FINISHED, _dvc, _model_metrics, _walk, pooled_chance_p, predictions_at
 
 SIZE_KEY = "split.max_train_per_class"
 UNITS = {SIZE_KEY: "images per class", "epochs": "epochs", "image_size": "px"}
@@ -180,8 +179,9 @@ def label(value: Any, by: str, per_class: float | None = None) -> str:
     return f"{text} {unit(by)}".strip()
 
 
-def aggregate(runs: list[SweepRun], by: str) -> dict[str, Any]:
-    """Per model line and value: runs, mean, std, 95% interval (kind), mean train seconds, x."""
+def aggregate(runs: list[SweepRun], by: str, root: Path | None = None) -> dict[str, Any]:
+    """Per model line and value: runs, mean, std, 95% interval (kind), mean train seconds, x and,
+    with `root` (to read each experiment's predictions.csv), chance_p and at_chance."""
     _numeric(runs, by)
     values = list(dict.fromkeys(json.dumps(r.value) for r in runs))
     models: dict[str, Any] = {}
@@ -190,7 +190,7 @@ def aggregate(runs: list[SweepRun], by: str) -> dict[str, Any]:
         for v in values:
             here = [r for r in runs if json.dumps(r.value) == v and line in r.metrics]
             if here:
-                points.append(_point(here, line, by))
+                points.append(_point(here, line, by, root))
         first = next(r.metrics[line] for r in runs if line in r.metrics)
         models[line] = {"kind": _kind(model_of(line), first), "model": model_of(line),
                         "display_name": _line_name(line, first, runs), "points": points}
@@ -212,7 +212,9 @@ def _line_name(line: str, metrics: dict[str, Any], runs: list[SweepRun]) -> str:
     return f"{name[:-1]}, {', '.join(notes)})" if name.endswith(")") else f"{name} ({', '.join(notes)})"
 
 
-def _point(runs: list[SweepRun], line: str, by: str) -> dict[str, Any]:
+def _point(runs: list[SweepRun], line: str, by: str, root: Path | None) -> dict[str, Any]:
+    chance = None if root is None else pooled_chance_p(
+        [predictions_at(root, r.rev, model_of(line)) for r in runs])
     acc = [float(r.metrics[line]["accuracy"]) for r in runs]
     spread = stats.mean_interval(acc, bounds=(0.0, 1.0))
     low, high, kind = spread.low, spread.high, "t over seeds"
@@ -228,7 +230,8 @@ def _point(runs: list[SweepRun], line: str, by: str) -> dict[str, Any]:
     return {"value": value, "x": x, "label": label(value, by, x if value is None else None),
             "n": spread.n, "mean": spread.mean, "std": spread.std, "ci_low": low, "ci_high": high,
             "ci_kind": kind, "train_seconds": float(np.mean(seconds)) if seconds else None,
-            "runs": [r.name for r in runs]}
+            "runs": [r.name for r in runs], "chance_p": chance,
+            "at_chance": chance is not None and stats.at_chance(chance)}
 
 
 def _kind(model_id: str, metrics: dict[str, Any]) -> str:
@@ -242,7 +245,8 @@ def _kind(model_id: str, metrics: dict[str, Any]) -> str:
 
 def versus(runs: list[SweepRun], models: dict[str, Any], root: Path | None) -> list[dict[str, Any]]:
     """Per value: the best CNN and best ViT by mean accuracy, the difference, and McNemar's exact
-    test on their per-image correctness pooled over the seeds (p None without `root`)."""
+    test on their per-image correctness pooled over the seeds (p None without `root`); `void`
+    when either best is at chance (then it decides nothing)."""
     cnns = [m for m, s in models.items() if s["kind"] == "CNN"]
     vits = [m for m, s in models.items() if s["kind"] == "ViT"]
     rows = []
@@ -257,6 +261,7 @@ def versus(runs: list[SweepRun], models: dict[str, Any], root: Path | None) -> l
         test = _pooled_mcnemar(here, vit, cnn, root) if root is not None else None
         rows.append({"value": json.loads(v), "label": means[vit]["label"], "best_cnn": cnn,
                      "best_vit": vit, "difference": means[vit]["mean"] - means[cnn]["mean"],
+                     "void": bool(means[cnn].get("at_chance") or means[vit].get("at_chance")),
                      "p_value": None if test is None else test.p_value,
                      "vit_only_right": None if test is None else test.only_a,
                      "cnn_only_right": None if test is None else test.only_b})
@@ -282,18 +287,21 @@ def _pooled_mcnemar(runs: list[SweepRun], a: str, b: str, root: Path) -> stats.M
 
 def _correct(root: Path, rev: str, model_id: str) -> pd.Series:
     """Per test image: whether `model_id` got it right in the experiment at commit `rev`."""
-    path = f"plots/{model_id}/eval/predictions.csv"
-    proc = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise VitbenchError(f"{path} of experiment commit {rev[:7]} could not be read: {proc.stderr.strip()}")
-    df = pd.read_csv(io.StringIO(proc.stdout), dtype={"actual": str, "predicted": str},
-                     keep_default_na=False).drop_duplicates("path").set_index("path")
+    df = predictions_at(root, rev, model_id)
     return df["actual"] == df["predicted"]
 
 
 def crossover(rows: list[dict[str, Any]], by: str) -> dict[str, Any]:
     """Where the best ViT gets ahead of the best CNN and stays ahead up to the largest value
-    tried, with the values where that lead is significant (p < 0.05), as a sentence."""
+    tried, with the values where that lead is significant (p < 0.05), as a sentence. A value
+    where either best is at chance (`void`) decides nothing and is named apart."""
+    void = [r for r in rows if r.get("void")]
+    rows = [r for r in rows if not r.get("void")]
+    at = (f" (no verdict at {_values([r['label'] for r in void], by)}: the best CNN or ViT there "
+          "is at chance level)") if void else ""
+    if void and not rows:
+        return {"from": None, "significant_at": [], "sentence": "no verdict at any value tried: "
+                f"the best CNN or ViT is at chance level at {_values([r['label'] for r in void], by)}."}
     if not rows:
         return {"from": None, "significant_at": [],
                 "sentence": "no crossover to report: the runs hold only one of CNNs and ViTs."}
@@ -320,7 +328,7 @@ def crossover(rows: list[dict[str, Any]], by: str) -> dict[str, Any]:
     else:
         sentence = f"the best ViT is ahead of the best CNN from {tail[0]['label']} on{note}."
     return {"from": tail[0]["value"] if tail and start > 0 else None,
-            "significant_at": [r["value"] for r in significant], "sentence": sentence}
+            "significant_at": [r["value"] for r in significant], "sentence": sentence[:-1] + at + "."}
 
 
 def _bare(text: str, by: str) -> str:
@@ -347,7 +355,12 @@ def summarize_by(runs: list[SweepRun], by: str, root: Path | None = None) -> dic
     """The whole summary as data (what `--json` prints)."""
     if not runs:
         raise VitbenchError(f"no finished experiment with model metrics: run `vitbench sweep -S {by}=...` first")
-    models = aggregate(runs, by)
+    values = {json.dumps(r.value) for r in runs}
+    if len(values) == 1:
+        raise VitbenchError(f"--by {by}: nothing was swept: every finished experiment ({len(runs)}) has "
+                            f"{by} = {values.pop()}, so there is no curve to draw; run "
+                            f"`vitbench sweep -S {by}=V1,V2,...` first (or --by a key that was swept)")
+    models = aggregate(runs, by, root)
     rows = versus(runs, models, root)
     classes = {r.classes for r in runs}
     return {"by": by, "unit": unit(by), "seeds": sorted({r.seed for r in runs}),
@@ -360,10 +373,11 @@ def render(summary: dict[str, Any]) -> str:
     """The summary as markdown: per model and value, then CNN against ViT per value."""
     from vitbench.report_markdown import _fmt_p
 
-    by = summary["by"]
+    by = escape_text(summary["by"])
     table = pd.DataFrame([{
-        by: p["label"], "Model": s["display_name"], "Kind": s["kind"], "Runs": str(p["n"]),
-        "Mean accuracy": f"{p['mean']:.1%}",
+        by: escape_text(p["label"]), "Model": escape_text(s["display_name"]), "Kind": escape_text(s["kind"]),
+        "Runs": str(p["n"]), "Mean accuracy": f"{p['mean']:.1%}" + (" (at chance)" if p.get("at_chance") else ""),
+        "Chance p": "-" if p.get("chance_p") is None else f"{p['chance_p']:.2g}",
         "95% interval": "-" if p["ci_low"] is None else f"{p['ci_low']:.1%} - {p['ci_high']:.1%}",
         "Interval": p["ci_kind"],
         "Train s": "-" if p["train_seconds"] is None else f"{p['train_seconds']:.0f}"}
@@ -372,15 +386,16 @@ def render(summary: dict[str, Any]) -> str:
              f"{', '.join(map(str, summary['seeds']))})", "",
              table.to_markdown(index=False, disable_numparse=True), ""]
     if summary["versus"]:
-        names = {m: s["display_name"] for m, s in summary["models"].items()}
+        names = {m: escape_text(s["display_name"]) for m, s in summary["models"].items()}
         pairs = pd.DataFrame([{
-            by: r["label"], "Best CNN": names[r["best_cnn"]], "Best ViT": names[r["best_vit"]],
-            "ViT - CNN": f"{r['difference'] * 100:+.1f} pt",
+            by: escape_text(r["label"]), "Best CNN": names[r["best_cnn"]], "Best ViT": names[r["best_vit"]],
+            "ViT - CNN": f"{r['difference'] * 100:+.1f} pt"
+                         + (" (at chance: no verdict)" if r.get("void") else ""),
             "McNemar p": "-" if r["p_value"] is None else _fmt_p(r["p_value"])}
             for r in summary["versus"]])
         lines += [pairs.to_markdown(index=False, disable_numparse=True), ""]
     sentence = summary["crossover"]["sentence"]
-    lines += [sentence[0].upper() + sentence[1:], ""]
+    lines += [escape_text(sentence[0].upper() + sentence[1:]), ""]
     return "\n".join(lines)
 
 

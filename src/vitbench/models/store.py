@@ -3,11 +3,15 @@
 A trained model lives in `models/<id>/` as `model.weights.h5` (Keras weights only, never a pickled
 or Lambda-bearing model file) plus `record.json`, whose `family` and `build` say how to rebuild
 the architecture through the family registry. Loading therefore never needs `safe_mode=False` and
-never downloads anything.
+never downloads anything. The record's `predict_sha256` is the checksum of what a prediction
+depends on beyond the architecture (the weights file and the `preprocess` setting): a record
+whose weights file was replaced or whose preprocess was edited is refused on load.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -15,7 +19,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from vitbench.errors import ConfigError, DataError
+from vitbench.errors import ConfigError, DataError, short_list
 from vitbench.fsutil import atomic_dir, read_json, write_json
 from vitbench.models import registry
 
@@ -28,6 +32,8 @@ SPATIAL = ("image_size", "patch_size")                      # build sizes bounde
 DEPTHS = ("layers", "num_layers", "blocks", "conv_layers")  # at most one per 4 stored variables
 SIZE_KEYS = SPATIAL + DEPTHS + ("num_classes", "projection_dim", "num_heads", "mlp_head",
                                 "hidden_size", "mlp_dim", "representation_size")
+CHECKSUM = "predict_sha256"    # record key: sha256 of the weights file and the preprocess setting
+TRAIN_STAGES = {"cnn": "train_cnn", "vit_scratch": "train_vit", "vit_ft": "finetune_vit"}  # dvc.yaml
 
 
 def build_model(record: dict[str, Any]) -> keras.Model:
@@ -54,6 +60,8 @@ def save_model(model: keras.Model, model_dir: str | Path, record: dict[str, Any]
     bare.set_weights(model.get_weights())
     with atomic_dir(model_dir) as tmp:
         bare.save_weights(tmp / WEIGHTS_FILE)
+        if "preprocess" in record:
+            record[CHECKSUM] = predict_checksum(tmp / WEIGHTS_FILE, record["preprocess"])
         write_json(tmp / RECORD_FILE, record)
     log.info("saved %s (%s parameters) to %s", record.get("id", "model"),
              f"{record['params_total']:,}", model_dir)
@@ -72,6 +80,7 @@ def load_model(model_dir: str | Path) -> tuple[keras.Model, dict[str, Any]]:
     except ValueError as exc:
         raise DataError(f"{record_file} is not valid JSON: {exc}") from exc
     check_record(record, str(record_file))
+    check_checksum(record, weights, str(record_file))
     check_against_weights(record, weights, str(record_file))
     try:
         model = build_model(record)
@@ -91,6 +100,33 @@ def load_model(model_dir: str | Path) -> tuple[keras.Model, dict[str, Any]]:
         raise DataError(f"{record_file}: classes names {len(record['classes'])} classes but the "
                         f"model's head has {outputs} outputs")
     return model, record
+
+
+def predict_checksum(weights: Path, preprocess: Any) -> str:
+    """sha256 of the weights file's bytes and the preprocess setting (what a prediction depends
+    on besides the architecture the record's `build` describes)."""
+    digest = hashlib.sha256()
+    with open(weights, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    digest.update(b"\0preprocess=" + json.dumps(preprocess).encode())
+    return digest.hexdigest()
+
+
+def check_checksum(record: dict[str, Any], weights: Path, where: str) -> None:
+    """A DataError unless the record's `predict_sha256` matches its weights file and preprocess
+    setting; a record without one (trained before vitbench recorded it) is loaded with a warning."""
+    stored = record.get(CHECKSUM)
+    if stored is None:
+        log.warning("%s has no %s (a model trained before vitbench recorded it): whether its weights "
+                    "file or preprocess changed since training cannot be checked", where, CHECKSUM)
+        return
+    if stored != predict_checksum(weights, record.get("preprocess")):
+        stage = TRAIN_STAGES.get(str(record.get("family")), "train_...")
+        raise DataError(f"{where}: {weights.name} or preprocess = {record.get('preprocess')!r} changed "
+                        f"since training ({CHECKSUM} does not match): the model would predict "
+                        f"wrong labels; rebuild it with `dvc repro {stage}` (or restore both files "
+                        "with `dvc checkout`)")
 
 
 def count_params(weights: list[Any]) -> int:
@@ -121,6 +157,11 @@ def check_against_weights(record: dict[str, Any], weights: Path, where: str) -> 
     if classes is not None:
         if not isinstance(classes, list) or not all(isinstance(c, str) and c for c in classes):
             raise DataError(f"{where}: classes = {_shown(classes)} must be a list of class names")
+        twice = sorted({c for c in classes if classes.count(c) > 1})
+        if twice:
+            raise DataError(f"{where}: the class name(s) {short_list(repr(c) for c in twice)} appear more "
+                            "than once in classes: each output of the model needs its own name "
+                            "(retrain it, or restore record.json with `dvc checkout`)")
         if "num_classes" in build and build["num_classes"] != len(classes):
             raise DataError(f"{where}: classes names {len(classes)} classes but the model's head "
                             f"has build.num_classes = {build.get('num_classes')!r} outputs")

@@ -80,7 +80,7 @@ def _line(ax: Any, s: dict[str, Any], xs: list[Any], color: Any, kind: str) -> N
     _, style, marker = STYLE.get(kind, ("Greys", ":", "^"))
     x = [a for a, _ in pts]
     ax.plot(x, [p["mean"] for _, p in pts], style, marker=marker, color=color, lw=2,
-            label=f"{s['display_name']} ({kind})")
+            label=f"{s['display_name']} ({kind})".replace("$", r"\$"))   # a name, not mathtext
     band = [(a, p) for a, p in pts if p["ci_low"] is not None]
     if band:   # faint fill, its edges thin in the line's style: overlapping bands stay traceable
         bx, low, high = [a for a, _ in band], [p["ci_low"] for _, p in band], [p["ci_high"] for _, p in band]

@@ -9,7 +9,9 @@ source of truth and `dvc repro` works exactly as before.
 from __future__ import annotations
 
 import logging
+import shutil
 import subprocess
+import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -78,6 +80,31 @@ def apply(name: str, params_path: str | Path = "params.yaml") -> list[str]:
     return flags
 
 
+def check_merged(flags: list[str], params_path: str | Path = "params.yaml") -> None:
+    """Refuse `flags` unless params.yaml with them applied (by DVC's own `-S` code, on a copy) is
+    a valid params.yaml whose folder or archive source exists: before `dvc exp run` writes them
+    into the workspace's params.yaml."""
+    from dvc.exceptions import DvcException
+    from dvc.utils.hydra import apply_overrides
+
+    params_path = Path(params_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        merged = Path(tmp) / params_path.name
+        shutil.copyfile(params_path, merged)
+        try:
+            apply_overrides(str(merged), flags)
+        except DvcException as exc:
+            raise ConfigError("preset", " ".join(flags),
+                              f"overrides DVC can apply ({exc.__cause__ or exc})") from None
+        dataset = load_params(merged).dataset
+    if dataset.kind in ("folder", "archive"):
+        source = Path(dataset.source).expanduser()
+        if not (source if source.is_absolute() else params_path.parent / source).exists():
+            raise ConfigError("dataset.source", dataset.source,
+                              f"an existing {dataset.kind}: create it (the preset's comments say "
+                              "what goes there) or point dataset.source elsewhere")
+
+
 def dvc_exp_run_args(name: str, *, queue: bool = False, exp_name: str | None = None) -> list[str]:
     """The `dvc exp run` command line that runs a preset as a named experiment."""
     args = ["dvc", "exp", "run", "-n", exp_name or Path(name).stem.replace("_", "-")]
@@ -88,8 +115,20 @@ def dvc_exp_run_args(name: str, *, queue: bool = False, exp_name: str | None = N
     return args
 
 
-def run(name: str, *, queue: bool = False, exp_name: str | None = None) -> int:
-    """Run (or queue) a preset as a DVC experiment; returns dvc's exit code."""
+def run(name: str, *, queue: bool = False, exp_name: str | None = None, root: str | Path = ".") -> int:
+    """Run (or queue) a preset as a DVC experiment in the project at `root`; returns dvc's exit
+    code. The merged params are checked first (`check_merged`), and params.yaml is restored byte
+    for byte when the run fails (DVC leaves a failed run's values in it)."""
+    params_path = Path(root) / "params.yaml"
     args = dvc_exp_run_args(name, queue=queue, exp_name=exp_name)
+    check_merged(overrides(load_preset(name)), params_path)
+    before = params_path.read_bytes()
     log.info("running: %s", " ".join(args))
-    return subprocess.call(args)
+    code = 1
+    try:
+        code = subprocess.call(args, cwd=root)
+    finally:
+        if code != 0 and params_path.read_bytes() != before:
+            params_path.write_bytes(before)
+            log.warning("the run failed: params.yaml is restored as it was before it")
+    return code
