@@ -6,7 +6,6 @@ LOCK   := requirements.lock
 # uv installs the lock (much faster than pip, see README "Installing: the lock"); pinned like the rest
 UV_VERSION ?= 0.13.9
 UV     := $(BIN)/uv
-TEMPLATE := .dvc/plots_template.html
 # pytest-xdist workers; one test file per worker (module fixtures are built once). 2 fits 2 cores
 TEST_WORKERS ?= 2
 export TF_CPP_MIN_LOG_LEVEL ?= 2
@@ -22,11 +21,7 @@ $(BIN)/vitbench: pyproject.toml $(LOCK) | $(UV)
 	$(UV) pip install --quiet --python $(BIN)/python -r $(LOCK) -e '.[dev]'
 	touch $@
 
-# `dvc plots show` draws offline with it (.dvc/config: plots.html_template); generated, not committed
-$(TEMPLATE): $(BIN)/vitbench
-	$(BIN)/vitbench plots-template --output $@
-
-setup: $(BIN)/vitbench $(TEMPLATE)   ## create .venv, install the locked dependencies and vitbench
+setup: $(BIN)/vitbench             ## create .venv, install the locked dependencies and vitbench
 
 # --universal: one lock for every platform and every Python from --python-version up (markers where
 # they differ), so for both versions pyproject's requires-python allows, 3.11 and 3.12

@@ -24,7 +24,10 @@ from vitbench.errors import VitbenchError
 
 # project path -> its name inside vitbench/project/ (no hidden files or .dvc/ folder in a package)
 FILES = {"dvc.yaml": "dvc.yaml", "params.yaml": "params.yaml", ".dvcignore": "dvcignore",
-         ".gitignore": "gitignore", ".dvc/config": "dvc_config", ".dvc/.gitignore": "dvc_gitignore"}
+         ".gitignore": "gitignore", ".dvc/config": "dvc_config", ".dvc/.gitignore": "dvc_gitignore",
+         # the Vega-Lite templates that dvc.yaml's `plots:` name (`template: <file name>`)
+         ".dvc/plots/curves_by_model.json": "dvc_plots/curves_by_model.json",
+         ".dvc/plots/bars_by_model.json": "dvc_plots/bars_by_model.json"}
 STAGES = "stages"  # every stages/*.py, under the same name in the package
 PACKAGED = "project"
 # what `vitbench init` replaces only with --force; the ignore files and .dvc/config are merged
@@ -121,10 +124,10 @@ def init_project(dest: Path, force: bool = False, echo: Callable[[str], None] = 
         path.parent.mkdir(parents=True, exist_ok=True)
         old = path.read_text(encoding="utf-8") if path.is_file() else ""
         path.write_text(merge_lines(old, text) if rel in MERGED_LINES else text, encoding="utf-8")
-    _merge_dvc_config(dest, files[".dvc/config"], echo)
+    template = _merge_dvc_config(dest, files[".dvc/config"], echo)
     echo(f"wrote {', '.join(sorted(files))} in {dest}"
          + (f" (replaced {', '.join(replaced)})" if replaced else ""))
-    written = sorted(files)
+    written = sorted([*files, *([template] if template else [])])
     if first_commit:
         _run(["git", "add", "--", *written], dest, "git")
         _run(["git", "commit", "-q", "-m", "vitbench init: dvc.yaml, params.yaml, stages/", "--",
@@ -182,9 +185,11 @@ def _ensure_dvc_repo(dest: Path, echo: Callable[[str], None]) -> None:
     echo(f"initialised DVC in {dest}" + (f" (a subfolder of the git repository {top})" if subdir else ""))
 
 
-def _merge_dvc_config(dest: Path, shipped: str, echo: Callable[[str], None]) -> None:
+def _merge_dvc_config(dest: Path, shipped: str, echo: Callable[[str], None]) -> str | None:
     """Set the shipped .dvc/config keys the project's config lacks (its own values win), and write
-    the offline plots template it names when that file is missing."""
+    the offline plots template it names when that file is missing; returns the project path of
+    the template it wrote (committed like the other files: `dvc plots show` needs it in every
+    clone), or None."""
     from dvc.repo import Repo
 
     wanted = _ini_sections(shipped)
@@ -194,11 +199,14 @@ def _merge_dvc_config(dest: Path, shipped: str, echo: Callable[[str], None]) -> 
             for key, value in values.items():
                 current.setdefault(key, value)
     template = _ini_sections((dest / ".dvc" / "config").read_text()).get("plots", {}).get("html_template")
-    if template and not (dest / ".dvc" / template).is_file():
-        from vitbench.plots.offline import write_html_template
+    path = dest / ".dvc" / template if template else None
+    if path is None or path.is_file():
+        return None
+    from vitbench.plots.offline import write_html_template
 
-        write_html_template(dest / ".dvc" / template)
-        echo(f"wrote .dvc/{template}: `dvc plots show` draws offline")
+    write_html_template(path)
+    echo(f"wrote {path}: `dvc plots show` draws offline")
+    return path.relative_to(dest).as_posix() if path.is_relative_to(dest) else None
 
 
 def _ini_sections(text: str) -> dict[str, dict[str, str]]:

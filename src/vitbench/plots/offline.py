@@ -3,9 +3,13 @@
 DVC's default page loads vega, vega-lite and vega-embed from a CDN, so an offline machine shows
 empty boxes. This template inlines the three libraries, bundled by the `vl-convert-python`
 package (a project dependency), as one classic <script> that sets `window.vegaEmbed`, `vega` and
-`vegaLite`, which is what the `vegaEmbed('#id', spec)` calls of DVC's plot divs need. It is
-generated (`vitbench plots-template`, run by `make setup`) rather than committed (about 0.9 MB),
-and `.dvc/config` names it once: `[plots] html_template = plots_template.html` (relative to .dvc/).
+`vegaLite`, which is what the `vegaEmbed('#id', spec)` calls of DVC's plot divs need.
+`.dvc/config` names it once: `[plots] html_template = plots_template.html` (relative to .dvc/).
+It is committed (about 0.9 MB), so `dvc plots show` works in any clone
+however it was set up: DVC takes a missing template's path for the template's text and stops with
+"HTML template has to contain '{plot_divs}'". The text depends only on the vl-convert-python
+version: after upgrading it, `vitbench plots-template` regenerates the file (a test compares).
+`vitbench init` writes it into a new project and commits it with the other files.
 """
 
 from __future__ import annotations
