@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -134,25 +133,3 @@ def test_more_folds_than_the_cleaned_images_allow_are_refused_before_queueing(tm
     with pytest.raises(VitbenchError, match=r"split.folds = 3 needs .*'b' \(2\).*nothing was queued"):
         check_workspace_folds(3, tmp_path)
     check_workspace_folds(3, tmp_path, ["split.near_duplicate_bits=null"])   # may differ: skipped
-
-
-def test_a_stalled_queue_gets_its_workers_restarted(tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """Queued tasks and none running for `stall_polls` polls: `dvc queue start` again (a dead
-    worker leaves them queued forever); a running task resets the count."""
-    from conftest import make_project_copy
-    from dvc_project import VENV_BIN
-
-    from vitbench.seeds import Task
-    from vitbench.sweep import Restarting
-
-    project = make_project_copy(tmp_path / "project")
-    seen, said = [], []
-    watch = Restarting(seen.append, project, 1, said.append, stall_polls=3)
-    queued, running = [Task("a1", "fold-0", "Queued")], [Task("a1", "fold-0", "Running")]
-    monkeypatch.setenv("PATH", f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}")
-    for rows in (queued, queued, running, queued, queued):
-        watch(rows)
-    assert len(seen) == 5 and said == []
-    watch(queued)
-    assert said == ["experiments are queued but none runs: restarting the queue's workers"]

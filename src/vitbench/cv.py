@@ -38,7 +38,7 @@ from scipy import stats as scistats
 from vitbench import config, stats
 from vitbench.errors import DataError, VitbenchError
 from vitbench.seeds import _dvc, start_queue, wait_for_queue
-from vitbench.sweep import Point, Progress, Restarting, parse_grid, plan, queue_points
+from vitbench.sweep import Point, Progress, parse_grid, plan, queue_points
 from vitbench.sweep_summary import SweepRun, _kind, _line_name, model_of, sweep_runs
 
 FOLDS_KEY, FOLD_KEY = "split.folds", "split.fold"
@@ -81,7 +81,7 @@ def run_cv(folds: int, root: Path, models: Sequence[str] = (), specs: Sequence[s
             start_queue(root, jobs)
         return None
     start_queue(root, jobs)
-    wait_for_queue(root, timeout, tasks, Restarting(Progress(jobs, echo), root, jobs, echo))
+    wait_for_queue(root, timeout, tasks, Progress(jobs, echo), jobs=jobs, echo=echo)
     return summarize_project(root, folds, specs, seeds)
 
 

@@ -32,6 +32,8 @@ from vitbench.stats import ALPHA, at_chance, chance_p, majority_rate, mean_inter
 EXP_PREFIX = "seed-"
 FINISHED = (None, "success")   # executor states of a finished experiment (None: not from the queue)
 POLL_SECONDS = 5.0
+STALL_POLLS = 24       # polls with tasks queued and none running before the workers are restarted
+STATUS_RETRIES = 3     # `dvc queue status` failures in a row ridden out before giving up
 QUEUE_STATES = ("Queued", "Running", "Success", "Failed")
 
 
@@ -65,7 +67,7 @@ def run_seeds(seeds: list[int], root: Path, jobs: int = 1, wait: bool = True,
              root)
     start_queue(root, jobs)
     if wait:
-        wait_for_queue(root, timeout)
+        wait_for_queue(root, timeout, jobs=jobs)
 
 
 def start_queue(root: Path, jobs: int) -> None:
@@ -100,12 +102,27 @@ def queue_tasks(root: Path) -> list[Task]:
 
 
 def wait_for_queue(root: Path, timeout: float, tasks: set[str] | None = None,
-                   progress: Callable[[list[Task]], None] | None = None) -> list[Task]:
+                   progress: Callable[[list[Task]], None] | None = None, *, jobs: int = 1,
+                   echo: Callable[[str], None] = print) -> list[Task]:
     """Block until none of `tasks` (task ids; default every task) is queued or running, calling
-    `progress` with their rows at each poll; a failed one is a VitbenchError naming it."""
+    `progress` with their rows at each poll; a failed one is a VitbenchError naming it.
+
+    Two known faults of DVC's local queue on a loaded machine are ridden out: a `dvc queue
+    status` that fails once (a half-written broker message) is polled again, up to
+    STATUS_RETRIES times in a row; and a dead worker that leaves tasks queued with none running
+    for STALL_POLLS polls is replaced (`dvc queue start -j JOBS` keeps the live ones)."""
     deadline = time.monotonic() + timeout
+    failures = stalled = 0
     while True:
-        rows = [t for t in queue_tasks(root) if tasks is None or t.task in tasks]
+        try:
+            rows = [t for t in queue_tasks(root) if tasks is None or t.task in tasks]
+            failures = 0
+        except VitbenchError:
+            failures += 1
+            if failures > STATUS_RETRIES:
+                raise
+            time.sleep(POLL_SECONDS)
+            continue
         if progress is not None:
             progress(rows)
         if not any(t.status in ("Queued", "Running") for t in rows):
@@ -113,6 +130,11 @@ def wait_for_queue(root: Path, timeout: float, tasks: set[str] | None = None,
         if time.monotonic() > deadline:
             raise VitbenchError(f"the experiments did not finish within {timeout:.0f} s: "
                                 + ", ".join(f"{t.name} {t.status}" for t in rows))
+        stalled = stalled + 1 if not any(t.status == "Running" for t in rows) else 0
+        if stalled >= STALL_POLLS:
+            stalled = 0
+            echo("experiments are queued but none runs: restarting the queue's workers")
+            start_queue(root, jobs)
         time.sleep(POLL_SECONDS)
     failed = [f"{t.task} {t.name}" for t in rows if t.status == "Failed"]
     if failed:

@@ -303,27 +303,5 @@ def run_sweep(specs: Sequence[str], seeds: int, root: Path, models: Sequence[str
     if start:
         start_queue(root, jobs)
         if wait:
-            wait_for_queue(root, timeout, tasks, Progress(jobs, echo))
+            wait_for_queue(root, timeout, tasks, Progress(jobs, echo), jobs=jobs, echo=echo)
     return points
-
-
-class Restarting:
-    """A `wait_for_queue` progress callback that also restarts the queue's workers when tasks
-    have waited with none running for `stall_polls` polls in a row: a DVC queue worker can die
-    (celery's "Unrecoverable error" when kombu's filesystem broker reads a half-written message
-    on a loaded machine) and leave the rest queued with no worker. `dvc queue start` keeps the
-    workers that are alive."""
-
-    def __init__(self, progress: Callable[[list[Task]], None], root: Path, jobs: int,
-                 echo: Callable[[str], None] = print, stall_polls: int = 24) -> None:
-        self.progress, self.root, self.jobs, self.echo = progress, root, jobs, echo
-        self.stall_polls, self.idle = stall_polls, 0
-
-    def __call__(self, rows: list[Task]) -> None:
-        self.progress(rows)
-        waiting = any(t.status == "Queued" for t in rows) and not any(t.status == "Running" for t in rows)
-        self.idle = self.idle + 1 if waiting else 0
-        if self.idle >= self.stall_polls:
-            self.idle = 0
-            self.echo("experiments are queued but none runs: restarting the queue's workers")
-            start_queue(self.root, self.jobs)
