@@ -2,8 +2,13 @@
 # The README's "When does the ViT win?" figure: a training-size sweep on PACS cartoon (7 classes)
 # in a throwaway copy of this project, then `vitbench summarize --by`.
 #
-#   benchmarks/sweep_pacs.sh [WORKDIR] [SEEDS] [JOBS]
-#   (defaults: /tmp/vitbench-sweep-pacs; 2 seeds; 2 jobs)
+#   benchmarks/sweep_pacs.sh [WORKDIR] [SEEDS] [JOBS] [MIN_STEPS]
+#   (defaults: /tmp/vitbench-sweep-pacs; 2 seeds; 2 jobs; a step budget of 200 per phase)
+#
+# MIN_STEPS is train.min_steps for every experiment: each training phase runs at least that many
+# optimizer steps, so at 5 images per class a model is not judged on the handful of steps its
+# epochs give (docs/recipe.md, "Step budgets"). MIN_STEPS=null runs the plain epoch recipe of the
+# figures in benchmarks/results/sweep_pacs.md.
 #
 # Four models at 5, 10, 25, 50 and all training images per class, 2 seeds: two sweeps in one queue
 # (FIFO, JOBS at a time), 20 experiments, about an hour on 2 idle cores:
@@ -28,6 +33,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-/tmp/vitbench-sweep-pacs}
 seeds=${2:-2}
 jobs=${3:-2}
+min_steps=${4:-200}
 data=$(cd "$repo/../shared/datasets/pacs_cartoon" && pwd)
 weights=$(cd "$repo/../shared/weights" && pwd)
 export PATH="$repo/.venv/bin:$PATH" PYTHONPATH="$work/src"
@@ -63,8 +69,9 @@ EOF
 cd "$work"
 nice -n 5 dvc repro split
 git add -A && git -c user.email=sweep@vitbench.local -c user.name=sweep commit -qm "fetch, clean, split"
-scratch_cnn=(-S cnn.pretrained=false -S cnn.image_size=64 -S cnn.epochs=10 --seeds "$seeds" --model cnn_finetuned)
+budget=(-S "train.min_steps=$min_steps")
+scratch_cnn=("${budget[@]}" -S cnn.pretrained=false -S cnn.image_size=64 -S cnn.epochs=10 --seeds "$seeds" --model cnn_finetuned)
 nice -n 5 vitbench sweep -S split.max_train_per_class=5,10,25,50,null "${scratch_cnn[@]}" --no-start
-pair=(-S cnn.epochs=3 -S vit_ft.epochs=3 --seeds "$seeds" --model vit_scratch --model cnn_finetuned --model vit_finetuned)
+pair=("${budget[@]}" -S cnn.epochs=3 -S vit_ft.epochs=3 --seeds "$seeds" --model vit_scratch --model cnn_finetuned --model vit_finetuned)
 time nice -n 5 vitbench sweep -S split.max_train_per_class=5,10,25,50,null "${pair[@]}" --jobs "$jobs"
 PYTHONPATH="$repo/src" vitbench summarize --by split.max_train_per_class   # this checkout's summarize
