@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -48,24 +45,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def make_project_copy(dest: Path) -> Path:
-    """This project (code, dvc.yaml, params) copied into `dest` as a fresh, committed git repo,
-    with the offline `dvc plots show` template that `make setup` generates (.dvc/config names it)."""
-    project = copy_project(REPO, dest, "test project")
-    template = project / ".dvc" / "plots_template.html"
-    if not template.is_file():
-        shutil.copy(_plots_template(), template)
-    return project
-
-
-@functools.cache
-def _plots_template() -> Path:
-    """The repo's generated template, or one generated once per session when it is absent."""
-    from vitbench.plots.offline import TEMPLATE_NAME, write_html_template
-
-    made = REPO / ".dvc" / TEMPLATE_NAME
-    if made.is_file():
-        return made
-    return write_html_template(Path(tempfile.mkdtemp(prefix="vitbench-template-")) / TEMPLATE_NAME)
+    """This project (code, dvc.yaml, params, the committed offline `dvc plots show` template and
+    plot templates under .dvc/) copied into `dest` as a fresh, committed git repo."""
+    return copy_project(REPO, dest, "test project")
 
 
 @pytest.fixture(scope="session")
