@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 LOCK   := requirements.lock
-# uv installs the lock (much faster than pip, see README "Installing: the lock"); pinned like the rest
+# uv installs the lock (much faster than pip, see docs/reliability.md "Installing: the lock"); pinned like the rest
 UV_VERSION ?= 0.13.9
 UV     := $(BIN)/uv
 # pytest-xdist workers; one test file per worker (module fixtures are built once). 2 fits 2 cores

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's "When does the ViT win?" figure: a training-size sweep on PACS cartoon (7 classes)
+# The "When does the ViT win?" figure of docs/experiments.md: a training-size sweep on PACS cartoon (7 classes)
 # in a throwaway copy of this project, then `vitbench summarize --by`.
 #
 #   benchmarks/sweep_pacs.sh [WORKDIR] [SEEDS] [JOBS] [MIN_STEPS]
