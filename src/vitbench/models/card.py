@@ -10,6 +10,7 @@ No TensorFlow here.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,8 @@ def _recipe(record: dict[str, Any]) -> list[str]:
                      f"{recipe.get('label_smoothing')}")
         lines.append(f"- Augmentation: {recipe.get('augment_copies')} stored copies per training "
                      f"image, online: {escape_text(', '.join(recipe.get('augment_online') or []) or 'none')}")
-    lines.append(f"- Architecture (record.json `build`): `{escape_text(record['build'])}`")
+    build = json.dumps(record["build"]).replace("`", "\\u0060")  # JSON still; no code span end
+    lines.append(f"- Architecture (record.json `build`): `{build}`")
     return lines + [""]
 
 
