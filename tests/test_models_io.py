@@ -102,6 +102,19 @@ def keras_file_predictions(path: Path, x: np.ndarray) -> np.ndarray:
         return np.load(Path(tmp) / "y.npy")
 
 
+@pytest.mark.parametrize("imports", ["import vitbench; import keras",
+                                     "import vitbench; import tensorflow; import keras",
+                                     "import keras; import vitbench"])
+def test_import_vitbench_registers_its_layers_with_keras(imports: str) -> None:
+    """Whichever comes first, vitbench or Keras (or TensorFlow, which probes for Keras before
+    importing it), Keras knows vitbench's and vit-keras' layers afterwards."""
+    names = ["vitbench>ClassTokenOutput", "vitbench>TransformerBlock", "Custom>ClassToken"]
+    check = f"{imports}; print([keras.saving.get_registered_object(n) is not None for n in {names}])"
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert out.returncode == 0 and out.stdout.strip() == "[True, True, True]", out.stderr[-3000:]
+
+
 def test_a_keras_file_with_python_code_is_refused_when_saved(tmp_path: Path) -> None:
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Lambda(lambda v: v * 2, name="double")(inputs))

@@ -38,9 +38,10 @@ class _AfterKeras(importlib.abc.MetaPathFinder):
     layers are registered as soon as Keras has been imported."""
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        if name != "keras":
+        # stays in sys.meta_path until Keras is imported: a mere probe (importlib.util.find_spec,
+        # as TensorFlow does) loads nothing
+        if name != "keras" or "keras" in sys.modules:
             return None
-        sys.meta_path.remove(self)
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is not None and spec.loader is not None:
             spec.loader = _ThenRegister(spec.loader)
@@ -56,6 +57,7 @@ class _ThenRegister(importlib.abc.Loader):
 
     def exec_module(self, module: ModuleType) -> None:
         self.loader.exec_module(module)
+        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _AfterKeras)]
         _import_layers()
 
 
