@@ -12,9 +12,11 @@ from vitbench.stage import stage_cli
 def main(params: Params, paths: Paths, model_id: str) -> None:
     """Evaluate models/<id> on the test split."""
     from vitbench.evaluation import evaluate
+    from vitbench.models.card import write_card
     from vitbench.models import cnn, pretrained_vit, vit  # noqa: F401 - every family's builder: it evaluates any model
 
     evaluate(model_id, params.evaluate, params.seed, paths)
+    write_card(model_id, params.dataset.source, paths)   # models/<id>/README.md, from the metrics
 
 
 if __name__ == "__main__":

@@ -114,3 +114,22 @@ def test_queued_sweep_runs_both_experiments(reproduced: Path) -> None:
     show = json.loads(run(reproduced, "dvc", "exp", "show", "--json").stdout)
     text = json.dumps(show)
     assert '"vit.image_size": 12' in text.replace("\n", "") or '"image_size": 12' in text
+
+
+@pytest.mark.parametrize("model_id", MODEL_IDS)
+def test_every_model_folder_holds_a_loadable_keras_file_and_its_card(reproduced: Path,
+                                                                     model_id: str) -> None:
+    """Every family's model.keras, loaded by plain Keras after `import vitbench`, predicts as
+    evaluate did; every card states its metrics file (and TINY trains the models meant to be
+    pretrained from random weights: their cards say so loudly)."""
+    from test_model_files import check_card, check_keras_file
+
+    check_keras_file(reproduced, model_id)
+    card = check_card(reproduced, model_id)
+    assert ("WARNING: trained from random weights" in card) == (model_id != "vit_scratch")
+
+
+def test_predict_warns_about_a_model_trained_from_random_weights(reproduced: Path) -> None:
+    image = next((reproduced / "data" / "clean").rglob("*.png"))
+    out = run(reproduced, "vitbench", "predict", str(image), "--model", "cnn_transfer")
+    assert "models/cnn_transfer was trained from RANDOM weights" in out.stderr, out.stderr

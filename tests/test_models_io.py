@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -16,6 +20,7 @@ import pytest
 
 from vitbench import models
 from vitbench.errors import ConfigError, DataError, FetchError
+from vitbench.models.keras_file import save_keras
 
 SIZE = 32
 RECORDS: dict[str, dict[str, Any]] = {
@@ -59,14 +64,63 @@ def test_save_load_gives_identical_predictions(model_id: str, tmp_path: Path) ->
     expected = predict(model, batch())
     models.save_model(model, tmp_path / model_id, record(model_id, pretrained=False))
 
-    assert sorted(p.name for p in (tmp_path / model_id).iterdir()) == ["model.weights.h5", "record.json"]
+    assert sorted(p.name for p in (tmp_path / model_id).iterdir()) == \
+        ["model.keras", "model.weights.h5", "record.json"]
     loaded, rec = models.load_model(tmp_path / model_id)
     np.testing.assert_array_equal(predict(loaded, batch()), expected)
+    np.testing.assert_allclose(keras_file_predictions(tmp_path / model_id / "model.keras", batch()),
+                               expected, rtol=1e-5, atol=1e-6)
     assert rec["params_total"] == model.count_params() > 0
     assert rec["display_name"] == models.display_name(model_id, rec)
     assert rec["classes"] == ["a", "b", "c"] and rec["pretrained"] is False
     fresh = predict(models.build_model(rec), batch())
     assert not np.allclose(fresh, expected)  # the weights really came from the file
+
+
+# What a Keras user types: nothing of vitbench but `import vitbench`, then Keras' own loader in
+# safe mode (no `safe_mode=False`). `import vitbench` alone must not start Keras.
+LOAD_KERAS_FILE = """
+import sys
+import numpy as np
+import vitbench
+assert "keras" not in sys.modules, "import vitbench imported keras"
+import keras
+model = keras.saving.load_model(sys.argv[1])
+np.save(sys.argv[3], keras.ops.convert_to_numpy(model(np.load(sys.argv[2]), training=False)))
+"""
+
+
+def keras_file_predictions(path: Path, x: np.ndarray) -> np.ndarray:
+    """Predictions on `x` of the .keras file `path`, loaded in a fresh Python process by
+    `LOAD_KERAS_FILE`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(Path(tmp) / "x.npy", x)
+        out = subprocess.run([sys.executable, "-c", LOAD_KERAS_FILE, str(path), f"{tmp}/x.npy",
+                              f"{tmp}/y.npy"], capture_output=True, text=True,
+                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        assert out.returncode == 0, out.stderr[-3000:]
+        return np.load(Path(tmp) / "y.npy")
+
+
+@pytest.mark.parametrize("imports", ["import vitbench; import keras",
+                                     "import vitbench; import tensorflow; import keras",
+                                     "import keras; import vitbench"])
+def test_import_vitbench_registers_its_layers_with_keras(imports: str) -> None:
+    """Whichever comes first, vitbench or Keras (or TensorFlow, which probes for Keras before
+    importing it), Keras knows vitbench's and vit-keras' layers afterwards."""
+    names = ["vitbench>ClassTokenOutput", "vitbench>TransformerBlock", "Custom>ClassToken"]
+    check = f"{imports}; print([keras.saving.get_registered_object(n) is not None for n in {names}])"
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert out.returncode == 0 and out.stdout.strip() == "[True, True, True]", out.stderr[-3000:]
+
+
+def test_a_keras_file_with_python_code_is_refused_when_saved(tmp_path: Path) -> None:
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda v: v * 2, name="double")(inputs))
+    with pytest.raises(ValueError, match="Lambda layer\\(s\\) double"):
+        save_keras(model, tmp_path / "m.keras")
+    assert not (tmp_path / "m.keras").exists()
 
 
 @pytest.mark.slow

@@ -79,7 +79,7 @@ def test_init_into_an_existing_repo_keeps_its_files_and_commits(tmp_path: Path) 
     init = lambda *flags: CliRunner().invoke(main, ["init", str(project), *flags])  # noqa: E731
     assert init().exit_code == 0
     assert (project / ".gitignore").read_text().startswith("secrets/\n")
-    assert "/models\n" in (project / ".gitignore").read_text()
+    assert "/models/*/*\n" in (project / ".gitignore").read_text()
     assert "html_template = plots_template.html" in (project / ".dvc" / "config").read_text()
     assert (project / ".dvc" / "plots_template.html").is_file()
     log = run(project, "git", "log", "--format=%s").stdout.splitlines()

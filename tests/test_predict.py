@@ -18,6 +18,7 @@ from PIL import Image
 from conftest import bin_path
 from test_report import CFG, DEFAULT_PREDICTIONS, SEED, Y_TRUE, write_evaluation, write_images
 from vitbench.data.manifest import write_labels
+from vitbench.model_ids import MODEL_IDS
 from vitbench.data.pipeline import load_images, preprocess_fn
 from vitbench.errors import DataError
 from vitbench.models import load_model
@@ -264,3 +265,34 @@ def test_a_changed_preprocess_or_weights_file_is_refused(project: Path, photos: 
         kernels[0][...] = kernels[0][...] * -1.0
     with pytest.raises(DataError, match="model.weights.h5 or preprocess = 'vit' changed since training"):
         predict_files(model_dir, [photos / "a.jpg"], progress=False)
+
+
+# --- which model predicts ---------------------------------------------------------------------------
+
+def test_cli_with_an_unknown_model_lists_the_model_ids(project: Path, photos: Path) -> None:
+    proc = subprocess.run([bin_path("vitbench"), "predict", str(photos / "a.jpg"), "--root", str(project),
+                           "--model", "resnet"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "--model 'resnet' is neither a model id nor a model folder" in proc.stderr, proc.stderr
+    assert ", ".join(MODEL_IDS) in proc.stderr
+    assert f"(trained in {project / 'models'}: {BEST})" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_predict_warns_when_a_model_meant_pretrained_has_random_weights(
+        project: Path, photos: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The published vit_scratch is meant to start from random weights: no warning. The same
+    folder as finetune_vit writes vit_transfer when `pretrained: auto` found no weights (record
+    id vit_transfer, pretrained false) is predicted with a warning that says so."""
+    model_dir = project / "models" / BEST
+    predict_files(model_dir, [photos / "a.jpg"], progress=False)
+    assert "RANDOM weights" not in caplog.text
+    record = record_of(project)
+    assert record["pretrained"] is False
+    transfer = shutil.copytree(model_dir, project / "models" / "vit_transfer")
+    (transfer / "record.json").write_text(json.dumps({**record, "id": "vit_transfer"}))
+    proc = subprocess.run([bin_path("vitbench"), "predict", str(photos / "a.jpg"), "--root", str(project),
+                           "--model", "vit_transfer"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert f"WARNING vitbench.predict: {transfer} was trained from RANDOM weights" in proc.stderr
+    assert "a.jpg" in proc.stdout

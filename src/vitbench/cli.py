@@ -36,12 +36,11 @@ def main() -> None:
 def predict(inputs: tuple[Path, ...], model_id: str | None, top_k: int, fmt: str, root: str) -> None:
     """Classify image files or folders. Exit code 1 if any input failed."""
     from vitbench.paths import Paths
-    from vitbench.predict import best_model_id, collect_inputs, predict_files
+    from vitbench.predict import collect_inputs, model_dir_of, predict_files
 
     paths = Paths(Path(root))
     try:
-        model_dir = Path(model_id) if model_id and Path(model_id).is_dir() else \
-            paths.model(model_id or best_model_id(paths))
+        model_dir = model_dir_of(paths, model_id)
         files, failures = collect_inputs(list(inputs))
         predictions, bad = predict_files(model_dir, files, top_k=top_k)
     except VitbenchError as exc:

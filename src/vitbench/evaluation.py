@@ -155,7 +155,7 @@ def evaluate(model_id: str, cfg: Evaluate, seed: int, paths: Paths) -> dict[str,
     """Evaluate models/<id> on the test split; write metrics/<id>.json and plots/<id>/eval/.
 
     `seed` fixes the bootstrap, the corruption noise and the test images shown in the figures."""
-    from vitbench.models import load_model, registry
+    from vitbench.models import WEIGHTS_FILE, load_model, registry
 
     model_dir = paths.model(model_id)
     model, record = load_model(model_dir)
@@ -174,7 +174,7 @@ def evaluate(model_id: str, cfg: Evaluate, seed: int, paths: Paths) -> dict[str,
         "ece": round(expected_calibration_error(preds.y_true, preds.proba), 6),
         "params_total": int(record["params_total"]),
         "params_trainable": int(record["params_trainable"]),
-        "size_mb": round(_dir_bytes(model_dir) / 1e6, 3),
+        "size_mb": round((model_dir / WEIGHTS_FILE).stat().st_size / 1e6, 3),  # not model.keras nor the card
         "train_seconds": float(record["train_seconds"]),
         "epochs_run": int(record["epochs_run"]),
         **_steps_run(record),
@@ -330,10 +330,6 @@ def _display_name(model_id: str, record: dict) -> str:
     from vitbench.models import display_name
 
     return str(record.get("display_name") or display_name(model_id, record))
-
-
-def _dir_bytes(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
 def _relative(path: str, root: Path) -> str:

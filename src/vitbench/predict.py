@@ -64,6 +64,37 @@ def best_model_id(paths: Paths) -> str:
     return str(tied[0])  # ties come in pipeline order
 
 
+def model_dir_of(paths: Paths, model: str | None) -> Path:
+    """The folder of `--model`: a model id, a saved model's folder, or (None) the best model by
+    accuracy; a DataError listing the valid ids (and those trained here) for anything else."""
+    from vitbench.model_ids import MODEL_IDS
+
+    if model is None:
+        model = best_model_id(paths)
+    if model in MODEL_IDS:
+        return paths.model(model)
+    if Path(model).is_dir():
+        return Path(model)
+    trained = [m for m in MODEL_IDS if paths.model(m).is_dir()]
+    raise DataError(f"--model {model!r} is neither a model id nor a model folder: the model ids "
+                    f"are {', '.join(MODEL_IDS)} (trained in {paths.root / 'models'}: "
+                    f"{', '.join(trained) or 'none yet, run `dvc repro`'})")
+
+
+def warn_if_random_weights(record: dict[str, Any], model_dir: Path) -> bool:
+    """Log a warning (stderr) when the model is meant to start from pretrained weights but was
+    trained from random ones (`pretrained: auto` without network or weights file); returns it."""
+    from vitbench.models.card import random_weights
+
+    model_id = str(record.get("id", model_dir.name))
+    if not random_weights(model_id, record):
+        return False
+    log.warning("%s was trained from RANDOM weights, not from the pretrained ImageNet weights a "
+                "%s model starts from (record.json: pretrained = false): expect the accuracy of a "
+                "model trained from scratch (see %s/README.md)", model_dir, model_id, model_dir)
+    return True
+
+
 def check_inputs(record: dict[str, Any], where: Path) -> None:
     """A DataError naming the record and the field unless it says how to feed the model: its
     classes, image_size, a known preprocess and (when recorded) a positive input.max_side."""
@@ -121,6 +152,7 @@ def predict_files(model_dir: Path, files: list[Path], top_k: int = 3, batch_size
 
     model, record = load_model(model_dir)
     check_inputs(record, model_dir / RECORD_FILE)
+    warn_if_random_weights(record, model_dir)
     classes: list[str] = list(record["classes"])
     size, preprocess = int(record["image_size"]), preprocess_fn(record["preprocess"])
     max_side = record.get("input", {}).get("max_side")

@@ -2,7 +2,9 @@
 
 A trained model lives in `models/<id>/` as `model.weights.h5` (Keras weights only, never a pickled
 or Lambda-bearing model file) plus `record.json`, whose `family` and `build` say how to rebuild
-the architecture through the family registry. Loading therefore never needs `safe_mode=False` and
+the architecture through the family registry; vitbench reads those two. `model.keras`, the same
+model in Keras' own format, is written beside them for others (`keras.saving.load_model` after
+`import vitbench`), and evaluate adds `README.md`, the model card (`vitbench.models.card`). Loading therefore never needs `safe_mode=False` and
 never downloads anything. The record's `predict_sha256` is the checksum of what a prediction
 depends on beyond the architecture (the weights file and the `preprocess` setting): a record
 whose weights file was replaced or whose preprocess was edited is refused on load.
@@ -43,7 +45,8 @@ def build_model(record: dict[str, Any]) -> keras.Model:
 
 
 def save_model(model: keras.Model, model_dir: str | Path, record: dict[str, Any]) -> None:
-    """Write `model.weights.h5` (weights only, no optimizer state) and `record.json` atomically.
+    """Write `model.weights.h5` (weights only, no optimizer state), `record.json` and
+    `model.keras` (the whole model, for Keras users: `vitbench.models.keras_file`) atomically.
 
     `params_total`, `params_trainable` and (when the record has an `id`) `display_name` are
     filled in when missing.
@@ -58,8 +61,11 @@ def save_model(model: keras.Model, model_dir: str | Path, record: dict[str, Any]
     # after Adam); a fresh, uncompiled copy of the architecture holds only the model's weights.
     bare = build_model(record)
     bare.set_weights(model.get_weights())
+    from vitbench.models.keras_file import KERAS_FILE, save_keras  # it imports this package
+
     with atomic_dir(model_dir) as tmp:
         bare.save_weights(tmp / WEIGHTS_FILE)
+        save_keras(bare, tmp / KERAS_FILE)
         if "preprocess" in record:
             record[CHECKSUM] = predict_checksum(tmp / WEIGHTS_FILE, record["preprocess"])
         write_json(tmp / RECORD_FILE, record)

@@ -96,6 +96,13 @@ class ShiftedPatchTokenization(keras.layers.Layer):
         self.norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPS)
         self.projection = keras.layers.Dense(projection_dim)
 
+    def build(self, input_shape: Any) -> None:  # so that a loaded model.keras builds it too
+        _, h, w, c = input_shape
+        p = self.patch_size
+        patches = (None, (h // p) * (w // p), p * p * c * (1 + len(self.SHIFTS)))
+        self.norm.build(patches)
+        self.projection.build(patches)
+
     def call(self, images: Any) -> Any:
         half = self.patch_size // 2
         shifted = [shift_image(images, dy * half, dx * half) for dy, dx in self.SHIFTS]
