@@ -13,6 +13,11 @@ from vitbench.config import MODEL_IDS
 
 pytestmark = pytest.mark.slow
 
+MAX_METRIC_KEYS = 30     # distinct keys over every file under dvc.yaml `metrics:` (the contract)
+MAX_LINE = 200           # characters: a wide terminal
+MAX_EXP_COLUMNS = 60
+DROP_DEPS = r"models/|plots/|metrics/\w+\.json$"   # `dvc exp show --drop`: the deps' hash columns
+
 METRIC_KEYS = {"accuracy", "loss", "top5_accuracy", "precision_macro", "recall_macro", "f1_macro",
                "f1_weighted", "params_total", "params_trainable", "size_mb", "train_seconds",
                "epochs_run", "infer_images_per_second", "pretrained"}
@@ -56,6 +61,43 @@ def test_outputs_of_the_whole_dag(reproduced: Path) -> None:
     for name in ("accuracy_loss", "size_vs_accuracy", "per_class_f1", "predictions_grid",
                  "robustness"):
         assert (reproduced / "plots" / "compare" / f"{name}.png").stat().st_size > 5_000
+
+
+def test_dvc_metrics_hold_few_keys_and_numbers_only(reproduced: Path) -> None:
+    """Every file under dvc.yaml `metrics:` holds numbers and booleans only, at most
+    MAX_METRIC_KEYS distinct keys in all (the contract); each view of them fits MAX_LINE."""
+    shown = json.loads(run(reproduced, "dvc", "metrics", "show", "--json").stdout)
+    files = {path: entry["data"] for path, entry in shown["workspace"]["data"].items()}
+    assert set(files) == {f"metrics/{m}.json" for m in MODEL_IDS} | {"metrics/compare.json",
+                                                                     "metrics/split.json"}
+    for path, data in files.items():
+        assert all(isinstance(v, (int, float)) for v in data.values()), (path, data)
+    keys = set().union(*files.values())
+    assert len(keys) <= MAX_METRIC_KEYS, sorted(keys)
+    for targets in ([f"metrics/{m}.json" for m in MODEL_IDS], ["metrics/compare.json", "metrics/split.json"]):
+        table = run(reproduced, "dvc", "metrics", "show", *targets).stdout
+        assert max(len(line) for line in table.splitlines()) < MAX_LINE, table
+
+
+def test_an_epochs_experiment_fits_exp_show(reproduced: Path) -> None:
+    """`dvc exp show --only-changed` after `dvc exp run -S train.epochs=2` (every model retrained):
+    at most MAX_EXP_COLUMNS columns once the changed deps' hashes are dropped with the README's
+    --drop; the workspace is left as the repro made it."""
+    run(reproduced, "dvc", "exp", "remove", "--all")       # experiments of other tests, if any ran
+    try:
+        run(reproduced, "dvc", "exp", "run", "-S", "train.epochs=2")
+        header = run(reproduced, "dvc", "exp", "show", "--only-changed", "--md").stdout.splitlines()[0]
+        columns = [c.strip() for c in header.strip().strip("|").split("|")]
+        assert "train.epochs" in columns and "metrics/vit_scratch.json:accuracy" in columns, columns
+        assert not {"display_name", "kind", "family", "model"} & {c.split(":")[-1] for c in columns}
+        deps = [c for c in columns if c.startswith(("models/", "plots/")) or c.endswith(".json")]
+        assert len(columns) - len(deps) <= MAX_EXP_COLUMNS, columns
+        kept = run(reproduced, "dvc", "exp", "show", "--only-changed", "--md", "--drop", DROP_DEPS)
+        assert kept.stdout.splitlines()[0].count("|") - 1 == len(columns) - len(deps), kept.stdout
+    finally:
+        run(reproduced, "git", "checkout", "--", ".")
+        run(reproduced, "dvc", "checkout", "--force")
+        run(reproduced, "dvc", "exp", "remove", "--all")
 
 
 def test_second_repro_does_nothing(reproduced: Path) -> None:
