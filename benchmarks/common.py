@@ -12,8 +12,8 @@ The rule (issue 21): a benchmark measures the pipeline. So a benchmark script
    stage scripts run in it (optionally a seeded subset of each class after clean);
 3. trains and scores a family with `train_and_evaluate(family, params, paths)`: the family's
    training stage script (train_cnn, train_vit or finetune_vit) and then the evaluate stage
-   script for each model id it trains; it returns {model id: metrics/<id>.json as evaluate wrote
-   it}. To vary a setting between runs, build another Params with `pipeline_params` and pass it:
+   script for each model id it trains; it returns {model id: metrics/<id>.json and
+   metrics/<id>_detail.json merged, as evaluate wrote them}. To vary a setting between runs, build another Params with `pipeline_params` and pass it:
    the project's params.yaml is rewritten and the stage reads it back with `load_params`.
 
 `run_stage(name, params, paths, *args)` runs any one stage script in-process the same way.
@@ -160,15 +160,15 @@ def prepare(params: Any, root: Path, max_per_class: int | None = None) -> Any:
 def train_and_evaluate(family: str, params: Any, paths: Any) -> dict[str, dict[str, Any]]:
     """`family`'s training stage (train_cnn, train_vit or finetune_vit) and the evaluate stage of
     every model id it trains, on `params`, in the prepared project of `paths`:
-    {model id: its metrics/<id>.json, as evaluate wrote it}."""
-    from vitbench.fsutil import read_json
+    {model id: its metrics/<id>.json and metrics/<id>_detail.json merged, as evaluate wrote them}."""
     from vitbench.models import registry
+    from vitbench.results import read_model_metrics
 
     run_stage(TRAIN_STAGES[family], params, paths)
     metrics = {}
     for spec in registry.models_of(family):
         run_stage("evaluate", params, paths, "--model", spec.id)
-        metrics[spec.id] = read_json(paths.metrics_json(spec.id))
+        metrics[spec.id] = read_model_metrics(paths, spec.id)
     return metrics
 
 

@@ -17,7 +17,6 @@ and the throughput measurement read with `config.load_params`.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -48,11 +47,11 @@ def repro_figures(project: Path) -> dict[str, object]:
     """Demo `dvc repro` from scratch, then a no-op one; the metrics of every model."""
     full = timed(["dvc", "repro"], project)
     noop = timed(["dvc", "repro"], project)
-    models = {}
-    for path in sorted((project / "metrics").glob("*.json")):
-        data = json.loads(path.read_text())
-        if "infer_images_per_second" in data:
-            models[path.stem] = data
+    from vitbench.config import MODEL_IDS
+    from vitbench.paths import Paths
+    from vitbench.results import read_model_metrics
+
+    models = {m: read_model_metrics(Paths(project), m) for m in MODEL_IDS}
     return {"repro_seconds": full, "noop_seconds": noop, "models": models}
 
 

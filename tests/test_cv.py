@@ -57,6 +57,24 @@ def test_verdict_sentences() -> None:
     assert "not evidence for the other kind" in void
 
 
+def test_the_summary_states_every_difference_in_inputs_and_budget() -> None:
+    from vitbench.cv import footing
+
+    summary = _summary({"cnn_finetuned": 0.89, "vit_finetuned": 0.92}, 0.001)
+    assert footing(summary) is None                 # no budgets: nothing claimed
+    summary["models"]["cnn_finetuned"]["budget"] = {
+        "image_size": 160, "pretrained": True, "steps_run": 500, "epochs_run": 12,
+        "train_seconds": 300.0, "params_total": 2_270_794}
+    summary["models"]["vit_finetuned"]["budget"] = {
+        "image_size": 160, "pretrained": True, "steps_run": 500, "epochs_run": 12,
+        "train_seconds": 900.0, "params_total": 5_526_346}
+    assert footing(summary) == (
+        "**Like for like** in inputs, weights and training length (both: 160 px inputs, "
+            "pretrained weights, 500 optimizer steps (12 epochs) in the last training phase). "
+            "Training took the CNN 5 min 0 s and the ViT 15 min 0 s; the CNN has 2.27 M "
+            "parameters, the ViT 5.53 M.")
+
+
 # --- with DVC: two real tiny folds ---------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -114,6 +132,7 @@ def test_cv_pools_every_image_once(folds_run: tuple[Path, str]) -> None:
     text = (project / "plots/cv/summary.md").read_text()
     assert summary["verdict"] in text and summary["verdict"].startswith("No verdict: the best CNN")
     assert "(at chance)" in text and summary["verdict"] in output
+    assert "**Not like for like:** the CNN saw 32 px inputs, the ViT 24 px" in text   # TINY sizes
     assert (project / "plots/cv/summary.png").stat().st_size > 10_000
 
 

@@ -13,6 +13,11 @@ from vitbench.config import MODEL_IDS
 
 pytestmark = pytest.mark.slow
 
+MAX_METRIC_KEYS = 30     # distinct keys over every file under dvc.yaml `metrics:` (the contract)
+MAX_LINE = 200           # characters: a wide terminal
+MAX_EXP_COLUMNS = 60
+DROP_DEPS = r"models/|plots/|metrics/\w+\.json$"   # `dvc exp show --drop`: the deps' hash columns
+
 METRIC_KEYS = {"accuracy", "loss", "top5_accuracy", "precision_macro", "recall_macro", "f1_macro",
                "f1_weighted", "params_total", "params_trainable", "size_mb", "train_seconds",
                "epochs_run", "infer_images_per_second", "pretrained"}
@@ -36,7 +41,8 @@ def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_outputs_of_the_whole_dag(reproduced: Path) -> None:
     for model_id in MODEL_IDS:
-        metrics = json.loads((reproduced / "metrics" / f"{model_id}.json").read_text())
+        metrics = {**json.loads((reproduced / "metrics" / f"{model_id}.json").read_text()),
+                   **json.loads((reproduced / "metrics" / f"{model_id}_detail.json").read_text())}
         assert METRIC_KEYS <= set(metrics), model_id
         assert 0.0 <= metrics["accuracy"] <= 1.0
         assert metrics["pretrained"] is False  # the tiny config forbids downloads
@@ -49,6 +55,11 @@ def test_outputs_of_the_whole_dag(reproduced: Path) -> None:
     assert "| " in report and "accuracy" in report.lower()
     detail = json.loads((reproduced / "metrics" / "compare_detail.json").read_text())
     assert set(detail["models"]) == set(MODEL_IDS)
+    cnn, vit = (json.loads((reproduced / "metrics" / f"{detail['cnn_vs_vit'][k]}_detail.json").read_text())
+                for k in ("best_cnn", "best_vit"))       # TINY: 32 px CNNs, 24 px or 32 px ViTs
+    footing = next(line for line in report.splitlines() if "like for like" in line.lower())
+    assert (f"the CNN saw {cnn['image_size']} px inputs, the ViT {vit['image_size']} px" in footing
+            if cnn["image_size"] != vit["image_size"] else f"{cnn['image_size']} px inputs" in footing)
     compare = json.loads((reproduced / "metrics" / "compare.json").read_text())
     assert all(not isinstance(v, (dict, list)) for v in compare.values())     # flat DVC metrics
     shown = run(reproduced, "dvc", "metrics", "show", "metrics/compare.json").stdout
@@ -56,6 +67,43 @@ def test_outputs_of_the_whole_dag(reproduced: Path) -> None:
     for name in ("accuracy_loss", "size_vs_accuracy", "per_class_f1", "predictions_grid",
                  "robustness"):
         assert (reproduced / "plots" / "compare" / f"{name}.png").stat().st_size > 5_000
+
+
+def test_dvc_metrics_hold_few_keys_and_numbers_only(reproduced: Path) -> None:
+    """Every file under dvc.yaml `metrics:` holds numbers and booleans only, at most
+    MAX_METRIC_KEYS distinct keys in all (the contract); each view of them fits MAX_LINE."""
+    shown = json.loads(run(reproduced, "dvc", "metrics", "show", "--json").stdout)
+    files = {path: entry["data"] for path, entry in next(iter(shown.values()))["data"].items()}
+    assert set(files) == {f"metrics/{m}.json" for m in MODEL_IDS} | {"metrics/compare.json",
+                                                                     "metrics/split.json"}
+    for path, data in files.items():
+        assert all(isinstance(v, (int, float)) for v in data.values()), (path, data)
+    keys = set().union(*files.values())
+    assert len(keys) <= MAX_METRIC_KEYS, sorted(keys)
+    for targets in ([f"metrics/{m}.json" for m in MODEL_IDS], ["metrics/compare.json", "metrics/split.json"]):
+        table = run(reproduced, "dvc", "metrics", "show", *targets).stdout
+        assert max(len(line) for line in table.splitlines()) < MAX_LINE, table
+
+
+def test_an_epochs_experiment_fits_exp_show(reproduced: Path) -> None:
+    """`dvc exp show --only-changed` after `dvc exp run -S train.epochs=2` (every model retrained):
+    at most MAX_EXP_COLUMNS columns once the changed deps' hashes are dropped with the README's
+    --drop; the workspace is left as the repro made it."""
+    run(reproduced, "dvc", "exp", "remove", "--all")       # experiments of other tests, if any ran
+    try:
+        run(reproduced, "dvc", "exp", "run", "-S", "train.epochs=2")
+        header = run(reproduced, "dvc", "exp", "show", "--only-changed", "--md").stdout.splitlines()[0]
+        columns = [c.strip() for c in header.strip().strip("|").split("|")]
+        assert "train.epochs" in columns and "metrics/vit_scratch.json:accuracy" in columns, columns
+        assert not {"display_name", "kind", "family", "model"} & {c.split(":")[-1] for c in columns}
+        deps = [c for c in columns if c.startswith(("models/", "plots/")) or c.endswith(".json")]
+        assert len(columns) - len(deps) <= MAX_EXP_COLUMNS, columns
+        kept = run(reproduced, "dvc", "exp", "show", "--only-changed", "--md", "--drop", DROP_DEPS)
+        assert kept.stdout.splitlines()[0].count("|") - 1 == len(columns) - len(deps), kept.stdout
+    finally:
+        run(reproduced, "git", "checkout", "--", ".")
+        run(reproduced, "dvc", "checkout", "--force")
+        run(reproduced, "dvc", "exp", "remove", "--all")
 
 
 def test_second_repro_does_nothing(reproduced: Path) -> None:

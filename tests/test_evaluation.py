@@ -19,9 +19,14 @@ from vitbench.evaluation import class_report, compute_metrics, evaluate, predict
 from vitbench.paths import Paths
 from vitbench.saliency import attention_rollout
 
-CONTRACT_KEYS = {"accuracy", "loss", "top5_accuracy", "precision_macro", "recall_macro", "f1_macro",
-                 "f1_weighted", "params_total", "params_trainable", "size_mb", "train_seconds",
-                 "epochs_run", "infer_images_per_second", "pretrained"}
+# the contract: metrics/<id>.json (a DVC metric) holds the headline numbers only ...
+HEADLINE_KEYS = {"accuracy", "accuracy_ci_low", "accuracy_ci_high", "f1_macro", "ece",
+                 "corruption_accuracy", "chance_p", "pretrained", "train_seconds", "steps_run"}
+# ... and metrics/<id>_detail.json beside it the names, input and every other figure
+DETAIL_KEYS = {"model", "display_name", "family", "kind", "meant_pretrained", "image_size",
+               "preprocess", "loss", "top5_accuracy", "precision_macro", "recall_macro",
+               "f1_weighted", "f1_macro_ci_low", "f1_macro_ci_high", "params_total",
+               "params_trainable", "size_mb", "epochs_run", "infer_images_per_second"}
 
 
 # --- compute_metrics against scikit-learn -------------------------------------------------------
@@ -214,9 +219,14 @@ SEED = 3
 
 
 def check_outputs(paths: Paths, model_id: str, metrics: dict) -> None:
-    on_disk = json.loads(paths.metrics_json(model_id).read_text())
-    assert on_disk == metrics
-    assert CONTRACT_KEYS <= set(on_disk)
+    headline = json.loads(paths.metrics_json(model_id).read_text())
+    detail = json.loads(paths.detail_json(model_id).read_text())
+    assert {**headline, **detail} == metrics and not set(headline) & set(detail)
+    assert set(headline) <= HEADLINE_KEYS and HEADLINE_KEYS - set(headline) <= {"steps_run",
+                                                                                "corruption_accuracy"}
+    assert all(isinstance(v, (int, float)) for v in headline.values()), headline   # numbers only
+    assert set(detail) == DETAIL_KEYS
+    on_disk = metrics
     assert on_disk["top5_accuracy"] is None                  # 3 classes
     assert 0 <= on_disk["accuracy"] <= 1 and on_disk["infer_images_per_second"] > 0
     assert on_disk["size_mb"] > 0 and on_disk["train_seconds"] == 1.5
@@ -253,6 +263,7 @@ def test_evaluate_cnn_end_to_end(tiny_project: Paths) -> None:
     check_outputs(tiny_project, "cnn_transfer", metrics)
     assert "steps_run" not in metrics                # a record without it: left out
     assert metrics["display_name"] == "MobileNetV2 (transfer)"
+    assert (metrics["image_size"], metrics["preprocess"]) == (32, "mobilenet_v2")   # the record's
     assert metrics["pretrained"] is False
     assert not (tiny_project.eval_plots("cnn_transfer") / "attention.png").exists()
     with Image.open(tiny_project.eval_plots("cnn_transfer") / "gradcam.png") as img:

@@ -119,7 +119,7 @@ def test_a_new_family_is_classified_by_the_registry(fake_families: None, tmp_pat
             "train_seconds": 0.0, "epochs_run": 0})
         evaluate(model_id, params.evaluate, params.seed, paths)
 
-    metrics = {m: read_json(paths.metrics_json(m)) for m in FAKES}
+    metrics = {m: {**read_json(paths.metrics_json(m)), **read_json(paths.detail_json(m))} for m in FAKES}
     assert {m: (x["family"], x["kind"]) for m, x in metrics.items()} == {
         "vitconv_scratch": ("vitconv", "CNN"), "cnnformer_scratch": ("cnnformer", "ViT")}
 

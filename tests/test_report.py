@@ -16,7 +16,7 @@ from vitbench.config import MODEL_IDS, Compare
 from vitbench.data.manifest import write_labels
 from vitbench.errors import DataError
 from vitbench.evaluation import (chance_p, class_report, compute_metrics, predictions_table,
-                                 uncertainty)
+                                 split_headline, uncertainty)
 from vitbench.fsutil import write_json
 from vitbench.models import registry
 from vitbench.paths import Paths
@@ -30,6 +30,7 @@ SIZES = {"cnn_transfer": 9.2, "cnn_finetuned": 9.2, "vit_scratch": 1.7, "vit_tra
          "vit_finetuned": 350.0}
 SPEED = {"cnn_transfer": 300.0, "cnn_finetuned": 300.0, "vit_scratch": 900.0, "vit_transfer": 40.0,
          "vit_finetuned": 40.0}
+INPUT_PX = {"cnn": 96, "vit_scratch": 48, "vit_ft": 224}   # evaluate's image_size, by family
 Y_TRUE = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2])
 Y_LARGE = np.repeat(np.arange(3), 8)     # 24 test images: enough for a model above chance to lose
 CFG = Compare(samples=4)
@@ -56,15 +57,20 @@ def write_evaluation(paths: Paths, model_id: str, y_pred: np.ndarray, files: lis
     proba[np.arange(len(y_pred)), y_pred] = 0.8
     if pretrained is None:
         pretrained = model_id != "vit_scratch"
-    metrics = {"model": model_id, "display_name": NAMES[model_id], **registry.identity(model_id),
+    identity = registry.identity(model_id)
+    metrics = {"model": model_id, "display_name": NAMES[model_id], **identity,
+               "image_size": INPUT_PX[identity["family"]], "preprocess": "tf",
                **compute_metrics(y_true, proba, len(CLASSES)),
                **uncertainty(y_true, y_pred, len(CLASSES), seed=0),
                "chance_p": chance_p(y_true, y_pred),
                "ece": expected_calibration_error(y_true, proba),
                "params_total": int(SIZES[model_id] * 250_000), "params_trainable": 1000,
                "size_mb": SIZES[model_id], "train_seconds": 12.0, "epochs_run": 3,
-               "infer_images_per_second": SPEED[model_id], "pretrained": pretrained}
-    write_json(paths.metrics_json(model_id), metrics)
+               "infer_images_per_second": SPEED[model_id], "pretrained": pretrained,
+               "steps_run": 30 if identity["family"] == "vit_scratch" else 12}
+    headline, detail = split_headline(metrics)
+    write_json(paths.metrics_json(model_id), headline)
+    write_json(paths.detail_json(model_id), detail)
     eval_dir = paths.eval_plots(model_id)
     eval_dir.mkdir(parents=True, exist_ok=True)
     class_report(y_true, y_pred, classes).to_csv(eval_dir / "report.csv", index=False)
@@ -121,8 +127,8 @@ def test_compare_writes_every_output(project: Paths) -> None:
     flat, summary, md = read_outputs(project)
     assert summary == json.loads(json.dumps(returned))
     assert all(not isinstance(v, (dict, list)) for v in flat.values())     # dvc metrics: flat
-    assert len(flat) <= 10 and flat["best_accuracy"] == pytest.approx(11 / 12, abs=1e-6)
-    assert flat["models_at_chance"] == 0 and flat["warnings"] == 0
+    assert set(flat) == {"test_images", "vit_minus_cnn", "cnn_vs_vit_p", "models_at_chance"}
+    assert flat["models_at_chance"] == 0 and flat["vit_minus_cnn"] == pytest.approx(0.0, abs=1e-9)
     assert all(isinstance(v, (int, float)) for v in flat.values())       # metrics: numbers only
     assert summary["winner"] == "undecided" and summary["models_at_chance"] == []
     assert len(summary["pairwise"]) == 10                  # every pair of the five models
@@ -354,9 +360,10 @@ def test_the_hand_made_evaluate_outputs_have_what_the_real_evaluate_writes(publi
     write_labels(CLASSES, paths.labels)
     write_evaluation(paths, "vit_scratch", DEFAULT_PREDICTIONS["vit_scratch"], write_images(paths))
     real = Paths(published)
-    made = set(json.loads(paths.metrics_json("vit_scratch").read_text()))
-    written = set(json.loads(real.metrics_json("vit_scratch").read_text()))
-    assert made <= written and written - made <= {"corruption_accuracy", "steps_run"}, written ^ made
+    for file in (Paths.metrics_json, Paths.detail_json):
+        made = set(json.loads(file(paths, "vit_scratch").read_text()))
+        written = set(json.loads(file(real, "vit_scratch").read_text()))
+        assert made <= written and written - made <= {"corruption_accuracy"}, written ^ made
     for name in ("report.csv", "predictions.csv"):
         columns = [list(pd.read_csv(p.eval_plots("vit_scratch") / name, nrows=1).columns)
                    for p in (paths, real)]
@@ -403,7 +410,7 @@ def test_when_every_model_is_at_chance_nothing_is_best(tmp_path: Path) -> None:
     summary = compare(CFG, SEED, project)
     flat, detail, md = read_outputs(project)
     assert summary["best"]["accuracy"] == {"value": None, "models": []}
-    assert flat["models_at_chance"] == 5 and flat["best_accuracy"] is None
+    assert flat["models_at_chance"] == 5 and "best_accuracy" not in flat
     assert detail["winner"] == "void"
     assert "- Best accuracy: none, every model is at chance." in md
     assert "both are at chance: training failures, not evidence for either kind" in md
@@ -430,3 +437,41 @@ def test_class_names_that_are_markup_show_as_text(tmp_path: Path) -> None:
     assert escaped in warning
     assert f"of class(es): {escaped}. Check" in md                    # the conclusion
     assert f"\n| {escaped} " in md and "\n| \\*\\*bold\\*\\* " in md   # the per-class table
+
+
+def test_missing_detail_is_a_data_error_naming_the_file(project: Paths) -> None:
+    project.detail_json("vit_scratch").unlink()
+    with pytest.raises(DataError, match=r"metrics/vit_scratch_detail\.json not found"):
+        compare(CFG, SEED, project)
+
+
+def test_the_verdict_states_every_difference_in_inputs_and_budget(project: Paths) -> None:
+    """Best CNN (MobileNetV2 fine-tuned, 96 px) against best ViT (ViT-B/32 fine-tuned, 224 px)."""
+    compare(CFG, SEED, project)
+    md = (project.metrics / "compare.md").read_text()
+    conclusion = md.split("## Conclusion")[1].split("\n## ")[0]
+    assert ("- **Not like for like:** the CNN saw 96 px inputs, the ViT 224 px (both: pretrained "
+            "weights, 12 optimizer steps (3 epochs) in the last training phase). Training took the "
+            "CNN 12.0 s and the ViT 12.0 s; the CNN has 2.3 M parameters, the ViT 87.5 M."
+            in conclusion), conclusion
+    assert "|   96 px |" in row_of(md, "MobileNetV2 (fine-tuned)")       # the Input column
+
+
+def test_the_footing_sentence_names_each_difference_once() -> None:
+    from vitbench.report_markdown import footing_sentence
+
+    cnn = {"image_size": 96, "pretrained": True, "steps_run": 120, "epochs_run": 5,
+           "train_seconds": 30.0, "params_total": 2_257_984}
+    vit = {"image_size": 48, "pretrained": False, "steps_run": 300, "epochs_run": 10,
+           "train_seconds": 95.0, "params_total": 192_010}
+    assert footing_sentence(cnn, vit) == (
+        "**Not like for like:** the CNN saw 96 px inputs, the ViT 48 px; the CNN started from "
+        "pretrained weights, the ViT from random weights; the CNN's last training phase ran 120 "
+        "optimizer steps (5 epochs), the ViT's 300 optimizer steps (10 epochs). Training took the "
+        "CNN 30.0 s and the ViT 1 min 35 s; the CNN has 2.26 M parameters, the ViT 192 k.")
+    same = footing_sentence(cnn, {**cnn, "steps_run": None})
+    assert same.startswith("**Not like for like:** the CNN's last training phase ran 120 optimizer "
+                           "steps (5 epochs), the ViT's 5 epochs (both: 96 px inputs, pretrained weights)")
+    assert footing_sentence(cnn, cnn).startswith(
+        "**Like for like** in inputs, weights and training length (both: 96 px inputs, pretrained "
+        "weights, 120 optimizer steps (5 epochs) in the last training phase).")

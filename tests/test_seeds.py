@@ -4,6 +4,7 @@ in tests/test_sweep.py, which shares its experiments with the sweep's)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,13 +13,19 @@ from vitbench.models import registry
 from vitbench.seeds import experiments, render, summarize
 
 
-def exp(name: str, seed: int, acc: dict[str, float]) -> dict:
-    """An experiment as `dvc exp show --json` lists it; each model's identity fields are what
-    evaluate writes (`registry.identity`)."""
-    metrics = {f"metrics/{m}.json": {"data": {"accuracy": a, **registry.identity(m)}}
+def exp(name: str, seed: int, acc: dict[str, float], rev: str = "0" * 40) -> dict:
+    """An experiment as `dvc exp show --json` lists it: metrics/<id>.json holds numbers only (the
+    names and kinds are in metrics/<id>_detail.json of the experiment's commit `rev`)."""
+    metrics = {f"metrics/{m}.json": {"data": {"accuracy": a, "pretrained": False}}
                for m, a in acc.items()}
-    return {"rev": "0" * 40, "name": name,
+    return {"rev": rev, "name": name,
             "data": {"metrics": metrics, "params": {"params.yaml": {"data": {"seed": seed}}}}}
+
+
+def commit_details(root: Path, model_ids: list[str]) -> str:
+    """A git commit in `root` holding metrics/<id>_detail.json per model, as evaluate writes its
+    identity fields (`registry.identity`) and display name. Returns the commit."""
+    return commit_predictions(root, dict.fromkeys(model_ids, 0))
 
 
 SHOW = [
@@ -31,9 +38,12 @@ SHOW = [
 ]
 
 
-def test_summary_of_hand_made_experiments() -> None:
-    runs = experiments(SHOW)
+def test_summary_of_hand_made_experiments(tmp_path: Path) -> None:
+    rev = commit_details(tmp_path, ["cnn_finetuned", "vit_finetuned"])
+    show = json.loads(json.dumps(SHOW).replace("0" * 40, rev))
+    runs = experiments(show, root=tmp_path)
     assert [(r.name, r.seed) for r in runs] == [("seed-1", 1), ("seed-2", 2)]
+    assert runs[0].kinds == {"cnn_finetuned": "CNN", "vit_finetuned": "ViT"}   # from the details
     summary = summarize(runs)
     cnn = summary["models"]["cnn_finetuned"]
     assert cnn["n"] == 2 and cnn["mean"] == pytest.approx(0.725)
@@ -56,10 +66,11 @@ def test_only_finished_experiments_count() -> None:
     assert [(r.name, r.seed) for r in experiments(show)] == [("seed-1", 1), ("seed-2", 2)]
 
 
-def test_a_ranking_that_flips_is_reported() -> None:
-    show = [exp("seed-1", 1, {"cnn_transfer": 0.8, "vit_scratch": 0.6}),
-            exp("seed-2", 2, {"cnn_transfer": 0.5, "vit_scratch": 0.7})]
-    summary = summarize(experiments(show))
+def test_a_ranking_that_flips_is_reported(tmp_path: Path) -> None:
+    rev = commit_details(tmp_path, ["cnn_transfer", "vit_scratch"])
+    show = [exp("seed-1", 1, {"cnn_transfer": 0.8, "vit_scratch": 0.6}, rev),
+            exp("seed-2", 2, {"cnn_transfer": 0.5, "vit_scratch": 0.7}, rev)]
+    summary = summarize(experiments(show, root=tmp_path))
     assert not summary["ranking_holds"]
     assert "does NOT hold in every seed" in render(summary)
 
@@ -102,9 +113,10 @@ def test_an_invalid_seed_is_refused_before_anything_is_queued(tmp_path: Path) ->
 # --- the chance guard and escaping ---------------------------------------------------------------
 
 def commit_predictions(root: Path, right: dict[str, int], total: int = 40) -> str:
-    """A git commit in `root` holding plots/<id>/eval/predictions.csv per model, as evaluate
-    writes it: `total` test images of two balanced classes, the first `right[id]` predicted
-    right. Returns the commit (an experiment's rev)."""
+    """A git commit in `root` holding plots/<id>/eval/predictions.csv and
+    metrics/<id>_detail.json per model, as evaluate writes them: `total` test images of two
+    balanced classes, the first `right[id]` predicted right; the model's identity fields
+    (`registry.identity`) with its id as display name. Returns the commit (an experiment's rev)."""
     import subprocess
 
     if not (root / ".git").is_dir():
@@ -115,6 +127,10 @@ def commit_predictions(root: Path, right: dict[str, int], total: int = 40) -> st
         path = root / "plots" / model_id / "eval" / "predictions.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("path,actual,predicted\n" + "\n".join(rows) + "\n")
+        if model_id in registry.MODELS:
+            detail = root / "metrics" / f"{model_id}_detail.json"
+            detail.parent.mkdir(exist_ok=True)
+            detail.write_text(json.dumps({"display_name": model_id, **registry.identity(model_id)}))
     git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "add", "-A"], check=True)
     subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "predictions"], check=True)
@@ -130,7 +146,7 @@ def test_a_model_at_chance_never_wins_a_seed(tmp_path: Path) -> None:
         entry = exp(f"seed-{seed}", seed, {"cnn_finetuned": 21 / 40, "vit_finetuned": 38 / 40})
         entry["rev"] = commit_predictions(tmp_path, {"cnn_finetuned": 21, "vit_finetuned": 38})
         show.append(entry)
-    summary = summarize(experiments(show), tmp_path)
+    summary = summarize(experiments(show, root=tmp_path), tmp_path)
     assert summary["models"]["cnn_finetuned"]["at_chance"] is True
     assert summary["models"]["vit_finetuned"]["at_chance"] is False
     assert summary["models"]["vit_finetuned"]["chance_p"] < 1e-6
@@ -149,3 +165,16 @@ def test_model_names_are_escaped_in_the_seeds_summary() -> None:
     text = render(summarize(runs))
     assert "<img" not in text and "&lt;img src=x onerror=alert(1)&gt;" in text
     assert "**bold**" not in text and r"\*\*bold\*\*" in text
+
+
+def test_kinds_come_from_the_detail_file_or_from_an_older_experiments_metrics(tmp_path: Path) -> None:
+    """An experiment from before metrics/<id>_detail.json had the kind in metrics/<id>.json; one
+    with neither is refused, naming the file."""
+    from vitbench.errors import VitbenchError
+
+    rev = commit_predictions(tmp_path, {"other": 1})            # no detail file in this commit
+    old = exp("seed-1", 1, {"cnn_finetuned": 0.7}, rev)
+    old["data"]["metrics"]["metrics/cnn_finetuned.json"]["data"]["kind"] = "CNN"
+    assert experiments([old], root=tmp_path)[0].kinds == {"cnn_finetuned": "CNN"}
+    with pytest.raises(VitbenchError, match=r"metrics/cnn_finetuned_detail\.json of experiment commit"):
+        experiments([exp("seed-1", 1, {"cnn_finetuned": 0.7}, rev)], root=tmp_path)

@@ -43,6 +43,8 @@ from vitbench.sweep_summary import SweepRun, _kind, _line_name, model_of, sweep_
 
 FOLDS_KEY, FOLD_KEY = "split.folds", "split.fold"
 SUMMARY_DIR = Path("plots") / "cv"
+# what the verdict's "like for like" sentence compares (metrics/<id>.json and _detail.json)
+FOOTING_KEYS = ("image_size", "pretrained", "steps_run", "epochs_run", "train_seconds", "params_total")
 
 
 def plan_cv(folds: int, root: Path, specs: Sequence[str] = (), seeds: int | None = None) -> list[Point]:
@@ -116,7 +118,7 @@ def summarize_project(root: Path, folds: int, specs: Sequence[str] = (),
     show = json.loads(_dvc(["exp", "show", "--json"], root) or "[]")
     first = next(iter(names))
     prefix = first[:first.rindex("-fold-") + len("-fold-")]   # <settings>-folds-K-fold-
-    runs = [r for r in sweep_runs(show, FOLD_KEY, prefix) if r.name in names]
+    runs = [r for r in sweep_runs(show, FOLD_KEY, prefix, root) if r.name in names]
     missing = sorted(names - {r.name for r in runs})
     if missing:
         raise VitbenchError(f"{len(missing)} of the {len(names)} fold experiment(s) have not finished "
@@ -185,8 +187,8 @@ def summarize(runs: list[SweepRun], root: Path) -> dict[str, Any]:
     every = pd.concat(predictions.values()).drop_duplicates(["seed", "path"])
     chance = stats.majority_rate(every["actual"].to_numpy())
     first = {line: next(r.metrics[line] for r in runs if line in r.metrics) for line in predictions}
-    models = {line: _model(line, df, first[line], chance, _line_name(line, first[line], runs))
-              for line, df in predictions.items()}
+    models = {line: {**_model(line, df, first[line], chance, _line_name(line, first[line], runs)),
+                     "budget": _budget(line, runs)} for line, df in predictions.items()}
     pairs = [_pair(a, b, predictions) for a, b in itertools.combinations(predictions, 2)]
     best = {kind: max((m for m, s in models.items() if s["kind"] == kind),
                       key=lambda m: models[m]["accuracy"], default=None) for kind in ("CNN", "ViT")}
@@ -221,6 +223,17 @@ def _model(line: str, df: pd.DataFrame, metrics: dict[str, Any], chance: float,
             "accuracy": correct / total, "correct": correct, "total": total,
             "ci_low": ci.low, "ci_high": ci.high, "per_fold": per_fold,
             "chance_p": p, "at_chance": stats.at_chance(p)}
+
+
+def _budget(line: str, runs: list[SweepRun]) -> dict[str, Any]:
+    """A model line's inputs and training budget (its first fold's, the training seconds averaged
+    over the folds): what `report_markdown.footing_sentence` compares."""
+    mine = [r.metrics[line] for r in runs if line in r.metrics]
+    budget = {k: mine[0][k] for k in FOOTING_KEYS if k in mine[0]}
+    seconds = [float(m["train_seconds"]) for m in mine if "train_seconds" in m]
+    if seconds:
+        budget["train_seconds"] = float(np.mean(seconds))
+    return budget
 
 
 def _pair(a: str, b: str, predictions: dict[str, pd.DataFrame]) -> dict[str, Any]:
@@ -315,4 +328,22 @@ def render(summary: dict[str, Any]) -> str:
     if len(pairs):
         lines += [pairs.to_markdown(index=False, disable_numparse=True), ""]
     lines += [summary["verdict"], ""]
+    sentence = footing(summary)
+    if sentence:
+        lines += [sentence, ""]
     return "\n".join(lines)
+
+
+def footing(summary: dict[str, Any]) -> str | None:
+    """`report_markdown.footing_sentence` for the best CNN and best ViT (None without both, or
+    for a summary whose models lack their budget)."""
+    from vitbench.report_markdown import footing_sentence
+
+    v, models = summary["versus"], summary["models"]
+    if v is None:
+        return None
+    cnn, vit = (models[v[k]].get("budget") or {} for k in ("best_cnn", "best_vit"))
+    needed = ("pretrained", "epochs_run", "train_seconds", "params_total")
+    if not all(k in cnn and k in vit for k in needed):
+        return None
+    return footing_sentence(cnn, vit)

@@ -1,4 +1,6 @@
-"""The evaluate stage: one trained model on the test split -> metrics/<id>.json and plots/<id>/eval/.
+"""The evaluate stage: one trained model on the test split -> metrics/<id>.json (the headline
+numbers, a DVC metric), metrics/<id>_detail.json (names, kind, input and every other figure) and
+plots/<id>/eval/.
 
 One evaluation path: the test images are decoded once (resized to the model's input, uint8) and
 one inference pass over them feeds the metrics (scikit-learn), their 95% intervals
@@ -131,6 +133,10 @@ def _check_predictions(y_true: np.ndarray, proba: np.ndarray,
 
 # --- the stage ----------------------------------------------------------------------------------
 
+# metrics/<id>.json, the DVC metric (the contract's headline numbers); corruption_accuracy is
+# absent when evaluate.robustness is false, steps_run when the training record has none
+HEADLINE_KEYS = ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "f1_macro", "ece",
+                 "corruption_accuracy", "chance_p", "pretrained", "train_seconds", "steps_run")
 RECORD_KEYS = ("classes", "family", "image_size", "preprocess", "pretrained", "train_seconds",
                "epochs_run", "params_total", "params_trainable")
 
@@ -152,7 +158,8 @@ class SplitPredictions:
 
 
 def evaluate(model_id: str, cfg: Evaluate, seed: int, paths: Paths) -> dict[str, Any]:
-    """Evaluate models/<id> on the test split; write metrics/<id>.json and plots/<id>/eval/.
+    """Evaluate models/<id> on the test split; write metrics/<id>.json (the headline numbers,
+    HEADLINE_KEYS), metrics/<id>_detail.json (the rest) and plots/<id>/eval/; return both merged.
 
     `seed` fixes the bootstrap, the corruption noise and the test images shown in the figures."""
     from vitbench.models import WEIGHTS_FILE, load_model, registry
@@ -168,6 +175,8 @@ def evaluate(model_id: str, cfg: Evaluate, seed: int, paths: Paths) -> dict[str,
         "model": model_id,
         "display_name": _display_name(model_id, record),
         **registry.identity(model_id),   # family, kind (CNN/ViT), meant_pretrained
+        "image_size": int(record["image_size"]),
+        "preprocess": str(record["preprocess"]),
         **compute_metrics(preds.y_true, preds.proba, n_classes),
         **uncertainty(preds.y_true, preds.y_pred, n_classes, seed),
         "chance_p": chance_p(preds.y_true, preds.y_pred),
@@ -191,11 +200,24 @@ def evaluate(model_id: str, cfg: Evaluate, seed: int, paths: Paths) -> dict[str,
         log.info("corruption pass: %d corrupted copies of the test split in %.1f s",
                  len(robustness), time.perf_counter() - start)
     _write_eval_dir(paths.eval_plots(model_id), model, record, metrics, preds, robustness, cfg, seed)
-    write_json(paths.metrics_json(model_id), metrics)
+    headline, detail = split_headline(metrics)
+    write_json(paths.detail_json(model_id), detail)
+    write_json(paths.metrics_json(model_id), headline)
     log.info("%s: accuracy %.4f [%.4f, %.4f], macro F1 %.4f, ECE %.4f", model_id,
              metrics["accuracy"], metrics["accuracy_ci_low"], metrics["accuracy_ci_high"],
              metrics["f1_macro"], metrics["ece"])
     return metrics
+
+
+def split_headline(metrics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics/<id>.json, metrics/<id>_detail.json): the HEADLINE_KEYS present, numbers and
+    booleans only (a DVC metric that `dvc metrics show` and `dvc exp show` keep narrow), and
+    everything else (names, kind, input size and preprocessing, the other figures)."""
+    headline = {k: metrics[k] for k in HEADLINE_KEYS if k in metrics}
+    bad = {k: v for k, v in headline.items() if not isinstance(v, (int, float))}
+    if bad:
+        raise ValueError(f"headline metric(s) that are not numbers: {bad}")
+    return headline, {k: v for k, v in metrics.items() if k not in headline}
 
 
 def _check_record(record: dict, model_dir: Path, classes: list[str]) -> None:

@@ -68,6 +68,10 @@ class Paths:
     def metrics_json(self, name: str) -> Path:
         return self.metrics / f"{name}.json"
 
+    def detail_json(self, name: str) -> Path:
+        """metrics/<name>_detail.json: the plain (non-metric) JSON beside metrics/<name>.json."""
+        return self.metrics / f"{name}_detail.json"
+
     @property
     def plots(self) -> Path:
         return self.root / "plots"

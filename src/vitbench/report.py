@@ -1,10 +1,11 @@
 """The compare stage: every evaluated model side by side -> metrics/compare.{json,md},
 metrics/compare_detail.json and plots/compare/.
 
-Reads only the evaluate stage's outputs (metrics/<id>.json, plots/<id>/eval/{report,predictions,
-robustness}.csv and recipe.json) and the test images the predictions grid shows.
-`metrics/compare.json` is the DVC metric: flat and few-keyed, so `dvc metrics show` fits a terminal; the per-model detail, the
-paired tests and the warnings go to `metrics/compare_detail.json`.
+Reads only the evaluate stage's outputs (metrics/<id>.json, metrics/<id>_detail.json,
+plots/<id>/eval/{report,predictions,robustness}.csv and recipe.json) and the test images the
+predictions grid shows. `metrics/compare.json` is the DVC metric: four numbers
+(`results.flat_metrics`); the per-model detail, the worded winner, the paired tests and the
+warnings go to `metrics/compare_detail.json`.
 
 The verdict is statistical: all models are evaluated on the same test images, so every pair is
 compared with McNemar's exact test (`vitbench.stats`), and the CNN-vs-ViT conclusion says

@@ -30,7 +30,9 @@ TABLE_COLUMNS: tuple[tuple[str, str, Any, str | None], ...] = (
     ("Params", "params_total", lambda v: _fmt_count(v), "min"),
     ("Size (MB)", "size_mb", lambda v: f"{v:.1f}", "min"),
     ("Train time", "train_seconds", lambda v: _fmt_seconds(v), "min"),
-    ("Epochs", "epochs_run", lambda v: f"{v:.0f}", None),   # equal budget: epochs and time each got
+    ("Input", "image_size", lambda v: f"{v:.0f} px", None),   # equal footing: inputs and budget
+    ("Epochs", "epochs_run", lambda v: f"{v:.0f}", None),
+    ("Steps", "steps_run", lambda v: f"{v:.0f}", None),
     ("Images/s", "infer_images_per_second", lambda v: f"{v:.1f}", "max"),
     ("Accuracy", "accuracy", lambda v: f"{v:.1%}", "max"),
     ("Loss", "loss", lambda v: f"{v:.3f}", "min"),
@@ -90,7 +92,10 @@ def conclusion(summary: dict[str, Any], results: list[ModelResult], classes: lis
     if summary["best"]["f1_macro"]["models"] != summary["best"]["accuracy"]["models"]:
         out.append(_winner_sentence(summary["best"]["f1_macro"], results, "f1_macro", pairs))
     if summary["cnn_vs_vit"]:
-        out.append(_versus_sentence(summary["cnn_vs_vit"], by_id, summary["test_images"]))
+        versus = summary["cnn_vs_vit"]
+        out.append(_versus_sentence(versus, by_id, summary["test_images"]))
+        out.append("- " + footing_sentence(by_id[versus["best_cnn"]].metrics,
+                                           by_id[versus["best_vit"]].metrics))
     out += _family_sentences(summary["families"], results)
     perfect = [f"{_label(by_id[m])} {len(c)}/{len(classes)}"
                for m, c in summary["perfect_classes"].items()]
@@ -136,6 +141,48 @@ def _versus_sentence(versus: dict[str, Any], by_id: dict[str, ModelResult], n: i
             f"{versus['images_needed']:,} test images would be needed to resolve "
             f"{versus['resolve_points'] * 100:.1f} points (80% power, alpha = 0.05); see "
             "`vitbench seeds` for repeated runs.")
+
+
+def footing_sentence(cnn: dict[str, Any], vit: dict[str, Any]) -> str:
+    """Every difference in inputs and budget between the best CNN and the best ViT (their
+    metrics, as evaluate wrote them): input size, pretrained or random weights, optimizer steps
+    and epochs of the last training phase ("Not like for like: the CNN saw 96 px inputs, the ViT
+    48 px; ..."), what they share said once, then their training time and parameters."""
+    differ, same = [], []
+    if cnn.get("image_size") is not None and vit.get("image_size") is not None:
+        if cnn["image_size"] != vit["image_size"]:
+            differ.append(f"the CNN saw {cnn['image_size']:.0f} px inputs, the ViT "
+                          f"{vit['image_size']:.0f} px")
+        else:
+            same.append(f"{cnn['image_size']:.0f} px inputs")
+    weights = {True: "pretrained weights", False: "random weights"}
+    start = (bool(cnn["pretrained"]), bool(vit["pretrained"]))
+    if start[0] != start[1]:
+        differ.append(f"the CNN started from {weights[start[0]]}, the ViT from {weights[start[1]]}")
+    else:
+        same.append(weights[start[0]])
+    if _length(cnn) != _length(vit):
+        differ.append(f"the CNN's last training phase ran {_length(cnn)}, the ViT's {_length(vit)}")
+    else:
+        same.append(f"{_length(cnn)} in the last training phase")
+    head = ("**Not like for like:** " + "; ".join(differ) if differ
+            else "**Like for like** in inputs, weights and training length")
+    both = f" (both: {', '.join(same)})" if same else ""
+    return (f"{head}{both}. Training took the CNN {_fmt_seconds(cnn['train_seconds'])} and the "
+            f"ViT {_fmt_seconds(vit['train_seconds'])}; the CNN has "
+            f"{_fmt_count(cnn['params_total'])} parameters, the ViT {_fmt_count(vit['params_total'])}.")
+
+
+def _length(metrics: dict[str, Any]) -> str:
+    """"120 optimizer steps (5 epochs)": the last training phase's length (steps when known)."""
+    epochs = _count(metrics["epochs_run"], "epoch")
+    steps = metrics.get("steps_run")
+    return epochs if steps is None else f"{_count(steps, 'optimizer step')} ({epochs})"
+
+
+def _count(n: float, noun: str) -> str:
+    """"1 epoch", "5 epochs"."""
+    return f"{n:.0f} {noun}" + ("" if n == 1 else "s")
 
 
 def _family_sentences(families: dict[str, dict[str, Any]], results: list[ModelResult]) -> list[str]:
@@ -364,7 +411,7 @@ def _acc_ci(r: ModelResult) -> str:
 
 
 def _images(n: int) -> str:
-    return f"{n} test image{'' if n == 1 else 's'}"
+    return _count(n, "test image")
 
 
 def _fmt_p(p: float) -> str:

@@ -1,10 +1,10 @@
 """The compare stage's data: every evaluated model's outputs read back, and the analysis of them.
 
-`load_results` reads what evaluate wrote (metrics/<id>.json, plots/<id>/eval/{report,predictions,
-robustness}.csv, recipe.json); the pure functions below turn the results into the content of
+`load_results` reads what evaluate wrote (metrics/<id>.json and metrics/<id>_detail.json,
+plots/<id>/eval/{report,predictions,robustness}.csv, recipe.json); the pure functions below turn the results into the content of
 metrics/compare_detail.json (`summarise`) and metrics/compare.json (`flat_metrics`). Whether a
 model is a CNN or a ViT, and whether it is meant to be pretrained, is what evaluate wrote from the
-model registry (`kind`, `meant_pretrained`), never guessed from the id. A model whose `chance_p`
+model registry into metrics/<id>_detail.json (`kind`, `meant_pretrained`), never guessed from the id. A model whose `chance_p`
 (evaluate's binomial test against the majority-class rate) leaves it at chance is never best,
 never in a family average, and voids the CNN-vs-ViT verdict when it is its kind's best. Rendering lives in
 `vitbench.report_markdown` (compare.md) and `vitbench.plots.compare` (figures); the stage that
@@ -27,15 +27,18 @@ from vitbench.errors import DataError
 from vitbench.fsutil import read_json
 from vitbench.paths import Paths
 
-CONTRACT_KEYS = ("accuracy", "loss", "top5_accuracy", "precision_macro", "recall_macro", "f1_macro",
-                 "f1_weighted", "params_total", "params_trainable", "size_mb", "train_seconds",
-                 "epochs_run", "infer_images_per_second", "pretrained")
-IDENTITY_KEYS = ("kind", "meant_pretrained")   # from vitbench.models.registry.identity
-VERDICT_KEYS = ("accuracy_ci_low", "accuracy_ci_high", "f1_macro_ci_low", "f1_macro_ci_high", "ece",
-                "chance_p")
-METRIC_KEYS = CONTRACT_KEYS + VERDICT_KEYS + IDENTITY_KEYS
 OPTIONAL_KEYS = ("corruption_accuracy",      # absent when evaluate.robustness is false
                  "steps_run")                # absent when the training record has none
+# metrics/<id>.json (the DVC metric: numbers only) and metrics/<id>_detail.json (the rest), as
+# evaluate writes them (`evaluation.HEADLINE_KEYS`, `split_headline`); ModelResult.metrics merges
+# the two
+HEADLINE_KEYS = ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "f1_macro", "ece", "chance_p",
+                 "pretrained", "train_seconds")
+DETAIL_KEYS = ("display_name", "kind", "meant_pretrained",    # from vitbench.models.registry
+               "image_size", "loss", "top5_accuracy", "precision_macro", "recall_macro",
+               "f1_weighted", "f1_macro_ci_low", "f1_macro_ci_high", "params_total",
+               "params_trainable", "size_mb", "epochs_run", "infer_images_per_second")
+METRIC_KEYS = HEADLINE_KEYS + DETAIL_KEYS
 VOID = "void"                                 # the CNN-vs-ViT winner when a best model is at chance
 RESOLVE_POINTS = 0.05                         # the difference sized when the models tie exactly
 
@@ -89,14 +92,16 @@ def load_results(paths: Paths, model_ids: tuple[str, ...] = MODEL_IDS) -> list[M
     return [_load_result(paths, model_id) for model_id in model_ids]
 
 
+def read_model_metrics(paths: Paths, model_id: str) -> dict[str, Any]:
+    """Everything evaluate wrote about a model's test results: metrics/<id>.json (the headline
+    numbers) and metrics/<id>_detail.json (names, kind, input size, every other figure) merged;
+    a missing file or key is a DataError naming it."""
+    return {**_read_keys(paths.metrics_json(model_id), HEADLINE_KEYS, model_id),
+            **_read_keys(paths.detail_json(model_id), DETAIL_KEYS, model_id)}
+
+
 def _load_result(paths: Paths, model_id: str) -> ModelResult:
-    metrics_file = paths.metrics_json(model_id)
-    if not metrics_file.is_file():
-        raise DataError(f"{metrics_file} not found: run `dvc repro evaluate@{model_id}` first")
-    metrics = read_json(metrics_file)
-    missing = [k for k in METRIC_KEYS if k not in metrics]
-    if missing:
-        raise DataError(f"{metrics_file} lacks key(s) {', '.join(missing)}: re-run evaluate@{model_id}")
+    metrics = read_model_metrics(paths, model_id)
     eval_dir = paths.eval_plots(model_id)
     report = _read_csv(eval_dir / "report.csv", ("class", "precision", "recall", "f1", "support"))
     predictions = _read_csv(eval_dir / "predictions.csv",
@@ -107,6 +112,17 @@ def _load_result(paths: Paths, model_id: str) -> ModelResult:
     recipe_file = eval_dir / "recipe.json"
     recipe = read_json(recipe_file) if recipe_file.is_file() else None
     return ModelResult(model_id, metrics, report, predictions, robustness, recipe)
+
+
+def _read_keys(path: Path, keys: tuple[str, ...], model_id: str) -> dict[str, Any]:
+    """A JSON object evaluate wrote, with every one of `keys`; a DataError naming the file else."""
+    if not path.is_file():
+        raise DataError(f"{path} not found: run `dvc repro evaluate@{model_id}` first")
+    data = read_json(path)
+    missing = [k for k in keys if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise DataError(f"{path} lacks key(s) {', '.join(missing)}: re-run evaluate@{model_id}")
+    return data
 
 
 def _read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
@@ -301,20 +317,15 @@ UNROUNDED = ("cnn_vs_vit_p",)   # p-values keep their magnitude (2.8e-09 is not 
 
 
 def flat_metrics(summary: dict[str, Any]) -> dict[str, Any]:
-    """metrics/compare.json: the few numbers `dvc metrics show/diff` should put side by side
-    (numbers only: the worded winner is compare_detail.json's)."""
+    """metrics/compare.json: the four numbers of the CNN-vs-ViT question that `dvc metrics show`
+    and `dvc exp show` put beside the models' (numbers only, a key without a value left out: the
+    worded winner, the bests and the warnings are compare_detail.json's)."""
     versus = summary["cnn_vs_vit"] or {}
-    models = summary["models"]
     flat = {
         "test_images": summary["test_images"],
-        "best_accuracy": summary["best"]["accuracy"]["value"],
-        "best_f1_macro": summary["best"]["f1_macro"]["value"],
-        "best_cnn_accuracy": models[versus["best_cnn"]]["accuracy"] if versus else None,
-        "best_vit_accuracy": models[versus["best_vit"]]["accuracy"] if versus else None,
         "vit_minus_cnn": versus.get("accuracy_difference"),
         "cnn_vs_vit_p": versus.get("p_value"),
         "models_at_chance": len(summary["models_at_chance"]),
-        "warnings": len(summary["warnings"]),
     }
     return {k: (round(v, 6) if isinstance(v, float) and k not in UNROUNDED else v)
-            for k, v in flat.items()}
+            for k, v in flat.items() if v is not None}

@@ -27,6 +27,7 @@ import pandas as pd
 from vitbench.config import MODEL_IDS, PARAMS_FILE, params_from_dict, read_params
 from vitbench.errors import ConfigError, VitbenchError
 from vitbench.markup import escape_text
+from vitbench.paths import Paths
 from vitbench.stats import ALPHA, at_chance, chance_p, majority_rate, mean_interval
 
 EXP_PREFIX = "seed-"
@@ -167,7 +168,7 @@ def check_seed_params(seeds: Sequence[int], root: Path) -> None:
 @dataclass(frozen=True)
 class SeedRun:
     """One finished experiment: its name, seed, each model's accuracy and kind (CNN or ViT, as
-    evaluate wrote it into metrics/<id>.json from the model registry) and its git commit."""
+    evaluate wrote it into metrics/<id>_detail.json from the model registry) and its git commit."""
 
     name: str
     seed: int
@@ -176,10 +177,11 @@ class SeedRun:
     rev: str = ""
 
 
-def experiments(show: Any, prefix: str = EXP_PREFIX) -> list[SeedRun]:
+def experiments(show: Any, prefix: str = EXP_PREFIX, root: Path | None = None) -> list[SeedRun]:
     """The finished experiments named `prefix`* in `dvc exp show --json` output, one per seed (the
     newest wins), in seed order. A queued, running or failed experiment is left out: until it
-    succeeds, `exp show` lists it with its baseline's metrics."""
+    succeeds, `exp show` lists it with its baseline's metrics. Each model's kind comes from its
+    metrics/<id>_detail.json at the experiment's commit (`with_detail`; needs `root`)."""
     runs: dict[int, SeedRun] = {}
     for entry, state in _walk(show):
         name = entry.get("name") or ""
@@ -187,15 +189,40 @@ def experiments(show: Any, prefix: str = EXP_PREFIX) -> list[SeedRun]:
         if not name.startswith(prefix) or not data.get("metrics") or state not in FINISHED:
             continue
         params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
+        if "seed" not in params or int(params["seed"]) in runs:
+            continue
+        rev = str(entry.get("rev") or "")
         accuracy, kinds = {}, {}
         for model_id, metrics in _model_metrics(data["metrics"]).items():
             accuracy[model_id] = float(metrics["accuracy"])
-            if "kind" in metrics:
-                kinds[model_id] = str(metrics["kind"])
-        if "seed" in params and accuracy:
-            runs.setdefault(int(params["seed"]), SeedRun(name, int(params["seed"]), accuracy, kinds,
-                                                             str(entry.get("rev") or "")))
+            kind = with_detail(metrics, root, rev, model_id).get("kind")
+            if kind is not None:
+                kinds[model_id] = str(kind)
+        if accuracy:
+            runs[int(params["seed"])] = SeedRun(name, int(params["seed"]), accuracy, kinds, rev)
     return [runs[s] for s in sorted(runs)]
+
+
+def with_detail(metrics: dict[str, Any], root: Path | None, rev: str,
+                model_id: str) -> dict[str, Any]:
+    """A model's metrics in an experiment (metrics/<id>.json: numbers only) with what evaluate
+    wrote beside them merged in: metrics/<id>_detail.json (display name, kind, meant_pretrained,
+    input size, ...) at the experiment's commit `rev`. As they are without `root`, or for an
+    experiment from before that file (its metrics/<id>.json held the names)."""
+    if root is None or not rev:
+        return metrics
+    paths = Paths(root)
+    path = paths.detail_json(model_id).relative_to(paths.root).as_posix()
+    proc = _git_show(root, rev, path)
+    if proc.returncode != 0:
+        if "kind" in metrics:
+            return metrics
+        raise VitbenchError(f"{path} of experiment commit {rev[:7]} could not be read: {proc.stderr.strip()}")
+    return {**json.loads(proc.stdout), **metrics}
+
+
+def _git_show(root: Path, rev: str, path: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True, text=True)
 
 
 def _model_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -267,7 +294,7 @@ def predictions_at(root: Path, rev: str, model_id: str) -> pd.DataFrame:
     """plots/<id>/eval/predictions.csv (actual and predicted class per test image, indexed by
     path) of the experiment at git commit `rev`."""
     path = f"plots/{model_id}/eval/predictions.csv"
-    proc = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True, text=True)
+    proc = _git_show(root, rev, path)
     if proc.returncode != 0:
         raise VitbenchError(f"{path} of experiment commit {rev[:7]} could not be read: {proc.stderr.strip()}")
     return pd.read_csv(io.StringIO(proc.stdout), dtype={"actual": str, "predicted": str},
@@ -316,4 +343,4 @@ def render(summary: dict[str, Any]) -> str:
 def summarize_project(root: Path, prefix: str = EXP_PREFIX) -> dict[str, Any]:
     """`summarize` over the experiments `dvc exp show --json` lists in the project at `root`."""
     show = json.loads(_dvc(["exp", "show", "--json"], root) or "[]")
-    return summarize(experiments(show, prefix), root)
+    return summarize(experiments(show, prefix, root), root)

@@ -10,7 +10,8 @@ from pretrained weights that did not (metrics/<id>.json `pretrained` false): a s
 `-S cnn.pretrained=false` adds the from-scratch CNN beside the pretrained one.
 
 The CNN-or-ViT question at each value uses compare.md's rules: the best CNN and the best ViT (by
-mean accuracy; CNN or ViT is the `kind` evaluate wrote from the model registry) are compared
+mean accuracy; CNN or ViT is the `kind` evaluate wrote from the model registry into
+metrics/<id>_detail.json, read from each experiment's commit with its display name) are compared
 with McNemar's exact test on their per-image correctness (plots/<id>/eval/predictions.csv of each
 experiment, read from its git commit), pooled over the seeds: within one experiment both models
 see the same test images, and the test split does not depend on the training size (only train
@@ -33,7 +34,8 @@ from vitbench import stats
 from vitbench.errors import VitbenchError
 from vitbench.markup import escape_text
 from vitbench.model_ids import MODELS
-from vitbench.seeds import FINISHED, _dvc, _model_metrics, _walk, pooled_chance_p, predictions_at
+from vitbench.seeds import (FINISHED, _dvc, _model_metrics, _walk, pooled_chance_p, predictions_at,
+                            with_detail)
 
 SIZE_KEY = "split.max_train_per_class"
 UNITS = {SIZE_KEY: "images per class", "epochs": "epochs", "image_size": "px"}
@@ -64,9 +66,11 @@ def lookup(params: dict[str, Any], key: str) -> Any:
     return node
 
 
-def sweep_runs(show: Any, by: str, prefix: str = "") -> list[SweepRun]:
+def sweep_runs(show: Any, by: str, prefix: str = "", root: Path | None = None) -> list[SweepRun]:
     """The finished experiments named `prefix`* in `dvc exp show --json` output that have model
-    metrics. Each model's metrics go on its line (`line_of`); per line, value of `by` and seed the
+    metrics, with (given the project `root`) each model's metrics/<id>_detail.json of the
+    experiment's commit merged in (`seeds.with_detail`: display name, kind, meant_pretrained).
+    Each model's metrics go on its line (`line_of`); per line, value of `by` and seed the
     newest experiment counts. Experiments may differ in more than `by` and the seed only inside
     the params section of a model family (cnn, vit, vit_ft) whose lines they do not share (a
     second sweep with -S cnn.pretrained=false, say); anything else is refused: the curves would
@@ -79,7 +83,9 @@ def sweep_runs(show: Any, by: str, prefix: str = "") -> list[SweepRun]:
                 or state not in FINISHED or not data.get("metrics"):
             continue
         params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
-        metrics = {line_of(m, d): d for m, d in _model_metrics(data["metrics"]).items()}
+        rev = str(entry.get("rev") or "")
+        metrics = {line_of(m, d): d for m, d in ((m, with_detail(d, root, rev, m))
+                                                 for m, d in _model_metrics(data["metrics"]).items())}
         if not metrics or "seed" not in params:
             continue
         try:
@@ -89,7 +95,7 @@ def sweep_runs(show: Any, by: str, prefix: str = "") -> list[SweepRun]:
         split = ((data["metrics"].get("metrics/split.json") or {}).get("data")) or {}
         classes = int(split["classes"]) if split.get("classes") else None
         per_class = split["train"] / classes if classes else None
-        run = SweepRun(name, str(entry.get("rev")), int(params["seed"]), value, metrics, params, per_class,
+        run = SweepRun(name, rev, int(params["seed"]), value, metrics, params, per_class,
                        classes)
         for line in list(metrics):   # exp show lists the newest first
             older = taken.setdefault((json.dumps(value), run.seed, line), run)
@@ -402,4 +408,4 @@ def render(summary: dict[str, Any]) -> str:
 def summarize_project(root: Path, by: str, prefix: str = "") -> dict[str, Any]:
     """`summarize_by` over the experiments of the project at `root`."""
     show = json.loads(_dvc(["exp", "show", "--json"], root) or "[]")
-    return summarize_by(sweep_runs(show, by, prefix), by, root)
+    return summarize_by(sweep_runs(show, by, prefix, root), by, root)
