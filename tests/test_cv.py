@@ -34,14 +34,15 @@ def test_plan_names_the_folds_and_checks_before_queueing(tmp_path: Path) -> None
             plan_cv(*args, root=tmp_path) if len(args) == 1 else plan_cv(args[0], tmp_path, args[1])
 
 
-def _summary(acc: dict[str, float], p: float, at_chance: tuple[str, ...] = ()) -> dict:
+def _summary(acc: dict[str, float], p: float, at_chance: tuple[str, ...] = (),
+             t_p: float = 0.04) -> dict:
     kinds = {"cnn_finetuned": "CNN", "vit_finetuned": "ViT"}
     models = {m: {"display_name": m, "kind": kinds[m], "accuracy": a, "chance_p": 0.5 if m in at_chance else 1e-9,
                   "at_chance": m in at_chance} for m, a in acc.items()}
     diff = acc["vit_finetuned"] - acc["cnn_finetuned"]
     return {"models": models, "chance": 0.1, "versus": {
         "best_cnn": "cnn_finetuned", "best_vit": "vit_finetuned", "images": 2300, "a_minus_b": diff,
-        "ci_low": diff - 0.02, "ci_high": diff + 0.02, "p_value": p, "t_test_p": 0.04}}
+        "ci_low": diff - 0.02, "ci_high": diff + 0.02, "p_value": p, "t_test_p": t_p}}
 
 
 def test_verdict_sentences() -> None:
@@ -49,9 +50,13 @@ def test_verdict_sentences() -> None:
     assert won.startswith("The ViT is better: vit\\_finetuned beats cnn\\_finetuned over all 2300")
     lost = verdict(_summary({"cnn_finetuned": 0.92, "vit_finetuned": 0.89}, 0.001))
     assert lost.startswith("The CNN is better: cnn\\_finetuned beats")
+    assert "(ViT 89.0%, CNN 92.0%, McNemar p = 0.001" in lost and "the ViT's lead -5.0 to -1.0" in lost
+    assert "new training set" not in lost                   # the fold-level test agrees
+    shaky = verdict(_summary({"cnn_finetuned": 0.92, "vit_finetuned": 0.89}, 0.001, t_p=0.2))
+    assert shaky.endswith("the lead holds on these images, a new training set may shrink it.")
     open_ = verdict(_summary({"cnn_finetuned": 0.90, "vit_finetuned": 0.91}, 0.3))
     assert open_.startswith("Undecided: even all 2300 images cannot tell")
-    assert "between -1.0 and +3.0 points (95% CI)" in open_
+    assert open_.endswith("the ViT's lead -1.0 to +3.0 points (95% CI).")
     void = verdict(_summary({"cnn_finetuned": 0.10, "vit_finetuned": 0.91}, 1e-12, ("cnn_finetuned",)))
     assert void.startswith("No verdict: the best CNN, cnn\\_finetuned (10.0%), is at chance")
     assert "not evidence for the other kind" in void

@@ -284,15 +284,24 @@ def verdict(summary: dict[str, Any]) -> str:
     vit, cnn = v["best_vit"], v["best_cnn"]
     n = v["images"]
     t = "" if v["t_test_p"] is None else f"; corrected resampled t-test over the folds p = {_p(v['t_test_p'])}"
-    bound = f"95% CI of the difference {v['ci_low'] * 100:+.1f} to {v['ci_high'] * 100:+.1f} pt"
-    scores = f"{models[vit]['accuracy']:.1%} against {models[cnn]['accuracy']:.1%}"
+    lead = f"the ViT's lead {v['ci_low'] * 100:+.1f} to {v['ci_high'] * 100:+.1f} points (95% CI)"
+    scores = f"ViT {models[vit]['accuracy']:.1%}, CNN {models[cnn]['accuracy']:.1%}"
     if v["p_value"] < stats.ALPHA and v["a_minus_b"] != 0:
         win, lose = (vit, cnn) if v["a_minus_b"] > 0 else (cnn, vit)
         return (f"The {models[win]['kind']} is better: {name(win)} beats {name(lose)} over all {n} "
-                f"test images ({scores} for the ViT, McNemar p = {_p(v['p_value'])}, {bound}{t}).")
+                f"test images ({scores}, McNemar p = {_p(v['p_value'])}, {lead}{t})."
+                + _caveat(v))
     return (f"Undecided: even all {n} images cannot tell {name(vit)} and {name(cnn)} apart "
-            f"({scores} for the ViT, McNemar p = {_p(v['p_value'])}{t}); the ViT's lead is "
-            f"between {v['ci_low'] * 100:+.1f} and {v['ci_high'] * 100:+.1f} points (95% CI).")
+            f"({scores}, McNemar p = {_p(v['p_value'])}{t}); {lead}.")
+
+
+def _caveat(v: dict[str, Any]) -> str:
+    """What a significant McNemar test does not say when the fold-level test disagrees."""
+    if v["t_test_p"] is None or v["t_test_p"] < stats.ALPHA:
+        return ""
+    return (" The corrected t-test over the folds, which also counts how much the result varies "
+            "with the training set, is not significant: the lead holds on these images, a new "
+            "training set may shrink it.")
 
 
 def _p(p: float) -> str:

@@ -415,6 +415,8 @@ def _images(n: int) -> str:
 
 
 def _fmt_p(p: float) -> str:
+    if p == 0:                       # below the smallest float: scipy's exact tests return 0.0
+        return "< 1e-300"
     return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
 
 

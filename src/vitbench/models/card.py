@@ -20,23 +20,11 @@ from vitbench.fsutil import atomic_file, read_json
 from vitbench.markup import escape_text
 from vitbench.model_ids import MODELS
 from vitbench.paths import Paths
+from vitbench.results import read_model_metrics
 from vitbench.stats import ALPHA
 
 CARD_FILE = "README.md"
 SPLITS = ("train", "val", "test")
-
-
-def read_metrics(paths: Paths, model_id: str) -> dict[str, Any]:
-    """What evaluate wrote about `model_id`: metrics/<id>.json, with metrics/<id>_detail.json
-    (names and other figures kept out of `dvc metrics show`) merged in when there is one."""
-    metrics: dict[str, Any] = {}
-    for name in (model_id, f"{model_id}_detail"):
-        path = paths.metrics_json(name)
-        if path.is_file():
-            metrics.update(read_json(path))
-        elif name == model_id:
-            raise DataError(f"{path} not found: run `dvc repro evaluate@{model_id}` first")
-    return metrics
 
 
 def split_counts(paths: Paths) -> dict[str, int]:
@@ -48,7 +36,7 @@ def write_card(model_id: str, dataset_source: str, paths: Paths) -> Path:
     """Write models/<id>/README.md (atomically) from its record, the split and its metrics."""
     model_dir = paths.model(model_id)
     record = read_json(model_dir / "record.json")
-    text = model_card(model_id, record, read_metrics(paths, model_id), dataset_source,
+    text = model_card(model_id, record, read_model_metrics(paths, model_id), dataset_source,
                       read_labels(paths.labels), split_counts(paths))
     with atomic_file(model_dir / CARD_FILE) as fh:
         fh.write(text)
