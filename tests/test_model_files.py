@@ -18,6 +18,7 @@ from vitbench.data.manifest import read_labels, read_manifest
 from vitbench.data.pipeline import labelled_paths, load_images, preprocess_fn
 from vitbench.models.card import model_card, split_counts
 from vitbench.paths import Paths
+from vitbench.results import read_model_metrics
 
 
 def check_keras_file(project: Path, model_id: str) -> None:
@@ -37,11 +38,12 @@ def check_keras_file(project: Path, model_id: str) -> None:
 
 
 def check_card(project: Path, model_id: str) -> str:
-    """README.md states metrics/<id>.json's numbers, the record's pretrained flag, the classes and
+    """README.md states metrics/<id>.json's and metrics/<id>_detail.json's numbers, the record's pretrained flag, the classes and
     the split's image counts; returns the card."""
     paths = Paths(project)
     card = (paths.model(model_id) / "README.md").read_text()
-    metrics = json.loads(paths.metrics_json(model_id).read_text())
+    metrics = {**json.loads(paths.metrics_json(model_id).read_text()),
+               **json.loads(paths.detail_json(model_id).read_text())}
     record = json.loads((paths.model(model_id) / "record.json").read_text())
     assert f"| accuracy | {metrics['accuracy']:.4f} | [{metrics['accuracy_ci_low']:.4f}, " \
            f"{metrics['accuracy_ci_high']:.4f}] (Wilson) |" in card
@@ -80,7 +82,7 @@ def test_the_card_warns_when_a_model_meant_pretrained_has_random_weights(publish
     """The record finetune_vit writes for vit_transfer when `pretrained: auto` found no weights."""
     paths = Paths(published)
     record = json.loads((paths.model("vit_scratch") / "record.json").read_text())
-    metrics = json.loads(paths.metrics_json("vit_scratch").read_text())
+    metrics = read_model_metrics(paths, "vit_scratch")
     card = model_card("vit_transfer", {**record, "id": "vit_transfer", "pretrained": False}, metrics,
                       "synthetic", read_labels(paths.labels), split_counts(paths))
     assert "> **WARNING: trained from random weights.** `vit_transfer` is meant to start" in card
@@ -92,7 +94,7 @@ def test_the_card_warns_when_a_model_meant_pretrained_has_random_weights(publish
 def test_user_strings_in_the_card_are_escaped(published: Path, name: str) -> None:
     paths = Paths(published)
     record = json.loads((paths.model("vit_scratch") / "record.json").read_text())
-    metrics = json.loads(paths.metrics_json("vit_scratch").read_text())
+    metrics = read_model_metrics(paths, "vit_scratch")
     card = model_card("vit_scratch", record, metrics, name, [name, "b"], split_counts(paths))
     assert name not in card
     assert "&lt;img" in card or "\\*\\*bold\\*\\* \\| pipe" in card
