@@ -1,6 +1,6 @@
 """The README's generated excerpts, rebuilt from committed outputs so they cannot go stale.
 
-    python benchmarks/excerpts.py          # rewrite the blocks in README.md
+    python benchmarks/excerpts.py          # rewrite the blocks in README.md and docs/usage.md
     python benchmarks/excerpts.py --check  # exit 1 if a block differs (tests/test_excerpts.py)
 
 A block sits between `<!-- NAME: ... -->` and `<!-- /NAME -->`; its text is made here from the
@@ -18,7 +18,9 @@ from vitbench.cv import render, verdict
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+USAGE = REPO / "docs" / "usage.md"
 CV_SUMMARY = REPO / "benchmarks" / "results" / "cv_pacs.json"
+COMPARE_MD = REPO / "metrics" / "compare.md"
 
 
 def cv_headline(summary_file: Path = CV_SUMMARY) -> str:
@@ -39,26 +41,36 @@ def cv_headline(summary_file: Path = CV_SUMMARY) -> str:
     ])
 
 
-BLOCKS = {"cv-headline": cv_headline}
+def compare_excerpt(report: Path = COMPARE_MD) -> str:
+    """The demo report's conclusion and table of all models, quoted, from the committed
+    metrics/compare.md (`dvc repro` on the default params)."""
+    text = report.read_text(encoding="utf-8")
+    start, end = text.index("## Conclusion"), text.index("## Paired tests")
+    return "\n".join(f"> {line}".rstrip() for line in text[start:end].strip().splitlines())
 
 
-def rebuilt(text: str) -> str:
-    """`text` with every known block's body replaced by its generated text."""
-    for name, make in BLOCKS.items():
+BLOCKS = {README: {"cv-headline": cv_headline}, USAGE: {"compare-excerpt": compare_excerpt}}
+
+
+def rebuilt(text: str, blocks: dict) -> str:
+    """`text` with each of `blocks`' bodies replaced by its generated text."""
+    for name, make in blocks.items():
         pattern = re.compile(rf"(<!-- {name}:[^\n]*-->\n)(.*?)(<!-- /{name} -->)", re.S)
         if not pattern.search(text):
-            raise SystemExit(f"README.md has no <!-- {name}: ... --> block")
+            raise SystemExit(f"no <!-- {name}: ... --> block")
         text = pattern.sub(lambda m: m.group(1) + make() + "\n" + m.group(3), text)
     return text
 
 
 def main(argv: list[str]) -> int:
-    text = README.read_text(encoding="utf-8")
-    new = rebuilt(text)
-    if "--check" in argv:
-        return int(new != text)
-    README.write_text(new, encoding="utf-8")
-    return 0
+    stale = 0
+    for doc, blocks in BLOCKS.items():
+        text = doc.read_text(encoding="utf-8")
+        new = rebuilt(text, blocks)
+        stale += new != text
+        if "--check" not in argv:
+            doc.write_text(new, encoding="utf-8")
+    return int(stale > 0 and "--check" in argv)
 
 
 if __name__ == "__main__":
