@@ -85,27 +85,6 @@ def test_dvc_metrics_hold_few_keys_and_numbers_only(reproduced: Path) -> None:
         assert max(len(line) for line in table.splitlines()) < MAX_LINE, table
 
 
-def test_an_epochs_experiment_fits_exp_show(reproduced: Path) -> None:
-    """`dvc exp show --only-changed` after `dvc exp run -S train.epochs=2` (every model retrained):
-    at most MAX_EXP_COLUMNS columns once the changed deps' hashes are dropped with the README's
-    --drop; the workspace is left as the repro made it."""
-    run(reproduced, "dvc", "exp", "remove", "--all")       # experiments of other tests, if any ran
-    try:
-        run(reproduced, "dvc", "exp", "run", "-S", "train.epochs=2")
-        header = run(reproduced, "dvc", "exp", "show", "--only-changed", "--md").stdout.splitlines()[0]
-        columns = [c.strip() for c in header.strip().strip("|").split("|")]
-        assert "train.epochs" in columns and "metrics/vit_scratch.json:accuracy" in columns, columns
-        assert not {"display_name", "kind", "family", "model"} & {c.split(":")[-1] for c in columns}
-        deps = [c for c in columns if c.startswith(("models/", "plots/")) or c.endswith(".json")]
-        assert len(columns) - len(deps) <= MAX_EXP_COLUMNS, columns
-        kept = run(reproduced, "dvc", "exp", "show", "--only-changed", "--md", "--drop", DROP_DEPS)
-        assert kept.stdout.splitlines()[0].count("|") - 1 == len(columns) - len(deps), kept.stdout
-    finally:
-        run(reproduced, "git", "checkout", "--", ".")
-        run(reproduced, "dvc", "checkout", "--force")
-        run(reproduced, "dvc", "exp", "remove", "--all")
-
-
 def test_second_repro_does_nothing(reproduced: Path) -> None:
     out = run(reproduced, "dvc", "repro")
     assert stages_run(out.stdout) == ["fetch"]  # always runs; its source is unchanged: no rewrite
@@ -181,3 +160,25 @@ def test_predict_warns_about_a_model_trained_from_random_weights(reproduced: Pat
     image = next((reproduced / "data" / "clean").rglob("*.png"))
     out = run(reproduced, "vitbench", "predict", str(image), "--model", "cnn_transfer")
     assert "models/cnn_transfer was trained from RANDOM weights" in out.stderr, out.stderr
+
+
+# last: it runs an experiment in the shared project and puts the workspace back
+def test_an_epochs_experiment_fits_exp_show(reproduced: Path) -> None:
+    """`dvc exp show --only-changed` after `dvc exp run -S train.epochs=2` (every model retrained):
+    at most MAX_EXP_COLUMNS columns once the changed deps' hashes are dropped with the README's
+    --drop; the workspace is left as the repro made it."""
+    run(reproduced, "dvc", "exp", "remove", "--all")       # experiments of other tests, if any ran
+    try:
+        run(reproduced, "dvc", "exp", "run", "-S", "train.epochs=2")
+        header = run(reproduced, "dvc", "exp", "show", "--only-changed", "--md").stdout.splitlines()[0]
+        columns = [c.strip() for c in header.strip().strip("|").split("|")]
+        assert "train.epochs" in columns and "metrics/vit_scratch.json:accuracy" in columns, columns
+        assert not {"display_name", "kind", "family", "model"} & {c.split(":")[-1] for c in columns}
+        deps = [c for c in columns if c.startswith(("models/", "plots/")) or c.endswith(".json")]
+        assert len(columns) - len(deps) <= MAX_EXP_COLUMNS, columns
+        kept = run(reproduced, "dvc", "exp", "show", "--only-changed", "--md", "--drop", DROP_DEPS)
+        assert kept.stdout.splitlines()[0].count("|") - 1 == len(columns) - len(deps), kept.stdout
+    finally:
+        run(reproduced, "git", "checkout", "--", ".")
+        run(reproduced, "dvc", "checkout", "--force")
+        run(reproduced, "dvc", "exp", "remove", "--all")

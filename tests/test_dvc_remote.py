@@ -4,6 +4,7 @@ re-run; the five models declared as artifacts and fetched with `dvc artifacts ge
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ def _tree_hashes(folder: Path) -> dict[str, str]:
 def test_a_fresh_clone_pulls_everything_and_has_nothing_to_reproduce(published: Path,
                                                                        tmp_path: Path) -> None:
     clone = git_clone(published, tmp_path / "clone")
-    assert not (clone / "models" / "vit_scratch").exists()  # git holds no data, the remote does
+    assert not (clone / "models" / "vit_scratch" / "model.keras").exists()  # git holds no data, the remote does
     run(clone, "dvc", "pull", "--with-deps", "evaluate@vit_scratch")  # the stages the fixture ran
     for out in PULLED:
         assert _tree_hashes(clone / out) == _tree_hashes(published / out), out
@@ -42,7 +43,7 @@ def test_the_five_models_are_declared_as_model_artifacts() -> None:
     artifacts = yaml.safe_load((REPO / "dvc.yaml").read_text())["artifacts"]
     assert list(artifacts) == list(MODEL_IDS)
     for model_id, spec in artifacts.items():
-        assert spec["path"] == f"models/{model_id}" and spec["type"] == "model"
+        assert spec["path"] == f"models/{model_id}/model.keras" and spec["type"] == "model"
         assert spec["desc"] and model_id.split("_")[0] in spec["labels"]  # cnn or vit
 
 
@@ -54,10 +55,12 @@ def test_dvc_artifacts_get_fetches_a_registered_model_that_predicts(published: P
     assert {"vit_scratch"} <= {entry["path"] for entry in listing}
     work = tmp_path / "elsewhere"
     work.mkdir()
-    run(work, "dvc", "artifacts", "get", str(registry), "vit_scratch", "-o", str(tmp_path / "vit_scratch"))
-    got = tmp_path / "vit_scratch"
-    assert _tree_hashes(got) == _tree_hashes(published / "models" / "vit_scratch")
-    image = next((published / "data" / "clean").glob("*/*.png"))
-    out = run(tmp_path, "vitbench", "predict", "--model", str(got), "--format", "json", str(image))
-    [prediction] = json.loads(out.stdout)
-    assert prediction["label"] in json.loads((got / "record.json").read_text())["classes"]
+    got = tmp_path / "vit_scratch.keras"
+    run(work, "dvc", "artifacts", "get", str(registry), "vit_scratch", "-o", str(got))
+    assert sha256_file(got) == sha256_file(published / "models" / "vit_scratch" / "model.keras")
+    # the fetched file is a whole model: it loads in Keras' safe mode once vitbench is imported
+    code = ("import sys, vitbench, keras; m = keras.saving.load_model(sys.argv[1]); "
+            "print(m.output_shape[-1])")
+    out = run(tmp_path, sys.executable, "-c", code, str(got))
+    classes = json.loads((published / "models" / "vit_scratch" / "record.json").read_text())["classes"]
+    assert out.stdout.strip().splitlines()[-1] == str(len(classes))

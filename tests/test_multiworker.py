@@ -79,7 +79,8 @@ def test_two_workers_train_vit_scratch_and_only_the_chief_writes(published: Path
     assert (chief / "models" / "vit_scratch" / "model.weights.h5").is_file()
     assert list((chief / "plots" / "vit_scratch" / "train").rglob("accuracy.tsv"))
     assert "train_vit" not in changed_stages(chief)  # dvc.lock records the chief's outputs
-    assert not (worker / "models" / "vit_scratch").exists(), "the worker wrote the model"
+    assert not (worker / "models" / "vit_scratch" / "model.weights.h5").exists(), "the worker wrote the model"
+    assert not (worker / "models" / "vit_scratch" / "model.keras").exists(), "the worker wrote the model"
     changed = subprocess.run(["git", "status", "--porcelain", "--", *CHIEF_OUTS[1:]], cwd=worker,
                              capture_output=True, text=True, check=True).stdout
     assert changed == "", f"the worker wrote curves or figures:\n{changed}"  # git holds them
