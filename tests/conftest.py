@@ -31,11 +31,11 @@ def pacs_dir() -> Path:
     return PACS
 
 
-# The heaviest files first: pytest-xdist's --dist loadfile hands out whole files in collection
-# order (alphabetical), so test_sweep.py (about 5 min) was handed out near the end. First in the
-# list, the two heaviest start at once on the two workers (clean clone: 945 s of tests before,
-# 908 s and 885 s after, on 2 idle cores).
-FIRST = ("test_dag_full.py", "test_sweep.py", "test_predict.py", "test_deit.py")
+# The heaviest files first (each runs a whole DAG or a queue of experiments): pytest-xdist's
+# --dist loadfile hands out whole files in collection order (alphabetical), so a heavy file handed
+# out last runs alone at the end; listed here, they start at once and the light files fill in.
+FIRST = ("test_dag_full.py", "test_sweep.py", "test_cv.py", "test_compare_dvc.py", "test_predict.py",
+         "test_deit.py", "test_weights_refusals.py", "test_timm_weights.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
