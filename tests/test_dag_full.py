@@ -94,7 +94,7 @@ def test_plots_show_renders_everything_without_warnings(reproduced: Path) -> Non
     out = run(reproduced, "dvc", "plots", "show", "-o", "plots_html")
     html = (reproduced / "plots_html" / "index.html").read_text()
     assert "WARNING" not in out.stderr.upper() and "WARNING" not in out.stdout.upper(), out.stderr
-    for needle in ("confusion_matrix.json", "predictions_grid.png", "augment_preview.png",
+    for needle in ("confusion matrix on the test split", "predictions_grid.png", "augment_preview.png",
                    "val/accuracy.tsv", "vit_patches.png", "gradcam.png", "reliability.png",
                    "robustness.png"):
         assert needle in html, needle
