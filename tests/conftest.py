@@ -50,6 +50,18 @@ def make_project_copy(dest: Path) -> Path:
     return copy_project(REPO, dest, "test project")
 
 
+def tiny_project(root: Path, target: str) -> Path:
+    """A committed project copy in `root`/project with TINY params after `dvc repro TARGET`."""
+    from dvc_project import TINY, commit, run, set_params
+
+    project = make_project_copy(root / "project")
+    set_params(project, TINY)
+    commit(project, "tiny params")
+    run(project, "dvc", "repro", target)
+    commit(project, f"repro {target}")
+    return project
+
+
 @pytest.fixture(scope="session")
 def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny project after `dvc repro evaluate@vit_scratch` (fetch, clean, split, augment,

@@ -320,15 +320,9 @@ def test_empty_archive_entries_are_not_extracted_but_counted(name: str, tmp_path
 @pytest.fixture(scope="module")
 def fetched(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A committed TINY project after `dvc repro fetch` of the synthetic set."""
-    from conftest import make_project_copy
-    from dvc_project import TINY, commit, run, set_params
+    from conftest import tiny_project
 
-    project = make_project_copy(tmp_path_factory.mktemp("fetched") / "project")
-    set_params(project, TINY)
-    commit(project, "tiny")
-    run(project, "dvc", "repro", "fetch")
-    commit(project, "fetched")
-    return project
+    return tiny_project(tmp_path_factory.mktemp("fetched"), "fetch")
 
 
 def test_archive_over_max_entries_is_refused_by_dvc_repro(fetched: Path, tmp_path: Path) -> None:

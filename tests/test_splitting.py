@@ -291,15 +291,9 @@ def test_an_empty_split_made_by_the_groups_is_refused_naming_them(paths: Paths) 
 @pytest.fixture(scope="module")
 def cleaned(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny project after `dvc repro split` (fetch, clean, split), committed."""
-    from conftest import make_project_copy
-    from dvc_project import TINY, commit, run, set_params
+    from conftest import tiny_project
 
-    project = make_project_copy(tmp_path_factory.mktemp("folds") / "project")
-    set_params(project, TINY)
-    commit(project, "tiny params")
-    run(project, "dvc", "repro", "split")
-    commit(project, "repro")
-    return project
+    return tiny_project(tmp_path_factory.mktemp("folds"), "split")
 
 
 def _tree(project: Path, *roots: str) -> dict[str, bytes]:
