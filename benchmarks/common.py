@@ -4,7 +4,7 @@ stages run on them, the split sizes, and the machine the figures were measured o
 The rule (issue 21): a benchmark measures the pipeline. So a benchmark script
 
 1. builds its params with `pipeline_params(overrides, preset=None)`: params.yaml (the one source
-   of defaults), then a preset's sections (`vitbench.presets`), then the script's stated
+   of defaults), then a preset's sections (`vitbench.experiments.presets`), then the script's stated
    `overrides` (a dict of params.yaml sections, merged key by key), validated by
    `config.load_params` on that YAML exactly as a stage validates params.yaml;
 2. prepares the data with `prepare(params, root, max_per_class)`: a scratch project in `root`
@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
-from vitbench.config import merge
+from vitbench.core.config import merge
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS_YAML = REPO / "params.yaml"
@@ -48,8 +48,8 @@ TRAIN_STAGES = {"cnn": "train_cnn", "vit_scratch": "train_vit", "vit_ft": "finet
 def pipeline_raw(overrides: dict[str, Any] | None = None, preset: str | None = None,
                  params_file: Path = PARAMS_YAML) -> dict[str, Any]:
     """params.yaml as parsed YAML, with `preset`'s sections and then `overrides` merged in."""
-    from vitbench.config import read_params
-    from vitbench.presets import load_preset
+    from vitbench.core.config import read_params
+    from vitbench.experiments.presets import load_preset
 
     raw = read_params(params_file)
     if preset is not None:
@@ -60,7 +60,7 @@ def pipeline_raw(overrides: dict[str, Any] | None = None, preset: str | None = N
 def parse_sets(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
     """`key.sub=value` strings (as `dvc exp run -S` takes them; values are YAML) as an overrides
     dict for `pipeline_params`; a malformed item is a ConfigError naming it."""
-    from vitbench.errors import ConfigError
+    from vitbench.core.errors import ConfigError
 
     out: dict[str, Any] = {}
     for item in items:
@@ -81,7 +81,7 @@ def pipeline_params(overrides: dict[str, Any] | None = None, preset: str | None 
     naming the key for a bad value): the merged YAML is validated by `config.load_params`."""
     import tempfile
 
-    from vitbench.config import load_params
+    from vitbench.core.config import load_params
 
     with tempfile.TemporaryDirectory(prefix="bench-params-") as tmp:
         path = Path(tmp) / "params.yaml"
@@ -91,7 +91,7 @@ def pipeline_params(overrides: dict[str, Any] | None = None, preset: str | None 
 
 def write_params(params: Any, root: Path) -> Path:
     """Write `params` as `root`/params.yaml (what the stages run in `root` read); its path."""
-    from vitbench.config import to_dict
+    from vitbench.core.config import to_dict
 
     path = Path(root) / "params.yaml"
     path.write_text(yaml.safe_dump(to_dict(params), sort_keys=False))
@@ -100,7 +100,7 @@ def write_params(params: Any, root: Path) -> Path:
 
 def used_params(paths: Any) -> Any:
     """The Params the stages run in the project of `paths` read (its params.yaml, loaded)."""
-    from vitbench.config import load_params
+    from vitbench.core.config import load_params
 
     return load_params(paths.root / "params.yaml")
 
@@ -118,7 +118,7 @@ def run_stage(name: str, params: Any, paths: Any, *args: str) -> None:
     """Run stages/<name>.py in-process in the project of `paths`, on `params` written to its
     params.yaml (so the stage loads them with `config.load_params`, as under `dvc repro`); a
     failing stage is a VitbenchError (its message was printed by the stage)."""
-    from vitbench.errors import VitbenchError
+    from vitbench.core.errors import VitbenchError
 
     params_file = write_params(params, paths.root)
     command = _stage_module(name).main
@@ -135,8 +135,8 @@ def prepare(params: Any, root: Path, max_per_class: int | None = None) -> Any:
     augment stages with `params`, in `root` (made a committed git repo: dvclive needs one); its
     Paths."""
     from vitbench.data.manifest import read_manifest, write_manifest
-    from vitbench.errors import DataError
-    from vitbench.paths import Paths
+    from vitbench.core.errors import DataError
+    from vitbench.core.paths import Paths
 
     source = params.dataset.source
     if params.dataset.kind == "folder" and not Path(source).expanduser().is_dir():
@@ -162,7 +162,7 @@ def train_and_evaluate(family: str, params: Any, paths: Any) -> dict[str, dict[s
     every model id it trains, on `params`, in the prepared project of `paths`:
     {model id: its metrics/<id>.json and metrics/<id>_detail.json merged, as evaluate wrote them}."""
     from vitbench.models import registry
-    from vitbench.results import read_model_metrics
+    from vitbench.report.results import read_model_metrics
 
     run_stage(TRAIN_STAGES[family], params, paths)
     metrics = {}
@@ -178,7 +178,7 @@ def run_and_write(steps: Iterable[Callable[[], list[dict[str, Any]]]],
     """Run each of `steps` (each returns its result rows) and, after every one, write
     `render(all rows so far, settings, started, load now)` to `out` atomically (temp + rename),
     so a stopped benchmark keeps what it measured; the last text written."""
-    from vitbench.fsutil import atomic_file
+    from vitbench.core.fsutil import atomic_file
 
     rows: list[dict[str, Any]] = []
     text = ""

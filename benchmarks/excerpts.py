@@ -14,7 +14,7 @@ import re
 import sys
 from pathlib import Path
 
-from vitbench.cv import render, verdict
+from vitbench.experiments.cv import render, verdict
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"

@@ -51,7 +51,7 @@ from common import (PACS, REPO, machine_section, merge, parse_sets,  # noqa: E40
                     pipeline_params, pipeline_raw, prepare, run_and_write, split_counts,
                     train_and_evaluate)
 
-from vitbench.fsutil import read_json  # noqa: E402
+from vitbench.core.fsutil import read_json  # noqa: E402
 
 log = logging.getLogger("vitbench.benchmarks.matched")
 
@@ -119,7 +119,7 @@ def run(family: str, seed: int, overrides: dict[str, Any], paths: Any,
 
 def mcnemar_lines(rows: list[dict[str, Any]]) -> list[str]:
     """McNemar (exact) between the fine-tuned MobileNetV2 and DeiT-Ti of each (size, seed)."""
-    from vitbench.stats import mcnemar_exact
+    from vitbench.core.stats import mcnemar_exact
 
     lines = []
     main = [r for r in rows if not r["note"] and r["pretrained"]]

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (PACS, machine_section, merge, parse_sets, pipeline_params,  # noqa: E402
                     prepare, run_and_write, split_counts, train_and_evaluate)
 
-from vitbench.fsutil import read_json  # noqa: E402
+from vitbench.core.fsutil import read_json  # noqa: E402
 
 log = logging.getLogger("vitbench.benchmarks.recipe")
 

@@ -29,13 +29,13 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from vitbench import optim
-from vitbench.config import Params, load_params
+from vitbench.train import optim
+from vitbench.core.config import Params, load_params
 from vitbench.data.manifest import read_labels
 from vitbench.data.online import batch_augmenter
 from vitbench.data.pipeline import AUTOTUNE, labelled_paths, load_images, make_dataset, preprocess_fn
 from vitbench.models import build_model, display_name, registry
-from vitbench.paths import Paths
+from vitbench.core.paths import Paths
 
 log = logging.getLogger(__name__)
 

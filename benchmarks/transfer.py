@@ -3,12 +3,12 @@
 On a folder of class folders (default `../shared/datasets/pacs_cartoon`, 7 classes) this script
 prepares the data with the package's own stages (fetch, clean, split, augment), then:
 
-1. `vitbench.training.train_cnn` with the real ImageNet MobileNetV2 weights (`--weights`,
+1. `vitbench.train.phases.train_cnn` with the real ImageNet MobileNetV2 weights (`--weights`,
    `cnn.weights` = that file, `pretrained: true`, feature cache on): test accuracy of
    cnn_transfer and cnn_finetuned, train seconds;
 2. the same `train_cnn` with `pretrained: false`: the same network, epochs and data from random
    weights (its first phase trains the whole network);
-3. the transfer phase alone, with and without the feature cache (`vitbench.features`): training
+3. the transfer phase alone, with and without the feature cache (`vitbench.train.features`): training
    images per second over the phase's wall time (feature computation included) and per epoch.
 
 Writes a markdown report (stdout and `--out`) with the settings, the machine and the date.
@@ -46,7 +46,7 @@ def make_params(data: Path, weights: Path, image_size: int, epochs: int, copies:
     """Params for one run: params.yaml with the folder as the dataset and MobileNetV2 at
     `image_size` from `weights` (the recipe, cnn.transfer and cnn.finetune, is params.yaml's but
     for the keys in `cnn`); no online augmentation, which would turn the feature cache off."""
-    from vitbench.config import AugmentOnline, to_dict
+    from vitbench.core.config import AugmentOnline, to_dict
 
     return pipeline_params({
         "seed": 42,
@@ -74,7 +74,7 @@ def test_accuracy(paths: Any, model_id: str) -> tuple[float, dict[str, Any]]:
 
 def train_and_test(params: Any, paths: Any, name: str) -> list[dict[str, Any]]:
     """train_cnn, then both models' test accuracy, epochs and train seconds."""
-    from vitbench.training import train_cnn
+    from vitbench.train.phases import train_cnn
 
     start = time.perf_counter()
     train_cnn(params.cnn, params.train, params.seed, paths)
@@ -94,7 +94,7 @@ def transfer_speed(params: Any, paths: Any, cache: bool, backup: Path) -> dict[s
     """The transfer phase alone (frozen pretrained base, Adam at cnn.transfer.lr), timed end to
     end: feature computation (cache on) included; early stopping off so every run does the
     same epochs."""
-    from vitbench import features, loop, optim, training
+    from vitbench.train import features, loop, optim, phases as training
     from vitbench.models import registry, set_backbone_trainable
     from vitbench.models.cnn import build_cnn
 
@@ -187,7 +187,7 @@ def main(data: Path, weights: Path, image_size: int, epochs: int, copies: int, f
     """Transfer vs from scratch on real data, and the feature cache's speed-up."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from vitbench.data.manifest import read_manifest
-    from vitbench.fsutil import atomic_file
+    from vitbench.core.fsutil import atomic_file
 
     start = time.perf_counter()
     common = {"data": data.resolve(), "weights": weights.resolve(), "image_size": image_size,

@@ -37,10 +37,10 @@ sys.path.insert(0, str(HERE))
 from common import (PACS, machine_section, pipeline_params, pipeline_raw, prepare,  # noqa: E402
                     split_counts, train_and_evaluate, used_params)
 
-from vitbench import config  # noqa: E402
-from vitbench.errors import ConfigError, VitbenchError  # noqa: E402
-from vitbench.fsutil import atomic_file  # noqa: E402
-from vitbench.paths import Paths  # noqa: E402
+from vitbench.core import config  # noqa: E402
+from vitbench.core.errors import ConfigError, VitbenchError  # noqa: E402
+from vitbench.core.fsutil import atomic_file  # noqa: E402
+from vitbench.core.paths import Paths  # noqa: E402
 
 log = logging.getLogger("vitbench.benchmarks.vit_remedies")
 
@@ -85,7 +85,7 @@ def params_for(changes: dict[str, Any]) -> config.Params:
 def train_one(name: str, seed: int, settings: dict[str, Any], paths: Paths) -> dict[str, Any]:
     """The train_vit and evaluate stage scripts on one configuration: a row of the every-run table
     (the params the stage read are kept in `settings["used"][name]`)."""
-    from vitbench.fsutil import read_json
+    from vitbench.core.fsutil import read_json
 
     label = VARIANTS[name][0]
     params = params_for(overrides(settings["data"], seed, settings["epochs"], settings["options"], name))
@@ -178,7 +178,7 @@ def render(report: dict[str, Any]) -> str:
         f"- AdamW lr {v.lr:g}, weight decay {v.weight_decay:g}, label smoothing "
         f"{v.label_smoothing:g}, batch {params.train.batch_size}, "
         f"{params.train.epochs} epochs; warm-up cosine: linear warm-up over {v.warmup:g} of the "
-        "steps, then cosine to 0 (`vitbench.optim.learning_rate`)",
+        "steps, then cosine to 0 (`vitbench.train.optim.learning_rate`)",
         f"- seeds run: {seeds}" + (f"; not run (budget): {skipped}" if skipped else ""),
         f"- budget {s['budget_minutes']:g} min; used {report['wall_seconds'] / 60:.1f} min wall "
         f"time (fetch, clean, split, augment: {report['load_seconds']:.0f}s)"]
@@ -243,7 +243,7 @@ def main(data: Path, epochs: int, image_size: int | None, patch_size: int | None
          layers: int | None, batch_size: int | None, n_seeds: int, seed: int, configs: str,
          max_per_class: int | None, budget_minutes: float, out: Path) -> None:
     """Train the from-scratch ViT with and without each small-dataset remedy; write a table."""
-    from vitbench.stage import setup_logging
+    from vitbench.core.stage import setup_logging
 
     setup_logging()
     options = {"image_size": image_size, "patch_size": patch_size, "layers": layers,

@@ -1,8 +1,8 @@
 """augment: materialise the training set with augmented copies in data/augmented."""
 
-from vitbench.config import Params
-from vitbench.paths import Paths
-from vitbench.stage import stage_cli
+from vitbench.core.config import Params
+from vitbench.core.paths import Paths
+from vitbench.core.stage import stage_cli
 
 
 @stage_cli("augment")

@@ -1,8 +1,8 @@
 """clean: decode, convert to RGB, reject with reasons, deduplicate and resize data/raw into data/clean."""
 
-from vitbench.config import Params
-from vitbench.paths import Paths
-from vitbench.stage import stage_cli
+from vitbench.core.config import Params
+from vitbench.core.paths import Paths
+from vitbench.core.stage import stage_cli
 
 
 @stage_cli("clean")

@@ -1,8 +1,8 @@
 """fetch: get the dataset named by `dataset.source` into data/raw/<class>/ (atomically)."""
 
-from vitbench.config import Params
-from vitbench.paths import Paths
-from vitbench.stage import stage_cli
+from vitbench.core.config import Params
+from vitbench.core.paths import Paths
+from vitbench.core.stage import stage_cli
 
 
 @stage_cli("fetch")

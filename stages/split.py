@@ -1,8 +1,8 @@
 """split: stratified, seeded, leakage-checked train/val/test manifests in data/split."""
 
-from vitbench.config import Params
-from vitbench.paths import Paths
-from vitbench.stage import stage_cli
+from vitbench.core.config import Params
+from vitbench.core.paths import Paths
+from vitbench.core.stage import stage_cli
 
 
 @stage_cli("split")

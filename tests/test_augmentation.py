@@ -11,16 +11,16 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from vitbench import config
+from vitbench.core import config
 from vitbench.data.augmentation import (
     affine_matrix, augment_dataset, image_rng, preview_picks, random_transform,
 )
 from vitbench.data.cleaning import encode_png
 from vitbench.data.manifest import read_manifest, write_manifest
 from vitbench.data.splitting import split_dataset
-from vitbench.errors import DataError
-from vitbench.paths import Paths
-from vitbench.plots.data import augment_preview
+from vitbench.core.errors import DataError
+from vitbench.core.paths import Paths
+from vitbench.data.figures import augment_preview
 
 STILL = config.Augment(copies=1, flip=False, rotation=0.0, shift=0.0, zoom=0.0, brightness=0.0)
 SIZE = 24

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from benchscripts import BENCHMARKS, load_benchmark
 
-from vitbench.config import params_from_dict, to_dict
+from vitbench.core.config import params_from_dict, to_dict
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(BENCHMARKS))
@@ -74,7 +74,7 @@ def test_run_and_throughput_use_params_yaml_plus_the_stated_sets(tmp_path: Path)
     from common import used_params
     from dvc_project import TINY
 
-    from vitbench.paths import Paths
+    from vitbench.core.paths import Paths
 
     bench = load_benchmark("run")
     out = tmp_path / "latest.md"

@@ -21,7 +21,7 @@ def test_overrides_are_params_yaml_plus_the_stated_keys(tmp_path: Path) -> None:
     bench = load_script()
     from common import pipeline_params
 
-    from vitbench.config import load_params
+    from vitbench.core.config import load_params
 
     extra = {"vit": {"patch_size": 4}, "train": {"batch_size": 16}}
     params = pipeline_params(bench.overrides_for(tmp_path, 64, 30, 14, extra))

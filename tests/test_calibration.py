@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vitbench.calibration import BINS, expected_calibration_error, reliability_table
+from vitbench.evaluate.calibration import BINS, expected_calibration_error, reliability_table
 
 
 def probs(top: list[float], classes: int = 4) -> np.ndarray:

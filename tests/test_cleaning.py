@@ -12,14 +12,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from vitbench import config
+from vitbench.core import config
 from vitbench.data.cleaning import (
     CONVERTED_KINDS, REMOVED_REASONS, BadImageError, clean_dataset, encode_png, load_rgb,
 )
 from vitbench.data.manifest import read_manifest
-from vitbench.errors import DataError
-from vitbench.fsutil import read_json, sha256_file
-from vitbench.paths import Paths
+from vitbench.core.errors import DataError
+from vitbench.core.fsutil import read_json, sha256_file
+from vitbench.core.paths import Paths
 
 CFG = config.Clean(min_side=16, max_side=64, min_per_class=1)
 

@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 
 from dvc_project import TINY, commit, run, set_params
-from vitbench.config import MODEL_IDS
+from vitbench.core.config import MODEL_IDS
 from vitbench.data.synthetic import generate
 
 pytestmark = pytest.mark.slow

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vitbench.config import load_params, params_from_dict, to_dict
-from vitbench.errors import ConfigError
+from vitbench.core.config import load_params, params_from_dict, to_dict
+from vitbench.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -202,7 +202,7 @@ def test_empty_params_file_is_a_clear_error(tmp_path: Path, text: str) -> None:
 
 
 def test_long_lists_in_errors_are_capped(raw: dict) -> None:
-    from vitbench.errors import short_list
+    from vitbench.core.errors import short_list
 
     assert short_list(range(200)) == "0, 1, 2, 3, 4, 5, 6, 7, 8, 9 and 190 more"
     assert short_list(["a", "b"]) == "a, b"

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from vitbench import stats
-from vitbench.cv import plan_cv, verdict
-from vitbench.errors import VitbenchError
+from vitbench.core import stats
+from vitbench.experiments.cv import plan_cv, verdict
+from vitbench.core.errors import VitbenchError
 
 REPO = Path(__file__).resolve().parents[1]
 LR = "cnn.transfer.lr=1.0e-9"   # the CNN stays at its initial weights
@@ -63,7 +63,7 @@ def test_verdict_sentences() -> None:
 
 
 def test_the_summary_states_every_difference_in_inputs_and_budget() -> None:
-    from vitbench.cv import footing
+    from vitbench.experiments.cv import footing
 
     summary = _summary({"cnn_finetuned": 0.89, "vit_finetuned": 0.92}, 0.001)
     assert footing(summary) is None                 # no budgets: nothing claimed
@@ -144,8 +144,8 @@ def test_cv_pools_every_image_once(folds_run: tuple[Path, str]) -> None:
 def test_more_folds_than_the_cleaned_images_allow_are_refused_before_queueing(tmp_path: Path) -> None:
     from test_splitting import make_clean, plant_groups
 
-    from vitbench.cv import check_workspace_folds
-    from vitbench.paths import Paths
+    from vitbench.experiments.cv import check_workspace_folds
+    from vitbench.core.paths import Paths
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["dataset"]["source"] = str(tmp_path / "photos")     # not the seeded demo

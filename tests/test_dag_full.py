@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dvc_project import TINY, changed_stages, commit, run, set_params, stages_run
-from vitbench.config import MODEL_IDS
+from vitbench.core.config import MODEL_IDS
 
 pytestmark = pytest.mark.slow
 

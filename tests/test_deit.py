@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vitbench.config import params_with
+from vitbench.core.config import params_with
 from vitbench.models import pretrained_vit as pv
 from vitbench.models import registry
 
@@ -141,7 +141,7 @@ def test_dvc_repro_with_deit_records_it_and_predict_matches_evaluate(deit: Path,
 
 def test_matched_preset_is_mobilenetv2_against_vit_ti16_with_real_weights() -> None:
     """The preset validates on params.yaml; the study presets keep their ViT-B/32."""
-    from vitbench import presets
+    from vitbench.experiments import presets
 
     matched = presets.load_preset("matched")
     params = params_with(matched)

@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent("""
     from tensorflow.python.framework import config as tf_config
     sys.path.insert(0, {tests!r})
     from test_training import git_repo, make_dataset_tree, tiny_params
-    from vitbench import training
+    from vitbench.train import phases as training
     from vitbench.models import load_model
 
     out = []

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from vitbench.config import SOURCE_PARAMS, merge, read_params
+from vitbench.core.config import SOURCE_PARAMS, merge, read_params
 from vitbench.data import folders, splitting
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,7 +84,7 @@ def test_split_stage_disk_full_names_split_and_its_output(tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     from test_splitting import make_clean
 
-    from vitbench.paths import Paths
+    from vitbench.core.paths import Paths
 
     root = tmp_path / "project"
     make_clean(Paths(root), {"a": 6, "b": 6})

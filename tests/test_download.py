@@ -1,4 +1,4 @@
-"""vitbench.download beyond what test_sources covers: the progress bar, a body cut short on every
+"""vitbench.core.download beyond what test_sources covers: the progress bar, a body cut short on every
 attempt (nothing cached, the Retry budget spent), and the retry policy itself."""
 
 from __future__ import annotations
@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 from loopback import Server
 
-import vitbench.download
-from vitbench.download import download, retry_policy
-from vitbench.errors import FetchError
+import vitbench.core.download
+from vitbench.core.download import download, retry_policy
+from vitbench.core.errors import FetchError
 
 
 @pytest.fixture(autouse=True)
 def _fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vitbench.download, "BACKOFF_SECONDS", 0.01)
+    monkeypatch.setattr(vitbench.core.download, "BACKOFF_SECONDS", 0.01)
 
 
 def test_progress_bar_names_the_file_and_counts_its_bytes(server: Server, tmp_path: Path,

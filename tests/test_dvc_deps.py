@@ -1,6 +1,6 @@
 """dvc.yaml tells the truth: each stage lists exactly the code it runs and the params it reads.
 
-The truth is derived from the code by `vitbench.deps` (a static walk of the stage script's
+The truth is derived from the code by `vitbench.core.deps` (a static walk of the stage script's
 imports, function-level ones included, and of its `params.<section>` reads). A folder in deps
 (e.g. src/vitbench/models) stands for every .py file under it, and is right only if the stage runs
 all of them. Non-code deps (data/, models/<id>, metrics/) are not checked here.
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vitbench import deps
+from vitbench.core import deps
 
 REPO = Path(__file__).resolve().parents[1]
 CODE_ROOTS = ("src/", "stages/")
@@ -86,15 +86,15 @@ def test_every_stage_script_is_in_the_dag():
 def test_walk_sees_function_level_imports_and_skips_type_checking(tmp_path: Path):
     script = tmp_path / "stage.py"
     script.write_text(
-        "import os\nfrom typing import TYPE_CHECKING\nfrom vitbench import paths\n"
-        "if TYPE_CHECKING:\n    from vitbench import report\n"
+        "import os\nfrom typing import TYPE_CHECKING\nfrom vitbench.core import paths\n"
+        "if TYPE_CHECKING:\n    from vitbench.report import compare\n"
         "def main(params):\n    from vitbench.models import load_model\n"
         "    import vitbench.data.cleaning\n    return params.clean, params.seed\n")
     direct = deps.imported_modules(script)
-    assert direct == {"vitbench", "vitbench.paths", "vitbench.models", "vitbench.data",
+    assert direct == {"vitbench", "vitbench.core", "vitbench.core.paths", "vitbench.models", "vitbench.data",
                       "vitbench.data.cleaning"}
     files = {deps.relative(p) for p in deps.script_files(script)}
-    assert "vitbench/models/registry.py" in files and "vitbench/report.py" not in files
+    assert "vitbench/models/registry.py" in files and "vitbench/report/compare.py" not in files
     assert "vitbench/data/__init__.py" in files           # package __init__ files count
     assert deps.params_sections(script) == ({"clean", "seed"}, [])
 
@@ -107,7 +107,7 @@ def test_whole_params_is_reported(tmp_path: Path):
 
 @pytest.mark.parametrize("module, expected", [
     ("vitbench.data.augmentation", "vitbench/data/imageprep.py"),   # the PNG encoder it uses
-    ("vitbench.training", "vitbench/plots/patches.py"),             # imported inside train_vit
+    ("vitbench.train.phases", "vitbench/models/patches.py"),             # imported inside train_vit
 ])
 def test_transitive_imports(module: str, expected: str):
     assert expected in {deps.relative(p) for p in deps.module_files(module)}
@@ -160,7 +160,7 @@ def test_a_stage_depends_only_on_the_code_it_runs(stage: str, edited: str, stale
 
 
 def test_the_model_ids_of_dvc_yaml_are_the_registrys() -> None:
-    from vitbench.model_ids import MODEL_IDS
+    from vitbench.core.model_ids import MODEL_IDS
 
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     assert tuple(stages["evaluate"]["foreach"]) == MODEL_IDS

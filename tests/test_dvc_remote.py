@@ -12,8 +12,8 @@ import yaml
 
 from conftest import REPO, git_clone
 from dvc_project import run, stages_run
-from vitbench.config import MODEL_IDS
-from vitbench.fsutil import sha256_file
+from vitbench.core.config import MODEL_IDS
+from vitbench.core.fsutil import sha256_file
 
 pytestmark = pytest.mark.slow
 

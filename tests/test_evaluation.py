@@ -12,12 +12,12 @@ from PIL import Image
 from scipy import stats as scipy_stats
 from sklearn import metrics as skm
 
-from vitbench.config import section_with
+from vitbench.core.config import section_with
 from vitbench.data.manifest import write_labels, write_manifest
-from vitbench.errors import DataError
-from vitbench.evaluation import class_report, compute_metrics, evaluate, predictions_table
-from vitbench.paths import Paths
-from vitbench.saliency import attention_rollout
+from vitbench.core.errors import DataError
+from vitbench.evaluate.evaluation import class_report, compute_metrics, evaluate, predictions_table
+from vitbench.core.paths import Paths
+from vitbench.evaluate.saliency import attention_rollout
 
 # the contract: metrics/<id>.json (a DVC metric) holds the headline numbers only ...
 HEADLINE_KEYS = {"accuracy", "accuracy_ci_low", "accuracy_ci_high", "f1_macro", "ece",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from scipy.stats import binomtest
 
-from vitbench import stats
+from vitbench.core import stats
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))

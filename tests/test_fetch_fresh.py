@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vitbench.config import section_with
+from vitbench.core.config import section_with
 from vitbench.data.freshness import fetch_if_changed
-from vitbench.paths import Paths
+from vitbench.core.paths import Paths
 
 
 def _png(seed: int) -> bytes:

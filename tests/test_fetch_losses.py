@@ -15,13 +15,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from vitbench.config import section_with
+from vitbench.core.config import section_with
 from vitbench.data.archives import ExtractLimits, safe_extract
 from vitbench.data.freshness import fetch_if_changed
 from vitbench.data.sources import fetch_dataset
-from vitbench.errors import ConfigError, FetchError
-from vitbench.fsutil import atomic_dir, remove_stale_temps
-from vitbench.paths import Paths
+from vitbench.core.errors import ConfigError, FetchError
+from vitbench.core.fsutil import atomic_dir, remove_stale_temps
+from vitbench.core.paths import Paths
 
 
 def _png(seed: int) -> bytes:

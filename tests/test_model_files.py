@@ -16,9 +16,9 @@ from dvc_project import run
 from test_models_io import keras_file_predictions
 from vitbench.data.manifest import read_labels, read_manifest
 from vitbench.data.pipeline import labelled_paths, load_images, preprocess_fn
-from vitbench.models.card import model_card, split_counts
-from vitbench.paths import Paths
-from vitbench.results import read_model_metrics
+from vitbench.evaluate.card import model_card, split_counts
+from vitbench.core.paths import Paths
+from vitbench.report.results import read_model_metrics
 
 
 def check_keras_file(project: Path, model_id: str) -> None:

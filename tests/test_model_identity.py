@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vitbench.model_ids import MODEL_IDS, MODELS
+from vitbench.core.model_ids import MODEL_IDS, MODELS
 from vitbench.models import registry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,7 +75,7 @@ FAKES = {  # model id: (fake family, its kind, meant pretrained); both borrow th
 def fake_families(monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
 
-    from vitbench.model_ids import ModelSpec
+    from vitbench.core.model_ids import ModelSpec
 
     for model_id, (name, kind, meant) in FAKES.items():
         monkeypatch.setitem(registry.FAMILIES, name,
@@ -87,18 +87,18 @@ def fake_families(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_new_family_is_classified_by_the_registry(fake_families: None, tmp_path: Path) -> None:
     from dvc_project import TINY
 
-    from vitbench.config import merge, params_with
+    from vitbench.core.config import merge, params_with
     from vitbench.data.cleaning import clean_dataset
     from vitbench.data.manifest import read_labels
     from vitbench.data.sources import fetch_dataset
     from vitbench.data.splitting import split_dataset
-    from vitbench.evaluation import evaluate
-    from vitbench.fsutil import read_json
+    from vitbench.evaluate.evaluation import evaluate
+    from vitbench.core.fsutil import read_json
     from vitbench.models import save_model
-    from vitbench.paths import Paths
-    from vitbench.report_markdown import render_markdown
-    from vitbench.results import load_results, summarise
-    from vitbench.seeds import experiments, summarize
+    from vitbench.core.paths import Paths
+    from vitbench.report.markdown import render_markdown
+    from vitbench.report.results import load_results, summarise
+    from vitbench.experiments.seeds import experiments, summarize
 
     params = params_with(merge(TINY, {   # params.yaml + TINY + these
         "dataset": {"synthetic": {"per_class": 8, "image_size": 48}}, "clean": {"min_per_class": 4},

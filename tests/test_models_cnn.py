@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from keras.src.legacy.saving import legacy_h5_format
 
-from vitbench.config import CNN_ARCHS
-from vitbench.errors import ConfigError, VitbenchError
+from vitbench.core.config import CNN_ARCHS
+from vitbench.core.errors import ConfigError, VitbenchError
 from vitbench.models import WeightsFileError, cnn, resolve_pretrained, set_backbone_trainable
 
 SIZE = 32

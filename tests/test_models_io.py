@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from vitbench import models
-from vitbench.errors import ConfigError, DataError, FetchError
+from vitbench.core.errors import ConfigError, DataError, FetchError
 from vitbench.models.keras_file import save_keras
 
 SIZE = 32

@@ -16,7 +16,7 @@ import pytest
 from vit_keras import visualize
 from vit_keras import vit as vit_keras
 
-from vitbench.errors import ConfigError, DataError, FetchError
+from vitbench.core.errors import ConfigError, DataError, FetchError
 from vitbench.models import pretrained_vit as pv
 
 TINY = {"num_layers": 2, "hidden_size": 16, "mlp_dim": 32, "num_heads": 2, "dropout": 0.0}
@@ -265,7 +265,7 @@ def test_url_without_file_name_is_a_config_error() -> None:
 def test_the_variant_table_agrees_with_vit_keras() -> None:
     """model_ids.VIT_VARIANTS (Keras-free: config validates blocks with its depths) holds the
     depths of B and L that vit-keras' CONFIG_B and CONFIG_L build; pretrained_vit builds from it."""
-    from vitbench.model_ids import VIT_VARIANTS
+    from vitbench.core.model_ids import VIT_VARIANTS
 
     assert {name: pv.depth(name) for name in VIT_VARIANTS} == {
         name: v.depth for name, v in VIT_VARIANTS.items()}
@@ -307,7 +307,7 @@ def test_display_names_follow_the_weights() -> None:
 ])
 def test_normalization_follows_the_weights(normalize: str, weights: str, expected: str,
                                            caplog: pytest.LogCaptureFixture) -> None:
-    from vitbench.config import params_with
+    from vitbench.core.config import params_with
 
     cfg = params_with({"vit_ft": {"normalize": normalize, "weights": weights}}).vit_ft
     with caplog.at_level("INFO", logger="vitbench.models.pretrained_vit"):

@@ -8,10 +8,10 @@ import keras
 import numpy as np
 import pytest
 
-from vitbench import config
-from vitbench.errors import ConfigError
+from vitbench.core import config
+from vitbench.core.errors import ConfigError
 from vitbench.models import pretrained_vit, registry
-from vitbench.saliency import saliency_maps
+from vitbench.evaluate.saliency import saliency_maps
 
 TINY = config.params_with({
     "cnn": {"arch": "vgg16", "image_size": 32},

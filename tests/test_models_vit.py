@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from vitbench.models import vit
-from vitbench.plots.patches import patch_grid, token_grid
+from vitbench.models.patches import patch_grid, token_grid
 
 SMALL = dict(image_size=16, patch_size=4, projection_dim=8, num_heads=2, layers=2, mlp_head=[8],
              dropout=0.1, num_classes=3)
@@ -162,7 +162,7 @@ def test_patch_grid_figure(tmp_path: Path) -> None:
 
 def test_patch_grid_title_names_the_sizes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     titles: list[str] = []
-    import vitbench.plots.patches as patches_module
+    import vitbench.models.patches as patches_module
 
     real_save = patches_module.save_figure
 
@@ -194,7 +194,7 @@ def test_receptive_field_of_the_conv_tokenizer() -> None:
 def test_token_grid_title_names_tokens_and_field(monkeypatch: pytest.MonkeyPatch,
                                                  tmp_path: Path) -> None:
     titles: list[str] = []
-    import vitbench.plots.patches as patches_module
+    import vitbench.models.patches as patches_module
 
     real_save = patches_module.save_figure
     monkeypatch.setattr(patches_module, "save_figure",
@@ -217,12 +217,12 @@ def test_patch_size_is_the_conv_tokenizers_stride() -> None:
     for bad in (1, 3, 6, 12):
         with pytest.raises(ValueError, match=f"patch_size {bad} is not a power of two"):
             vit.conv_stages(bad)
-    from vitbench.config import params_with
-    from vitbench.errors import ConfigError
+    from vitbench.core.config import params_with
+    from vitbench.core.errors import ConfigError
     with pytest.raises(ConfigError, match="vit.patch_size.*power of two"):
         params_with({"vit": {"tokenizer": "conv", "spt": False, "image_size": 48,
                                   "patch_size": 6}})
-    from vitbench.recipe import tokens_of
+    from vitbench.core.recipe import tokens_of
     assert tokens_of({**conv, "patch_size": 8, "image_size": 48}) == "conv tokens, stride 8: 6x6 = 36"
     assert tokens_of({**SMALL, "spt": True}) == "4x4 patches (SPT): 4x4 = 16"
 

@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from vitbench import config
+from vitbench.core import config
 from vitbench.data.cleaning import clean_dataset, load_rgb
 from vitbench.data.imageprep import dhash
 from vitbench.data.manifest import read_manifest
 from vitbench.data.splitting import near_duplicate_groups, split_dataset
 from vitbench.data.synthetic import generate
-from vitbench.paths import Paths
+from vitbench.core.paths import Paths
 
 CLEAN = config.Clean(min_side=32, max_side=128, min_per_class=5)
 PAIRS = 10

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from vitbench import config
+from vitbench.core import config
 from vitbench.data import online, pipeline
 
 STRENGTHS = {"flip": True, "rotation": 30.0, "translate": 0.2, "zoom": 0.3, "brightness": 0.4,
@@ -82,7 +82,7 @@ def test_training_data_augments_train_never_val(tmp_path: Path, monkeypatch) -> 
     """load_train_data: the train batches follow augment_online, the val batches never do."""
     from test_training import git_repo, make_dataset_tree, tiny_params
 
-    from vitbench import training
+    from vitbench.train import phases as training
 
     root = git_repo(tmp_path / "proj")
     monkeypatch.chdir(root)
@@ -108,7 +108,7 @@ def test_evaluation_reads_through_the_unaugmented_pipeline() -> None:
     """make_dataset's default is no augmentation, and evaluation passes none."""
     import inspect
 
-    from vitbench import evaluation
+    from vitbench.evaluate import evaluation
 
     assert inspect.signature(pipeline.make_dataset).parameters["augment"].default is None
     assert "augment" not in inspect.getsource(evaluation)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from vitbench.data import pipeline
 from vitbench.data.manifest import write_manifest
-from vitbench.errors import DataError
+from vitbench.core.errors import DataError
 
 N = 12
 LABEL_GREEN = 60  # green channel = label * LABEL_GREEN, red channel = image index

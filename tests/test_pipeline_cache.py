@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from test_pipeline import _epoch, _write_images
-from vitbench.config import params_with
+from vitbench.core.config import params_with
 from vitbench.data import pipeline
-from vitbench.errors import ConfigError
+from vitbench.core.errors import ConfigError
 
 MODES = ("memory", "disk", "none", "auto")
 

@@ -13,9 +13,9 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 from PIL import Image
 
-from vitbench.plots import compare as figures
+from vitbench.report import figures as figures
 from vitbench.plots.common import RIGHT, WRONG
-from vitbench.plots.compare import GridSample
+from vitbench.report.figures import GridSample
 
 MODELS = ["MobileNetV2 (transfer)", "MobileNetV2 (fine-tuned)", "ViT from scratch (SPT+LSA)",
           "ViT-B/32 (transfer)", "ViT-B/32 (fine-tuned)"]
@@ -92,7 +92,7 @@ def test_predictions_grid_png_grows_with_samples(tmp_path: Path) -> None:
 
 def rows(accuracies: list[float], sizes: list[float]) -> list[dict]:
     families = ["CNN", "CNN", "ViT", "ViT", "ViT"]
-    from vitbench.stats import accuracy_interval
+    from vitbench.core.stats import accuracy_interval
 
     out = []
     for m, f, a, s in zip(MODELS, families, accuracies, sizes):
@@ -149,7 +149,7 @@ def test_per_class_f1_heatmap(n_classes: int, tmp_path: Path) -> None:
 
 
 def test_robustness_figure_has_a_panel_per_corruption_and_a_line_per_model(tmp_path: Path) -> None:
-    from vitbench.robustness import CORRUPTIONS, SEVERITIES
+    from vitbench.evaluate.robustness import CORRUPTIONS, SEVERITIES
 
     curves = []
     for k, (model, family) in enumerate(zip(MODELS, ["CNN", "CNN", "ViT", "ViT", "ViT"])):

@@ -1,7 +1,7 @@
 """`vitbench predict` on a folder mixing good images, an RGBA PNG and a text file.
 
 What predict reads comes from the real producers: the best model from metrics/compare_detail.json
-as `vitbench.report.compare` writes it, the model folder (weights and record.json) from the
+as `vitbench.report.compare.compare` writes it, the model folder (weights and record.json) from the
 `published` tiny repro's training stage."""
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from PIL import Image
 from conftest import bin_path
 from test_report import CFG, DEFAULT_PREDICTIONS, SEED, Y_TRUE, write_evaluation, write_images
 from vitbench.data.manifest import write_labels
-from vitbench.model_ids import MODEL_IDS
+from vitbench.core.model_ids import MODEL_IDS
 from vitbench.data.pipeline import load_images, preprocess_fn
-from vitbench.errors import DataError
+from vitbench.core.errors import DataError
 from vitbench.models import load_model
-from vitbench.predict import best_model_id, collect_inputs, predict_files
-from vitbench.paths import Paths
-from vitbench.report import compare
+from vitbench.evaluate.predict import best_model_id, collect_inputs, predict_files
+from vitbench.core.paths import Paths
+from vitbench.report.compare import compare
 
 BEST = "vit_scratch"
 
@@ -164,7 +164,7 @@ def test_a_4000px_photo_reaches_predict_exactly_as_clean_and_the_pipeline_saw_it
         project: Path, tmp_path: Path) -> None:
     """One preparation: clean (decode, LANCZOS to max_side) + pipeline (antialiased resize) gives
     the very tensor `vitbench predict` feeds the model."""
-    from vitbench import config
+    from vitbench.core import config
     from vitbench.data.cleaning import clean_dataset
     from vitbench.data.imageprep import prepare_image, read_transform
     from vitbench.data.manifest import read_manifest
@@ -294,5 +294,5 @@ def test_predict_warns_when_a_model_meant_pretrained_has_random_weights(
     proc = subprocess.run([bin_path("vitbench"), "predict", str(photos / "a.jpg"), "--root", str(project),
                            "--model", "vit_transfer"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert f"WARNING vitbench.predict: {transfer} was trained from RANDOM weights" in proc.stderr
+    assert f"WARNING vitbench.evaluate.predict: {transfer} was trained from RANDOM weights" in proc.stderr
     assert "a.jpg" in proc.stdout

@@ -1,4 +1,4 @@
-"""The DVC queue client (vitbench.seeds.wait_for_queue) rides out the local queue's known faults:
+"""The DVC queue client (vitbench.experiments.seeds.wait_for_queue) rides out the local queue's known faults:
 a worker that died and left tasks queued, and a `dvc queue status` that fails once."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from dvc_project import TINY, VENV_BIN, commit, run, set_params
-from vitbench import seeds
-from vitbench.errors import VitbenchError
+from vitbench.experiments import seeds
+from vitbench.core.errors import VitbenchError
 
 pytestmark = pytest.mark.slow
 

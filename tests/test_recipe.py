@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vitbench import optim
-from vitbench.config import AugmentOnline, LearningRate, params_with
-from vitbench.recipe import describe, recipe_record
+from vitbench.train import optim
+from vitbench.core.config import AugmentOnline, LearningRate, params_with
+from vitbench.core.recipe import describe, recipe_record
 
 PROBS = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.25, 0.5, 0.25], [0.05, 0.9, 0.05]], "float32")
 IDS = np.array([0, 2, 0, 1], "int32")
@@ -135,10 +135,10 @@ def test_compare_md_states_each_models_recipe(tmp_path, same: bool) -> None:
     from test_report import DEFAULT_PREDICTIONS, NAMES, write_evaluation, write_images
 
     from vitbench.data.manifest import read_labels, write_labels
-    from vitbench.fsutil import write_json
-    from vitbench.paths import Paths
-    from vitbench.report import load_results, summarise
-    from vitbench.report_markdown import render_markdown
+    from vitbench.core.fsutil import write_json
+    from vitbench.core.paths import Paths
+    from vitbench.report.compare import load_results, summarise
+    from vitbench.report.markdown import render_markdown
 
     paths = Paths(tmp_path)
     write_labels(["cat", "dog", "owl"], paths.labels)
@@ -165,7 +165,7 @@ def test_compare_md_states_each_models_recipe(tmp_path, same: bool) -> None:
 
 def test_fit_on_mixup_batches() -> None:
     """A model compiled by compile_model trains on soft-label batches and validates on integer ones."""
-    from vitbench.config import AugmentOnline
+    from vitbench.core.config import AugmentOnline
     from vitbench.data.online import batch_augmenter
 
     rng = np.random.default_rng(0)

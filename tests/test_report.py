@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vitbench.calibration import expected_calibration_error
-from vitbench.config import MODEL_IDS, Compare
+from vitbench.evaluate.calibration import expected_calibration_error
+from vitbench.core.config import MODEL_IDS, Compare
 from vitbench.data.manifest import write_labels
-from vitbench.errors import DataError
-from vitbench.evaluation import (chance_p, class_report, compute_metrics, predictions_table,
+from vitbench.core.errors import DataError
+from vitbench.evaluate.evaluation import (chance_p, class_report, compute_metrics, predictions_table,
                                  split_headline, uncertainty)
-from vitbench.fsutil import write_json
+from vitbench.core.fsutil import write_json
 from vitbench.models import registry
-from vitbench.paths import Paths
-from vitbench.report import compare
+from vitbench.core.paths import Paths
+from vitbench.report.compare import compare
 
 CLASSES = ["cat", "dog", "owl"]
 NAMES = {"cnn_transfer": "MobileNetV2 (transfer)", "cnn_finetuned": "MobileNetV2 (fine-tuned)",
@@ -280,7 +280,7 @@ def test_a_failed_compare_leaves_the_previous_outputs(project: Paths) -> None:
 
 
 def test_the_grid_samples_are_fixed_by_the_seed(project: Paths) -> None:
-    from vitbench.report import grid_samples, load_results
+    from vitbench.report.compare import grid_samples, load_results
 
     results = load_results(project)
     first = grid_samples(results, project, 4, seed=1)
@@ -458,7 +458,7 @@ def test_the_verdict_states_every_difference_in_inputs_and_budget(project: Paths
 
 
 def test_the_footing_sentence_names_each_difference_once() -> None:
-    from vitbench.report_markdown import footing_sentence
+    from vitbench.report.markdown import footing_sentence
 
     cnn = {"image_size": 96, "pretrained": True, "steps_run": 120, "epochs_run": 5,
            "train_seconds": 30.0, "params_total": 2_257_984}

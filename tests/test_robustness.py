@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vitbench.robustness import CORRUPTIONS, SEVERITIES, corrupt, corruption_accuracy
+from vitbench.evaluate.robustness import CORRUPTIONS, SEVERITIES, corrupt, corruption_accuracy
 
 
 def images(n: int = 4, size: int = 112) -> np.ndarray:   # blur sigma 0.5 px at severity 1

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from vitbench.models import registry
-from vitbench.seeds import experiments, render, summarize
+from vitbench.experiments.seeds import experiments, render, summarize
 
 
 def exp(name: str, seed: int, acc: dict[str, float], rev: str = "0" * 40) -> dict:
@@ -170,7 +170,7 @@ def test_model_names_are_escaped_in_the_seeds_summary() -> None:
 def test_kinds_come_from_the_detail_file_or_from_an_older_experiments_metrics(tmp_path: Path) -> None:
     """An experiment from before metrics/<id>_detail.json had the kind in metrics/<id>.json; one
     with neither is refused, naming the file."""
-    from vitbench.errors import VitbenchError
+    from vitbench.core.errors import VitbenchError
 
     rev = commit_predictions(tmp_path, {"other": 1})            # no detail file in this commit
     old = exp("seed-1", 1, {"cnn_finetuned": 0.7}, rev)

@@ -17,13 +17,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from vitbench.config import SOURCE_PARAMS, merge, read_params, section_with
-import vitbench.download
+from vitbench.core.config import SOURCE_PARAMS, merge, read_params, section_with
+import vitbench.core.download
 from vitbench.data import sources
 from vitbench.data.archives import ExtractLimits
 from vitbench.data.sources import clean_class_name, download, fetch_dataset, safe_extract
-from vitbench.errors import FetchError
-from vitbench.paths import Paths
+from vitbench.core.errors import FetchError
+from vitbench.core.paths import Paths
 
 REPO = Path(__file__).resolve().parents[1]
 DOG_CLASSES = {"n02085620-Chihuahua": 3, "n02085782-Japanese_spaniel": 2}
@@ -286,7 +286,7 @@ def archive_bytes(tmp_path: Path) -> bytes:
 
 @pytest.fixture(autouse=True)
 def _fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vitbench.download, "BACKOFF_SECONDS", 0.01)
+    monkeypatch.setattr(vitbench.core.download, "BACKOFF_SECONDS", 0.01)
 
 
 def test_url_checksum_match_and_cache_hit(server: Server, archive_bytes: bytes, paths: Paths) -> None:

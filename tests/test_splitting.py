@@ -8,12 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from vitbench import config
+from vitbench.core import config
 from vitbench.data.manifest import read_labels, read_manifest, write_manifest
 from vitbench.data.splitting import check_leakage, split_dataset, split_sizes
-from vitbench.errors import ConfigError, DataError
-from vitbench.fsutil import read_json
-from vitbench.paths import Paths
+from vitbench.core.errors import ConfigError, DataError
+from vitbench.core.fsutil import read_json
+from vitbench.core.paths import Paths
 
 CFG = config.section_with("split", val=0.15, test=0.15)
 

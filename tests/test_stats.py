@@ -10,7 +10,7 @@ import pytest
 from scipy import stats as sps
 from sklearn.metrics import f1_score
 
-from vitbench import stats
+from vitbench.core import stats
 
 
 def wilson(k: int, n: int, z: float = sps.norm.ppf(0.975)) -> tuple[float, float]:

@@ -13,9 +13,9 @@ import tensorflow as tf
 
 from dvc_project import TINY, commit, run, set_params, stages_run
 
-from vitbench import loop, optim
-from vitbench.config import section_with
-from vitbench.training import StepBudget, step_budget
+from vitbench.train import loop, optim
+from vitbench.core.config import section_with
+from vitbench.train.phases import StepBudget, step_budget
 
 
 @pytest.mark.parametrize("epochs, batches, min_steps, expected", [

@@ -13,13 +13,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from vitbench import config
+from vitbench.core import config
 from vitbench.data.splitting import split_dataset
-from vitbench.errors import VitbenchError
-from vitbench.paths import Paths
-from vitbench.plots.sweep import draw_sweep
-from vitbench.sweep import parse_grid, plan
-from vitbench.sweep_summary import SweepRun, crossover, render, summarize_by
+from vitbench.core.errors import VitbenchError
+from vitbench.core.paths import Paths
+from vitbench.experiments.sweep_figure import draw_sweep
+from vitbench.experiments.sweep import parse_grid, plan
+from vitbench.experiments.sweep_summary import SweepRun, crossover, render, summarize_by
 
 RAW = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
 
@@ -162,7 +162,7 @@ def test_crossover_ignores_values_decided_by_a_model_at_chance() -> None:
 
 def names_and_params(project: Path) -> dict[str, dict]:
     """Every experiment `dvc exp show` lists (queued ones included): name -> params.yaml."""
-    from vitbench.seeds import _walk
+    from vitbench.experiments.seeds import _walk
     from dvc_project import run
 
     show = json.loads(run(project, "dvc", "exp", "show", "--json").stdout)
@@ -204,7 +204,7 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     init at another cnn.image_size (mtpc-2-c-is-40-seed-1)."""
     from conftest import bin_path, make_project_copy
     from dvc_project import TINY, commit, run, set_params
-    from vitbench.seeds import wait_for_queue
+    from vitbench.experiments.seeds import wait_for_queue
 
     project = make_project_copy(tmp_path_factory.mktemp("tiny_runs") / "project")
     set_params(project, {**TINY, "evaluate": {**TINY["evaluate"], "robustness": False}})
@@ -297,7 +297,7 @@ def test_summarize_by_a_real_tiny_sweep(tiny_runs: Path, tmp_path: Path) -> None
 
 def exp_rev(project: Path, name: str) -> str:
     """The commit of experiment `name`, from `dvc exp show --json`."""
-    from vitbench.seeds import _walk
+    from vitbench.experiments.seeds import _walk
     from dvc_project import run
 
     show = json.loads(run(project, "dvc", "exp", "show", "--json").stdout)

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vitbench.config import params_with
-from vitbench.errors import ConfigError, FetchError, VitbenchError
+from vitbench.core.config import params_with
+from vitbench.core.errors import ConfigError, FetchError, VitbenchError
 from vitbench.models import pretrained_vit as pv
 from vitbench.models import registry, resolve_pretrained
 from vitbench.models import timm_weights as tw

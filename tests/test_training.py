@@ -21,10 +21,10 @@ from PIL import Image
 
 from dvc_project import TINY
 
-from vitbench import loop, optim, training
-from vitbench.config import merge, params_with
+from vitbench.train import loop, optim, phases as training
+from vitbench.core.config import merge, params_with
 from vitbench.data.manifest import write_labels, write_manifest
-from vitbench.paths import Paths
+from vitbench.core.paths import Paths
 
 CLASSES = ("circle", "square", "stripes")
 COLOURS = {"circle": (220, 40, 40), "square": (40, 200, 60), "stripes": (30, 60, 230)}
@@ -209,7 +209,7 @@ def run_script(code: str, cwd: Path, env: dict | None = None, timeout: float = 2
 
 TINY_FIT = """
 import json, sys, keras, numpy as np, tensorflow as tf
-from vitbench import loop, optim, training
+from vitbench.train import loop, optim, phases as training
 
 def data():
     rng = np.random.default_rng(0)
@@ -427,7 +427,7 @@ def _fit(recipe, epochs: int, backup: Path, callbacks=()) -> loop.PhaseResult:
 
 @pytest.mark.slow
 def test_a_cosine_phase_runs_its_schedule_to_the_end_and_keeps_its_best_epoch(tmp_path):
-    from vitbench.config import LearningRate
+    from vitbench.core.config import LearningRate
 
     cosine = _fit(LearningRate(0.1, 0.0, 0.2, 0.0), 5, tmp_path / "cosine")
     lrs = cosine.history["learning_rate"]
@@ -440,7 +440,7 @@ def test_a_cosine_phase_runs_its_schedule_to_the_end_and_keeps_its_best_epoch(tm
 
 @pytest.mark.slow
 def test_a_resumed_cosine_phase_has_the_learning_rates_of_an_uninterrupted_one(tmp_path):
-    from vitbench.config import LearningRate
+    from vitbench.core.config import LearningRate
 
     recipe = LearningRate(0.1, 0.0, 0.2, 0.0)
     whole = _fit(recipe, 6, tmp_path / "whole")
@@ -456,7 +456,7 @@ def test_a_stage_epochs_replace_train_epochs_for_that_stage_only():
     params = tiny_params(train={"epochs": 7}, vit={"epochs": 3})
     assert params.train.for_stage(params.vit).epochs == 3
     assert params.train.for_stage(params.cnn) is params.train and params.train.epochs == 7
-    from vitbench.errors import ConfigError
+    from vitbench.core.errors import ConfigError
     with pytest.raises(ConfigError, match="cnn.epochs"):
         tiny_params(cnn={"epochs": 0})
 
@@ -537,14 +537,14 @@ def test_fingerprint_follows_params_data_and_code(project, monkeypatch):
     labels_changed = fingerprint(tiny_params())
     assert labels_changed != base
 
-    # the code is what vitbench.deps finds training imports (the same list dvc.yaml is checked
+    # the code is what vitbench.core.deps finds training imports (the same list dvc.yaml is checked
     # against): a change to any of those files makes the backup stale
-    from vitbench import deps
+    from vitbench.core import deps
 
-    names = {deps.relative(p) for p in deps.module_files("vitbench.training")}
-    assert {"vitbench/training.py", "vitbench/models/registry.py",
-            "vitbench/data/pipeline.py", "vitbench/config.py"} <= names
-    assert "vitbench/evaluation.py" not in names
+    names = {deps.relative(p) for p in deps.module_files("vitbench.train.phases")}
+    assert {"vitbench/train/phases.py", "vitbench/models/registry.py",
+            "vitbench/data/pipeline.py", "vitbench/core/config/__init__.py"} <= names
+    assert "vitbench/evaluate/evaluation.py" not in names
     real_sha = training.sha256_file
     for edited in ("registry.py", "cnn.py"):   # the family's builder module counts too
         monkeypatch.setattr(training, "sha256_file", lambda p, e=edited: "edited" if p.name == e
@@ -578,7 +578,7 @@ def test_train_vit_end_to_end(project):
 
 @pytest.mark.slow
 def test_train_vit_conv_tokenizer_draws_its_tokens(project, monkeypatch):
-    import vitbench.plots.patches as patches
+    import vitbench.models.patches as patches
 
     drawn: list[int] = []
     real = patches.token_grid

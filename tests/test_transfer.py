@@ -18,9 +18,9 @@ from conftest import REPO
 from test_models_cnn import randomised_base, write_keras_h5
 from test_training import assert_trained, project, tiny_params, train_stage  # noqa: F401 (fixture)
 
-from vitbench import features, training
-from vitbench.config import params_with
-from vitbench.errors import ConfigError, FetchError
+from vitbench.train import features, phases as training
+from vitbench.core.config import params_with
+from vitbench.core.errors import ConfigError, FetchError
 from vitbench.models import WeightsFileError, load_model, resolve_pretrained
 from vitbench.models import cnn
 from vitbench.models.weights import cached_download, url_file_name
@@ -194,7 +194,7 @@ def test_cnn_weights_params_accept_path_and_url() -> None:
 
 def test_cache_decision_says_why(caplog: pytest.LogCaptureFixture) -> None:
     on, off = SimpleNamespace(feature_cache=True), SimpleNamespace(feature_cache=False)
-    with caplog.at_level(logging.INFO, logger="vitbench.features"):
+    with caplog.at_level(logging.INFO, logger="vitbench.train.features"):
         assert features.use_feature_cache(on, pretrained=True)
         assert not features.use_feature_cache(off, pretrained=True)
         assert not features.use_feature_cache(on, pretrained=False)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import click
 
-from vitbench.config import MODEL_IDS
-from vitbench.errors import VitbenchError
-from vitbench.stage import setup_logging
+from vitbench.core.config import MODEL_IDS
+from vitbench.core.errors import VitbenchError
+from vitbench.core.stage import setup_logging
 
 
 @click.group()
@@ -35,8 +35,8 @@ def main() -> None:
               help="The project root (where models/ and metrics/ are).")
 def predict(inputs: tuple[Path, ...], model_id: str | None, top_k: int, fmt: str, root: str) -> None:
     """Classify image files or folders. Exit code 1 if any input failed."""
-    from vitbench.paths import Paths
-    from vitbench.predict import collect_inputs, model_dir_of, predict_files
+    from vitbench.core.paths import Paths
+    from vitbench.evaluate.predict import collect_inputs, model_dir_of, predict_files
 
     paths = Paths(Path(root))
     try:
@@ -81,7 +81,7 @@ def preset() -> None:
 @preset.command("list")
 def preset_list() -> None:
     """List the shipped presets."""
-    from vitbench import presets
+    from vitbench.experiments import presets
 
     for name in presets.available():
         click.echo(name)
@@ -91,7 +91,7 @@ def preset_list() -> None:
 @click.argument("name")
 def preset_show(name: str) -> None:
     """Print the `dvc exp run` command a preset stands for."""
-    from vitbench import presets
+    from vitbench.experiments import presets
 
     args = _guard(lambda: presets.dvc_exp_run_args(name))
     head = shlex.join(args[:5 + ("--queue" in args)])
@@ -107,7 +107,7 @@ def preset_show(name: str) -> None:
 def preset_run(name: str, queue: bool, exp_name: str | None, root: str) -> None:
     """Run a preset as a DVC experiment: `dvc exp run -n NAME -S ... -S ...`. The merged params
     are checked first; params.yaml is restored if the run fails."""
-    from vitbench import presets
+    from vitbench.experiments import presets
 
     sys.exit(_guard(lambda: presets.run(name, queue=queue, exp_name=exp_name, root=root)))
 
@@ -118,7 +118,7 @@ def preset_run(name: str, queue: bool, exp_name: str | None, root: str) -> None:
               type=click.Path(dir_okay=False, exists=True))
 def preset_apply(name: str, params_path: str) -> None:
     """Write a preset into params.yaml (comments kept); then `dvc repro`."""
-    from vitbench import presets
+    from vitbench.experiments import presets
 
     flags = _guard(lambda: presets.apply(name, params_path))
     click.echo(f"applied {len(flags)} settings of {name} to {params_path}")
@@ -139,7 +139,7 @@ def seeds(count: int, seed_list: str | None, jobs: int, no_wait: bool, models: t
           root: str) -> None:
     """Run the whole comparison once per seed as queued DVC experiments (named seed-N), then
     `vitbench summarize`."""
-    from vitbench import seeds as repeated
+    from vitbench.experiments import seeds as repeated
 
     chosen = _parse_seeds(seed_list) if seed_list is not None else list(range(1, count + 1))
     _guard(lambda: repeated.run_seeds(chosen, Path(root), jobs=jobs, wait=not no_wait,
@@ -165,7 +165,7 @@ def sweep(specs: tuple[str, ...], seeds: int, models: tuple[str, ...], jobs: int
           no_wait: bool, root: str) -> None:
     """Run the comparison at every grid point and seed as queued DVC experiments (named like
     mtpc-25-seed-2), then `vitbench summarize --by KEY`."""
-    from vitbench import sweep as sweeping
+    from vitbench.experiments import sweep as sweeping
 
     echo = lambda line: click.echo(line, err=True)  # noqa: E731
     _guard(lambda: sweeping.run_sweep(specs, seeds, Path(root), models=models, jobs=jobs,
@@ -193,7 +193,7 @@ def cv(folds: int, models: tuple[str, ...], seeds: int | None, specs: tuple[str,
     """K-fold cross-validation: the comparison on every fold as queued DVC experiments (named
     like folds-5-fold-0-seed-42), then plots/cv/summary.{json,md,png}: pooled accuracy over every
     image, McNemar over all of them and the corrected resampled t-test over the folds."""
-    from vitbench import cv as crossval
+    from vitbench.experiments import cv as crossval
 
     echo = lambda line: click.echo(line, err=True)  # noqa: E731
     if summarize_only:
@@ -219,8 +219,8 @@ def summarize(prefix: str | None, by: str | None, as_json: bool, root: str) -> N
     """Each model's accuracy over the seed experiments: mean, std, 95% interval, and whether the
     CNN-vs-ViT ranking holds in every seed; with --by, the same per value of a swept param."""
     if by is not None:
-        from vitbench import sweep_summary
-        from vitbench.plots.sweep import write_sweep
+        from vitbench.experiments import sweep_summary
+        from vitbench.experiments.sweep_figure import write_sweep
 
         summary = _guard(lambda: sweep_summary.summarize_project(Path(root), by, prefix or ""))
         png, csv_path = write_sweep(summary, Path(root) / "plots" / "sweep")
@@ -228,7 +228,7 @@ def summarize(prefix: str | None, by: str | None, as_json: bool, root: str) -> N
         click.echo(json.dumps(summary, indent=2) if as_json else sweep_summary.render(summary)
                    + f"\nCurve: {summary['files']['plot']}; data: {summary['files']['csv']}\n")
         return
-    from vitbench import seeds as repeated
+    from vitbench.experiments import seeds as repeated
 
     summary = _guard(lambda: repeated.summarize_project(Path(root), prefix or repeated.EXP_PREFIX))
     click.echo(json.dumps(summary, indent=2) if as_json else repeated.render(summary))

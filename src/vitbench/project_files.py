@@ -20,7 +20,7 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
-from vitbench.errors import VitbenchError
+from vitbench.core.errors import VitbenchError
 
 # project path -> its name inside vitbench/project/ (no hidden files or .dvc/ folder in a package)
 FILES = {"dvc.yaml": "dvc.yaml", "params.yaml": "params.yaml", ".dvcignore": "dvcignore",

@@ -29,8 +29,8 @@ from typing import BinaryIO
 
 from tqdm import tqdm
 
-from vitbench.config import ARCHIVE_SUFFIXES, Dataset
-from vitbench.errors import FetchError
+from vitbench.core.config import ARCHIVE_SUFFIXES, Dataset
+from vitbench.core.errors import FetchError
 
 CHUNK = 1 << 16
 MB = 1 << 20
@@ -86,7 +86,7 @@ def safe_extract(archive: Path, dest: Path, limits: ExtractLimits) -> Extracted:
         raise FetchError(f"broken archive {archive}: {exc}") from exc
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise  # a full disk is the stage's one-line error (vitbench.stage), not a bad archive
+            raise  # a full disk is the stage's one-line error (vitbench.core.stage), not a bad archive
         raise FetchError(f"cannot extract {archive}: {exc}") from exc
 
 

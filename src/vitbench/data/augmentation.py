@@ -21,13 +21,13 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from vitbench import config
+from vitbench.core import config
 from vitbench.data.imageprep import encode_png
 from vitbench.data.manifest import read_labels, read_manifest, write_manifest
-from vitbench.errors import DataError, short_list
-from vitbench.fsutil import atomic_dir
-from vitbench.paths import Paths
-from vitbench.plots.data import augment_preview
+from vitbench.core.errors import DataError, short_list
+from vitbench.core.fsutil import atomic_dir
+from vitbench.core.paths import Paths
+from vitbench.data.figures import augment_preview
 
 log = logging.getLogger(__name__)
 

@@ -18,13 +18,13 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from vitbench import config
+from vitbench.core import config
 from vitbench.data.imageprep import (BadImageError, dhash, encode_png, fit_max_side, load_rgb,
                                      write_transform)
 from vitbench.data.manifest import write_manifest
-from vitbench.errors import DataError, short_list
-from vitbench.fsutil import atomic_dir, atomic_file, write_json
-from vitbench.paths import Paths
+from vitbench.core.errors import DataError, short_list
+from vitbench.core.fsutil import atomic_dir, atomic_file, write_json
+from vitbench.core.paths import Paths
 
 log = logging.getLogger(__name__)
 

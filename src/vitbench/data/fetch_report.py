@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vitbench.fsutil import atomic_file, write_json
+from vitbench.core.fsutil import atomic_file, write_json
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vitbench.data.fetch_report import FetchReport, shown
-from vitbench.errors import FetchError
+from vitbench.core.errors import FetchError
 
 log = logging.getLogger(__name__)
 

@@ -25,12 +25,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from vitbench import deps
-from vitbench.config import Dataset, to_dict
+from vitbench.core import deps
+from vitbench.core.config import Dataset, to_dict
 from vitbench.data.fetch_report import REJECTED_CSV
 from vitbench.data.source_checks import check_source
-from vitbench.fsutil import read_json, remove_stale_temps, sha256_file, write_json
-from vitbench.paths import Paths
+from vitbench.core.fsutil import read_json, remove_stale_temps, sha256_file, write_json
+from vitbench.core.paths import Paths
 
 log = logging.getLogger(__name__)
 

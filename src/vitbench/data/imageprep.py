@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from vitbench.errors import DataError
-from vitbench.fsutil import read_json, write_json
+from vitbench.core.errors import DataError
+from vitbench.core.fsutil import read_json, write_json
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from vitbench.errors import DataError
-from vitbench.fsutil import atomic_file, read_json, write_json
+from vitbench.core.errors import DataError
+from vitbench.core.fsutil import atomic_file, read_json, write_json
 
 REQUIRED = ("path", "class")
 # columns that hold text, in any of our CSVs (manifests, rejected lists, reports, predictions)

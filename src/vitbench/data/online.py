@@ -8,7 +8,7 @@ one after the other (no parallel calls), so the same seed gives the same augment
 
 MixUp and CutMix mix pairs of images and their labels, so with either of them on the training
 labels become soft one-hot mixtures; the training loss and metrics accept both integer and
-one-hot labels (`vitbench.optim.compile_model`). With both on, each batch gets one of the two,
+one-hot labels (`vitbench.train.optim.compile_model`). With both on, each batch gets one of the two,
 chosen with probability 1/2.
 """
 
@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vitbench.config import AugmentOnline
+from vitbench.core.config import AugmentOnline
 from vitbench.data.pipeline import BatchAugment, resize_uint8
 
 VALUE_RANGE = (0, 255)

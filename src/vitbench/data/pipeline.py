@@ -20,7 +20,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from vitbench.data.manifest import read_manifest
-from vitbench.errors import DataError, short_list
+from vitbench.core.errors import DataError, short_list
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vitbench.config import ARCHIVE_SUFFIXES, Dataset
-from vitbench.errors import ConfigError
-from vitbench.paths import Paths
+from vitbench.core.config import ARCHIVE_SUFFIXES, Dataset
+from vitbench.core.errors import ConfigError
+from vitbench.core.paths import Paths
 
 
 def check_source(cfg: Dataset, paths: Paths) -> None:

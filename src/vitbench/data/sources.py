@@ -8,7 +8,7 @@ raises and leaves the previous data/raw exactly as it was. What was skipped or r
 is counted in metrics/fetch.json and listed in metrics/fetch_rejected.csv.
 
 `safe_extract()` and `clean_class_name()` are public: other commands reuse them; `download()`
-(`vitbench.download`: requests + urllib3 Retry, cached, verified) is re-exported here.
+(`vitbench.core.download`: requests + urllib3 Retry, cached, verified) is re-exported here.
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from vitbench.config import Dataset
+from vitbench.core.config import Dataset
 from vitbench.data.archives import ExtractLimits, safe_extract
 from vitbench.data.fetch_report import REJECTED_CSV, FetchReport
 from vitbench.data.folders import NO_CLASS, clean_class_name, import_folder
 from vitbench.data.source_checks import check_source
-from vitbench.download import download, verify_sha256
-from vitbench.errors import FetchError
-from vitbench.fsutil import atomic_dir, tree_bytes
-from vitbench.paths import Paths
+from vitbench.core.download import download, verify_sha256
+from vitbench.core.errors import FetchError
+from vitbench.core.fsutil import atomic_dir, tree_bytes
+from vitbench.core.paths import Paths
 
 __all__ = ["clean_class_name", "download", "fetch_dataset", "import_folder", "safe_extract",
            "write_digits"]

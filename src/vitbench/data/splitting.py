@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vitbench import config
+from vitbench.core import config
 from vitbench.data.manifest import read_manifest, write_labels, write_manifest
-from vitbench.errors import ConfigError, DataError
-from vitbench.fsutil import atomic_dir, atomic_file, write_json
-from vitbench.paths import Paths
+from vitbench.core.errors import ConfigError, DataError
+from vitbench.core.fsutil import atomic_dir, atomic_file, write_json
+from vitbench.core.paths import Paths
 
 log = logging.getLogger(__name__)
 

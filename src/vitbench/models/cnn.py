@@ -10,7 +10,7 @@ downloads, fetched through `vitbench.models.weights.cached_download` into the Ke
 fails fast; or a local .h5 file; or an http(s) URL (downloaded once into the same cache). A file
 that is named but missing, fails `cnn.weights_sha256` or does not load into the base (every
 tensor's shape is checked by Keras) is a `WeightsFileError`, whatever `pretrained` says; only a
-download that cannot happen (`vitbench.download.NetworkError`) lets `pretrained: auto` go random.
+download that cannot happen (`vitbench.core.download.NetworkError`) lets `pretrained: auto` go random.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from vitbench.errors import ConfigError
+from vitbench.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def imagenet_weights(spec: CnnArch, image_size: int) -> Path:
     size is not in the cache but the 224 px one is, that one is used: its convolutions load into
     any input size, and no network is needed. Otherwise the file of this size is downloaded.
     """
-    from vitbench.errors import FetchError
+    from vitbench.core.errors import FetchError
     from vitbench.models.weights import cached_download, keras_home
 
     name, fallback = spec.weights_name(image_size), spec.weights_name(224)

@@ -6,7 +6,7 @@ position embedding, `Transformer_encoderblock_<n>` blocks, encoder norm, optiona
 top level, then a Dense softmax "head" (float32). So `vit_keras.visualize.attention_map` and
 `vit_keras.utils.load_weights_numpy` work on it unchanged.
 
-`vitbench.model_ids.VIT_VARIANTS` is the one table of what each `vit_ft.variant` is (patch size,
+`vitbench.core.model_ids.VIT_VARIANTS` is the one table of what each `vit_ft.variant` is (patch size,
 depth, where its official ImageNet weights are published, the widths of Ti and S); `vit_config`
 adds vit-keras' CONFIG_B and CONFIG_L for B and L when a model is built. Weights are Flax checkpoints
 as .npz files (vit-keras' release files for B and L, the AugReg files of Steiner et al. 2021,
@@ -45,8 +45,8 @@ from vit_keras import layers as vit_layers
 from vit_keras import utils as vit_utils
 from vit_keras import vit as vit_keras
 
-from vitbench.errors import ConfigError, short_list
-from vitbench.model_ids import VIT_VARIANTS, VitVariant
+from vitbench.core.errors import ConfigError, short_list
+from vitbench.core.model_ids import VIT_VARIANTS, VitVariant
 from vitbench.models import timm_weights
 from vitbench.models.vit import block_outputs
 from vitbench.models.weights import WeightsFileError

@@ -6,7 +6,7 @@ build arguments from its section, how to freeze it for a training phase, where e
 recipe (lr, weight decay, warm-up, label smoothing) is in its section, its attention function,
 its saliency map (Grad-CAM or attention rollout) and its display name. A *model id* (the
 contract's five) is a family trained in one phase (`transfer`, `finetune` or `scratch`), meant to
-start from pretrained weights or not; the ids are the Keras-free table `vitbench.model_ids`.
+start from pretrained weights or not; the ids are the Keras-free table `vitbench.core.model_ids`.
 `identity(model_id)` is what evaluate writes into metrics/<id>.json about the model (family,
 kind, meant to be pretrained): everything downstream reads those fields, never the id.
 
@@ -15,7 +15,7 @@ pulls no builder into a stage's code; the stage scripts that run a family import
 module (`Family.code`), which is what dvc.yaml lists and the training fingerprint hashes.
 
 Adding a family is one `Family(...)` entry in FAMILIES (plus its params section in config.py,
-its model ids in `vitbench.model_ids.MODELS` and an import of its builder in the stage scripts
+its model ids in `vitbench.core.model_ids.MODELS` and an import of its builder in the stage scripts
 that train and evaluate it);
 adding a CNN architecture is one entry in `vitbench.models.cnn.ARCHS`.
 """
@@ -31,10 +31,10 @@ from typing import Any
 import keras
 import numpy as np
 
-from vitbench import model_ids
-from vitbench.config import LearningRate
-from vitbench.errors import ConfigError
-from vitbench.model_ids import ModelSpec
+from vitbench.core import model_ids
+from vitbench.core.config import LearningRate
+from vitbench.core.errors import ConfigError
+from vitbench.core.model_ids import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ SCRATCH_BN_MOMENTUM = 0.9
 
 @dataclass(frozen=True)
 class Saliency:
-    """How evaluate draws where a family's model looks (`vitbench.saliency.saliency_maps`):
+    """How evaluate draws where a family's model looks (`vitbench.evaluate.saliency.saliency_maps`):
     Grad-CAM for a model without attention, else attention rollout read from the class token's
     row (`class_token`) or averaged over all tokens; saved as `figure`, `method` printed on it."""
 

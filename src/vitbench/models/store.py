@@ -4,7 +4,7 @@ A trained model lives in `models/<id>/` as `model.weights.h5` (Keras weights onl
 or Lambda-bearing model file) plus `record.json`, whose `family` and `build` say how to rebuild
 the architecture through the family registry; vitbench reads those two. `model.keras`, the same
 model in Keras' own format, is written beside them for others (`keras.saving.load_model` after
-`import vitbench`), and evaluate adds `README.md`, the model card (`vitbench.models.card`). Loading therefore never needs `safe_mode=False` and
+`import vitbench`), and evaluate adds `README.md`, the model card (`vitbench.evaluate.card`). Loading therefore never needs `safe_mode=False` and
 never downloads anything. The record's `predict_sha256` is the checksum of what a prediction
 depends on beyond the architecture (the weights file and the `preprocess` setting): a record
 whose weights file was replaced or whose preprocess was edited is refused on load.
@@ -21,8 +21,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from vitbench.errors import ConfigError, DataError, short_list
-from vitbench.fsutil import atomic_dir, read_json, write_json
+from vitbench.core.errors import ConfigError, DataError, short_list
+from vitbench.core.fsutil import atomic_dir, read_json, write_json
 from vitbench.models import registry
 
 log = logging.getLogger(__name__)

@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from vitbench.download import NetworkError
-from vitbench.errors import ConfigError, DataError, FetchError, short_list
-from vitbench.model_ids import HUB_WEIGHTS, HUB_WEIGHTS_FORM
+from vitbench.core.download import NetworkError
+from vitbench.core.errors import ConfigError, DataError, FetchError, short_list
+from vitbench.core.model_ids import HUB_WEIGHTS, HUB_WEIGHTS_FORM
 from vitbench.models.weights import WeightsFileError, cached_download, keras_home, url_file_name
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 Weights files live in the Keras cache (`$KERAS_HOME`, default `~/.keras`): `cached_download` uses
 a file already there without any network; otherwise it checks with a short timeout that the
 server is reachable (so an offline machine fails in seconds instead of hanging) and downloads
-through `vitbench.download.download` (retries, temporary file renamed when complete, sha256),
+through `vitbench.core.download.download` (retries, temporary file renamed when complete, sha256),
 then checks the Keras md5 hash when one is given.
 """
 
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
-from vitbench.errors import ConfigError, DataError, FetchError, VitbenchError
+from vitbench.core.errors import ConfigError, DataError, FetchError, VitbenchError
 
 log = logging.getLogger("vitbench.models")  # the warnings users grep for keep their old logger
 
@@ -47,7 +47,7 @@ def resolve_pretrained(setting: bool | str, what: str,
     the weights offline. Every other error (a named file that is missing, wrong, truncated or
     fails its checksum; an HTTP 4xx answer) is raised whatever the setting.
     """
-    from vitbench.download import NetworkError
+    from vitbench.core.download import NetworkError
 
     mode = _pretrained_mode(setting)
     if mode == "false":
@@ -93,7 +93,7 @@ def cached_download(fname: str, origin: str, cache_subdir: str,
     and is not kept. Offline, a `NetworkError` in seconds that says where to copy the file; an
     HTTP 4xx answer is a FetchError (the URL is wrong).
     """
-    from vitbench.download import NetworkError, download
+    from vitbench.core.download import NetworkError, download
 
     cache_dir = keras_home() / cache_subdir
     target = cache_dir / fname
@@ -133,7 +133,7 @@ def file_digest(path: Path, like: str) -> str:
 def check_reachable(url: str, timeout: float = REACH_TIMEOUT) -> None:
     """Open (and close) a TCP connection to the URL's server, or its proxy; NetworkError if that
     fails or takes longer than `timeout` seconds (name resolution included)."""
-    from vitbench.download import NetworkError
+    from vitbench.core.download import NetworkError
 
     parts = urllib.parse.urlsplit(url)
     proxy = urllib.request.getproxies().get(parts.scheme)

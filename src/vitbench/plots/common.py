@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # headless: no display on CI or servers
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from vitbench.fsutil import atomic_file  # noqa: E402
+from vitbench.core.fsutil import atomic_file  # noqa: E402
 
 DPI = 110
 RIGHT = "#1a7f37"   # a correct prediction

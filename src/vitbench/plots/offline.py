@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vitbench.fsutil import atomic_file
+from vitbench.core.fsutil import atomic_file
 
 TEMPLATE_NAME = "plots_template.html"  # in .dvc/, as .dvc/config's plots.html_template says
 VEGALITE_VERSION = "5.21"  # DVC's plot templates are Vega-Lite v5 specs
