@@ -42,7 +42,6 @@ REPO = Path(__file__).resolve().parents[1]
 PARAMS_YAML = REPO / "params.yaml"
 STAGES = REPO / "stages"
 PACS = REPO.parent / "shared" / "datasets" / "pacs_cartoon"  # default --data
-TRAIN_STAGES = {"cnn": "train_cnn", "vit_scratch": "train_vit", "vit_ft": "finetune_vit"}
 
 
 def pipeline_raw(overrides: dict[str, Any] | None = None, preset: str | None = None,
@@ -81,7 +80,7 @@ def pipeline_params(overrides: dict[str, Any] | None = None, preset: str | None 
     naming the key for a bad value): the merged YAML is validated by `config.load_params`."""
     import tempfile
 
-    from vitbench.core.config import load_params
+    from vitbench.models.registry import load_params
 
     with tempfile.TemporaryDirectory(prefix="bench-params-") as tmp:
         path = Path(tmp) / "params.yaml"
@@ -100,7 +99,7 @@ def write_params(params: Any, root: Path) -> Path:
 
 def used_params(paths: Any) -> Any:
     """The Params the stages run in the project of `paths` read (its params.yaml, loaded)."""
-    from vitbench.core.config import load_params
+    from vitbench.models.registry import load_params
 
     return load_params(paths.root / "params.yaml")
 
@@ -162,11 +161,11 @@ def train_and_evaluate(family: str, params: Any, paths: Any) -> dict[str, dict[s
     every model id it trains, on `params`, in the prepared project of `paths`:
     {model id: its metrics/<id>.json and metrics/<id>_detail.json merged, as evaluate wrote them}."""
     from vitbench.models import registry
-    from vitbench.report.results import read_model_metrics
+    from vitbench.evaluate.outputs import read_model_metrics
 
-    run_stage(TRAIN_STAGES[family], params, paths)
+    run_stage(registry.family(family).stage, params, paths)
     metrics = {}
-    for spec in registry.models_of(family):
+    for spec in registry.family(family).models:
         run_stage("evaluate", params, paths, "--model", spec.id)
         metrics[spec.id] = read_model_metrics(paths, spec.id)
     return metrics

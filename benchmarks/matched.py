@@ -61,13 +61,12 @@ PRESET = "matched"
 SPLIT_SEED = 42
 FAMILIES = ("cnn", "vit_ft")
 RUNS = ("real", "random-init", "scratch")
-SECTIONS = {"cnn": "cnn", "vit_ft": "vit_ft", "vit_scratch": "vit"}
 
 
 def runs_of(kind: str, families: tuple[str, ...]) -> list[tuple[str, dict[str, Any]]]:
     """(family, extra overrides) of one `--runs` kind (module docstring)."""
     if kind == "scratch":   # its own recipe: params.yaml's online augmentation, not the preset's
-        return [("vit_scratch", {"augment_online": pipeline_raw()["augment_online"]})]
+        return [("vit", {"augment_online": pipeline_raw()["augment_online"]})]
     # random weights, the same inputs (DeiT's ImageNet mean/std); the default weights name, so
     # the model is named ViT-Ti/16, not by weights it did not load
     random = {"cnn": {"pretrained": False},
@@ -97,7 +96,7 @@ def run(family: str, seed: int, overrides: dict[str, Any], paths: Any,
     """One family's training stage and the evaluate stage of each of its models: one row per
     model, from metrics/<id>.json and models/<id>/record.json (read before the next run)."""
     params = pipeline_params({**overrides, "seed": seed}, preset=PRESET)
-    size = getattr(params, SECTIONS[family]).image_size   # the from-scratch ViT: its own size
+    size = getattr(params, family).image_size   # the from-scratch ViT: its own size
     rows = []
     for model_id, metrics in train_and_evaluate(family, params, paths).items():
         record = read_json(paths.model(model_id) / "record.json")
@@ -136,7 +135,7 @@ def mcnemar_lines(rows: list[dict[str, Any]]) -> list[str]:
 
 def is_contrast(row: dict[str, Any]) -> bool:
     """A contrast row: random weights (metrics say pretrained false) or the from-scratch ViT."""
-    return row["family"] == "vit_scratch" or not row["pretrained"]
+    return row["family"] == "vit" or not row["pretrained"]
 
 
 def table(rows: list[dict[str, Any]]) -> list[str]:
@@ -145,7 +144,7 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
              "| params | input |", "|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
-        random = r["family"] != "vit_scratch" and not r["pretrained"]
+        random = r["family"] != "vit" and not r["pretrained"]
         groups.setdefault((r["model"] + (" random init" if random else ""), r["size"], r["note"]),
                           []).append(r)
     for (model, size, note), runs in groups.items():
@@ -195,7 +194,7 @@ def render(rows: list[dict[str, Any]], settings: dict[str, str], started: tuple,
     recipes: dict[str, Any] = {}
     for r in rows:   # the first seed's
         if not r["note"]:
-            random = r["family"] != "vit_scratch" and not r["pretrained"]
+            random = r["family"] != "vit" and not r["pretrained"]
             recipes.setdefault(r["id"] + (" random init" if random else ""), r["recipe"])
     lines += ["", "## Recipes (models/<id>/record.json, first seed)", "",
               *(f"- {k}: `{v}`" for k, v in recipes.items() if v)]
@@ -243,7 +242,7 @@ def main(data: Path, sizes: tuple[int, ...], seeds: tuple[int, ...], families: t
             "command": f"`python benchmarks/matched.py {' '.join(sys.argv[1:])}`"}
         plan = [(size, seed, family, more, "") for size in sizes for seed in seeds
                 for kind in dict.fromkeys(kinds) for family, more in runs_of(kind, families)
-                if family != "vit_scratch" or size == sizes[0]]   # its own size: once per seed
+                if family != "vit" or size == sizes[0]]   # its own size: once per seed
         if cache_check:
             plan.append((sizes[0], seeds[0], "vit_ft", {"vit_ft": {"feature_cache": False}},
                          "(no feature cache)"))

@@ -42,7 +42,7 @@ from vitbench.core.fsutil import read_json  # noqa: E402
 log = logging.getLogger("vitbench.benchmarks.recipe")
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "recipe.md"
-FAMILIES = {"vit_scratch": "ViT from scratch", "cnn": "MobileNetV2 from scratch"}
+FAMILIES = {"vit": "ViT from scratch", "cnn": "MobileNetV2 from scratch"}
 SPLIT_SEED = 42
 
 

@@ -47,11 +47,12 @@ def repro_figures(project: Path) -> dict[str, object]:
     """Demo `dvc repro` from scratch, then a no-op one; the metrics of every model."""
     full = timed(["dvc", "repro"], project)
     noop = timed(["dvc", "repro"], project)
-    from vitbench.core.config import MODEL_IDS
     from vitbench.core.paths import Paths
-    from vitbench.report.results import read_model_metrics
+    from vitbench.evaluate.outputs import read_model_metrics
 
-    models = {m: read_model_metrics(Paths(project), m) for m in MODEL_IDS}
+    from vitbench.report.results import evaluated_ids
+
+    models = {m: read_model_metrics(Paths(project), m) for m in evaluated_ids(Paths(project))}
     return {"repro_seconds": full, "noop_seconds": noop, "models": models}
 
 
@@ -106,7 +107,7 @@ def main(skip_repro: bool, steps: int, remedies_minutes: float, sets: tuple[str,
     from dvc_project import commit, copy_project
     from throughput import FAMILIES, measure_throughput
 
-    from vitbench.core.config import load_params
+    from vitbench.models.registry import load_params
     from vitbench.core.errors import ConfigError
     from vitbench.core.paths import Paths
 

@@ -30,7 +30,8 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from vitbench.train import optim
-from vitbench.core.config import Params, load_params
+from vitbench.core.config import Params
+from vitbench.models.registry import load_params
 from vitbench.data.manifest import read_labels
 from vitbench.data.online import batch_augmenter
 from vitbench.data.pipeline import AUTOTUNE, labelled_paths, load_images, make_dataset, preprocess_fn
@@ -39,7 +40,7 @@ from vitbench.core.paths import Paths
 
 log = logging.getLogger(__name__)
 
-FAMILIES = tuple(registry.FAMILIES)
+FAMILIES = registry.family_names()
 WARMUP_STEPS = 2  # traced and run before timing
 
 
@@ -52,7 +53,8 @@ def measure_throughput(params: Params, paths: Paths, steps: int,
     batch = params.train.batch_size
     rows = []
     for family in tqdm(families, desc="throughput", unit="model", disable=None):
-        fam, first = registry.family(family), registry.models_of(family)[0]
+        fam = registry.family(family)
+        first = fam.models[0]
         cfg = getattr(params, fam.section)
         image_size, preprocess = fam.input_spec(cfg)
         record = {"id": first.id, "family": family, "build": fam.build_kwargs(cfg, len(classes))}

@@ -96,7 +96,7 @@ def transfer_speed(params: Any, paths: Any, cache: bool, backup: Path) -> dict[s
     same epochs."""
     from vitbench.train import features, loop, optim, phases as training
     from vitbench.models import registry, set_backbone_trainable
-    from vitbench.models.cnn import build_cnn
+    from vitbench.models.cnn.builder import build_cnn
 
     family = registry.family("cnn")
     training.setup_runtime(params.train, params.seed)

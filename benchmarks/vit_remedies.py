@@ -89,7 +89,7 @@ def train_one(name: str, seed: int, settings: dict[str, Any], paths: Paths) -> d
 
     label = VARIANTS[name][0]
     params = params_for(overrides(settings["data"], seed, settings["epochs"], settings["options"], name))
-    accuracy = train_and_evaluate("vit_scratch", params, paths)["vit_scratch"]["accuracy"]
+    accuracy = train_and_evaluate("vit", params, paths)["vit_scratch"]["accuracy"]
     settings.setdefault("used", {})[name] = used_params(paths)
     print(f"{label} seed {seed}: test accuracy {accuracy:.3f}", flush=True)
     record = read_json(paths.model("vit_scratch") / "record.json")

@@ -1,17 +1,18 @@
-"""finetune_vit: vit-keras ViT-B/16 or B/32, transfer then fine-tune -> models/vit_transfer, models/vit_finetuned."""
+"""finetune_vit: a pretrained ViT (vit_ft.variant), transfer then fine-tune -> models/vit_transfer, models/vit_finetuned."""
 
 from vitbench.core.config import Params
 from vitbench.core.paths import Paths
 from vitbench.core.stage import stage_cli
+from vitbench.models import vit_ft
 
 
-@stage_cli("finetune_vit")
+@stage_cli("finetune_vit", sections=vit_ft.FAMILY.params)
 def main(params: Params, paths: Paths) -> None:
-    """vit-keras ViT-B/16 or B/32, transfer then fine-tune -> models/vit_transfer, models/vit_finetuned."""
-    from vitbench.train import phases as training
-    from vitbench.models import pretrained_vit  # noqa: F401 - the pretrained-ViT builder this stage runs
+    """a pretrained ViT (vit_ft.variant), transfer then fine-tune -> models/vit_transfer, models/vit_finetuned."""
+    from vitbench.train.phases import train_family
 
-    training.finetune_vit(params.vit_ft, params.train, params.seed, paths, params.augment_online)
+    train_family(vit_ft.FAMILY, params.vit_ft, params.train, params.seed, paths,
+                 params.augment_online)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def test_random_init_overrides_keep_the_pair_and_its_inputs() -> None:
                                                                                   "mobilenetv2")
     assert params.cnn.image_size == params.vit_ft.image_size == 112
     (family, more), = bench.runs_of("scratch", ())
-    assert family == "vit_scratch" and more["augment_online"] == pipeline_raw()["augment_online"]
+    assert family == "vit" and more["augment_online"] == pipeline_raw()["augment_online"]
     assert dict(bench.runs_of("real", ("cnn",))) == {"cnn": {}}
 
 

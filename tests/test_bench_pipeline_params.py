@@ -11,7 +11,8 @@ import pytest
 import yaml
 from benchscripts import BENCHMARKS, load_benchmark
 
-from vitbench.core.config import params_from_dict, to_dict
+from vitbench.core.config import to_dict
+from vitbench.models.registry import params_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(BENCHMARKS))
@@ -78,7 +79,7 @@ def test_run_and_throughput_use_params_yaml_plus_the_stated_sets(tmp_path: Path)
 
     bench = load_benchmark("run")
     out = tmp_path / "latest.md"
-    args = ["--skip-repro", "--remedies-minutes", "0", "--steps", "1", "--family", "vit_scratch",
+    args = ["--skip-repro", "--remedies-minutes", "0", "--steps", "1", "--family", "vit",
             "--workdir", str(tmp_path), "--out", str(out)]
     for item in _sets(TINY):
         args += ["--set", item]

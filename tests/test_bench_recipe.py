@@ -21,7 +21,7 @@ def test_overrides_are_params_yaml_plus_the_stated_keys(tmp_path: Path) -> None:
     bench = load_script()
     from common import pipeline_params
 
-    from vitbench.core.config import load_params
+    from vitbench.models.registry import load_params
 
     extra = {"vit": {"patch_size": 4}, "train": {"batch_size": 16}}
     params = pipeline_params(bench.overrides_for(tmp_path, 64, 30, 14, extra))
@@ -39,7 +39,7 @@ def test_tiny_run_through_the_stages_writes_the_table(tmp_path: Path) -> None:
     out = tmp_path / "recipe.md"
     result = CliRunner().invoke(load_script().main, [
         "--data", str(data), "--image-size", "32", "--vit-epochs", "2",
-        "--family", "vit_scratch", "--set", "vit.patch_size=4", "--set", "vit.layers=1",
+        "--family", "vit", "--set", "vit.patch_size=4", "--set", "vit.layers=1",
         "--out", str(out)])
     assert result.exit_code == 0, result.output
     text = out.read_text()

@@ -12,7 +12,9 @@ import pytest
 from scipy import stats
 
 from dvc_project import TINY, commit, run, set_params
-from vitbench.core.config import MODEL_IDS
+from vitbench.models.registry import model_ids
+
+MODEL_IDS = model_ids()
 from vitbench.data.synthetic import generate
 
 pytestmark = pytest.mark.slow

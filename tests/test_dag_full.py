@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from dvc_project import TINY, changed_stages, commit, run, set_params, stages_run
-from vitbench.core.config import MODEL_IDS
+from vitbench.models.registry import model_ids
+
+MODEL_IDS = model_ids()
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vitbench.core.config import params_with
-from vitbench.models import pretrained_vit as pv
+from vitbench.models.registry import params_with
+from vitbench.models.vit_ft import builder as pv
 from vitbench.models import registry
 
 DEIT = Path(__file__).resolve().parents[2] / "shared" / "weights" / "deit_tiny_patch16_224.npz"

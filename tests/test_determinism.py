@@ -31,7 +31,7 @@ SCRIPT = textwrap.dedent("""
         os.chdir(root)
         paths = make_dataset_tree(root)
         params = tiny_params(train={{"epochs": 2, "deterministic": deterministic}})
-        training.train_vit(params.vit, params.train, params.seed, paths)
+        training.train_family(registry.family("vit"), params.vit, params.train, params.seed, paths)
         model, record = load_model(paths.model("vit_scratch"))
         digest = hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in model.get_weights()))
         out.append({{"deterministic": deterministic, "digest": digest.hexdigest(),

@@ -8,6 +8,7 @@ all of them. Non-code deps (data/, models/<id>, metrics/) are not checked here.
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -21,9 +22,29 @@ CODE_ROOTS = ("src/", "stages/")
 
 
 def dvc_stages() -> dict[str, dict]:
-    """Stage name -> definition; a foreach stage (evaluate) is checked through its template."""
+    """Stage name -> definition; the evaluate foreach gives one stage per model id
+    (`evaluate@<id>`, its template with `${key}` and `${item.family}` filled in)."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    return {name: stage.get("do", stage) for name, stage in stages.items()}
+    out = {}
+    for name, stage in stages.items():
+        if "foreach" not in stage:
+            out[name] = stage
+            continue
+        for key, item in stage["foreach"].items():
+            text = yaml.safe_dump(stage["do"]).replace("${key}", key)
+            for field, value in item.items():
+                text = text.replace("${item.%s}" % field, value)
+            out[f"{name}@{key}"] = yaml.safe_load(text)
+    return out
+
+
+def stage_family(name: str) -> str | None:
+    """The family package an `evaluate@<id>` stage loads at run time (from the model's record)."""
+    if "@" not in name:
+        return None
+    from vitbench.models import registry
+
+    return registry.family_of(name.split("@", 1)[1]).module
 
 
 def stage_script(stage: dict) -> Path:
@@ -44,9 +65,10 @@ def declared_code(stage: dict) -> set[str]:
     return files
 
 
-def derived_code(script: Path) -> set[str]:
-    return {script.relative_to(REPO).as_posix(),
-            *(p.relative_to(REPO).as_posix() for p in deps.script_files(script))}
+def derived_code(script: Path, family: str | None = None) -> set[str]:
+    """The script and every vitbench file it runs (plus the files of `family`'s package)."""
+    files = deps.script_files(script) + (deps.module_files(family) if family else [])
+    return {script.relative_to(REPO).as_posix(), *(p.relative_to(REPO).as_posix() for p in files)}
 
 
 def declared_params(stage: dict) -> set[str]:
@@ -56,7 +78,7 @@ def declared_params(stage: dict) -> set[str]:
 def differences(name: str, stage: dict) -> list[str]:
     script = stage_script(stage)
     problems = []
-    code, listed = derived_code(script), declared_code(stage)
+    code, listed = derived_code(script, stage_family(name)), declared_code(stage)
     if code - listed:
         problems.append(f"{name}: deps lack {', '.join(sorted(code - listed))}")
     if listed - code:
@@ -107,7 +129,7 @@ def test_whole_params_is_reported(tmp_path: Path):
 
 @pytest.mark.parametrize("module, expected", [
     ("vitbench.data.augmentation", "vitbench/data/imageprep.py"),   # the PNG encoder it uses
-    ("vitbench.train.phases", "vitbench/models/patches.py"),             # imported inside train_vit
+    ("vitbench.models.vit", "vitbench/models/vit/patches.py"),       # the family's own figure
 ])
 def test_transitive_imports(module: str, expected: str):
     assert expected in {deps.relative(p) for p in deps.module_files(module)}
@@ -141,28 +163,85 @@ def test_no_two_modules_import_each_other_even_indirectly() -> None:
     assert not cycles, f"import cycles through: {', '.join(cycles)}"
 
 
+def stage_code(name: str) -> set[str]:
+    """vitbench files (relative to src/) a stage runs, its family's package included."""
+    family = stage_family(name)
+    files = deps.script_files(stage_script(dvc_stages()[name])) + (
+        deps.module_files(family) if family else [])
+    return {deps.relative(p) for p in files}
+
+
 @pytest.mark.parametrize("stage, edited, stales", [
-    ("train_vit", "vitbench/models/cnn.py", False),          # the CNN builder
-    ("train_vit", "vitbench/models/pretrained_vit.py", False),
-    ("finetune_vit", "vitbench/models/cnn.py", False),
-    ("train_cnn", "vitbench/models/cnn.py", True),
-    ("finetune_vit", "vitbench/models/pretrained_vit.py", True),
-    ("evaluate", "vitbench/models/cnn.py", True),             # evaluates any family's model
+    ("train_vit", "vitbench/models/cnn/builder.py", False),          # the CNN builder
+    ("train_vit", "vitbench/models/vit_ft/builder.py", False),
+    ("finetune_vit", "vitbench/models/cnn/archs.py", False),
+    ("finetune_vit", "vitbench/models/vit/layers.py", False),        # the from-scratch ViT
+    ("train_cnn", "vitbench/models/vit/layers.py", False),
+    ("train_cnn", "vitbench/models/vit/patches.py", False),
+    ("train_cnn", "vitbench/models/cnn/builder.py", True),
+    ("finetune_vit", "vitbench/models/vit_ft/timm_weights.py", True),
+    ("evaluate@cnn_transfer", "vitbench/models/cnn/builder.py", True),
+    ("evaluate@cnn_transfer", "vitbench/models/vit/layers.py", False),
+    ("evaluate@cnn_finetuned", "vitbench/models/vit_ft/builder.py", False),
+    ("evaluate@vit_scratch", "vitbench/models/vit/layers.py", True),
+    ("evaluate@vit_scratch", "vitbench/models/cnn/archs.py", False),
+    ("evaluate@vit_finetuned", "vitbench/models/vit_ft/variants.py", True),
     ("train_vit", "vitbench/data/synthetic.py", False),      # the demo's drawing code
-    ("evaluate", "vitbench/data/synthetic.py", False),
+    ("evaluate@vit_scratch", "vitbench/data/synthetic.py", False),
     ("train_vit", "vitbench/data/cleaning.py", False),       # the clean stage's code
     ("compare", "vitbench/models/registry.py", False),       # compare reads metrics/<id>.json
     ("fetch", "vitbench/data/synthetic.py", True),
+    ("split", "vitbench/models/registry.py", False),         # data stages run no model code
+    ("augment", "vitbench/models/vit_ft/variants.py", False),
 ])
 def test_a_stage_depends_only_on_the_code_it_runs(stage: str, edited: str, stales: bool) -> None:
-    script = stage_script(dvc_stages()[stage])
-    assert (edited in {deps.relative(p) for p in deps.script_files(script)}) is stales
+    assert (edited in stage_code(stage)) is stales
 
 
-def test_the_model_ids_of_dvc_yaml_are_the_registrys() -> None:
-    from vitbench.core.model_ids import MODEL_IDS
+def test_the_model_ids_of_dvc_yaml_are_the_families() -> None:
+    """The evaluate keys are the declared model ids, each with its family; every family's
+    training stage is in the DAG and compare reads every model's results."""
+    from vitbench.models import registry
 
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    assert tuple(stages["evaluate"]["foreach"]) == MODEL_IDS
+    foreach = stages["evaluate"]["foreach"]
+    assert tuple(foreach) == registry.model_ids()
+    assert {key: item["family"] for key, item in foreach.items()} == {
+        m.id: m.family for m in registry.models().values()}
+    assert {f.stage for f in registry.families().values()} <= set(stages)
     compare = set(stages["compare"]["deps"])
-    assert {f"metrics/{m}.json" for m in MODEL_IDS} | {f"plots/{m}/eval" for m in MODEL_IDS} <= compare
+    ids = registry.model_ids()
+    assert {f"metrics/{m}.json" for m in ids} | {f"plots/{m}/eval" for m in ids} <= compare
+
+
+# --- the layers ----------------------------------------------------------------------------------
+
+LAYERS = ("core", "plots", "data", "models", "train", "evaluate", "report", "experiments")
+MAY_NOT_IMPORT = {   # a layer's modules never import these layers
+    "core": set(LAYERS) - {"core"},
+    "plots": set(LAYERS) - {"core", "plots"},
+    "data": {"models", "train", "evaluate", "report", "experiments"},
+    "models": {"train", "evaluate", "report", "experiments"},
+    "train": {"evaluate", "report", "experiments"},
+    "evaluate": {"train", "report", "experiments"},
+    "report": {"models", "train", "experiments"},
+}
+
+
+def test_each_layer_imports_only_the_layers_below_it() -> None:
+    graph = _module_graph()
+    layer = lambda module: module.split(".")[1]  # noqa: E731 - vitbench.<layer>.x
+    found = sorted(f"{m} imports {n}" for m, targets in graph.items() for n in targets
+                   if layer(m) in MAY_NOT_IMPORT and layer(n) in MAY_NOT_IMPORT[layer(m)])
+    assert not found, "\n".join(found)
+
+
+def test_each_layer_says_what_it_may_import() -> None:
+    for name in LAYERS:
+        doc = ast.get_docstring(ast.parse((deps.PACKAGE_DIR / name / "__init__.py").read_text()))
+        assert doc and "import" in doc.lower(), name
+
+
+def test_few_loose_modules() -> None:
+    loose = {p.name for p in deps.PACKAGE_DIR.glob("*.py")} - {"__init__.py", "__main__.py", "cli.py"}
+    assert len(loose) <= 3, sorted(loose)

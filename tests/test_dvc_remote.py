@@ -12,7 +12,9 @@ import yaml
 
 from conftest import REPO, git_clone
 from dvc_project import run, stages_run
-from vitbench.core.config import MODEL_IDS
+from vitbench.models.registry import model_ids
+
+MODEL_IDS = model_ids()
 from vitbench.core.fsutil import sha256_file
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ from PIL import Image
 from scipy import stats as scipy_stats
 from sklearn import metrics as skm
 
-from vitbench.core.config import section_with
+from vitbench.models.registry import section_with
 from vitbench.data.manifest import write_labels, write_manifest
 from vitbench.core.errors import DataError
 from vitbench.evaluate.evaluation import class_report, compute_metrics, evaluate, predictions_table
@@ -258,12 +258,12 @@ def check_outputs(paths: Paths, model_id: str, metrics: dict) -> None:
 def test_evaluate_cnn_end_to_end(tiny_project: Paths) -> None:
     save_tiny(tiny_project, "cnn_transfer", "cnn",
               {"arch": "mobilenetv2", "image_size": 32, "num_classes": 3, "dropout": 0.0},
-              "mobilenet_v2")
+              "tf")
     metrics = evaluate("cnn_transfer", EVAL, SEED, tiny_project)
     check_outputs(tiny_project, "cnn_transfer", metrics)
     assert "steps_run" not in metrics                # a record without it: left out
     assert metrics["display_name"] == "MobileNetV2 (transfer)"
-    assert (metrics["image_size"], metrics["preprocess"]) == (32, "mobilenet_v2")   # the record's
+    assert (metrics["image_size"], metrics["preprocess"]) == (32, "tf")   # the record's
     assert metrics["pretrained"] is False
     assert not (tiny_project.eval_plots("cnn_transfer") / "attention.png").exists()
     with Image.open(tiny_project.eval_plots("cnn_transfer") / "gradcam.png") as img:
@@ -272,7 +272,7 @@ def test_evaluate_cnn_end_to_end(tiny_project: Paths) -> None:
 
 @pytest.mark.slow
 def test_evaluate_vit_scratch_writes_attention(tiny_project: Paths) -> None:
-    save_tiny(tiny_project, "vit_scratch", "vit_scratch", VIT_SCRATCH, "vit", steps_run=7)
+    save_tiny(tiny_project, "vit_scratch", "vit", VIT_SCRATCH, "tf", steps_run=7)
     metrics = evaluate("vit_scratch", EVAL, SEED, tiny_project)
     check_outputs(tiny_project, "vit_scratch", metrics)
     assert metrics["steps_run"] == 7                 # copied from the training record
@@ -284,7 +284,7 @@ def test_evaluate_vit_scratch_writes_attention(tiny_project: Paths) -> None:
 def test_evaluate_vit_ft_writes_class_token_rollout(tiny_project: Paths) -> None:
     tiny = {"variant": "b16", "image_size": 32, "num_classes": 3, "representation_size": None,
             "config": {"hidden_size": 16, "num_layers": 2, "num_heads": 2, "mlp_dim": 16, "dropout": 0.0}}
-    save_tiny(tiny_project, "vit_finetuned", "vit_ft", tiny, "vit", pretrained=True)
+    save_tiny(tiny_project, "vit_finetuned", "vit_ft", tiny, "tf", pretrained=True)
     metrics = evaluate("vit_finetuned", EVAL, SEED, tiny_project)
     check_outputs(tiny_project, "vit_finetuned", metrics)
     assert metrics["pretrained"] is True
@@ -298,7 +298,7 @@ def test_missing_model_is_a_data_error(tiny_project: Paths) -> None:
 
 @pytest.mark.slow
 def test_model_trained_on_other_classes_is_refused(tiny_project: Paths) -> None:
-    save_tiny(tiny_project, "vit_scratch", "vit_scratch", VIT_SCRATCH, "vit")
+    save_tiny(tiny_project, "vit_scratch", "vit", VIT_SCRATCH, "tf")
     write_labels(["circle", "square", "triangle"], tiny_project.labels)
     with pytest.raises(DataError, match="differ"):
         evaluate("vit_scratch", EVAL, SEED, tiny_project)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vitbench.core.config import section_with
+from vitbench.models.registry import section_with
 from vitbench.data.freshness import fetch_if_changed
 from vitbench.core.paths import Paths
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from vitbench.core.config import section_with
+from vitbench.models.registry import section_with
 from vitbench.data.archives import ExtractLimits, safe_extract
 from vitbench.data.freshness import fetch_if_changed
 from vitbench.data.sources import fetch_dataset

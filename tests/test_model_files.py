@@ -18,7 +18,7 @@ from vitbench.data.manifest import read_labels, read_manifest
 from vitbench.data.pipeline import labelled_paths, load_images, preprocess_fn
 from vitbench.evaluate.card import model_card, split_counts
 from vitbench.core.paths import Paths
-from vitbench.report.results import read_model_metrics
+from vitbench.evaluate.outputs import read_model_metrics
 
 
 def check_keras_file(project: Path, model_id: str) -> None:
@@ -83,7 +83,8 @@ def test_the_card_warns_when_a_model_meant_pretrained_has_random_weights(publish
     paths = Paths(published)
     record = json.loads((paths.model("vit_scratch") / "record.json").read_text())
     metrics = read_model_metrics(paths, "vit_scratch")
-    card = model_card("vit_transfer", {**record, "id": "vit_transfer", "pretrained": False}, metrics,
+    record = {**record, "id": "vit_transfer", "family": "vit_ft"}
+    card = model_card("vit_transfer", {**record, "pretrained": False}, metrics,
                       "synthetic", read_labels(paths.labels), split_counts(paths))
     assert "> **WARNING: trained from random weights.** `vit_transfer` is meant to start" in card
     assert "WARNING" not in model_card("vit_transfer", {**record, "pretrained": True}, metrics,

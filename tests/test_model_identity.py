@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from vitbench.core.model_ids import MODEL_IDS, MODELS
 from vitbench.models import registry
 
 REPO = Path(__file__).resolve().parents[1]
 SCANNED = {"src/vitbench": True, "stages": True,   # root: whether equality with an id counts
            "benchmarks": False}   # a benchmark may pick its table's rows by id; never guess a kind
-IDENTITIES = set(MODEL_IDS) | set(registry.FAMILIES)
+IDENTITIES = set(registry.model_ids()) | set(registry.families())
 
 
 def _strings(node: ast.AST) -> list[str]:
@@ -59,15 +58,15 @@ def test_the_scan_finds_what_it_looks_for() -> None:
     assert [line for line, _ in identity_tests(ast.parse(code), equality=False)] == [1]
 
 
-def test_model_ids_are_one_table() -> None:
-    assert tuple(registry.MODELS) == MODEL_IDS and registry.MODELS is MODELS
+def test_model_ids_are_declared_by_the_families() -> None:
+    assert registry.model_ids() == tuple(m for f in registry.families().values() for m in f.phases)
 
 
 # --- a family only the registry knows, through evaluate, compare and the seeds summary -----------
 
-FAKES = {  # model id: (fake family, its kind, meant pretrained); both borrow the tiny ViT builder
-    "vitconv_scratch": ("vitconv", "CNN", True),          # a CNN whose id starts with "vit"
-    "cnnformer_scratch": ("cnnformer", "ViT", False),     # a ViT whose id starts with "cnn"
+FAKES = {  # model id: (fake family, its kind, phase); both borrow the tiny ViT builder
+    "vitconv_scratch": ("vitconv", "CNN", "transfer"),    # a CNN whose id starts with "vit"
+    "cnnformer_scratch": ("cnnformer", "ViT", "scratch"),  # a ViT whose id starts with "cnn"
 }
 
 
@@ -75,12 +74,10 @@ FAKES = {  # model id: (fake family, its kind, meant pretrained); both borrow th
 def fake_families(monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
 
-    from vitbench.core.model_ids import ModelSpec
-
-    for model_id, (name, kind, meant) in FAKES.items():
-        monkeypatch.setitem(registry.FAMILIES, name,
-                            dataclasses.replace(registry.FAMILIES["vit_scratch"], name=name, kind=kind))
-        monkeypatch.setitem(registry.MODELS, model_id, ModelSpec(model_id, name, "scratch", meant))
+    for model_id, (name, kind, phase) in FAKES.items():
+        fake = dataclasses.replace(registry.family("vit"), name=name, kind=kind,
+                                   phases={model_id: phase})
+        monkeypatch.setitem(registry._DECLARED, name, fake)
 
 
 @pytest.mark.slow
@@ -102,7 +99,8 @@ def test_a_new_family_is_classified_by_the_registry(fake_families: None, tmp_pat
 
     params = params_with(merge(TINY, {   # params.yaml + TINY + these
         "dataset": {"synthetic": {"per_class": 8, "image_size": 48}}, "clean": {"min_per_class": 4},
-        "evaluate": {"attention_samples": 0, "robustness": False}}))
+        "evaluate": {"attention_samples": 0, "robustness": False}}),
+        sections=registry.family("vit").params)   # the section of the builder both borrow
     paths = Paths(tmp_path)
     fetch_dataset(params.dataset, params.seed, paths)
     clean_dataset(params.clean, paths)
@@ -110,7 +108,7 @@ def test_a_new_family_is_classified_by_the_registry(fake_families: None, tmp_pat
     classes = read_labels(paths.labels)
     for model_id, (name, _, _) in FAKES.items():   # untrained: evaluate does not care
         family = registry.family(name)
-        cfg = getattr(params, family.section)
+        cfg = params.vit   # the borrowed builder's section
         build = family.build_kwargs(cfg, len(classes))
         image_size, preprocess = family.input_spec(cfg)
         save_model(family.rebuild(build), paths.model(model_id), {

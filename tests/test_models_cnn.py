@@ -15,9 +15,12 @@ import numpy as np
 import pytest
 from keras.src.legacy.saving import legacy_h5_format
 
-from vitbench.core.config import CNN_ARCHS
+from vitbench.models.cnn.archs import ARCHS
+
+CNN_ARCHS = tuple(ARCHS)
 from vitbench.core.errors import ConfigError, VitbenchError
-from vitbench.models import WeightsFileError, cnn, resolve_pretrained, set_backbone_trainable
+from vitbench.models import WeightsFileError, resolve_pretrained, set_backbone_trainable
+from vitbench.models.cnn import archs as cnn_archs, builder as cnn_builder
 
 SIZE = 32
 
@@ -32,7 +35,7 @@ def write_keras_h5(model: keras.Model, path: Path) -> Path:
 
 def randomised_base(arch: str, seed: int = 0) -> keras.Model:
     """A weights=None base whose every variable (BatchNorm/Normalization stats too) is random."""
-    base = cnn.ARCHS[arch].constructor(include_top=False, weights=None,
+    base = cnn_archs.ARCHS[arch].constructor(include_top=False, weights=None,
                                        input_shape=(SIZE, SIZE, 3))
     rng = np.random.default_rng(seed)
     for var in base.weights:
@@ -45,14 +48,14 @@ def randomised_base(arch: str, seed: int = 0) -> keras.Model:
 
 
 def test_registry_matches_config_archs() -> None:
-    assert tuple(cnn.ARCHS) == CNN_ARCHS
-    assert {a.display for a in cnn.ARCHS.values()} == {"MobileNetV2", "VGG16", "ResNet50",
+    assert CNN_ARCHS == ("mobilenetv2", "vgg16", "resnet50", "efficientnetb0", "efficientnetv2b0")
+    assert {a.display for a in cnn_archs.ARCHS.values()} == {"MobileNetV2", "VGG16", "ResNet50", "EfficientNetV2-B0",
                                                        "EfficientNetB0"}
 
 
 def test_unknown_arch_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="cnn.arch.*alexnet.*mobilenetv2"):
-        cnn.build_cnn("alexnet", SIZE, 3, 0.2)
+        cnn_builder.build_cnn("alexnet", SIZE, 3, 0.2)
 
 
 def assert_cnn_structure(model: keras.Model, num_classes: int, dropout: float) -> None:
@@ -70,7 +73,7 @@ def assert_cnn_structure(model: keras.Model, num_classes: int, dropout: float) -
 
 @pytest.mark.slow
 def test_build_cnn_random_weights() -> None:
-    model = cnn.build_cnn("mobilenetv2", SIZE, num_classes=5, dropout=0.3)
+    model = cnn_builder.build_cnn("mobilenetv2", SIZE, num_classes=5, dropout=0.3)
     assert_cnn_structure(model, 5, 0.3)
     assert model.count_params() > 2_000_000
 
@@ -79,7 +82,7 @@ def test_build_cnn_random_weights() -> None:
 def test_base_batchnorm_stays_in_inference_mode_when_unfrozen() -> None:
     """Fine-tuning (base unfrozen) must not move the BatchNorm statistics, though fit passes
     training=True (which in Keras 3 overrides the training=False the base is called with)."""
-    model = cnn.build_cnn("mobilenetv2", SIZE, num_classes=2, dropout=0.0)
+    model = cnn_builder.build_cnn("mobilenetv2", SIZE, num_classes=2, dropout=0.0)
     set_backbone_trainable(model, "cnn", True)
     bn = next(layer for layer in model.get_layer("base").layers
               if isinstance(layer, keras.layers.BatchNormalization))
@@ -98,7 +101,7 @@ def test_weights_file_equals_keras_applications_imagenet(arch: str, tmp_path: Pa
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """build_cnn(weights=<file>) gives exactly the base keras.applications builds with
     weights="imagenet" from the same file, and the registry names the same file, URL and hash."""
-    spec = cnn.ARCHS[arch]
+    spec = cnn_archs.ARCHS[arch]
     weights = write_keras_h5(randomised_base(arch), tmp_path / spec.weights_name(SIZE))
     asked: dict[str, object] = {}
 
@@ -112,7 +115,7 @@ def test_weights_file_equals_keras_applications_imagenet(arch: str, tmp_path: Pa
     assert asked == {"fname": spec.weights_name(SIZE), "origin": spec.weights_url + asked["fname"],
                      "subdir": "models", "file_hash": spec.file_hash}
 
-    model = cnn.build_cnn(arch, SIZE, num_classes=3, dropout=0.1, weights=str(weights))
+    model = cnn_builder.build_cnn(arch, SIZE, num_classes=3, dropout=0.1, weights=str(weights))
     assert_cnn_structure(model, 3, 0.1)
     x = np.random.default_rng(2).uniform(0, 1, (2, SIZE, SIZE, 3)).astype("float32")
     ours = model.get_layer("base")(x, training=False)
@@ -120,7 +123,7 @@ def test_weights_file_equals_keras_applications_imagenet(arch: str, tmp_path: Pa
 
 
 def test_mobilenet_weights_file_follows_image_size() -> None:
-    spec = cnn.ARCHS["mobilenetv2"]
+    spec = cnn_archs.ARCHS["mobilenetv2"]
     assert spec.weights_name(96).endswith("_1.0_96_no_top.h5")
     assert spec.weights_name(72).endswith("_1.0_224_no_top.h5")  # no 72 px file: Keras uses 224
 
@@ -130,25 +133,25 @@ def test_missing_weights_file_is_an_error_even_with_auto(tmp_path: Path) -> None
     missing = str(tmp_path / "nope.h5")
     for setting in ("auto", True):
         with pytest.raises(WeightsFileError, match=f"cnn.weights: {missing} does not exist"):
-            resolve_pretrained(setting, "MobileNetV2 weights", lambda: cnn.build_cnn(
+            resolve_pretrained(setting, "MobileNetV2 weights", lambda: cnn_builder.build_cnn(
                 "mobilenetv2", SIZE, 3, 0.2, weights=missing))
 
 
 # --- pretrained: auto | true | false -----------------------------------------------------------------
 
 @pytest.fixture
-def offline_mobilenet(monkeypatch: pytest.MonkeyPatch) -> cnn.CnnArch:
+def offline_mobilenet(monkeypatch: pytest.MonkeyPatch) -> cnn_archs.CnnArch:
     """MobileNetV2 whose weights server is a loopback port nobody listens on (= offline)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    spec = dataclasses.replace(cnn.ARCHS["mobilenetv2"], weights_url=f"http://127.0.0.1:{port}/")
-    monkeypatch.setitem(cnn.ARCHS, "mobilenetv2", spec)
+    spec = dataclasses.replace(cnn_archs.ARCHS["mobilenetv2"], weights_url=f"http://127.0.0.1:{port}/")
+    monkeypatch.setitem(cnn_archs.ARCHS, "mobilenetv2", spec)
     return spec
 
 
 def load_imagenet_mobilenet() -> keras.Model:
-    return cnn.build_cnn("mobilenetv2", SIZE, num_classes=3, dropout=0.2, weights="imagenet")
+    return cnn_builder.build_cnn("mobilenetv2", SIZE, num_classes=3, dropout=0.2, weights="imagenet")
 
 
 def test_pretrained_false_never_touches_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -162,11 +165,11 @@ def test_pretrained_false_never_touches_the_network(monkeypatch: pytest.MonkeyPa
 
 
 @pytest.mark.parametrize("size", [SIZE, 96])   # 96 px: its own file, else the 224 px one
-def test_pretrained_auto_offline_warns_and_goes_random(offline_mobilenet: cnn.CnnArch, size: int,
+def test_pretrained_auto_offline_warns_and_goes_random(offline_mobilenet: cnn_archs.CnnArch, size: int,
                                                        caplog: pytest.LogCaptureFixture) -> None:
     start = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="vitbench.models"):
-        model, used = resolve_pretrained("auto", "MobileNetV2 ImageNet weights", lambda: cnn.build_cnn(
+        model, used = resolve_pretrained("auto", "MobileNetV2 ImageNet weights", lambda: cnn_builder.build_cnn(
             "mobilenetv2", size, num_classes=3, dropout=0.2, weights="imagenet"))
     assert (model, used) == (None, False)
     assert time.monotonic() - start < 5
@@ -175,14 +178,14 @@ def test_pretrained_auto_offline_warns_and_goes_random(offline_mobilenet: cnn.Cn
     assert "pretrained: false" in caplog.text
 
 
-def test_pretrained_true_offline_is_an_error_that_says_what_to_do(offline_mobilenet: cnn.CnnArch) -> None:
+def test_pretrained_true_offline_is_an_error_that_says_what_to_do(offline_mobilenet: cnn_archs.CnnArch) -> None:
     cache = Path(os.environ["KERAS_HOME"]) / "models" / offline_mobilenet.weights_name(SIZE)
     with pytest.raises(VitbenchError, match="pretrained: true") as info:
         resolve_pretrained(True, "MobileNetV2 ImageNet weights", load_imagenet_mobilenet)
     assert f"copy {cache.name} to {cache}" in str(info.value)
 
 
-def test_pretrained_auto_uses_the_keras_cache_without_network(offline_mobilenet: cnn.CnnArch) -> None:
+def test_pretrained_auto_uses_the_keras_cache_without_network(offline_mobilenet: cnn_archs.CnnArch) -> None:
     reference = randomised_base("mobilenetv2", seed=5)
     write_keras_h5(reference, Path(os.environ["KERAS_HOME"]) / "models"
                    / offline_mobilenet.weights_name(SIZE))

@@ -26,7 +26,7 @@ SIZE = 32
 RECORDS: dict[str, dict[str, Any]] = {
     "cnn_finetuned": {"family": "cnn", "build": {"arch": "mobilenetv2", "image_size": SIZE,
                                                  "num_classes": 3, "dropout": 0.2}},
-    "vit_scratch": {"family": "vit_scratch", "build": {
+    "vit_scratch": {"family": "vit", "build": {
         "image_size": SIZE, "patch_size": 8, "projection_dim": 8, "num_heads": 2, "layers": 2,
         "mlp_head": [8], "dropout": 0.1, "num_classes": 3, "spt": True, "lsa": True}},
     "vit_transfer": {"family": "vit_ft", "build": {
@@ -171,7 +171,7 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="record.json is not valid JSON"):
         models.load_model(tmp_path / "m")
     rec_file.write_text(json.dumps({**json.loads(good), "family": "rnn"}))
-    with pytest.raises(DataError, match="family = 'rnn' is not one of cnn, vit_scratch, vit_ft"):
+    with pytest.raises(DataError, match="family = 'rnn' is not one of cnn, vit, vit_ft"):
         models.load_model(tmp_path / "m")
     rec_file.write_text(json.dumps({**json.loads(good), "build": {"image_size": SIZE, "depth": 3}}))
     with pytest.raises(DataError, match="cannot rebuild the model.*depth"):
@@ -205,9 +205,9 @@ def test_set_backbone_trainable() -> None:
     assert len(vit_ft.trainable_weights) == len(vit_ft.weights)
 
     scratch = models.build_model(record("vit_scratch"))
-    models.set_backbone_trainable(scratch, "vit_scratch", False)
+    models.set_backbone_trainable(scratch, "vit", False)
     assert not scratch.trainable_weights
-    models.set_backbone_trainable(scratch, "vit_scratch", True)
+    models.set_backbone_trainable(scratch, "vit", True)
     assert len(scratch.trainable_weights) == len(scratch.weights)
     with pytest.raises(ValueError, match="rnn"):
         models.set_backbone_trainable(scratch, "rnn", True)
@@ -217,7 +217,7 @@ def test_display_names() -> None:
     cnn = {"family": "cnn", "build": {"arch": "mobilenetv2"}}
     vgg = {"family": "cnn", "build": {"arch": "vgg16"}}
     vit_ft = {"family": "vit_ft", "build": {"variant": "b32"}}
-    scratch = {"family": "vit_scratch", "build": {"spt": True, "lsa": True}}
+    scratch = {"family": "vit", "build": {"spt": True, "lsa": True}}
     assert models.display_name("cnn_transfer", cnn) == "MobileNetV2 (transfer)"
     assert models.display_name("cnn_finetuned", cnn) == "MobileNetV2 (fine-tuned)"
     assert models.display_name("cnn_finetuned", vgg) == "VGG16 (fine-tuned)"
@@ -308,12 +308,12 @@ def test_saved_weights_hold_no_optimizer_state(tmp_path: Path) -> None:
     import numpy as np
 
     from vitbench.models import load_model, save_model
-    from vitbench.models.vit import build_vit
+    from vitbench.models.vit.layers import build_vit
 
     build = {"image_size": 16, "patch_size": 8, "projection_dim": 8, "num_heads": 2, "layers": 1,
              "mlp_head": [8], "dropout": 0.0, "num_classes": 2, "spt": False, "lsa": False}
-    record = {"family": "vit_scratch", "build": build, "classes": ["a", "b"], "image_size": 16,
-              "preprocess": "vit"}
+    record = {"family": "vit", "build": build, "classes": ["a", "b"], "image_size": 16,
+              "preprocess": "tf"}
     model = build_vit(**build)
     save_model(model, tmp_path / "fresh", record)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")

@@ -17,7 +17,7 @@ from vit_keras import visualize
 from vit_keras import vit as vit_keras
 
 from vitbench.core.errors import ConfigError, DataError, FetchError
-from vitbench.models import pretrained_vit as pv
+from vitbench.models.vit_ft import builder as pv
 
 TINY = {"num_layers": 2, "hidden_size": 16, "mlp_dim": 32, "num_heads": 2, "dropout": 0.0}
 SIZE = 32  # b16 -> a 2x2 patch grid
@@ -265,7 +265,7 @@ def test_url_without_file_name_is_a_config_error() -> None:
 def test_the_variant_table_agrees_with_vit_keras() -> None:
     """model_ids.VIT_VARIANTS (Keras-free: config validates blocks with its depths) holds the
     depths of B and L that vit-keras' CONFIG_B and CONFIG_L build; pretrained_vit builds from it."""
-    from vitbench.core.model_ids import VIT_VARIANTS
+    from vitbench.models.vit_ft.variants import VIT_VARIANTS
 
     assert {name: pv.depth(name) for name in VIT_VARIANTS} == {
         name: v.depth for name, v in VIT_VARIANTS.items()}
@@ -307,10 +307,10 @@ def test_display_names_follow_the_weights() -> None:
 ])
 def test_normalization_follows_the_weights(normalize: str, weights: str, expected: str,
                                            caplog: pytest.LogCaptureFixture) -> None:
-    from vitbench.core.config import params_with
+    from vitbench.models.registry import params_with
 
     cfg = params_with({"vit_ft": {"normalize": normalize, "weights": weights}}).vit_ft
-    with caplog.at_level("INFO", logger="vitbench.models.pretrained_vit"):
+    with caplog.at_level("INFO", logger="vitbench.models.vit_ft.builder"):
         assert pv.normalization(cfg) == expected
     assert (f"auto -> {expected}" in caplog.text) == (normalize == "auto")
     with pytest.raises(ConfigError, match="vit_ft.normalize"):

@@ -1,4 +1,4 @@
-"""The model family registry: one table for every "which kind of model" question."""
+"""The model families: each declares itself in its package; the registry only collects them."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import pytest
 
 from vitbench.core import config
 from vitbench.core.errors import ConfigError
-from vitbench.models import pretrained_vit, registry
+from vitbench.models import registry
+from vitbench.models.vit_ft import builder as pretrained_vit
 from vitbench.evaluate.saliency import saliency_maps
 
-TINY = config.params_with({
+TINY = registry.params_with({
     "cnn": {"arch": "vgg16", "image_size": 32},
     "vit": {"image_size": 16, "patch_size": 4, "projection_dim": 8, "num_heads": 2, "layers": 1,
             "mlp_head": [8]},
@@ -22,40 +23,42 @@ TINY = config.params_with({
 
 
 def test_model_ids_are_the_contracts():
-    assert tuple(registry.MODELS) == config.MODEL_IDS
-    for spec in registry.MODELS.values():
-        assert spec.family in registry.FAMILIES and spec.phase in registry.PHASES
-    assert [m.id for m in registry.models_of("cnn")] == ["cnn_transfer", "cnn_finetuned"]
-    assert [m.id for m in registry.models_of("vit_ft")] == ["vit_transfer", "vit_finetuned"]
-    assert {m.id: registry.kind(m.id) for m in registry.MODELS.values()} == {
+    models = registry.models()
+    assert tuple(models) == ("cnn_transfer", "cnn_finetuned", "vit_scratch", "vit_transfer",
+                             "vit_finetuned")
+    for spec in models.values():
+        assert spec.family in registry.families() and spec.phase in config.PHASES
+    assert [m.id for m in registry.family("cnn").models] == ["cnn_transfer", "cnn_finetuned"]
+    assert [m.id for m in registry.family("vit_ft").models] == ["vit_transfer", "vit_finetuned"]
+    assert {m.id: registry.kind(m.id) for m in models.values()} == {
         "cnn_transfer": "CNN", "cnn_finetuned": "CNN", "vit_scratch": "ViT",
         "vit_transfer": "ViT", "vit_finetuned": "ViT"}
-    assert [m.id for m in registry.MODELS.values() if m.meant_pretrained] == [
+    assert [m.id for m in models.values() if m.meant_pretrained] == [
         "cnn_transfer", "cnn_finetuned", "vit_transfer", "vit_finetuned"]
-    assert registry.identity("vit_transfer") == {"family": "vit_ft", "kind": "ViT",
-                                                 "meant_pretrained": True}
+    assert registry.identity("vit_transfer") == {"family": "vit_ft", "phase": "transfer",
+                                                 "kind": "ViT", "meant_pretrained": True}
     with pytest.raises(ConfigError, match="model id"):
         registry.model_spec("rnn_transfer")
 
 
 def test_every_family_reads_its_own_params_section():
-    sections = {f.name for f in dataclasses.fields(config.Params)}
+    sections = registry.section_names()
     specs = {}
-    for family in registry.FAMILIES.values():
-        assert family.section in sections
-        specs[family.name] = family.input_spec(getattr(TINY, family.section))
-    assert specs == {"cnn": (32, "vgg16"), "vit_scratch": (16, "vit"), "vit_ft": (32, "tf")}
+    for family in registry.families().values():
+        assert family.name in sections and family.params == ((family.name, family.section),)
+        specs[family.name] = family.input_spec(getattr(TINY, family.name))
+    assert specs == {"cnn": (32, "caffe"), "vit": (16, "tf"), "vit_ft": (32, "tf")}
     assert registry.family("vit_ft").build_kwargs(TINY.vit_ft, 3) == {
         "variant": "b16", "image_size": 32, "num_classes": 3, "representation_size": None}
 
 
-@pytest.mark.parametrize("name", ["cnn", "vit_scratch"])
+@pytest.mark.parametrize("name", ["cnn", "vit"])
 def test_builds_from_its_section_and_freezes_per_phase(name):
     family = registry.family(name)
-    cfg = getattr(TINY, family.section)
+    cfg = getattr(TINY, name)
     model = family.rebuild(family.build_kwargs(cfg, 3))
     assert model.output_shape == (None, 3)
-    for spec in registry.models_of(name):
+    for spec in family.models:
         family.prepare_phase(model, spec.phase, pretrained=True)
         trainable = {layer.name for layer in model.layers if layer.trainable_weights}
         assert trainable == ({"head"} if spec.phase == "transfer" else
@@ -65,14 +68,14 @@ def test_builds_from_its_section_and_freezes_per_phase(name):
 
 def test_attention_only_for_vits():
     assert registry.family("cnn").attention is None
-    assert registry.family("vit_scratch").attention is not None
-    fam = registry.family("vit_ft")   # builders are referenced lazily (registry.BuilderModule)
-    assert fam.attention.__name__ == "attention_weights" and fam.code == pretrained_vit.__name__
+    assert registry.family("vit").attention is not None
+    fam = registry.family("vit_ft")
+    assert fam.attention is pretrained_vit.attention_weights and fam.module == "vitbench.models.vit_ft"
 
 
 TINY_BUILDS = {
     "cnn": ({"arch": "mobilenetv2", "image_size": 32, "num_classes": 3, "dropout": 0.0}, (1, 1)),
-    "vit_scratch": (registry.family("vit_scratch").build_kwargs(TINY.vit, 3), (4, 4)),
+    "vit": (registry.family("vit").build_kwargs(TINY.vit, 3), (4, 4)),
     "vit_ft": ({"variant": "b16", "image_size": 32, "num_classes": 3, "representation_size": None,
                 "config": {"hidden_size": 8, "num_layers": 2, "num_heads": 2, "mlp_dim": 8}}, (2, 2)),
 }
@@ -93,7 +96,7 @@ def test_saliency_maps_per_family(name):
 
 
 def test_unknown_family_names_the_known_ones():
-    with pytest.raises(ValueError, match="rnn.*cnn, vit_scratch, vit_ft"):
+    with pytest.raises(ValueError, match="rnn.*cnn, vit, vit_ft"):
         registry.family("rnn")
 
 
@@ -114,4 +117,30 @@ def test_vit_ft_blocks_reach_the_build_and_the_name():
     assert build["blocks"] == 3
     assert registry.display_name("vit_transfer", "vit_ft", build) == "ViT-B/16 (3 blocks) (transfer)"
     with pytest.raises(ConfigError, match=r"vit_ft\.blocks"):
-        config.params_with({"vit_ft": {"blocks": 0}})
+        registry.params_with({"vit_ft": {"blocks": 0}})
+
+
+def test_a_new_cnn_architecture_is_one_entry(monkeypatch):
+    """One `CnnArch` in archs.ARCHS: cnn.arch accepts it, the family builds it with its
+    preprocessing and names it; nothing else changes."""
+    from vitbench.models.cnn import archs
+
+    def tiny_base(include_top: bool, weights, input_shape, name: str) -> keras.Model:
+        inputs = keras.Input(input_shape)
+        x = keras.layers.Conv2D(4, 3, strides=2, name="conv")(inputs)
+        return keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(x), name=name)
+
+    with pytest.raises(ConfigError, match="cnn.arch.*tinynet"):
+        registry.params_with({"cnn": {"arch": "tinynet"}})
+    monkeypatch.setitem(archs.ARCHS, "tinynet", archs.CnnArch(
+        tiny_base, "raw", "TinyNet", "tinynet_notop.h5", "https://example.invalid/"))
+    params = registry.params_with({"cnn": {"arch": "tinynet", "image_size": 32}})
+    family = registry.family("cnn")
+    assert family.input_spec(params.cnn) == (32, "raw")
+    build = family.build_kwargs(params.cnn, 3)
+    model = family.rebuild(build)
+    assert model.output_shape == (None, 3) and model.get_layer("base").get_layer("conv")
+    assert registry.display_name("cnn_finetuned", "cnn", build) == "TinyNet (fine-tuned)"
+    with pytest.raises(ConfigError, match="cnn.arch.*alexnet.*tinynet"):
+        registry.params_with({"cnn": {"arch": "alexnet"}})
+    keras.backend.clear_session()

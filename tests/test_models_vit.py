@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vitbench.models import vit
-from vitbench.models.patches import patch_grid, token_grid
+from vitbench.models.vit import layers as vit
+from vitbench.models.vit.patches import patch_grid, token_grid
 
 SMALL = dict(image_size=16, patch_size=4, projection_dim=8, num_heads=2, layers=2, mlp_head=[8],
              dropout=0.1, num_classes=3)
@@ -162,7 +162,7 @@ def test_patch_grid_figure(tmp_path: Path) -> None:
 
 def test_patch_grid_title_names_the_sizes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     titles: list[str] = []
-    import vitbench.models.patches as patches_module
+    import vitbench.models.vit.patches as patches_module
 
     real_save = patches_module.save_figure
 
@@ -194,7 +194,7 @@ def test_receptive_field_of_the_conv_tokenizer() -> None:
 def test_token_grid_title_names_tokens_and_field(monkeypatch: pytest.MonkeyPatch,
                                                  tmp_path: Path) -> None:
     titles: list[str] = []
-    import vitbench.models.patches as patches_module
+    import vitbench.models.vit.patches as patches_module
 
     real_save = patches_module.save_figure
     monkeypatch.setattr(patches_module, "save_figure",
@@ -217,7 +217,7 @@ def test_patch_size_is_the_conv_tokenizers_stride() -> None:
     for bad in (1, 3, 6, 12):
         with pytest.raises(ValueError, match=f"patch_size {bad} is not a power of two"):
             vit.conv_stages(bad)
-    from vitbench.core.config import params_with
+    from vitbench.models.registry import params_with
     from vitbench.core.errors import ConfigError
     with pytest.raises(ConfigError, match="vit.patch_size.*power of two"):
         params_with({"vit": {"tokenizer": "conv", "spt": False, "image_size": 48,
@@ -273,7 +273,7 @@ def test_conv_tokenizer_seq_pool_and_drop_path_save_and_reload_to_identical_pred
     assert not np.allclose(model(x, training=True), model(x, training=True))  # drop path
     expected = model.predict(x, verbose=0)
     np.testing.assert_array_equal(model.predict(x, verbose=0), expected)
-    save_model(model, tmp_path / "m", {"id": "vit_scratch", "family": "vit_scratch", "build": build})
+    save_model(model, tmp_path / "m", {"id": "vit_scratch", "family": "vit", "build": build})
     again, record = load_model(tmp_path / "m")
     np.testing.assert_array_equal(again.predict(x, verbose=0), expected)
     assert again.count_params() == model.count_params() == record["params_total"]

@@ -36,7 +36,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], list[in
 def batches(images: tuple[list[str], list[int]], cfg: config.AugmentOnline | None, seed: int = 0,
             epochs: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
     augment = online.batch_augmenter(cfg, CLASSES, seed) if cfg is not None else None
-    ds = pipeline.make_dataset(*images, 16, "vit", 4, augment=augment)
+    ds = pipeline.make_dataset(*images, 16, "tf", 4, augment=augment)
     return [(x.numpy(), y.numpy()) for _ in range(epochs) for x, y in ds]
 
 
@@ -90,7 +90,7 @@ def test_training_data_augments_train_never_val(tmp_path: Path, monkeypatch) -> 
 
     def load(**cfg: object) -> training.TrainData:
         params = tiny_params(augment_online=cfg)
-        return training.load_train_data(params.train, params.seed, paths, 16, "vit",
+        return training.load_train_data(params.train, params.seed, paths, 16, "tf",
                                         params.augment_online)
 
     def first_epoch(ds: tf.data.Dataset) -> np.ndarray:

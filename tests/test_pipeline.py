@@ -48,7 +48,7 @@ def _order(x: np.ndarray) -> list[int]:
 
 def test_shapes_and_dtypes(images):
     paths, labels = images
-    ds = pipeline.make_dataset(paths, labels, 16, "vit", batch_size=5)
+    ds = pipeline.make_dataset(paths, labels, 16, "tf", batch_size=5)
     batches = list(ds)
     assert [int(x.shape[0]) for x, _ in batches] == [5, 5, 2]
     x, y = batches[0]
@@ -58,11 +58,9 @@ def test_shapes_and_dtypes(images):
 
 
 @pytest.mark.parametrize(("name", "expected"), [
-    ("vit", [255 / 127.5 - 1, 0 / 127.5 - 1, 128 / 127.5 - 1]),
-    ("mobilenet_v2", [1.0, -1.0, 128 / 127.5 - 1]),
-    ("vgg16", [128 - 103.939, 0 - 116.779, 255 - 123.68]),     # BGR, ImageNet means
-    ("resnet50", [128 - 103.939, 0 - 116.779, 255 - 123.68]),
-    ("efficientnet", [255.0, 0.0, 128.0]),
+    ("tf", [1.0, -1.0, 128 / 127.5 - 1]),
+    ("caffe", [128 - 103.939, 0 - 116.779, 255 - 123.68]),     # BGR, ImageNet means
+    ("raw", [255.0, 0.0, 128.0]),
 ])
 def test_preprocess_values(tmp_path, name, expected):
     path = tmp_path / "c.png"
@@ -79,13 +77,13 @@ def test_preprocess_does_not_modify_numpy_input():
 
 
 def test_unknown_preprocess_is_named(images):
-    with pytest.raises(ValueError, match="'imagenet'.*mobilenet_v2"):
+    with pytest.raises(ValueError, match="'imagenet'.*tf, torch, caffe, raw"):
         pipeline.make_dataset(*images, 8, "imagenet", batch_size=2)
 
 
 def test_decodes_each_file_once_then_serves_the_cache(images):
     paths, labels = images
-    ds = pipeline.make_dataset(paths, labels, 8, "efficientnet", batch_size=4, shuffle=True, seed=1)
+    ds = pipeline.make_dataset(paths, labels, 8, "raw", batch_size=4, shuffle=True, seed=1)
     first_x, first_y = _epoch(ds)
     for p in paths:
         Path(p).unlink()  # a second read would now fail
@@ -96,7 +94,7 @@ def test_decodes_each_file_once_then_serves_the_cache(images):
 
 def test_without_cache_files_are_read_again(images):
     paths, labels = images
-    ds = pipeline.make_dataset(paths, labels, 8, "efficientnet", batch_size=4, cache=False)
+    ds = pipeline.make_dataset(paths, labels, 8, "raw", batch_size=4, cache=False)
     _epoch(ds)
     Path(paths[0]).unlink()
     with pytest.raises(tf.errors.NotFoundError):
@@ -104,14 +102,14 @@ def test_without_cache_files_are_read_again(images):
 
 
 def test_no_shuffle_keeps_input_order(images):
-    x, y = _epoch(pipeline.make_dataset(*images, 8, "efficientnet", batch_size=5))
+    x, y = _epoch(pipeline.make_dataset(*images, 8, "raw", batch_size=5))
     assert _order(x) == list(range(N))
     assert list(y) == images[1]
 
 
 def test_seeded_shuffle_is_reproducible_and_reshuffles_each_epoch(images):
     def two_epochs(seed: int) -> list[list[int]]:
-        ds = pipeline.make_dataset(*images, 8, "efficientnet", batch_size=5, shuffle=True, seed=seed)
+        ds = pipeline.make_dataset(*images, 8, "raw", batch_size=5, shuffle=True, seed=seed)
         return [_order(_epoch(ds)[0]) for _ in range(2)]
 
     a, b, other = two_epochs(3), two_epochs(3), two_epochs(4)
@@ -122,7 +120,7 @@ def test_seeded_shuffle_is_reproducible_and_reshuffles_each_epoch(images):
 
 
 def test_labels_stay_with_their_images(images):
-    ds = pipeline.make_dataset(*images, 8, "efficientnet", batch_size=5, shuffle=True, seed=7)
+    ds = pipeline.make_dataset(*images, 8, "raw", batch_size=5, shuffle=True, seed=7)
     for _ in range(2):
         x, y = _epoch(ds)
         np.testing.assert_array_equal(np.round(x[:, 0, 0, 1] / LABEL_GREEN).astype(int), y)
@@ -134,10 +132,10 @@ def test_dataset_from_manifest(tmp_path, images):
     classes = ["cat", "dog", "owl"]
     csv = tmp_path / "split" / "val.csv"
     write_manifest(pd.DataFrame({"path": paths, "class": [classes[i] for i in labels]}), csv)
-    x, y = _epoch(pipeline.dataset_from_manifest(csv, classes, 8, "efficientnet", 4))
+    x, y = _epoch(pipeline.dataset_from_manifest(csv, classes, 8, "raw", 4))
     assert _order(x) == list(range(N)) and list(y) == labels
     with pytest.raises(DataError, match="'owl'.*val.csv|val.csv.*'owl'"):
-        pipeline.dataset_from_manifest(csv, ["cat", "dog"], 8, "vit", 4)
+        pipeline.dataset_from_manifest(csv, ["cat", "dog"], 8, "tf", 4)
 
 
 def test_load_images_matches_the_dataset(tmp_path):
@@ -147,15 +145,15 @@ def test_load_images_matches_the_dataset(tmp_path):
     Image.fromarray(grad).save(paths[0])
     arr = pipeline.load_images(paths, 12, batch_size=2)
     assert arr.shape == (5, 12, 12, 3) and arr.dtype == np.uint8
-    x, _ = _epoch(pipeline.make_dataset(paths, labels, 12, "efficientnet", 3))
+    x, _ = _epoch(pipeline.make_dataset(paths, labels, 12, "raw", 3))
     np.testing.assert_array_equal(arr, x.astype(np.uint8))
 
 
 def test_missing_file_and_bad_lengths_are_clear_errors(images):
     paths, labels = images
     with pytest.raises(DataError, match="nowhere.png"):
-        pipeline.make_dataset(paths + ["/nowhere.png"], labels + [0], 8, "vit", 4)
+        pipeline.make_dataset(paths + ["/nowhere.png"], labels + [0], 8, "tf", 4)
     with pytest.raises(DataError, match="12 image paths but 11 labels"):
-        pipeline.make_dataset(paths, labels[:-1], 8, "vit", 4)
+        pipeline.make_dataset(paths, labels[:-1], 8, "tf", 4)
     with pytest.raises(DataError, match="empty"):
         pipeline.load_images([], 8)

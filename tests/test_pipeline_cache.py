@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from test_pipeline import _epoch, _write_images
-from vitbench.core.config import params_with
+from vitbench.models.registry import params_with
 from vitbench.data import pipeline
 from vitbench.core.errors import ConfigError
 
@@ -17,7 +17,7 @@ MODES = ("memory", "disk", "none", "auto")
 
 
 def _dataset(paths: list[str], labels: list[int], mode: str, cache_dir: Path):
-    return pipeline.make_dataset(paths, labels, 8, "efficientnet", batch_size=5, shuffle=True,
+    return pipeline.make_dataset(paths, labels, 8, "raw", batch_size=5, shuffle=True,
                                  seed=3, cache=mode, cache_dir=cache_dir)
 
 

@@ -18,7 +18,9 @@ from PIL import Image
 from conftest import bin_path
 from test_report import CFG, DEFAULT_PREDICTIONS, SEED, Y_TRUE, write_evaluation, write_images
 from vitbench.data.manifest import write_labels
-from vitbench.core.model_ids import MODEL_IDS
+from vitbench.models.registry import model_ids
+
+MODEL_IDS = model_ids()
 from vitbench.data.pipeline import load_images, preprocess_fn
 from vitbench.core.errors import DataError
 from vitbench.models import load_model
@@ -245,7 +247,7 @@ def test_the_record_holds_the_checksum_of_weights_and_preprocess(project: Path) 
 
 
 def test_a_changed_preprocess_or_weights_file_is_refused(project: Path, photos: Path) -> None:
-    """preprocess edited (vit -> torch) or the weights changed in place (same shapes, so they
+    """preprocess edited (tf -> torch) or the weights changed in place (same shapes, so they
     load): both would predict wrong labels silently; refused, saying how to rebuild."""
     import h5py
 
@@ -263,7 +265,7 @@ def test_a_changed_preprocess_or_weights_file_is_refused(project: Path, photos: 
         fh.visititems(lambda _, obj: kernels.append(obj)
                       if isinstance(obj, h5py.Dataset) and obj.ndim == 2 else None)
         kernels[0][...] = kernels[0][...] * -1.0
-    with pytest.raises(DataError, match="model.weights.h5 or preprocess = 'vit' changed since training"):
+    with pytest.raises(DataError, match="model.weights.h5 or preprocess = 'tf' changed since training"):
         predict_files(model_dir, [photos / "a.jpg"], progress=False)
 
 

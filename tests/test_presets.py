@@ -14,7 +14,7 @@ from PIL import Image
 
 from dvc_project import commit, run, set_params
 from vitbench.experiments import presets
-from vitbench.core.config import load_params
+from vitbench.models.registry import load_params
 from vitbench.core.errors import ConfigError
 
 DOG_SYNSETS = ("n02085620-Chihuahua", "n02085782-Japanese_spaniel", "n02116738-African_hunting_dog")

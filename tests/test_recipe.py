@@ -11,7 +11,8 @@ import pytest
 import tensorflow as tf
 
 from vitbench.train import optim
-from vitbench.core.config import AugmentOnline, LearningRate, params_with
+from vitbench.core.config import AugmentOnline, PhaseRecipe
+from vitbench.models.registry import params_with
 from vitbench.core.recipe import describe, recipe_record
 
 PROBS = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.25, 0.5, 0.25], [0.05, 0.9, 0.05]], "float32")
@@ -62,9 +63,9 @@ def test_loss_serialises() -> None:
 
 
 def test_make_optimizer_per_recipe() -> None:
-    adam = optim.make_optimizer(LearningRate(1e-3, 0.0, 0.0, 0.0), 100)
+    adam = optim.make_optimizer(PhaseRecipe(1e-3, 0.0, 0.0, 0.0), 100)
     assert type(adam) is keras.optimizers.Adam and float(adam.learning_rate) == pytest.approx(1e-3)
-    adamw = optim.make_optimizer(LearningRate(2e-3, 0.05, 0.1, 0.0), 100)
+    adamw = optim.make_optimizer(PhaseRecipe(2e-3, 0.05, 0.1, 0.0), 100)
     assert isinstance(adamw, keras.optimizers.AdamW) and adamw.weight_decay == pytest.approx(0.05)
     schedule = adamw._learning_rate
     assert isinstance(schedule, optim.WarmupCosine)
@@ -76,7 +77,7 @@ def test_weight_decay_shrinks_weights() -> None:
     def trained(decay: float) -> float:
         model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation="softmax")])
         model.layers[0].kernel.assign(np.full((2, 2), 1.0, "float32"))
-        optim.compile_model(model, optim.make_optimizer(LearningRate(0.1, decay, 0.0, 0.0), 10), 2)
+        optim.compile_model(model, optim.make_optimizer(PhaseRecipe(0.1, decay, 0.0, 0.0), 10), 2)
         model.fit(np.zeros((4, 2), "float32"), np.zeros(4, "int32"), epochs=3, verbose=0)
         return float(np.abs(model.layers[0].kernel.numpy()).mean())
 
@@ -89,7 +90,7 @@ def test_vit_recipe_and_config_keys() -> None:
                           "cnn": {"transfer": {"lr": 1e-3, "label_smoothing": 0.1}},
                           "augment_online": {"flip": False, "translate": 0.0, "zoom": 0.0,
                                              "contrast": 0.0}})
-    assert params.vit.recipe == LearningRate(2e-3, 0.05, 0.2, 0.1)
+    assert params.vit.recipe == PhaseRecipe(2e-3, 0.05, 0.2, 0.1)
     assert params.cnn.transfer.label_smoothing == 0.1 and params.cnn.finetune.weight_decay == 0.0
     optimizer = optim.make_optimizer(params.vit.recipe, 50)
     record = recipe_record(params.vit.recipe, type(optimizer).__name__, 1.0, params.augment_online)
@@ -104,25 +105,25 @@ def test_family_recipe_per_phase() -> None:
 
     params = params_with({"vit": {"label_smoothing": 0.2},
                           "vit_ft": {"finetune": {"lr": 1e-4, "warmup": 0.1}}})
-    assert registry.family("vit_scratch").recipe(params.vit, "scratch") == params.vit.recipe
+    assert registry.family("vit").recipe(params.vit, "scratch") == params.vit.recipe
     assert registry.family("cnn").recipe(params.cnn, "transfer") is params.cnn.transfer
-    assert registry.family("vit_ft").recipe(params.vit_ft, "finetune") == LearningRate(1e-4, 0.0, 0.1, 0.1)  # the rest: params.yaml's
+    assert registry.family("vit_ft").recipe(params.vit_ft, "finetune") == PhaseRecipe(1e-4, 0.0, 0.1, 0.1)  # the rest: params.yaml's
 
 
 def test_describe_states_the_recipe() -> None:
     online = AugmentOnline.only(flip=True, mixup=0.2)
-    text = describe(recipe_record(LearningRate(1e-3, 0.05, 0.1, 0.1), "AdamW", 1.0, online))
+    text = describe(recipe_record(PhaseRecipe(1e-3, 0.05, 0.1, 0.1), "AdamW", 1.0, online))
     assert text == ("AdamW lr 0.001, weight decay 0.05, warm-up 10% + cosine, label smoothing 0.1; "
                     "online: flip, mixup 0.2; 1 materialised copy per image")
-    plain = describe(recipe_record(LearningRate(1e-5, 0.0, 0.0, 0.0), "Adam", 0.0, AugmentOnline.only()))
+    plain = describe(recipe_record(PhaseRecipe(1e-5, 0.0, 0.0, 0.0), "Adam", 0.0, AugmentOnline.only()))
     assert plain == ("Adam lr 1e-05, constant lr; no online augmentation; "
                      "0 materialised copies per image")
     assert "not recorded" in describe(None)
-    cosine = describe(recipe_record(LearningRate(1e-3, 0.05, 0.1, 0.0), "AdamW", 0.0, AugmentOnline.only(),
+    cosine = describe(recipe_record(PhaseRecipe(1e-3, 0.05, 0.1, 0.0), "AdamW", 0.0, AugmentOnline.only(),
                                     epochs=40, patience=None, tokens="conv tokens, stride 8: 8x8 = 64"))
     assert cosine.endswith("; 40 epochs planned, no early stopping (cosine schedule), best epoch "
                            "kept; conv tokens, stride 8: 8x8 = 64 tokens")
-    constant = describe(recipe_record(LearningRate(1e-5, 0.0, 0.0, 0.0), "Adam", 0.0, AugmentOnline.only(),
+    constant = describe(recipe_record(PhaseRecipe(1e-5, 0.0, 0.0, 0.0), "Adam", 0.0, AugmentOnline.only(),
                                       epochs=5, patience=3))
     assert constant.endswith("; 5 epochs planned, early stopping after 3 epochs without a better "
                              "val loss, best epoch kept")
@@ -149,7 +150,7 @@ def test_compare_md_states_each_models_recipe(tmp_path, same: bool) -> None:
         online = flip if same or model_id != "vit_scratch" else AugmentOnline.only()
         if model_id != "vit_transfer":     # an older model: no recipe.json
             write_json(paths.eval_plots(model_id) / "recipe.json",
-                       recipe_record(LearningRate(1e-3, 0.0, 0.0, 0.0), "Adam", 1.0, online))
+                       recipe_record(PhaseRecipe(1e-3, 0.0, 0.0, 0.0), "Adam", 1.0, online))
     results = load_results(paths)
     classes = read_labels(paths.labels)
     md = render_markdown(summarise(results, classes), results, classes)

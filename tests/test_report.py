@@ -12,7 +12,10 @@ import pytest
 from PIL import Image
 
 from vitbench.evaluate.calibration import expected_calibration_error
-from vitbench.core.config import MODEL_IDS, Compare
+from vitbench.core.config import Compare
+from vitbench.models.registry import model_ids
+
+MODEL_IDS = model_ids()
 from vitbench.data.manifest import write_labels
 from vitbench.core.errors import DataError
 from vitbench.evaluate.evaluation import (chance_p, class_report, compute_metrics, predictions_table,
@@ -30,7 +33,7 @@ SIZES = {"cnn_transfer": 9.2, "cnn_finetuned": 9.2, "vit_scratch": 1.7, "vit_tra
          "vit_finetuned": 350.0}
 SPEED = {"cnn_transfer": 300.0, "cnn_finetuned": 300.0, "vit_scratch": 900.0, "vit_transfer": 40.0,
          "vit_finetuned": 40.0}
-INPUT_PX = {"cnn": 96, "vit_scratch": 48, "vit_ft": 224}   # evaluate's image_size, by family
+INPUT_PX = {"cnn": 96, "vit": 48, "vit_ft": 224}   # evaluate's image_size, by family
 Y_TRUE = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2])
 Y_LARGE = np.repeat(np.arange(3), 8)     # 24 test images: enough for a model above chance to lose
 CFG = Compare(samples=4)
@@ -67,7 +70,7 @@ def write_evaluation(paths: Paths, model_id: str, y_pred: np.ndarray, files: lis
                "params_total": int(SIZES[model_id] * 250_000), "params_trainable": 1000,
                "size_mb": SIZES[model_id], "train_seconds": 12.0, "epochs_run": 3,
                "infer_images_per_second": SPEED[model_id], "pretrained": pretrained,
-               "steps_run": 30 if identity["family"] == "vit_scratch" else 12}
+               "steps_run": 30 if identity["family"] == "vit" else 12}
     headline, detail = split_headline(metrics)
     write_json(paths.metrics_json(model_id), headline)
     write_json(paths.detail_json(model_id), detail)

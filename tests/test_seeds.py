@@ -127,7 +127,7 @@ def commit_predictions(root: Path, right: dict[str, int], total: int = 40) -> st
         path = root / "plots" / model_id / "eval" / "predictions.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("path,actual,predicted\n" + "\n".join(rows) + "\n")
-        if model_id in registry.MODELS:
+        if model_id in registry.model_ids():
             detail = root / "metrics" / f"{model_id}_detail.json"
             detail.parent.mkdir(exist_ok=True)
             detail.write_text(json.dumps({"display_name": model_id, **registry.identity(model_id)}))

@@ -17,7 +17,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from vitbench.core.config import SOURCE_PARAMS, merge, read_params, section_with
+from vitbench.core.config import SOURCE_PARAMS, merge, read_params
+from vitbench.models.registry import section_with
 import vitbench.core.download
 from vitbench.data import sources
 from vitbench.data.archives import ExtractLimits

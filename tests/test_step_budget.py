@@ -14,7 +14,7 @@ import tensorflow as tf
 from dvc_project import TINY, commit, run, set_params, stages_run
 
 from vitbench.train import loop, optim
-from vitbench.core.config import section_with
+from vitbench.models.registry import section_with
 from vitbench.train.phases import StepBudget, step_budget
 
 

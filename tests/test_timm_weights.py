@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vitbench.core.config import params_with
+from vitbench.models.registry import params_with
 from vitbench.core.errors import ConfigError, FetchError, VitbenchError
-from vitbench.models import pretrained_vit as pv
+from vitbench.models.vit_ft import builder as pv
 from vitbench.models import registry, resolve_pretrained
-from vitbench.models import timm_weights as tw
+from vitbench.models.vit_ft import timm_weights as tw
 from vitbench.models.weights import WeightsFileError
 
 DEIT = Path(__file__).resolve().parents[2] / "shared" / "weights" / "deit_tiny_patch16_224.npz"

@@ -21,8 +21,10 @@ from PIL import Image
 
 from dvc_project import TINY
 
+from vitbench.models import registry
 from vitbench.train import loop, optim, phases as training
-from vitbench.core.config import merge, params_with
+from vitbench.core.config import merge
+from vitbench.models.registry import params_with
 from vitbench.data.manifest import write_labels, write_manifest
 from vitbench.core.paths import Paths
 
@@ -93,9 +95,10 @@ def tiny_params(seed: int = 3, **sections: dict):
     return params_with(merge(raw, sections))
 
 
-def train_stage(entry, section: str, params, paths: Paths) -> None:
-    """Call a training entry point as its stage script does: its section, train, seed, augment_online."""
-    entry(getattr(params, section), params.train, params.seed, paths, params.augment_online)
+def train_stage(family: str, params, paths: Paths) -> None:
+    """Train a family as its stage script does: its section, train, seed, augment_online."""
+    training.train_family(registry.family(family), getattr(params, family), params.train,
+                          params.seed, paths, params.augment_online)
 
 
 @pytest.fixture
@@ -209,6 +212,7 @@ def run_script(code: str, cwd: Path, env: dict | None = None, timeout: float = 2
 
 TINY_FIT = """
 import json, sys, keras, numpy as np, tensorflow as tf
+from vitbench.models import registry
 from vitbench.train import loop, optim, phases as training
 
 def data():
@@ -385,19 +389,19 @@ def test_train_vit_resumes_past_an_emptied_backup_file_and_models_change_only_at
         files = sorted((project.root / "models").rglob("*"))
         return {str(p): p.read_bytes() for p in files if p.is_file()}
 
-    train_stage(training.train_vit, "vit", tiny_params(), project)
+    train_stage("vit", tiny_params(), project)
     before = snapshot()
     params = tiny_params(train={"epochs": 4})
     real = training.fit_phase
     monkeypatch.setattr(training, "fit_phase",
                         lambda *a, **kw: real(*a, **kw, callbacks=[Interrupt(3)]))
     with pytest.raises(KeyboardInterrupt):
-        train_stage(training.train_vit, "vit", params, project)
+        train_stage("vit", params, project)
     backup = project.backup("vit_scratch") / "fit"
     (backup / "training_metadata.json").write_bytes(b"")   # as a kill during its write left it
     assert snapshot() == before
     monkeypatch.setattr(training, "fit_phase", real)
-    train_stage(training.train_vit, "vit", params, project)
+    train_stage("vit", params, project)
     assert_trained(project, "vit_scratch", epochs=4, pretrained=False)
     assert snapshot() != before and not project.backup("vit_scratch").exists()
 
@@ -427,22 +431,22 @@ def _fit(recipe, epochs: int, backup: Path, callbacks=()) -> loop.PhaseResult:
 
 @pytest.mark.slow
 def test_a_cosine_phase_runs_its_schedule_to_the_end_and_keeps_its_best_epoch(tmp_path):
-    from vitbench.core.config import LearningRate
+    from vitbench.core.config import PhaseRecipe
 
-    cosine = _fit(LearningRate(0.1, 0.0, 0.2, 0.0), 5, tmp_path / "cosine")
+    cosine = _fit(PhaseRecipe(0.1, 0.0, 0.2, 0.0), 5, tmp_path / "cosine")
     lrs = cosine.history["learning_rate"]
     assert cosine.epochs_run == 5 and len(lrs) == 5 and cosine.best_epoch == 0
     assert lrs[-1] == pytest.approx(0.0, abs=1e-9) and max(lrs) == pytest.approx(0.1, rel=0.05)
     assert lrs == pytest.approx([float(optim.WarmupCosine(0.1, 20, 4)(4 * (e + 1))) for e in range(5)])
-    constant = _fit(LearningRate(0.1, 0.0, 0.0, 0.0), 5, tmp_path / "constant")   # early stopping as before
+    constant = _fit(PhaseRecipe(0.1, 0.0, 0.0, 0.0), 5, tmp_path / "constant")   # early stopping as before
     assert constant.epochs_run == 2 and constant.history["learning_rate"] == pytest.approx([0.1] * 2)
 
 
 @pytest.mark.slow
 def test_a_resumed_cosine_phase_has_the_learning_rates_of_an_uninterrupted_one(tmp_path):
-    from vitbench.core.config import LearningRate
+    from vitbench.core.config import PhaseRecipe
 
-    recipe = LearningRate(0.1, 0.0, 0.2, 0.0)
+    recipe = PhaseRecipe(0.1, 0.0, 0.2, 0.0)
     whole = _fit(recipe, 6, tmp_path / "whole")
     with pytest.raises(KeyboardInterrupt):
         _fit(recipe, 6, tmp_path / "resumed", callbacks=[Interrupt(3)])
@@ -479,14 +483,16 @@ def test_open_live_resumes_matching_curves_and_rewrites_others(tmp_path, monkeyp
 
 def test_random_cnn_base_trains_from_scratch_with_fast_batchnorm():
     from vitbench.models import count_params, registry
-    from vitbench.models.cnn import build_cnn
+    from vitbench.models.cnn.builder import build_cnn
 
     model = build_cnn("mobilenetv2", 32, 3, 0.0)
     bns = [layer for layer in model.get_layer("base").layers
            if isinstance(layer, keras.layers.BatchNormalization)]
     assert bns and all(bn.momentum == 0.999 for bn in bns)
     registry.family("cnn").prepare_phase(model, "transfer", pretrained=False)
-    assert all(bn.trainable and bn.momentum == registry.SCRATCH_BN_MOMENTUM for bn in bns)
+    from vitbench.models.cnn.builder import SCRATCH_BN_MOMENTUM
+
+    assert all(bn.trainable and bn.momentum == SCRATCH_BN_MOMENTUM for bn in bns)
     assert count_params(model.trainable_weights) == sum(
         int(np.prod(w.shape)) for w in model.weights if "moving" not in w.path)
 
@@ -498,7 +504,7 @@ def test_train_cnn_without_pretrained_weights_trains_the_whole_network(project):
     params = tiny_params(cnn={"pretrained": False, "transfer": phase,
                               "finetune": {**phase, "lr": 1e-4}},
                          augment_online={"flip": True, "mixup": 0.2})
-    train_stage(training.train_cnn, "cnn", params, project)
+    train_stage("cnn", params, project)
     transfer = assert_trained(project, "cnn_transfer", epochs=1, pretrained=False)
     finetuned = assert_trained(project, "cnn_finetuned", epochs=1, pretrained=False)
     assert transfer["params_trainable"] > 100 * (1280 + 1) * 3   # not just the head
@@ -523,7 +529,7 @@ def test_stale_backup_is_ignored(tmp_path):
 
 def test_fingerprint_follows_params_data_and_code(project, monkeypatch):
     def fingerprint(params):
-        return training.fingerprint("cnn", params.cnn, params.train, params.seed, project,
+        return training.fingerprint(registry.family("cnn"), params.cnn, params.train, params.seed, project,
                                     params.augment_online)
 
     base = fingerprint(tiny_params())
@@ -545,11 +551,15 @@ def test_fingerprint_follows_params_data_and_code(project, monkeypatch):
     assert {"vitbench/train/phases.py", "vitbench/models/registry.py",
             "vitbench/data/pipeline.py", "vitbench/core/config/__init__.py"} <= names
     assert "vitbench/evaluate/evaluation.py" not in names
+    assert not any(n.startswith("vitbench/models/cnn/") for n in names)   # the stage's family: below
     real_sha = training.sha256_file
-    for edited in ("registry.py", "cnn.py"):   # the family's builder module counts too
+    for edited in ("registry.py", "builder.py"):   # the family's package counts too
         monkeypatch.setattr(training, "sha256_file", lambda p, e=edited: "edited" if p.name == e
                             else real_sha(p))
         assert fingerprint(tiny_params()) != labels_changed, edited
+    monkeypatch.setattr(training, "sha256_file", lambda p: "edited" if p.name == "layers.py"
+                        else real_sha(p))   # the from-scratch ViT's code is not the CNN's
+    assert fingerprint(tiny_params()) == labels_changed
 
 
 # --- the stage entry points ------------------------------------------------------------------------
@@ -560,9 +570,9 @@ def test_train_vit_end_to_end(project):
     params = tiny_params(train={"epochs": 2}, vit={"drop_path": 0.1, "label_smoothing": 0.1,
                                                    "tokenizer": "patch", "spt": True,
                                                    "seq_pool": False, "weight_decay": 1e-4})
-    train_stage(training.train_vit, "vit", params, project)
+    train_stage("vit", params, project)
     record = assert_trained(project, "vit_scratch", epochs=2, pretrained=False)
-    assert record["family"] == "vit_scratch" and record["preprocess"] == "vit"
+    assert record["family"] == "vit" and record["preprocess"] == "tf"
     assert record["build"]["patch_size"] == 4 and record["build"]["num_classes"] == 3
     assert record["build"]["drop_path"] == 0.1 and record["build"]["tokenizer"] == "patch"
     assert record["recipe"] == {"optimizer": "AdamW", "lr": 1e-3, "weight_decay": 1e-4,
@@ -578,7 +588,7 @@ def test_train_vit_end_to_end(project):
 
 @pytest.mark.slow
 def test_train_vit_conv_tokenizer_draws_its_tokens(project, monkeypatch):
-    import vitbench.models.patches as patches
+    import vitbench.models.vit.patches as patches
 
     drawn: list[int] = []
     real = patches.token_grid
@@ -587,7 +597,7 @@ def test_train_vit_conv_tokenizer_draws_its_tokens(project, monkeypatch):
     # vit.epochs: this stage's own budget, train.epochs (3) left to the others
     params = tiny_params(train={"epochs": 3},
                          vit={"tokenizer": "conv", "spt": False, "seq_pool": True, "epochs": 1})
-    train_stage(training.train_vit, "vit", params, project)
+    train_stage("vit", params, project)
     record = assert_trained(project, "vit_scratch", epochs=1, pretrained=False)
     assert record["build"]["tokenizer"] == "conv" and record["build"]["seq_pool"] is True
     assert record["recipe"]["tokens"] == "conv tokens, stride 4: 4x4 = 16"
@@ -600,16 +610,16 @@ def test_train_vit_conv_tokenizer_draws_its_tokens(project, monkeypatch):
 
 @pytest.mark.slow
 def test_train_cnn_end_to_end_with_pretrained_weights(project, monkeypatch):
-    from vitbench.models import cnn
+    from vitbench.models.cnn import archs as cnn_archs, builder as cnn_builder
 
     loaded = []
     monkeypatch.setattr(cnn, "load_base_weights", lambda base, *a: loaded.append(base.name))
-    train_stage(training.train_cnn, "cnn", tiny_params(cnn={"pretrained": True}), project)
+    train_stage("cnn", tiny_params(cnn={"pretrained": True}), project)
     assert loaded == ["base"]                           # the ImageNet loader was asked, once
     transfer = assert_trained(project, "cnn_transfer", epochs=1, pretrained=True)
     finetuned = assert_trained(project, "cnn_finetuned", epochs=1, pretrained=True)
     assert transfer["display_name"] == "MobileNetV2 (transfer)"
-    assert transfer["preprocess"] == "mobilenet_v2" and transfer["build"]["arch"] == "mobilenetv2"
+    assert transfer["preprocess"] == "tf" and transfer["build"]["arch"] == "mobilenetv2"
     head = (1280 + 1) * 3                               # the frozen base leaves the Dense head only
     assert transfer["params_trainable"] == head
     assert finetuned["params_trainable"] > 100 * head
@@ -619,7 +629,7 @@ def test_train_cnn_end_to_end_with_pretrained_weights(project, monkeypatch):
 
 @pytest.mark.slow
 def test_finetune_vit_end_to_end_without_pretrained_weights(project, tiny_vit_b):
-    train_stage(training.finetune_vit, "vit_ft",
+    train_stage("vit_ft",
                 tiny_params(vit_ft={"pretrained": False}, train={"epochs": 2}), project)
     transfer = assert_trained(project, "vit_transfer", epochs=2, pretrained=False)
     finetuned = assert_trained(project, "vit_finetuned", epochs=2, pretrained=False)
@@ -650,9 +660,9 @@ def test_kill_in_phase_two_keeps_the_finished_transfer_phase(project, tiny_vit_b
         monkeypatch.setattr(training, "fit_phase", spy := PhaseSpy(crash_on))
         if crash_on:
             with pytest.raises(KeyboardInterrupt):
-                train_stage(training.finetune_vit, "vit_ft", params, project)
+                train_stage("vit_ft", params, project)
         else:
-            train_stage(training.finetune_vit, "vit_ft", params, project)
+            train_stage("vit_ft", params, project)
         return spy.calls
 
     def dvc_deletes_outputs() -> None:  # as DVC does before re-running a stage

@@ -19,10 +19,11 @@ from test_models_cnn import randomised_base, write_keras_h5
 from test_training import assert_trained, project, tiny_params, train_stage  # noqa: F401 (fixture)
 
 from vitbench.train import features, phases as training
-from vitbench.core.config import params_with
+from vitbench.models import registry
+from vitbench.models.registry import params_with
 from vitbench.core.errors import ConfigError, FetchError
 from vitbench.models import WeightsFileError, load_model, resolve_pretrained
-from vitbench.models import cnn
+from vitbench.models.cnn import archs as cnn_archs, builder as cnn_builder
 from vitbench.models.weights import cached_download, url_file_name
 
 REAL_WEIGHTS = REPO.parent / "shared" / "weights" / "mobilenet_v2_1.0_224_no_top.h5"
@@ -45,8 +46,8 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
         port = sock.getsockname()[1]
     import dataclasses
 
-    spec = dataclasses.replace(cnn.ARCHS["mobilenetv2"], weights_url=f"http://127.0.0.1:{port}/")
-    monkeypatch.setitem(cnn.ARCHS, "mobilenetv2", spec)
+    spec = dataclasses.replace(cnn_archs.ARCHS["mobilenetv2"], weights_url=f"http://127.0.0.1:{port}/")
+    monkeypatch.setitem(cnn_archs.ARCHS, "mobilenetv2", spec)
 
 
 def keras_reference(path: Path, size: int) -> keras.Model:
@@ -65,7 +66,7 @@ def assert_base_is(model: keras.Model, reference: keras.Model) -> None:
 # --- where pretrained: auto finds the weights -------------------------------------------------------
 
 def test_auto_finds_the_real_weights_through_cnn_weights(real_weights: Path, offline: None) -> None:
-    model, used = resolve_pretrained("auto", "MobileNetV2", lambda: cnn.build_cnn(
+    model, used = resolve_pretrained("auto", "MobileNetV2", lambda: cnn_builder.build_cnn(
         "mobilenetv2", SIZE, 3, 0.2, weights=str(real_weights)))
     assert used is True
     assert_base_is(model, keras_reference(real_weights, SIZE))
@@ -74,12 +75,12 @@ def test_auto_finds_the_real_weights_through_cnn_weights(real_weights: Path, off
 def test_auto_finds_the_real_weights_in_the_keras_cache(real_weights: Path, offline: None,
                                                         caplog: pytest.LogCaptureFixture) -> None:
     """96 px: Keras' 96 px file is absent, the 224 px one (the real file) is used, offline."""
-    spec = cnn.ARCHS["mobilenetv2"]
+    spec = cnn_archs.ARCHS["mobilenetv2"]
     cache = Path(os.environ["KERAS_HOME"]) / "models"
     cache.mkdir(parents=True)
     (cache / spec.weights_name(224)).symlink_to(real_weights)
-    with caplog.at_level(logging.INFO, logger="vitbench.models.cnn"):
-        model, used = resolve_pretrained("auto", "MobileNetV2", lambda: cnn.build_cnn(
+    with caplog.at_level(logging.INFO, logger="vitbench.models.cnn.builder"):
+        model, used = resolve_pretrained("auto", "MobileNetV2", lambda: cnn_builder.build_cnn(
             "mobilenetv2", 96, 3, 0.2, weights="imagenet"))
     assert used is True
     assert f"using the 224 px ImageNet weights {spec.weights_name(224)} for 96 px" in caplog.text
@@ -87,14 +88,14 @@ def test_auto_finds_the_real_weights_in_the_keras_cache(real_weights: Path, offl
 
     # a size-specific file, when present, wins over the 224 px one
     own = write_keras_h5(randomised_base("mobilenetv2", seed=7), cache / spec.weights_name(96))
-    model = cnn.build_cnn("mobilenetv2", 96, 3, 0.2, weights="imagenet")
+    model = cnn_builder.build_cnn("mobilenetv2", 96, 3, 0.2, weights="imagenet")
     assert_base_is(model, keras_reference(own, 96))
 
 
 def test_offline_hint_names_both_cache_files(offline: None) -> None:
-    spec = cnn.ARCHS["mobilenetv2"]
+    spec = cnn_archs.ARCHS["mobilenetv2"]
     with pytest.raises(FetchError) as info:
-        cnn.imagenet_weights(spec, 96)
+        cnn_builder.imagenet_weights(spec, 96)
     assert spec.weights_name(96) in str(info.value) and spec.weights_name(224) in str(info.value)
 
 
@@ -113,18 +114,18 @@ def test_a_wrong_weights_file_is_an_error_naming_file_and_arch(kind: str, tmp_pa
         path.write_bytes(np.random.default_rng(0).bytes(4096))
     for setting in ("auto", True):  # a file the user named is never silently replaced by random
         with pytest.raises(WeightsFileError, match=f"{path}.*MobileNetV2.*cnn.arch = mobilenetv2"):
-            resolve_pretrained(setting, "MobileNetV2", lambda: cnn.build_cnn(
+            resolve_pretrained(setting, "MobileNetV2", lambda: cnn_builder.build_cnn(
                 "mobilenetv2", SIZE, 3, 0.2, weights=str(path)))
 
 
 def test_local_file_sha256_is_checked_even_with_auto(tmp_path: Path) -> None:
     path = write_keras_h5(randomised_base("mobilenetv2"), tmp_path / "w.h5")
     good = hashlib.sha256(path.read_bytes()).hexdigest()
-    cnn.build_cnn("mobilenetv2", SIZE, 3, 0.2, weights=str(path), weights_sha256=good)
+    cnn_builder.build_cnn("mobilenetv2", SIZE, 3, 0.2, weights=str(path), weights_sha256=good)
     for setting in ("auto", True):   # a named file that fails its checksum never goes random
         with pytest.raises(WeightsFileError, match=f"cnn.weights: {path} fails its checksum: its "
                                                    f"sha256 is {good}, cnn.weights_sha256 = 0000"):
-            resolve_pretrained(setting, "MobileNetV2", lambda: cnn.build_cnn(
+            resolve_pretrained(setting, "MobileNetV2", lambda: cnn_builder.build_cnn(
                 "mobilenetv2", SIZE, 3, 0.2, weights=str(path), weights_sha256="0" * 64))
 
 
@@ -137,7 +138,7 @@ def test_weights_url_is_downloaded_once_and_checked(server, tmp_path: Path) -> N
     server.routes["/w/mnv2.h5"] = [(503, b"busy"), (200, body)]   # one retry, then the file
     url = f"{server.url}/w/mnv2.h5"
     for _ in range(2):
-        model = cnn.build_cnn("mobilenetv2", SIZE, 3, 0.2, weights=url, weights_sha256=sha)
+        model = cnn_builder.build_cnn("mobilenetv2", SIZE, 3, 0.2, weights=url, weights_sha256=sha)
         assert_base_is(model, reference)
     assert server.hits["/w/mnv2.h5"] == 2                          # 503 + 200, then the cache
     cached = Path(os.environ["KERAS_HOME"]) / "models" / url_file_name(url)
@@ -146,7 +147,7 @@ def test_weights_url_is_downloaded_once_and_checked(server, tmp_path: Path) -> N
     server.routes["/w/other.h5"] = [(200, body)]
     other = f"{server.url}/w/other.h5"
     with pytest.raises(WeightsFileError, match=f"{other} fails its checksum: expected 1111.*got {sha}"):
-        resolve_pretrained("auto", "MobileNetV2", lambda: cnn.build_cnn(
+        resolve_pretrained("auto", "MobileNetV2", lambda: cnn_builder.build_cnn(
             "mobilenetv2", SIZE, 3, 0.2, weights=other, weights_sha256="1" * 64))
     assert not list(cached.parent.glob("*other.h5"))                # nothing kept
     assert not [p for p in cached.parent.iterdir() if p.name.startswith(".")]
@@ -162,7 +163,7 @@ def test_cached_download_checks_keras_md5(server) -> None:  # noqa: ANN001
 
 
 def test_vit_weights_urls_use_the_same_download(server) -> None:  # noqa: ANN001
-    from vitbench.models.pretrained_vit import resolve_vit_weights
+    from vitbench.models.vit_ft.builder import resolve_vit_weights
 
     server.routes["/vit/ViT-B_32_custom.npz"] = [(500, b"oops"), (200, b"npz bytes")]
     url = f"{server.url}/vit/ViT-B_32_custom.npz"
@@ -206,12 +207,13 @@ def test_cache_decision_says_why(caplog: pytest.LogCaptureFixture) -> None:
 
 def test_head_on_features_sees_every_image_once_with_its_label() -> None:
     keras.utils.set_random_seed(0)
-    model = cnn.build_cnn("mobilenetv2", SIZE, 3, 0.5)
+    model = cnn_builder.build_cnn("mobilenetv2", SIZE, 3, 0.5)
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (10, SIZE, SIZE, 3)).astype("float32")
     y = np.arange(10, dtype="int32")  # a unique label per image identifies it
     shuffled = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(10, seed=1).batch(4)
-    head = features.head_on_features(model, shuffled, shuffled, batch_size=4, seed=0)
+    head = features.head_on_features(model, shuffled, shuffled, batch_size=4, seed=0,
+                                     layers=("dropout", "head"))
     feats, labels = features.pooled_features(head.model, head.train.unbatch().batch(10))
     assert sorted(labels.tolist()) == list(range(10)) and head.images == 20
     pooled = keras.Model(model.input, model.get_layer("pool").output).predict(x, verbose=0)
@@ -219,7 +221,7 @@ def test_head_on_features_sees_every_image_once_with_its_label() -> None:
     order = np.concatenate([lab for _, lab in head.train.unbatch().batch(10).as_numpy_iterator()])
     np.testing.assert_allclose(cached, pooled[order], rtol=1e-5, atol=1e-6)
     # the head is the model's own: same layer names, config and weights; its output is the model's
-    assert [layer.name for layer in head.model.layers[1:]] == list(features.HEAD_LAYERS["cnn"])
+    assert [layer.name for layer in head.model.layers[1:]] == list(registry.family("cnn").head_layers)
     assert head.model.get_layer("dropout").rate == 0.5
     np.testing.assert_allclose(head.model.predict(pooled, verbose=0), model.predict(x, verbose=0),
                                rtol=1e-5, atol=1e-6)
@@ -248,14 +250,14 @@ def test_real_transfer_trains_only_the_head_then_finetunes_from_it(
                          cnn={"pretrained": "auto", "weights": str(real_weights),
                               "feature_cache": feature_cache})
     with caplog.at_level(logging.INFO):
-        train_stage(training.train_cnn, "cnn", params, project)
+        train_stage("cnn", params, project)
     assert ("feature cache ON" in caplog.text) is feature_cache
     transfer = assert_trained(project, "cnn_transfer", epochs=2, pretrained=True)
     assert_trained(project, "cnn_finetuned", epochs=2, pretrained=True)
     assert ("feature_cache" in transfer) is feature_cache
     assert transfer["params_trainable"] == (1280 + 1) * 3
 
-    reference = cnn.build_cnn("mobilenetv2", SIZE, 3, 0.2, weights=str(real_weights))
+    reference = cnn_builder.build_cnn("mobilenetv2", SIZE, 3, 0.2, weights=str(real_weights))
     saved, _ = load_model(project.model("cnn_transfer"))
     for ours, ref in zip(saved.get_layer("base").weights, reference.get_layer("base").weights):
         np.testing.assert_array_equal(ours.numpy(), ref.numpy(), err_msg=ours.path)  # BN stats too
@@ -282,7 +284,7 @@ def test_real_transfer_trains_only_the_head_then_finetunes_from_it(
 def test_vit_head_on_features_reads_the_class_token() -> None:
     """The pretrained ViT's cache: features are the head's input (the class token after the
     encoder norm), the head is its Dense "head", and head(features) is the model's output."""
-    from vitbench.models import pretrained_vit
+    from vitbench.models.vit_ft import builder as pretrained_vit
 
     keras.utils.set_random_seed(0)
     tiny = {"num_layers": 1, "hidden_size": 16, "mlp_dim": 32, "num_heads": 2, "dropout": 0.0}
@@ -290,7 +292,7 @@ def test_vit_head_on_features_reads_the_class_token() -> None:
     x = np.random.default_rng(0).uniform(-1, 1, (6, 32, 32, 3)).astype("float32")
     y = np.arange(6, dtype="int32") % 3
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
-    head = features.head_on_features(model, data, data, batch_size=4, seed=0, family="vit_ft")
+    head = features.head_on_features(model, data, data, batch_size=4, seed=0, layers=("head",))
     assert [layer.name for layer in head.model.layers[1:]] == ["head"] and head.images == 12
     tokens = np.concatenate([f for f, _ in head.val.as_numpy_iterator()])
     assert tokens.shape == (6, 16)

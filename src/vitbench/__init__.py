@@ -12,7 +12,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-KERAS_LAYERS = "vitbench.models.keras_file"   # registers every layer a models/<id>/model.keras holds
+KERAS_LAYERS = "vitbench.models.keras_file"   # its register_layers: every layer a model.keras holds
 
 
 def register_layers_with_keras() -> None:
@@ -27,7 +27,7 @@ def register_layers_with_keras() -> None:
 
 def _import_layers() -> None:
     try:
-        importlib.import_module(KERAS_LAYERS)
+        importlib.import_module(KERAS_LAYERS).register_layers()
     except ImportError as exc:   # a broken install must not break `import keras` for the caller
         logging.getLogger(__name__).warning("vitbench's Keras layers are not registered (%s): "
                                             "models/<id>/model.keras will not load", exc)

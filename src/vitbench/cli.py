@@ -11,7 +11,6 @@ from pathlib import Path
 
 import click
 
-from vitbench.core.config import MODEL_IDS
 from vitbench.core.errors import VitbenchError
 from vitbench.core.stage import setup_logging
 
@@ -132,7 +131,7 @@ def preset_apply(name: str, params_path: str) -> None:
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Experiments run in parallel (`dvc queue start -j`).")
 @click.option("--no-wait", is_flag=True, help="Queue and start, then return at once.")
-@click.option("--model", "models", multiple=True, type=click.Choice(MODEL_IDS),
+@click.option("--model", "models", multiple=True, callback=lambda ctx, param, values: _model_ids(values), metavar="ID",
               help="Repeat only these models (and the stages they need); default all five.")
 @click.option("--root", default=".", show_default=True, type=click.Path(file_okay=False))
 def seeds(count: int, seed_list: str | None, jobs: int, no_wait: bool, models: tuple[str, ...],
@@ -154,7 +153,7 @@ def seeds(count: int, seed_list: str | None, jobs: int, no_wait: bool, models: t
                    "-S split.max_train_per_class=5,10,25,50,null (null: every image).")
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(1, 100),
               help="Seeds per grid point: 1..N.")
-@click.option("--model", "models", multiple=True, type=click.Choice(MODEL_IDS),
+@click.option("--model", "models", multiple=True, callback=lambda ctx, param, values: _model_ids(values), metavar="ID",
               help="Repeat only these models (and the stages they need); default all five.")
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Experiments run in parallel (`dvc queue start -j`).")
@@ -175,7 +174,7 @@ def sweep(specs: tuple[str, ...], seeds: int, models: tuple[str, ...], jobs: int
 @main.command()
 @click.option("--folds", required=True, type=click.IntRange(2, 100),
               help="K: one experiment per fold, each fold the test split once (split.folds, split.fold).")
-@click.option("--model", "models", multiple=True, type=click.Choice(MODEL_IDS),
+@click.option("--model", "models", multiple=True, callback=lambda ctx, param, values: _model_ids(values), metavar="ID",
               help="Cross-validate only these models (and the stages they need); default all five.")
 @click.option("--seeds", default=None, type=click.IntRange(1, 100),
               help="Repeat the whole cross-validation with seeds 1..N (default: params.yaml's seed).")
@@ -280,3 +279,15 @@ def _guard(fn):  # type: ignore[no-untyped-def]
 
 if __name__ == "__main__":
     main()
+
+
+def _model_ids(values: tuple[str, ...]) -> tuple[str, ...]:
+    """`--model` values, each one of the model ids the families declare."""
+    from vitbench.models.registry import model_ids
+
+    known = model_ids()
+    for value in values:
+        if value not in known:
+            raise click.BadParameter(f"{value!r} is not one of {', '.join(known)}",
+                                     param_hint="'--model'")
+    return values

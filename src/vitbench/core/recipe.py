@@ -1,6 +1,6 @@
 """The training recipe of a model: what record.json's `recipe` holds and how compare.md says it.
 
-A phase's recipe is its params (`config.LearningRate`: lr, weight decay, warm-up, label smoothing)
+A phase's recipe is its params (`config.PhaseRecipe`: lr, weight decay, warm-up, label smoothing)
 plus what the training data went through: the materialised copies per image (`augment.copies`,
 as counted in data/augmented/train.csv) and the online augmentation (`augment_online`, the keys
 that were on). No TensorFlow here: the evaluate and compare stages read it too.
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from vitbench.core.config import AugmentOnline, LearningRate
+from vitbench.core.config import AugmentOnline, PhaseRecipe
 
 
-def recipe_record(recipe: LearningRate, optimizer: str, copies: float, online: AugmentOnline,
+def recipe_record(recipe: PhaseRecipe, optimizer: str, copies: float, online: AugmentOnline,
                   *, epochs: int | None = None, patience: int | None = None,
                   tokens: str | None = None) -> dict[str, Any]:
     """record.json's `recipe`: optimizer class name, the phase's params, the schedule they give,

@@ -23,7 +23,7 @@ from typing import Any
 
 import click
 
-from vitbench.core.config import Params, load_params
+from vitbench.core.config import ModelSections, Params, load_params
 from vitbench.core.errors import VitbenchError
 from vitbench.core.fsutil import disk_full, is_disk_full
 from vitbench.core.paths import Paths
@@ -41,16 +41,17 @@ def setup_logging(verbose: bool = False) -> None:
     )
 
 
-def stage_cli(name: str, *options: Callable[[Callable[..., Any]], Callable[..., Any]]
-              ) -> Callable[[Callable[..., Any]], click.Command]:
-    """Turn `fn(params, paths, **options)` into the click command of stage `name`."""
+def stage_cli(name: str, *options: Callable[[Callable[..., Any]], Callable[..., Any]],
+              sections: ModelSections = ()) -> Callable[[Callable[..., Any]], click.Command]:
+    """Turn `fn(params, paths, **options)` into the click command of stage `name`; `params` holds
+    the shared sections and the model `sections` (a family's `params`), validated."""
 
     def decorate(fn: Callable[..., Any]) -> click.Command:
         def command(params_path: str, root: str, verbose: bool, **kwargs: Any) -> None:
             setup_logging(verbose)
             start = time.perf_counter()
             try:
-                params: Params = load_params(params_path)
+                params: Params = load_params(params_path, sections)
                 fn(params, Paths(Path(root)), **kwargs)
             except VitbenchError as exc:
                 click.secho(f"error: {name}: {exc}", fg="red", err=True)

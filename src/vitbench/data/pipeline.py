@@ -61,14 +61,12 @@ def _identity(x: tf.Tensor) -> tf.Tensor:
     return tf.convert_to_tensor(x, tf.float32)
 
 
+# How a model's inputs are scaled, by name (a family or CNN architecture names one; records keep it)
 PREPROCESS: dict[str, Preprocess] = {
-    "mobilenet_v2": _scale_minus_one_one,
-    "vit": _scale_minus_one_one,
-    "tf": _scale_minus_one_one,       # vit_ft.normalize (Google's ViT checkpoints)
-    "torch": _torch,                  # vit_ft.normalize (DeiT)
-    "vgg16": _caffe,
-    "resnet50": _caffe,
-    "efficientnet": _identity,
+    "tf": _scale_minus_one_one,       # MobileNetV2, the from-scratch ViT, Google's ViT checkpoints
+    "torch": _torch,                  # ImageNet mean/std (DeiT)
+    "caffe": _caffe,                  # VGG16, ResNet50
+    "raw": _identity,                 # models that rescale inside (EfficientNet, EfficientNetV2)
 }
 
 

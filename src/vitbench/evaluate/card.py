@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from vitbench.data.manifest import read_labels, read_manifest
-from vitbench.core.errors import DataError
+from vitbench.core.errors import ConfigError, DataError
 from vitbench.core.fsutil import atomic_file, read_json
 from vitbench.core.markup import escape_text
-from vitbench.core.model_ids import MODELS
+from vitbench.models import registry
 from vitbench.core.paths import Paths
-from vitbench.report.results import read_model_metrics
+from vitbench.evaluate.outputs import read_model_metrics
 from vitbench.core.stats import ALPHA
 
 CARD_FILE = "README.md"
@@ -65,8 +65,11 @@ def model_card(model_id: str, record: dict[str, Any], metrics: dict[str, Any], d
 
 def random_weights(model_id: str, record: dict[str, Any]) -> bool:
     """Whether a model meant to start from pretrained weights was trained from random ones."""
-    spec = MODELS.get(model_id)
-    return bool(spec and spec.meant_pretrained and not record.get("pretrained"))
+    try:
+        spec = registry.model_spec(model_id)   # the family of the record is declared already
+    except ConfigError:                        # a folder of another name: nothing is meant
+        return False
+    return bool(spec.meant_pretrained and not record.get("pretrained"))
 
 
 def _data(source: str, classes: list[str], counts: dict[str, int]) -> list[str]:

@@ -32,6 +32,7 @@ from vitbench.data.manifest import read_labels
 from vitbench.core.errors import DataError
 from vitbench.core.fsutil import atomic_dir, write_json
 from vitbench.core.paths import Paths
+from vitbench.evaluate.outputs import split_headline
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +134,6 @@ def _check_predictions(y_true: np.ndarray, proba: np.ndarray,
 
 # --- the stage ----------------------------------------------------------------------------------
 
-# metrics/<id>.json, the DVC metric (the contract's headline numbers); corruption_accuracy is
-# absent when evaluate.robustness is false, steps_run when the training record has none
-HEADLINE_KEYS = ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "f1_macro", "ece",
-                 "corruption_accuracy", "chance_p", "pretrained", "train_seconds", "steps_run")
 RECORD_KEYS = ("classes", "family", "image_size", "preprocess", "pretrained", "train_seconds",
                "epochs_run", "params_total", "params_trainable")
 
@@ -165,6 +162,8 @@ def evaluate(model_id: str, cfg: Evaluate, seed: int, paths: Paths) -> dict[str,
     from vitbench.models import WEIGHTS_FILE, load_model, registry
 
     model_dir = paths.model(model_id)
+    if not model_dir.is_dir():
+        registry.model_spec(model_id)   # an unknown id: a ConfigError naming the known ones
     model, record = load_model(model_dir)
     classes = read_labels(paths.labels)
     _check_record(record, model_dir, classes)
@@ -207,17 +206,6 @@ def evaluate(model_id: str, cfg: Evaluate, seed: int, paths: Paths) -> dict[str,
              metrics["accuracy"], metrics["accuracy_ci_low"], metrics["accuracy_ci_high"],
              metrics["f1_macro"], metrics["ece"])
     return metrics
-
-
-def split_headline(metrics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(metrics/<id>.json, metrics/<id>_detail.json): the HEADLINE_KEYS present, numbers and
-    booleans only (a DVC metric that `dvc metrics show` and `dvc exp show` keep narrow), and
-    everything else (names, kind, input size and preprocessing, the other figures)."""
-    headline = {k: metrics[k] for k in HEADLINE_KEYS if k in metrics}
-    bad = {k: v for k, v in headline.items() if not isinstance(v, (int, float))}
-    if bad:
-        raise ValueError(f"headline metric(s) that are not numbers: {bad}")
-    return headline, {k: v for k, v in metrics.items() if k not in headline}
 
 
 def _check_record(record: dict, model_dir: Path, classes: list[str]) -> None:

@@ -67,8 +67,9 @@ def best_model_id(paths: Paths) -> str:
 def model_dir_of(paths: Paths, model: str | None) -> Path:
     """The folder of `--model`: a model id, a saved model's folder, or (None) the best model by
     accuracy; a DataError listing the valid ids (and those trained here) for anything else."""
-    from vitbench.core.model_ids import MODEL_IDS
+    from vitbench.models.registry import model_ids
 
+    MODEL_IDS = model_ids()
     if model is None:
         model = best_model_id(paths)
     if model in MODEL_IDS:

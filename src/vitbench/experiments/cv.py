@@ -37,6 +37,7 @@ from scipy import stats as scistats
 
 from vitbench.core import config, stats
 from vitbench.core.errors import DataError, VitbenchError
+from vitbench.models import registry
 from vitbench.experiments.seeds import _dvc, start_queue, wait_for_queue
 from vitbench.experiments.sweep import Point, Progress, parse_grid, plan, queue_points
 from vitbench.experiments.sweep_summary import SweepRun, _kind, _line_name, model_of, sweep_runs
@@ -96,7 +97,7 @@ def check_workspace_folds(folds: int, root: Path, specs: Sequence[str] = ()) -> 
     from vitbench.core.paths import Paths
 
     manifest = Paths(root).clean_manifest
-    params = config.load_params(root / config.PARAMS_FILE)
+    params = registry.load_params(root / config.PARAMS_FILE)
     touched = any(spec.split("=", 1)[0].strip().split(".")[0] in ("dataset", "clean", "split")
                   for spec in specs)
     if not manifest.is_file() or touched or params.dataset.kind == "synthetic":

@@ -24,7 +24,8 @@ from typing import Any
 
 import pandas as pd
 
-from vitbench.core.config import MODEL_IDS, PARAMS_FILE, params_from_dict, read_params
+from vitbench.core.config import PARAMS_FILE, read_params
+from vitbench.models.registry import model_ids, params_from_dict
 from vitbench.core.errors import ConfigError, VitbenchError
 from vitbench.core.markup import escape_text
 from vitbench.core.paths import Paths
@@ -234,7 +235,7 @@ def _model_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
         stem = PurePosixPath(path).stem
         if PurePosixPath(path).parent.name == "metrics" and "accuracy" in data:
             found[stem] = data
-    order = {m: i for i, m in enumerate(MODEL_IDS)}
+    order = {m: i for i, m in enumerate(model_ids())}
     return {m: found[m] for m in sorted(found, key=lambda m: (order.get(m, len(order)), m))}
 
 

@@ -5,7 +5,7 @@ experiment per grid point and seed (`dvc exp run --queue -S key=v -S seed=s -n N
 such as `mtpc-25-seed-2`), starts the queue and waits, printing progress; like `vitbench seeds`,
 the workspace and `dvc repro` stay as they are. Everything is checked before the first
 experiment is queued: the keys exist in params.yaml, the value lists are non-empty and free of
-duplicates, every grid point is a valid params.yaml (`config.params_from_dict`) and no
+duplicates, every grid point is a valid params.yaml (`registry.params_from_dict`) and no
 experiment of the current commit already has one of the names. The summary over a swept param
 is `vitbench.experiments.sweep_summary`.
 """
@@ -28,6 +28,7 @@ import yaml
 
 from vitbench.core import config
 from vitbench.core.errors import ConfigError, VitbenchError
+from vitbench.models import registry
 from vitbench.experiments.seeds import Task, _dvc, queue_tasks, start_queue, wait_for_queue
 
 SEED_KEY = "seed"
@@ -174,7 +175,7 @@ def value_label(value: Any) -> str:
 
 def plan(grid: dict[str, list[tuple[str, Any]]], seeds: Sequence[int], raw: dict[str, Any]) -> list[Point]:
     """One Point per grid point and seed, in grid order, seeds innermost; every point's params
-    are validated as a stage would (`config.params_from_dict`), so a bad value is refused here."""
+    are validated as a stage would (`registry.params_from_dict`), so a bad value is refused here."""
     tags = _tags(list(grid), leaf_keys(raw))
     points = []
     for combo in itertools.product(*grid.values()):
@@ -182,7 +183,7 @@ def plan(grid: dict[str, list[tuple[str, Any]]], seeds: Sequence[int], raw: dict
         for key, (text, value) in zip(grid, combo):
             changed = _with(changed, key.split("."), value)
         try:
-            config.params_from_dict(changed)
+            registry.params_from_dict(changed)
         except ConfigError as exc:
             where = ", ".join(f"{k}={t}" for k, (t, _) in zip(grid, combo))
             raise VitbenchError(f"the grid point {where} is not a valid params.yaml: {exc}"

@@ -33,7 +33,7 @@ import pandas as pd
 from vitbench.core import stats
 from vitbench.core.errors import VitbenchError
 from vitbench.core.markup import escape_text
-from vitbench.core.model_ids import MODELS
+from vitbench.models import registry
 from vitbench.experiments.seeds import (FINISHED, _dvc, _model_metrics, _walk, pooled_chance_p, predictions_at,
                             with_detail)
 
@@ -124,14 +124,12 @@ def model_of(line: str) -> str:
 
 
 def _sections() -> dict[str, str]:
-    """{family: its params.yaml section}, from the model registry."""
-    from vitbench.models import registry
-
-    return {name: f.section for name, f in registry.FAMILIES.items()}
+    """{family: its params.yaml section} (one name: the family is its section)."""
+    return {name: name for name in registry.family_names()}
 
 
 def _family(line: str, metrics: dict[str, Any]) -> str:
-    spec = MODELS.get(model_of(line))
+    spec = registry.models().get(model_of(line))
     return str(metrics.get("family") or (spec.family if spec else ""))
 
 
@@ -244,8 +242,6 @@ def _kind(model_id: str, metrics: dict[str, Any]) -> str:
     """CNN or ViT: what evaluate wrote from the registry; the registry itself for older runs."""
     if "kind" in metrics:
         return str(metrics["kind"])
-    from vitbench.models import registry
-
     return str(registry.kind(model_id))
 
 

@@ -3,11 +3,12 @@
     import vitbench, keras
     model = keras.saving.load_model("models/vit_scratch/model.keras")
 
-Importing this module registers every custom layer a vitbench model holds: the from-scratch ViT's
-(`vitbench.models.vit`, package "vitbench") and vit-keras' (ClassToken, AddPositionEmbs,
-MultiHeadSelfAttention, TransformerBlock, package "Custom"). `import vitbench` imports it as soon
-as Keras is imported (`vitbench.register_layers_with_keras`), so a plain `keras.saving.load_model`
-finds them without `safe_mode=False`.
+`register_layers` registers every custom layer a vitbench model holds by importing every family
+package (the from-scratch ViT's layers, package "vitbench") and vit-keras' layers (ClassToken,
+AddPositionEmbs, MultiHeadSelfAttention, TransformerBlock, package "Custom"). `import vitbench`
+calls it as soon as Keras is imported (`vitbench.register_layers_with_keras`), so a plain
+`keras.saving.load_model` finds them without `safe_mode=False`. (Registering layers changes no
+stage's output, so the stages' dvc.yaml deps do not list the other families for it.)
 
 vit-keras builds its models with one Python `Lambda` (`ExtractToken`: the class token, `v[:, 0]`),
 which Keras refuses to load in safe mode; `portable` swaps it for `ClassTokenOutput`, a layer
@@ -17,13 +18,17 @@ unchanged. Any other `Lambda` is refused when saving, not found by the user when
 
 from __future__ import annotations
 
+import importlib
+import logging
 from pathlib import Path
 from typing import Any
 
 import keras
 from vit_keras import layers as vit_layers  # noqa: F401 - registers vit-keras' layers ("Custom>...")
 
-from vitbench.models import vit  # noqa: F401 - registers the from-scratch ViT's layers ("vitbench>...")
+from vitbench.models import registry
+
+log = logging.getLogger(__name__)
 
 KERAS_FILE = "model.keras"
 EXTRACT_TOKEN = "ExtractToken"   # the name vit-keras gives its class-token Lambda
@@ -64,3 +69,15 @@ def portable(model: keras.Model) -> keras.Model:
 def save_keras(model: keras.Model, path: str | Path) -> None:
     """Write `model` (uncompiled, portable) to the .keras file `path` (the caller makes it atomic)."""
     portable(model).save(Path(path))
+
+
+def register_layers() -> None:
+    """Register the layers of every model family with Keras by importing each family package.
+    Called when Keras is imported, which may happen while a vitbench module is itself being
+    imported: a family package that cannot be imported yet (its import is under way) registers
+    its layers when that import completes."""
+    for name in registry.family_names():
+        try:
+            importlib.import_module(f"vitbench.models.{name}")
+        except (ImportError, AttributeError) as exc:   # a circular import in flight
+            log.debug("layers of family %s not registered yet: %s", name, exc)

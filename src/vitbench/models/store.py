@@ -31,11 +31,11 @@ WEIGHTS_FILE = "model.weights.h5"
 RECORD_FILE = "record.json"
 IMAGE_SIZES = (8, 1024)        # config's widest range for any family's image_size
 SPATIAL = ("image_size", "patch_size")                      # build sizes bounded by IMAGE_SIZES
-DEPTHS = ("layers", "num_layers", "blocks", "conv_layers")  # at most one per 4 stored variables
+DEPTHS = ("layers", "num_layers", "blocks")  # at most one per 4 stored variables
 SIZE_KEYS = SPATIAL + DEPTHS + ("num_classes", "projection_dim", "num_heads", "mlp_head",
                                 "hidden_size", "mlp_dim", "representation_size")
 CHECKSUM = "predict_sha256"    # record key: sha256 of the weights file and the preprocess setting
-TRAIN_STAGES = {"cnn": "train_cnn", "vit_scratch": "train_vit", "vit_ft": "finetune_vit"}  # dvc.yaml
+FORMAT = 2                     # record.json's `format`: what this vitbench writes and reads
 
 
 def build_model(record: dict[str, Any]) -> keras.Model:
@@ -51,8 +51,8 @@ def save_model(model: keras.Model, model_dir: str | Path, record: dict[str, Any]
     `params_total`, `params_trainable` and (when the record has an `id`) `display_name` are
     filled in when missing.
     """
+    record = {"format": FORMAT, **record}
     check_record(record, "record")
-    record = dict(record)
     record.setdefault("params_total", int(model.count_params()))
     record.setdefault("params_trainable", count_params(model.trainable_weights))
     if "id" in record:
@@ -85,6 +85,7 @@ def load_model(model_dir: str | Path) -> tuple[keras.Model, dict[str, Any]]:
         record = read_json(record_file)
     except ValueError as exc:
         raise DataError(f"{record_file} is not valid JSON: {exc}") from exc
+    check_format(record, str(record_file))
     check_record(record, str(record_file))
     check_checksum(record, weights, str(record_file))
     check_against_weights(record, weights, str(record_file))
@@ -121,14 +122,12 @@ def predict_checksum(weights: Path, preprocess: Any) -> str:
 
 def check_checksum(record: dict[str, Any], weights: Path, where: str) -> None:
     """A DataError unless the record's `predict_sha256` matches its weights file and preprocess
-    setting; a record without one (trained before vitbench recorded it) is loaded with a warning."""
+    setting (a record with a `preprocess` always has one)."""
     stored = record.get(CHECKSUM)
-    if stored is None:
-        log.warning("%s has no %s (a model trained before vitbench recorded it): whether its weights "
-                    "file or preprocess changed since training cannot be checked", where, CHECKSUM)
+    if stored is None and "preprocess" not in record:
         return
     if stored != predict_checksum(weights, record.get("preprocess")):
-        stage = TRAIN_STAGES.get(str(record.get("family")), "train_...")
+        stage = registry.family(record["family"]).stage
         raise DataError(f"{where}: {weights.name} or preprocess = {record.get('preprocess')!r} changed "
                         f"since training ({CHECKSUM} does not match): the model would predict "
                         f"wrong labels; rebuild it with `dvc repro {stage}` (or restore both files "
@@ -145,11 +144,22 @@ def check_record(record: Any, where: str) -> tuple[str, dict[str, Any]]:
     if not isinstance(record, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
     family, build = record.get("family"), record.get("build")
-    if family not in registry.FAMILIES:
-        raise DataError(f"{where}: family = {family!r} is not one of {', '.join(registry.FAMILIES)}")
+    if family not in registry.family_names():
+        raise DataError(f"{where}: family = {family!r} is not one of "
+                        f"{', '.join(registry.family_names())}")
     if not isinstance(build, dict):
         raise DataError(f"{where}: build = {build!r} must be the builder's keyword arguments")
     return family, build
+
+
+def check_format(record: Any, where: str) -> None:
+    """A DataError, saying how to rebuild it, for a saved record of another format than the one
+    this vitbench writes (an older vitbench's: no compatibility branches for those)."""
+    found = record.get("format", 1) if isinstance(record, dict) else None
+    if found != FORMAT:
+        raise DataError(f"{where}: record format {found!r} is not {FORMAT}, the one this vitbench "
+                        "reads (the model was saved by another version): rebuild it with `dvc "
+                        "repro --force <its training stage>` (train_cnn, train_vit or finetune_vit)")
 
 
 def check_against_weights(record: dict[str, Any], weights: Path, where: str) -> None:

@@ -22,23 +22,13 @@ import numpy as np
 import pandas as pd
 
 from vitbench.core import stats
-from vitbench.core.config import MODEL_IDS
+from vitbench.core.config import PHASES
 from vitbench.core.errors import DataError
 from vitbench.core.fsutil import read_json
 from vitbench.core.paths import Paths
+from vitbench.evaluate.outputs import DETAIL_KEYS, OPTIONAL_KEYS, REQUIRED_KEYS, read_model_metrics
 
-OPTIONAL_KEYS = ("corruption_accuracy",      # absent when evaluate.robustness is false
-                 "steps_run")                # absent when the training record has none
-# metrics/<id>.json (the DVC metric: numbers only) and metrics/<id>_detail.json (the rest), as
-# evaluate writes them (`evaluation.HEADLINE_KEYS`, `split_headline`); ModelResult.metrics merges
-# the two
-HEADLINE_KEYS = ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "f1_macro", "ece", "chance_p",
-                 "pretrained", "train_seconds")
-DETAIL_KEYS = ("display_name", "kind", "meant_pretrained",    # from vitbench.models.registry
-               "image_size", "loss", "top5_accuracy", "precision_macro", "recall_macro",
-               "f1_weighted", "f1_macro_ci_low", "f1_macro_ci_high", "params_total",
-               "params_trainable", "size_mb", "epochs_run", "infer_images_per_second")
-METRIC_KEYS = HEADLINE_KEYS + DETAIL_KEYS
+METRIC_KEYS = REQUIRED_KEYS + DETAIL_KEYS
 VOID = "void"                                 # the CNN-vs-ViT winner when a best model is at chance
 RESOLVE_POINTS = 0.05                         # the difference sized when the models tie exactly
 
@@ -87,17 +77,36 @@ class ModelResult:
 
 # --- reading ------------------------------------------------------------------------------------
 
-def load_results(paths: Paths, model_ids: tuple[str, ...] = MODEL_IDS) -> list[ModelResult]:
-    """The evaluate outputs of every model; a missing or malformed file is a DataError naming it."""
-    return [_load_result(paths, model_id) for model_id in model_ids]
+def load_results(paths: Paths, model_ids: tuple[str, ...] | None = None) -> list[ModelResult]:
+    """The evaluate outputs of `model_ids` (default: `evaluated_ids`); a missing or malformed file
+    is a DataError naming it."""
+    return [_load_result(paths, model_id) for model_id in (model_ids or evaluated_ids(paths))]
 
 
-def read_model_metrics(paths: Paths, model_id: str) -> dict[str, Any]:
-    """Everything evaluate wrote about a model's test results: metrics/<id>.json (the headline
-    numbers) and metrics/<id>_detail.json (names, kind, input size, every other figure) merged;
-    a missing file or key is a DataError naming it."""
-    return {**_read_keys(paths.metrics_json(model_id), HEADLINE_KEYS, model_id),
-            **_read_keys(paths.detail_json(model_id), DETAIL_KEYS, model_id)}
+def evaluated_ids(paths: Paths) -> tuple[str, ...]:
+    """The models evaluate wrote results for: every metrics/<id>.json holding the headline numbers
+    or metrics/<id>_detail.json naming its own id (one without the other is a DataError naming the
+    missing file), by family and then phase: the pipeline's order, read from the files, not from
+    model code."""
+    found = {p.name.removesuffix(".json") for p in paths.metrics.glob("*.json")
+             if not p.name.endswith("_detail.json") and _is_headline(read_json(p))}
+    found |= {p.name.removesuffix("_detail.json") for p in paths.metrics.glob("*_detail.json")
+              if isinstance(data := read_json(p), dict) and data.get("model") == p.name[:-12]}
+    if not found:
+        raise DataError(f"no evaluated model in {paths.metrics}: run `dvc repro` (the evaluate "
+                        "stages) first")
+    order = {}
+    for model_id in found:
+        detail = read_model_metrics(paths, model_id)   # both files, or a DataError naming one
+        if detail.get("phase") not in PHASES:
+            raise DataError(f"{paths.detail_json(model_id)} lacks its phase: re-run "
+                            f"evaluate@{model_id}")
+        order[model_id] = (str(detail.get("family")), PHASES.index(detail["phase"]), model_id)
+    return tuple(sorted(found, key=order.__getitem__))
+
+
+def _is_headline(data: Any) -> bool:
+    return isinstance(data, dict) and all(k in data for k in REQUIRED_KEYS)
 
 
 def _load_result(paths: Paths, model_id: str) -> ModelResult:
@@ -112,17 +121,6 @@ def _load_result(paths: Paths, model_id: str) -> ModelResult:
     recipe_file = eval_dir / "recipe.json"
     recipe = read_json(recipe_file) if recipe_file.is_file() else None
     return ModelResult(model_id, metrics, report, predictions, robustness, recipe)
-
-
-def _read_keys(path: Path, keys: tuple[str, ...], model_id: str) -> dict[str, Any]:
-    """A JSON object evaluate wrote, with every one of `keys`; a DataError naming the file else."""
-    if not path.is_file():
-        raise DataError(f"{path} not found: run `dvc repro evaluate@{model_id}` first")
-    data = read_json(path)
-    missing = [k for k in keys if not isinstance(data, dict) or k not in data]
-    if missing:
-        raise DataError(f"{path} lacks key(s) {', '.join(missing)}: re-run evaluate@{model_id}")
-    return data
 
 
 def _read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:

@@ -5,8 +5,8 @@ so the features it gives an image (the CNN's pooled map, the ViT's class token) 
 from one epoch to the next. Instead of running every training image through the base every epoch,
 `head_on_features` runs each training image (the materialised augmented copies included) and each
 validation image through it once, in inference mode, and the phase trains a copy of the model's
-head (`HEAD_LAYERS`: the CNN's Dropout "dropout" -> Dense "head", the ViT's Dense "head"; same
-layers, names and initial weights) on those features. `HeadOnFeatures.copy_to` then puts the
+head (the family's `head_layers`: the CNN's Dropout "dropout" -> Dense "head", the ViT's Dense
+"head"; same layers, names and initial weights) on those features. `HeadOnFeatures.copy_to` then puts the
 trained head back into the full model, which is saved and fine-tuned as usual. (Without the
 cache, a frozen vit-keras encoder still applies its dropout during `fit`; with it, the features
 are the inference-mode ones the evaluation sees.)
@@ -29,11 +29,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vitbench.core.config import Cnn, VitFt
 
 log = logging.getLogger(__name__)
-
-HEAD_LAYERS = {"cnn": ("dropout", "head"), "vit_ft": ("head",)}  # a family's head, in order
 
 
 @dataclass(frozen=True)
@@ -45,7 +42,7 @@ class HeadOnFeatures:
     val: tf.data.Dataset
     images: int       # images run through the base (train + val)
     seconds: float    # time spent computing their features
-    layers: tuple[str, ...] = HEAD_LAYERS["cnn"]  # the head's layer names
+    layers: tuple[str, ...]   # the head's layer names
 
     def copy_to(self, model: keras.Model) -> None:
         """Put the trained head's weights into the full model's head layers."""
@@ -58,7 +55,7 @@ class HeadOnFeatures:
         record["feature_cache"] = {"images": self.images, "seconds": round(self.seconds, 3)}
 
 
-def cache_blocker(cfg: Cnn | VitFt, pretrained: bool, online: bool = False,
+def cache_blocker(cfg: Any, pretrained: bool, online: bool = False,
                   section: str = "cnn") -> str | None:
     """Why the transfer phase cannot train on cached features, or None when it can.
     `online`: training images are augmented on the fly (augment_online); `section`: the params
@@ -73,7 +70,7 @@ def cache_blocker(cfg: Cnn | VitFt, pretrained: bool, online: bool = False,
     return None
 
 
-def use_feature_cache(cfg: Cnn | VitFt, pretrained: bool, online: bool = False,
+def use_feature_cache(cfg: Any, pretrained: bool, online: bool = False,
                       section: str = "cnn") -> bool:
     """Decide, and log, whether a transfer phase trains its head on cached features."""
     blocker = cache_blocker(cfg, pretrained, online, section)
@@ -99,7 +96,7 @@ def pooled_features(extractor: keras.Model, dataset: tf.data.Dataset) -> tuple[n
     return np.concatenate(feats), np.concatenate(labels)
 
 
-def head_model(model: keras.Model, layers: tuple[str, ...] = HEAD_LAYERS["cnn"]) -> keras.Model:
+def head_model(model: keras.Model, layers: tuple[str, ...]) -> keras.Model:
     """A copy of `model`'s head `layers` (same layer types, names, config and current weights)
     that takes the features (the input of the head's first layer) as input."""
     width = model.get_layer(layers[0]).input.shape[-1]
@@ -113,14 +110,13 @@ def head_model(model: keras.Model, layers: tuple[str, ...] = HEAD_LAYERS["cnn"])
 
 
 def head_on_features(model: keras.Model, train: tf.data.Dataset, val: tf.data.Dataset,
-                     batch_size: int, seed: int, family: str = "cnn") -> HeadOnFeatures:
+                     batch_size: int, seed: int, layers: tuple[str, ...]) -> HeadOnFeatures:
     """Run `train` and `val` through the frozen base once; the head and its feature datasets.
 
-    `family`: cnn or vit_ft (which layers are the head). `train` may be shuffled: one pass sees
+    `layers`: the head's layers, in order (the family's `head_layers`). `train` may be shuffled: one pass sees
     every image once, and the feature dataset is shuffled again (from `seed`, anew every epoch)
     as the image one was.
     """
-    layers = HEAD_LAYERS[family]
     start = time.perf_counter()
     extractor = keras.Model(model.input, model.get_layer(layers[0]).input)
     x_train, y_train = pooled_features(extractor, train)

@@ -9,7 +9,7 @@ from typing import Any
 
 import keras
 
-from vitbench.core.config import LearningRate
+from vitbench.core.config import PhaseRecipe
 
 
 @keras.saving.register_keras_serializable(package="vitbench")
@@ -49,14 +49,14 @@ def learning_rate(lr: float, warmup: float, total_steps: int) -> float | WarmupC
     return WarmupCosine(lr, total_steps, max(1, round(warmup * total_steps)))
 
 
-def stops_early(recipe: LearningRate) -> bool:
+def stops_early(recipe: PhaseRecipe) -> bool:
     """Whether early stopping applies to a phase of `recipe`: only at a constant lr. A warm-up +
     cosine phase runs every planned epoch, so that its lr anneals to the end it was planned for,
     and keeps the weights of its best epoch (docs/design.md, "Early stopping and the schedule")."""
     return recipe.warmup <= 0
 
 
-def make_optimizer(recipe: LearningRate, total_steps: int) -> keras.optimizers.Optimizer:
+def make_optimizer(recipe: PhaseRecipe, total_steps: int) -> keras.optimizers.Optimizer:
     """A phase's optimizer: Adam, or AdamW when `recipe.weight_decay` > 0 (decoupled decay),
     at `recipe.lr`, warm-up + cosine over `total_steps` when `recipe.warmup` > 0."""
     lr = learning_rate(recipe.lr, recipe.warmup, total_steps)

@@ -1,10 +1,11 @@
 """Training: the three training stages and the resumable loop they share.
 
-`train_cnn` and `finetune_vit` run two phases (transfer: backbone frozen; fine-tune: everything
-trainable, BatchNorm kept in inference mode by the builders) and save both models (a CNN with no
-pretrained weights trains its whole base in the first phase: `registry.train_base_from_scratch`);
-`train_vit` runs one. Each phase has its recipe (`config.LearningRate`, found in the family's section
-by `registry.Family.recipe`: lr, weight decay -> AdamW, warm-up + cosine, label smoothing) and trains
+`train_family` trains one model family (`vitbench.models.family.Family`, handed over by the stage
+script that imports it): a family with pretrained weights (cnn, vit_ft) in two phases (transfer:
+backbone frozen; fine-tune: everything trainable, BatchNorm kept in inference mode by the
+builders), saving both models (a CNN with no pretrained weights trains its whole base in the first
+phase: the family's `from_scratch`); the from-scratch ViT in one. Each phase has its recipe
+(`config.PhaseRecipe`, found in the family's section by `Family.recipe`: lr, weight decay -> AdamW, warm-up + cosine, label smoothing) and trains
 on online-augmented batches (`augment_online`, the same for every model; validation batches never
 are); record.json's `recipe` says what it got. The optimizer, schedule and loss come from
 `vitbench.train.optim`. Every phase runs `vitbench.train.loop.fit_phase`: `train.epochs` (or the section's
@@ -15,8 +16,8 @@ in record.json), the weights of the best epoch restored, dvclive learning curves
 and a backup in `.cache/backup/<id>/` after every epoch, so a killed run resumes from its last
 finished epoch. A finished transfer phase is kept there too, so a kill during fine-tuning does not
 redo it. Backups carry a fingerprint of the params and data they came from; a stale one is ignored.
-What differs between model families (builder, input size, freezing, pretrained weights) is looked
-up in `vitbench.models.registry`; each stage receives only its params sections.
+What differs between model families (builder, input size, freezing, pretrained weights) is the
+family's declaration; this module imports no family, so a stage's code is its own family's.
 
 Determinism: `keras.utils.set_random_seed(seed)` seeds Python, NumPy and TensorFlow, and the
 training set is shuffled from the seed, so two runs on one CPU machine give the same models up
@@ -43,13 +44,14 @@ import keras
 import tensorflow as tf
 
 from vitbench import __version__
-from vitbench.core.config import AugmentOnline, Cnn, LearningRate, Train, Vit, VitFt, to_dict
+from vitbench.core.config import AugmentOnline, PhaseRecipe, Train, to_dict
 from vitbench.data.imageprep import read_transform
 from vitbench.data.manifest import read_labels, read_manifest
 from vitbench.data.online import batch_augmenter
 from vitbench.data.pipeline import labelled_paths, make_dataset
 from vitbench.core.fsutil import atomic_dir, sha256_file
-from vitbench.models import display_name, load_model, registry, resolve_pretrained, save_model
+from vitbench.models import display_name, load_model, resolve_pretrained, save_model
+from vitbench.models.family import Family
 from vitbench.models.store import count_params
 from vitbench.train.multiworker import prebuild, save_on_chief
 from vitbench.train.loop import (PhaseResult, clean_backups, fit_phase, prepare_backup,
@@ -172,23 +174,23 @@ def materialised_copies(csv: Path) -> float:
     return round(augmented / max(len(flags) - augmented, 1), 3)
 
 
-def fingerprint(section: str, cfg: Any, train: Train, seed: int, paths: Paths,
+def fingerprint(family: Family, cfg: Any, train: Train, seed: int, paths: Paths,
                 online: AugmentOnline = AugmentOnline.only()) -> str:
     """Hash of what a stage's models depend on: seed, train.*, augment_online (`online`), its
     params section `cfg`, the data manifests (which carry each image's sha256) and the code: every
-    vitbench module this one imports, as `vitbench.core.deps` finds them (the same list the dvc.yaml
-    test checks)."""
+    vitbench module this one and the family's package import, as `vitbench.core.deps` finds them
+    (the same list the dvc.yaml test checks)."""
     from vitbench.core import deps
 
     data_files = (paths.augmented_csv, paths.split_csv("val"), paths.labels)
     code_files = (deps.module_files(__name__) + deps.module_files("vitbench.train.features")
-                  + deps.module_files(registry.family_of_section(section).code))  # its builder
+                  + deps.module_files(family.module))
     payload = {
         "version": __version__,
         "seed": seed,
         "train": to_dict(train),
         "augment_online": to_dict(online),
-        section: to_dict(cfg),
+        family.name: to_dict(cfg),
         "data": {p.name: sha256_file(p) for p in data_files},
         "code": {deps.relative(p): sha256_file(p) for p in code_files},
     }
@@ -235,7 +237,7 @@ class Job:
     print_: str  # fingerprint of params + data
 
 
-def train_phase(model: keras.Model, model_id: str, job: Job, recipe: LearningRate,
+def train_phase(model: keras.Model, model_id: str, job: Job, recipe: PhaseRecipe,
                 train: Train, paths: Paths, data: TrainData, rt: Runtime,
                 head: HeadOnFeatures | None = None) -> dict[str, Any]:
     """Compile with the phase's recipe, fit (resumably), save models/<id>; returns the record.
@@ -308,7 +310,7 @@ class StageStart:
     preprocess: str
 
 
-def start_stage(family: registry.Family, cfg: Any, train: Train, seed: int, paths: Paths,
+def start_stage(family: Family, cfg: Any, train: Train, seed: int, paths: Paths,
                 online: AugmentOnline) -> StageStart:
     """Runtime (strategy, seed, precision), then the family's training and validation batches."""
     rt = setup_runtime(train, seed)
@@ -322,7 +324,7 @@ def start_stage(family: registry.Family, cfg: Any, train: Train, seed: int, path
 ModelMaker = Callable[[], tuple[keras.Model, dict[str, Any], bool]]
 
 
-def two_phase(family: registry.Family, cfg: Cnn | VitFt, train: Train, seed: int, paths: Paths,
+def two_phase(family: Family, cfg: Any, train: Train, seed: int, paths: Paths,
               start: StageStart, make_model: ModelMaker) -> None:
     """Transfer (backbone frozen, recipe cfg.transfer) -> the family's transfer model;
     fine-tune (all trainable, recipe cfg.finetune) -> its fine-tuned model.
@@ -334,8 +336,8 @@ def two_phase(family: registry.Family, cfg: Cnn | VitFt, train: Train, seed: int
     from vitbench.train.features import head_on_features, use_feature_cache
 
     rt, data = start.rt, start.data
-    transfer_id, finetune_id = ids = tuple(m.id for m in registry.models_of(family.name))
-    print_ = fingerprint(family.section, cfg, train, seed, paths, data.online)
+    transfer_id, finetune_id = ids = tuple(family.phases)
+    print_ = fingerprint(family, cfg, train, seed, paths, data.online)
     with rt.strategy.scope():
         model, record = _reuse_phase1(paths, transfer_id, print_)
         if model is None:
@@ -343,8 +345,8 @@ def two_phase(family: registry.Family, cfg: Cnn | VitFt, train: Train, seed: int
             job = Job(family.name, build, start.image_size, start.preprocess, used, print_)
             family.prepare_phase(model, "transfer", used)
             head = (head_on_features(model, data.train, data.val, data.batch_size, seed,
-                                     family.name)
-                    if use_feature_cache(cfg, used, bool(data.online.active), family.section)
+                                     family.head_layers)
+                    if use_feature_cache(cfg, used, bool(data.online.active), family.name)
                     else None)
             record = train_phase(model, transfer_id, job, family.recipe(cfg, "transfer"),
                                  train, paths, data, rt, head)
@@ -370,10 +372,10 @@ def _reuse_phase1(paths: Paths, model_id: str, print_: str) -> tuple[keras.Model
     return model, record
 
 
-def pretrained_stage(family_name: str, cfg: Cnn | VitFt, train: Train, seed: int,
-                     paths: Paths, online: AugmentOnline) -> None:
+def pretrained_stage(family: Family, cfg: Any, train: Train, seed: int, paths: Paths,
+                     online: AugmentOnline) -> None:
     """A family with pretrained weights (`cfg.pretrained`: auto, true or false), in two phases."""
-    family, train = registry.family(family_name), train.for_stage(cfg)  # cfg.epochs or train's
+    train = train.for_stage(cfg)        # cfg.epochs or train's
     if cfg.pretrained is not False and family.check_weights is not None:
         family.check_weights(cfg)          # a bad setting is an error even with `auto`
     start = start_stage(family, cfg, train, seed, paths, online)
@@ -387,42 +389,35 @@ def pretrained_stage(family_name: str, cfg: Cnn | VitFt, train: Train, seed: int
     two_phase(family, cfg, train, seed, paths, start, make_model)
 
 
-# --- the stage entry points ----------------------------------------------------------------------
-
-def train_cnn(cfg: Cnn, train: Train, seed: int, paths: Paths,
-              online: AugmentOnline = AugmentOnline.only()) -> None:
-    """cnn.arch: transfer -> models/cnn_transfer, fine-tune -> models/cnn_finetuned; `online`:
-    augment_online (default: none)."""
-    pretrained_stage("cnn", cfg, train, seed, paths, online)
-
-
-def finetune_vit(cfg: VitFt, train: Train, seed: int, paths: Paths,
-                 online: AugmentOnline = AugmentOnline.only()) -> None:
-    """vit_ft.variant: transfer -> models/vit_transfer, fine-tune -> models/vit_finetuned."""
-    pretrained_stage("vit_ft", cfg, train, seed, paths, online)
-
-
-def train_vit(cfg: Vit, train: Train, seed: int, paths: Paths,
-              online: AugmentOnline = AugmentOnline.only()) -> None:
-    """The from-scratch ViT -> models/vit_scratch, plus plots/vit_patches.png."""
+def scratch_stage(family: Family, cfg: Any, train: Train, seed: int, paths: Paths,
+                  online: AugmentOnline) -> None:
+    """A family trained from random weights in one phase (plus its figure, if it has one)."""
     from vitbench.data.pipeline import load_images
-    from vitbench.models.patches import patch_grid, token_grid
 
-    family, train = registry.family("vit_scratch"), train.for_stage(cfg)  # cfg.epochs or train's
-    (spec,) = registry.models_of(family.name)
+    train = train.for_stage(cfg)        # cfg.epochs or train's
+    ((model_id, phase),) = family.phases.items()
     start = start_stage(family, cfg, train, seed, paths, online)
     rt, data = start.rt, start.data
-    if rt.chief:
+    if rt.chief and family.figure is not None:
         first = load_images(data.train_paths[:1], start.image_size)[0]
-        figure = paths.plots / "vit_patches.png"
-        if cfg.tokenizer == "conv":
-            token_grid(first, cfg.patch_size, figure)
-        else:
-            patch_grid(first, cfg.patch_size, figure)
+        family.figure(cfg, first, paths.plots / family.figure_name)
     build = family.build_kwargs(cfg, len(data.classes))
     job = Job(family.name, build, start.image_size, start.preprocess, False,
-              fingerprint(family.section, cfg, train, seed, paths, online))
+              fingerprint(family, cfg, train, seed, paths, online))
     with rt.strategy.scope():
         model = family.builder(**build)
-        train_phase(model, spec.id, job, family.recipe(cfg, spec.phase), train, paths, data, rt)
-    clean_backups(paths, [spec.id])  # on every worker: each has its own backup
+        train_phase(model, model_id, job, family.recipe(cfg, phase), train, paths, data, rt)
+    clean_backups(paths, [model_id])  # on every worker: each has its own backup
+
+
+# --- the stage entry point -------------------------------------------------------------------------
+
+def train_family(family: Family, cfg: Any, train: Train, seed: int, paths: Paths,
+                 online: AugmentOnline = AugmentOnline.only()) -> None:
+    """Train `family`'s models with its params section `cfg` (train_cnn: models/cnn_transfer and
+    cnn_finetuned; train_vit: models/vit_scratch and plots/vit_patches.png; finetune_vit:
+    models/vit_transfer and vit_finetuned); `online`: augment_online (default: none)."""
+    if "scratch" in family.phases.values():
+        scratch_stage(family, cfg, train, seed, paths, online)
+    else:
+        pretrained_stage(family, cfg, train, seed, paths, online)

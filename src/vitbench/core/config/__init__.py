@@ -7,15 +7,21 @@ benchmarks) starts from this source tree's params.yaml (`params_with`). Types ar
 constraints and cross-field rules `model_validator`s. `load_params()` raises `ConfigError` naming
 the key, the value and what is allowed (`vitbench.core.config.errors`) before a stage touches an output.
 The strict types are in `vitbench.core.config.types`, the data sections in `vitbench.core.config.data`.
+
+The model sections (cnn, vit, vit_ft) are declared by their families (`vitbench.models.<family>`),
+not here: `Params` below holds the sections every stage shares, and `params_type(sections)` the
+same plus the model sections a caller names. A stage validates only what it reads, so the data
+stages import no model code; `vitbench.models.registry.load_params` validates every section.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import re
+import functools
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from collections.abc import Mapping
+from typing import Annotated, Any, Union
 
 import yaml
 from pydantic import Field, TypeAdapter, ValidationError
@@ -25,14 +31,12 @@ from vitbench.core.config.data import (  # noqa: F401 (re-exported: config.Split
     ARCHIVE_SUFFIXES, Augment, AugmentOnline, Clean, Dataset, Split, Synthetic)
 from vitbench.core.config.errors import config_error, reject
 from vitbench.core.config.types import (
-    HEX64, Bool, CacheMode, Epochs, Float, Fraction, Int, Pretrained, Str, section)
+    Bool, CacheMode, Float, Fraction, Int, Pretrained, section)
 from vitbench.core.errors import ConfigError
-from vitbench.core.model_ids import (  # noqa: F401 (MODEL_IDS re-exported)
-    CNN_ARCHS, HUB_WEIGHTS, HUB_WEIGHTS_FORM, MODEL_IDS, VIT_VARIANTS)
 
 PARAMS_FILE = "params.yaml"
+PHASES = ("transfer", "finetune", "scratch")   # a model family's training phases, in order
 SOURCE_PARAMS = Path(__file__).resolve().parents[4] / PARAMS_FILE  # this source tree's params.yaml
-VIT_FT_WEIGHTS = ("imagenet21k", "imagenet21k+imagenet2012")
 
 
 @section
@@ -53,7 +57,7 @@ class Train:
 
 
 @section
-class LearningRate:
+class PhaseRecipe:
     """One training phase's recipe: peak learning rate, decoupled weight decay (0 = Adam, else
     AdamW), warm-up fraction (0 = constant lr, else linear warm-up then cosine to 0) and label
     smoothing of the cross-entropy."""
@@ -62,121 +66,6 @@ class LearningRate:
     weight_decay: Annotated[Float, Field(ge=0.0, le=1.0)]
     warmup: Fraction
     label_smoothing: Fraction
-
-
-@section
-class Cnn:
-    arch: Annotated[Literal[CNN_ARCHS], Field(description=f"one of {', '.join(CNN_ARCHS)}")]
-    image_size: Annotated[Int, Field(ge=32, le=1024)]
-    pretrained: Pretrained
-    dropout: Fraction
-    weights: Str
-    weights_sha256: Union[Str, None]
-    feature_cache: Bool
-    transfer: LearningRate
-    finetune: LearningRate
-    epochs: Epochs          # each phase's epochs; null = train.epochs
-
-    @check(mode="after")
-    def _check(self) -> Cnn:
-        w = self.weights  # existence and content are checked where the weights are loaded
-        if w != "imagenet" and not re.match(r"^https?://[^/]+/.*[^/]$", w) and not w.endswith(".h5"):
-            reject("cnn.weights", w, "imagenet, an http(s) URL of a file, or the path of a no-top "
-                   ".h5 weights file")
-        sha = self.weights_sha256
-        if sha is not None and not HEX64.fullmatch(sha):
-            reject("cnn.weights_sha256", sha, "null or a sha256 of 64 hex digits")
-        if sha is not None and w == "imagenet":
-            reject("cnn.weights_sha256", sha, "null when cnn.weights is imagenet (Keras names and "
-                   "checks those files itself)")
-        return self
-
-
-@section
-class Vit:
-    image_size: Annotated[Int, Field(ge=8, le=1024)]
-    patch_size: Annotated[Int, Field(ge=1)]
-    projection_dim: Annotated[Int, Field(ge=1)]
-    num_heads: Annotated[Int, Field(ge=1)]
-    layers: Annotated[Int, Field(ge=1)]
-    mlp_head: tuple[Annotated[Int, Field(ge=1)], ...]
-    dropout: Fraction
-    lr: Annotated[Float, Field(gt=0.0, le=1.0)]
-    weight_decay: Annotated[Float, Field(ge=0.0, le=1.0)]
-    spt: Bool
-    lsa: Bool
-    warmup: Fraction
-    label_smoothing: Fraction
-    drop_path: Fraction
-    tokenizer: Annotated[Literal["patch", "conv"], Field(description="one of patch, conv")]
-    seq_pool: Bool
-    epochs: Epochs          # this stage's epochs; null = train.epochs
-
-    @property
-    def recipe(self) -> LearningRate:
-        """lr, weight_decay, warmup and label_smoothing as one phase's recipe."""
-        return LearningRate(self.lr, self.weight_decay, self.warmup, self.label_smoothing)
-
-    @property
-    def num_patches(self) -> int:
-        return (self.image_size // self.patch_size) ** 2
-
-    @check(mode="after")
-    def _check(self) -> Vit:
-        size, patch, conv = self.image_size, self.patch_size, self.tokenizer == "conv"
-        if patch > size:
-            reject("vit.patch_size", patch, f"an integer >= 1 and <= {size}")
-        if size % patch:
-            divisors = ", ".join([str(d) for d in range(2, size) if size % d == 0][:6])
-            reject("vit.patch_size", patch, f"a divisor of vit.image_size ({size}), e.g. {divisors}")
-        if self.projection_dim % self.num_heads:
-            reject("vit.num_heads", self.num_heads,
-                   f"a divisor of vit.projection_dim ({self.projection_dim})")
-        if not self.mlp_head:  # the head needs a width to hand to the classifier
-            reject("vit.mlp_head", list(self.mlp_head), "a list of one or more widths >= 1, "
-                   "e.g. [128]")
-        if conv and self.spt:
-            reject("vit.spt", self.spt, "false when vit.tokenizer is conv (SPT is a patch tokenizer)")
-        if conv and (patch < 2 or patch & (patch - 1)):
-            reject("vit.patch_size", patch, "a power of two >= 2 when vit.tokenizer is conv (the "
-                   "token stride: log2(patch_size) conv + pool/2 stages), e.g. 4, 8, 16")
-        return self
-
-
-@section
-class VitFt:
-    variant: Annotated[Literal[tuple(VIT_VARIANTS)],
-                       Field(description=f"one of {', '.join(VIT_VARIANTS)}")]
-    image_size: Annotated[Int, Field(le=1024)]
-    pretrained: Pretrained
-    weights: Str
-    blocks: Union[Annotated[Int, Field(ge=1)], None]  # keep the first N of the variant's blocks; None: all
-    normalize: Annotated[Literal["auto", "tf", "torch"], Field(description="auto | tf | torch")]
-    feature_cache: Bool
-    transfer: LearningRate
-    finetune: LearningRate
-    epochs: Epochs          # each phase's epochs; null = train.epochs
-
-    @property
-    def patch_size(self) -> int:
-        return VIT_VARIANTS[self.variant].patch
-
-    @check(mode="after")
-    def _check(self) -> VitFt:
-        patch, depth = self.patch_size, VIT_VARIANTS[self.variant].depth
-        if self.image_size < patch:
-            reject("vit_ft.image_size", self.image_size, f"an integer >= {patch} and <= 1024")
-        if self.blocks is not None and self.blocks > depth:
-            reject("vit_ft.blocks", self.blocks, f"an integer >= 1 and <= {depth}")
-        if self.image_size % patch:
-            reject("vit_ft.image_size", self.image_size, f"a multiple of the {self.variant} patch "
-                   f"size ({patch}), e.g. {patch * 2}, {patch * 7}")
-        hub = self.weights.startswith("hf-hub:")  # a hub name must be well-formed
-        if not self.weights.strip() or (hub and not HUB_WEIGHTS.match(self.weights)):
-            reject("vit_ft.weights", self.weights,  # a local file's existence: checked where used
-                   f"{' or '.join(VIT_FT_WEIGHTS)}, {HUB_WEIGHTS_FORM}, an http(s) URL, or a "
-                   "timm .safetensors or .npz file path")
-        return self
 
 
 @section
@@ -193,6 +82,8 @@ class Compare:
 
 @section
 class Params:
+    """The sections every stage shares; `params_type` adds model sections after `train`."""
+
     seed: Annotated[Int, Field(ge=0, le=2**32 - 1)]
     dataset: Dataset
     clean: Clean
@@ -200,14 +91,23 @@ class Params:
     augment: Augment
     augment_online: AugmentOnline
     train: Train
-    cnn: Cnn
-    vit: Vit
-    vit_ft: VitFt
     evaluate: Evaluate
     compare: Compare
 
 
-_PARAMS = TypeAdapter(Params)
+ModelSections = tuple[tuple[str, type], ...]   # (params.yaml section, its dataclass), in file order
+
+
+@functools.cache
+def params_type(sections: ModelSections = ()) -> type:
+    """`Params` with the model `sections` inserted after `train`, as params.yaml orders them."""
+    if not sections:
+        return Params
+    fields = [(f.name, f.type) for f in dataclasses.fields(Params)]
+    at = [name for name, _ in fields].index("train") + 1
+    fields[at:at] = list(sections)
+    return section(type("Params", (), {"__annotations__": dict(fields), "__module__": __name__,
+                                       "__doc__": Params.__doc__}))
 
 
 def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
@@ -235,27 +135,37 @@ def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     return raw
 
 
-def load_params(path: str | Path = PARAMS_FILE) -> Params:
-    """Read, type-check and validate params.yaml; raise ConfigError on the most telling bad value."""
-    return params_from_dict(read_params(path))
+def load_params(path: str | Path = PARAMS_FILE, sections: ModelSections = (),
+                complete: bool = False) -> Any:
+    """Read, type-check and validate params.yaml (the shared sections and the model `sections`);
+    raise ConfigError naming every bad key. `complete`: the sections are all there are, so any
+    other top-level key is unknown; else other keys (model sections this caller does not read)
+    are left unread."""
+    return params_from_dict(read_params(path), sections, complete)
 
 
-def params_from_dict(raw: dict[str, Any]) -> Params:
-    """Validated Params from a whole params.yaml as a plain dict (as parsed from YAML)."""
+def params_from_dict(raw: dict[str, Any], sections: ModelSections = (),
+                     complete: bool = False) -> Any:
+    """Validated params from a whole params.yaml as a plain dict (as parsed from YAML)."""
+    root = params_type(sections)
+    if not complete and isinstance(raw, Mapping):
+        known = {f.name for f in dataclasses.fields(root)}
+        raw = {key: value for key, value in raw.items() if key in known}
     try:
-        return _PARAMS.validate_python(raw)
+        return TypeAdapter(root).validate_python(raw)
     except ValidationError as exc:
-        raise config_error(exc, Params, raw) from exc
+        raise config_error(exc, root, raw) from exc
 
 
-def params_with(changes: dict[str, Any] | None = None, base: str | Path = SOURCE_PARAMS) -> Params:
+def params_with(changes: dict[str, Any] | None = None, base: str | Path = SOURCE_PARAMS,
+                sections: ModelSections = (), complete: bool = False) -> Any:
     """`base` (this source tree's params.yaml: the defaults) with `changes` (params.yaml
     sections) merged in key by key, validated as a stage validates params.yaml."""
-    return params_from_dict(merge(read_params(base), changes or {}))
+    return params_from_dict(merge(read_params(base), changes or {}), sections, complete)
 
 
 def section_with(name: str, **changes: Any) -> Any:
-    """Section `name` of `params_with({name: changes})`: e.g. section_with("split", val=0.2)."""
+    """Shared section `name` of `params_with({name: changes})`: e.g. section_with("split", val=0.2)."""
     return getattr(params_with({name: changes}), name)
 
 

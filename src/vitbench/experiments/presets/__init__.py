@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from vitbench.core.config import load_params
+from vitbench.models.registry import load_params
 from vitbench.core.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -16,81 +16,15 @@ download that cannot happen (`vitbench.core.download.NetworkError`) lets `pretra
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-import numpy as np
 
-from vitbench.core.errors import ConfigError
+from vitbench.models.cnn.archs import CnnArch, base_arch_name, get_arch
 
 log = logging.getLogger(__name__)
 
-KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
-IMAGENET_STDDEV_RGB = (0.229, 0.224, 0.225)
-
-
-def _fold_efficientnet_stddev(base: keras.Model) -> None:
-    """keras.applications.EfficientNet adds, only when built with weights="imagenet", a
-    Rescaling by 1/sqrt(stddev) after its Normalization layer. Built with weights=None (so that
-    the architecture never depends on the weights), the same result is had by multiplying the
-    Normalization variance by stddev: (x - m) / sqrt(v * s) == (x - m) / sqrt(v) / sqrt(s)."""
-    norm = next(layer for layer in base.layers if isinstance(layer, keras.layers.Normalization))
-    variance = norm.adapt_variance  # the stored variable; norm.variance is derived from it
-    variance.assign(variance * np.asarray(IMAGENET_STDDEV_RGB, dtype=variance.dtype))
-    norm.finalize_state()
-
-
-@dataclass(frozen=True)
-class CnnArch:
-    """One keras.applications architecture; adding an arch is one entry in ARCHS."""
-
-    constructor: Callable[..., keras.Model]
-    preprocess: str          # key of vitbench.data.pipeline.PREPROCESS
-    display: str             # human name, e.g. "MobileNetV2"
-    weights_file: str        # the no-top ImageNet file Keras uses; "{size}" = weights_size()
-    weights_url: str         # folder URL of that file
-    file_hash: str | None = None               # as in keras.applications (md5)
-    weights_sizes: tuple[int, ...] = ()        # image sizes with their own weights file
-    after_load: Callable[[keras.Model], None] | None = None  # fix-up after loading ImageNet weights
-
-    def weights_size(self, image_size: int) -> int:
-        """The input size whose weights Keras would load (224 unless the size has its own)."""
-        return image_size if image_size in self.weights_sizes else 224
-
-    def weights_name(self, image_size: int) -> str:
-        """File name of the ImageNet weights in the Keras cache."""
-        return self.weights_file.format(size=self.weights_size(image_size))
-
-
-ARCHS: dict[str, CnnArch] = {
-    "mobilenetv2": CnnArch(
-        keras.applications.MobileNetV2, "mobilenet_v2", "MobileNetV2",
-        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{size}_no_top.h5",
-        KERAS_WEIGHTS_URL + "mobilenet_v2/", weights_sizes=(96, 128, 160, 192, 224)),
-    "vgg16": CnnArch(
-        keras.applications.VGG16, "vgg16", "VGG16",
-        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        KERAS_WEIGHTS_URL + "vgg16/", file_hash="6d6bbae143d832006294945121d1f1fc"),
-    "resnet50": CnnArch(
-        keras.applications.ResNet50, "resnet50", "ResNet50",
-        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        KERAS_WEIGHTS_URL + "resnet/", file_hash="4d473c1dd8becc155b73f8504c6f6626"),
-    "efficientnetb0": CnnArch(
-        keras.applications.EfficientNetB0, "efficientnet", "EfficientNetB0",
-        "efficientnetb0_notop.h5",
-        "https://storage.googleapis.com/keras-applications/",
-        file_hash="50bc09e76180e00e4465e1a485ddc09d", after_load=_fold_efficientnet_stddev),
-}
-
-
-def get_arch(arch: str) -> CnnArch:
-    """The registry entry of `arch`, or a ConfigError naming the allowed values."""
-    try:
-        return ARCHS[arch]
-    except KeyError:
-        raise ConfigError("cnn.arch", arch, f"one of {', '.join(ARCHS)}") from None
+SCRATCH_BN_MOMENTUM = 0.9
 
 
 def build_cnn(arch: str, image_size: int, num_classes: int, dropout: float,
@@ -130,11 +64,6 @@ def load_base_weights(base: keras.Model, spec: CnnArch, image_size: int, weights
     if spec.after_load is not None:
         spec.after_load(base)
     log.info("loaded %s weights from %s", spec.display, path)
-
-
-def base_arch_name(spec: CnnArch) -> str:
-    """The `cnn.arch` key of a registry entry."""
-    return next(name for name, entry in ARCHS.items() if entry == spec)
 
 
 def imagenet_weights(spec: CnnArch, image_size: int) -> Path:
@@ -185,3 +114,47 @@ def resolve_weights(weights: str, sha256: str | None, spec: CnnArch, image_size:
         raise WeightsFileError(f"cnn.weights: {path} fails its checksum: its sha256 is {found}, "
                                f"cnn.weights_sha256 = {sha256}")
     return path
+
+
+# --- what trains in each phase -------------------------------------------------------------------
+
+def freeze_base(model: keras.Model, trainable: bool) -> None:
+    """Layer "base" follows `trainable`; its BatchNormalization layers stay frozen, hence in
+    inference mode: Keras 3 lets `fit`'s training=True override the training=False the base is
+    called with (keras-team/keras#20285), and only a frozen BatchNormalization ignores it."""
+    base = model.get_layer("base")
+    base.trainable = trainable
+    for layer in base.layers:  # keras.applications bases are flat
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+
+
+def train_base_from_scratch(model: keras.Model) -> int:
+    """Make a randomly initialised CNN's whole base trainable, BatchNormalization included.
+
+    Without pretrained weights there is nothing to transfer: a frozen random base hands its head
+    next to nothing (the offline demo's MobileNetV2 stayed at 15% on 10 classes, even with its
+    BatchNorm statistics re-estimated). So the first phase trains the network from scratch.
+    BatchNormalization runs in training mode with momentum 0.9, so its moving statistics catch up
+    within a few epochs (keras.applications' 0.999 needs thousands of steps; with it validation
+    stays at chance while training accuracy climbs). Returns the number of BatchNorm layers.
+    """
+    base = model.get_layer("base")
+    base.trainable = True
+    layers = [layer for layer in _all_layers(base)
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in layers:
+        layer.trainable = True
+        layer.momentum = SCRATCH_BN_MOMENTUM
+    log.info("random weights: nothing to transfer, so the whole %s trains from scratch "
+             "(BatchNorm momentum %.1f)", base.name, SCRATCH_BN_MOMENTUM)
+    return len(layers)
+
+
+def _all_layers(model: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """Every layer inside `model`, nested models included."""
+    found = []
+    for layer in getattr(model, "layers", []):
+        found.append(layer)
+        found.extend(_all_layers(layer))
+    return found

@@ -37,8 +37,12 @@ import numpy as np
 
 from vitbench.core.download import NetworkError
 from vitbench.core.errors import ConfigError, DataError, FetchError, short_list
-from vitbench.core.model_ids import HUB_WEIGHTS, HUB_WEIGHTS_FORM
 from vitbench.models.weights import WeightsFileError, cached_download, keras_home, url_file_name
+
+# `vit_ft.weights` naming timm weights on the Hugging Face hub
+HUB_WEIGHTS = re.compile(r"^hf-hub:(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>[\w./-]+))?$")
+HUB_WEIGHTS_FORM = ("hf-hub:<owner>/<model>[@revision], e.g. "
+                    "hf-hub:timm/deit_tiny_patch16_224.fb_in1k")
 
 log = logging.getLogger(__name__)
 

@@ -1,14 +1,15 @@
-"""Seed 1's figure: one training image beside the patches the ViT cuts it into (or, with the
-convolutional tokenizer, one cell per token)."""
+"""The dogs study's figure: one training image beside the patches the ViT cuts it into (or, with
+the convolutional tokenizer, one cell per token)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.gridspec import GridSpec
 
-from vitbench.models.vit import ConvTokenizer, conv_stages, extract_patches
+from vitbench.models.vit.layers import ConvTokenizer, conv_stages, extract_patches
 from vitbench.plots.common import plt, save_figure
 
 
@@ -77,3 +78,12 @@ def _displayable(image: np.ndarray) -> np.ndarray:
         return image
     scale = 255.0 if image.max(initial=0) <= 1.0 else 1.0
     return np.clip(np.rint(image * scale), 0, 255).astype(np.uint8)
+
+
+def draw_tokens(cfg: Any, image: np.ndarray, path: Path) -> None:
+    """plots/vit_patches.png of the `vit` section `cfg`: `token_grid` for the conv tokenizer,
+    else `patch_grid`."""
+    if cfg.tokenizer == "conv":
+        token_grid(image, cfg.patch_size, path)
+    else:
+        patch_grid(image, cfg.patch_size, path)

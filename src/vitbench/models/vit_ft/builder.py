@@ -6,7 +6,7 @@ position embedding, `Transformer_encoderblock_<n>` blocks, encoder norm, optiona
 top level, then a Dense softmax "head" (float32). So `vit_keras.visualize.attention_map` and
 `vit_keras.utils.load_weights_numpy` work on it unchanged.
 
-`vitbench.core.model_ids.VIT_VARIANTS` is the one table of what each `vit_ft.variant` is (patch size,
+`vitbench.models.vit_ft.variants.VIT_VARIANTS` is the one table of what each `vit_ft.variant` is (patch size,
 depth, where its official ImageNet weights are published, the widths of Ti and S); `vit_config`
 adds vit-keras' CONFIG_B and CONFIG_L for B and L when a model is built. Weights are Flax checkpoints
 as .npz files (vit-keras' release files for B and L, the AugReg files of Steiner et al. 2021,
@@ -46,9 +46,9 @@ from vit_keras import utils as vit_utils
 from vit_keras import vit as vit_keras
 
 from vitbench.core.errors import ConfigError, short_list
-from vitbench.core.model_ids import VIT_VARIANTS, VitVariant
-from vitbench.models import timm_weights
-from vitbench.models.vit import block_outputs
+from vitbench.models.family import block_outputs
+from vitbench.models.vit_ft import timm_weights
+from vitbench.models.vit_ft.variants import VIT_VARIANTS, variant_spec
 from vitbench.models.weights import WeightsFileError
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ AUGREG_IN1K = "--imagenet2012-steps_20k-lr_0.03-res_224"  # the ImageNet-1k fine
 def vit_config(variant: str) -> dict[str, Any]:
     """The vit_keras.vit.build_model arguments of a variant (as vit_keras.vit.CONFIG_B): vit-keras'
     own CONFIG_B or CONFIG_L, read now (so a test that shrinks it sees its change), else the
-    width, heads, MLP and dropout of `model_ids.VIT_VARIANTS`."""
+    width, heads, MLP and dropout of `variants.VIT_VARIANTS`."""
     spec = variant_spec(variant)
     if spec.arch is None:
         return dict(getattr(vit_keras, f"CONFIG_{spec.size}"))
@@ -93,13 +93,6 @@ PRE_LOGITS_KEY = "pre_logits/kernel"
 NPZ_ERRORS = (KeyError, ValueError, AssertionError, OSError, EOFError, zipfile.BadZipFile,
               zlib.error, pickle.UnpicklingError)
 POSEMBED_KEY = "Transformer/posembed_input/pos_embedding"   # its token count is resized on load
-
-
-def variant_spec(variant: str) -> VitVariant:
-    """The table entry of a variant, or a ConfigError naming the allowed ones."""
-    if variant not in VIT_VARIANTS:
-        raise ConfigError("vit_ft.variant", variant, f"one of {', '.join(VIT_VARIANTS)}")
-    return VIT_VARIANTS[variant]
 
 
 def patch_size(variant: str) -> int:
@@ -421,7 +414,7 @@ def resolve_vit_weights(weights: str, variant: str) -> Path:
     imagenet21k+imagenet2012: the variant's official file, `release_file`) or an http(s)
     URL -> downloaded into the Keras cache (`$KERAS_HOME/weights`, as vit-keras does) unless
     already there; else an existing local file."""
-    from vitbench.models import cached_download
+    from vitbench.models.weights import cached_download
 
     if timm_weights.is_timm_weights(weights):  # hf-hub:<repo> or a .safetensors file or URL
         config = vit_config(variant)

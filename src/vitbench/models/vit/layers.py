@@ -24,6 +24,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from vitbench.models.family import block_outputs
+
 HEAD_DROPOUT = 0.5  # dropout before and inside the MLP head, as in the Keras example
 LAYER_NORM_EPS = 1e-6
 serializable = keras.saving.register_keras_serializable(package="vitbench")
@@ -355,13 +357,12 @@ def conv_stages(patch_size: int) -> int:
 def build_vit(image_size: int, patch_size: int, projection_dim: int, num_heads: int, layers: int,
               mlp_head: Sequence[int], dropout: float, num_classes: int, spt: bool,
               lsa: bool, drop_path: float = 0.0, tokenizer: str = "patch",
-              conv_layers: int | None = None, seq_pool: bool = False) -> keras.Model:
+              seq_pool: bool = False) -> keras.Model:
     """The from-scratch ViT classifier for [B, image_size, image_size, 3] inputs scaled to -1..1.
 
     `patch_size` is the token stride of both tokenizers: "patch" cuts non-overlapping
     patch_size x patch_size patches (SPT when `spt`); "conv" runs a ConvTokenizer of
-    log2(patch_size) stages (`conv_stages`; spt unused). `conv_layers` is only for records written
-    before the stride set the stages: given, it overrides them. `drop_path`: the stochastic depth
+    log2(patch_size) stages (`conv_stages`; spt unused). `drop_path`: the stochastic depth
     rate of the last block, rising linearly from 0 at the first. `seq_pool`: SeqPool instead of
     Flatten.
     """
@@ -369,8 +370,7 @@ def build_vit(image_size: int, patch_size: int, projection_dim: int, num_heads: 
         raise ValueError(f"tokenizer {tokenizer!r} is not one of patch, conv")
     if tokenizer == "patch" and image_size % patch_size:
         raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
-    if tokenizer == "conv" and conv_layers is None:
-        conv_layers = conv_stages(patch_size)
+    conv_layers = conv_stages(patch_size) if tokenizer == "conv" else 0
     if projection_dim % num_heads:
         raise ValueError(f"projection_dim {projection_dim} is not a multiple of num_heads {num_heads}")
     inputs = keras.Input((image_size, image_size, 3), name="image")
@@ -406,13 +406,3 @@ def attention_weights(model: keras.Model, x: np.ndarray) -> list[np.ndarray]:
     """One array [batch, heads, tokens, tokens] per TransformerBlock, for inputs `x`."""
     blocks = [layer for layer in model.layers if isinstance(layer, TransformerBlock)]
     return block_outputs(model, [block.output[1] for block in blocks], x)
-
-
-def block_outputs(model: keras.Model, outputs: list[Any], x: np.ndarray) -> list[np.ndarray]:
-    """Evaluate symbolic tensors of a functional `model` on `x` (inference mode) as numpy arrays."""
-    if not outputs:
-        raise ValueError(f"model {model.name} has no transformer blocks")
-    probe = keras.Model(model.input, outputs)
-    result = probe(x, training=False)
-    result = result if isinstance(result, (list, tuple)) else [result]
-    return [np.asarray(keras.ops.convert_to_numpy(r)) for r in result]
