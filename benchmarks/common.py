@@ -1,7 +1,7 @@
 """What the benchmark scripts share: params read as the stages read them, the pipeline's own
 stages run on them, the split sizes, and the machine the figures were measured on.
 
-The rule (issue 21): a benchmark measures the pipeline. So a benchmark script
+The rule: a benchmark measures the pipeline. So a benchmark script
 
 1. builds its params with `pipeline_params(overrides, preset=None)`: params.yaml (the one source
    of defaults), then a preset's sections (`vitbench.experiments.presets`), then the script's stated

@@ -1,4 +1,4 @@
-"""Benchmark: the matched CNN-vs-ViT pair with real ImageNet weights on both sides (issue 19).
+"""Benchmark: the matched CNN-vs-ViT pair with real ImageNet weights on both sides.
 
 MobileNetV2 (`cnn.weights`: the shared no-top .h5, 3.5 M parameters, ~72% ImageNet top-1)
 against DeiT-Ti/16 (`vit_ft.variant: ti16`, `vit_ft.weights`: the shared DeiT .npz, 5.7 M
@@ -17,7 +17,7 @@ Overrides, the same for every run: the dataset folder, both image sizes (`--imag
 `vit_ft.feature_cache: false`, to measure the feature cache's speed-up on the transfer phase.
 
 `--runs` picks what runs per size and seed (default `real`): `real` is the matched pair above;
-`random-init` the contrast the issue asks for, the same two architectures and recipes with
+`random-init` the contrast without pretraining: the same two architectures and recipes with
 `cnn.pretrained: false` and `vit_ft.pretrained: false` (random weights; metrics say pretrained
 false, and the table labels such rows "random init" from them; `vit_ft.normalize: torch` as the
 DeiT file gets, and the default weights name, so the ViT is named ViT-Ti/16); `scratch` the project's default

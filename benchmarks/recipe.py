@@ -1,5 +1,5 @@
 """Benchmark: the default from-scratch ViT against the from-scratch CNN (MobileNetV2,
-`cnn.pretrained: false`), through the pipeline's own stages and params (issue 21).
+`cnn.pretrained: false`), through the pipeline's own stages and params.
 
 Every run is the pipeline: params are params.yaml + the overrides stated below and in the
 results (`common.pipeline_params`, validated by `config.load_params` as a stage does); the data

@@ -2,7 +2,7 @@
 # Does a refactor change results? Runs the tiny DAG (tests/dvc_project.py's TINY, 2 epochs, online
 # augmentation off) at two commits, op-deterministic (TF_DETERMINISTIC_OPS=1), same seed, with this
 # checkout's venv, and prints the quality metrics of every model side by side plus a data diff.
-#   bash benchmarks/same_metrics.sh 8d2c72c dc92557     (issue 9: before / after the registry)
+#   bash benchmarks/same_metrics.sh BEFORE AFTER     (two commits: before / after a refactor)
 # Keys a commit does not know (vit_ft.blocks before it existed) are left out for both.
 set -euo pipefail
 repo=$(git rev-parse --show-toplevel); venv=$repo/.venv/bin; work=${WORK:-$(mktemp -d)}

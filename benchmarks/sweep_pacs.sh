@@ -21,7 +21,7 @@
 #      (vit_finetuned), recipes of preset matched; this call starts the queue and waits.
 # Online augmentation stays params.yaml's for every model. `summarize --by` draws
 # cnn_finetuned with random init as its own line (metrics/<id>.json: pretrained false).
-# The measured run (2026-12-05) ran these experiments, with the same names and params, in
+# The measured run ran these experiments, with the same names and params, in
 # several batches on a partly loaded machine (benchmarks/results/sweep_pacs.md has the commands).
 #
 # The copy runs its own snapshot of src/ (PYTHONPATH), so edits to this checkout do not change a

@@ -125,7 +125,7 @@ def test_a_new_family_is_classified_by_the_registry(fake_families: None, tmp_pat
     summary = summarise(results, classes)
     assert summary["cnn_vs_vit"]["best_cnn"] == "vitconv_scratch"
     assert summary["cnn_vs_vit"]["best_vit"] == "cnnformer_scratch"
-    assert {m: s["family"] for m, s in summary["models"].items()} == {
+    assert {m: s["kind"] for m, s in summary["models"].items()} == {
         "vitconv_scratch": "CNN", "cnnformer_scratch": "ViT"}
     random_init = [w for w in summary["warnings"] if "RANDOM weights" in w]
     assert len(random_init) == 1 and random_init[0].startswith("vitconv_scratch")

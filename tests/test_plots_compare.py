@@ -91,13 +91,13 @@ def test_predictions_grid_png_grows_with_samples(tmp_path: Path) -> None:
 
 
 def rows(accuracies: list[float], sizes: list[float]) -> list[dict]:
-    families = ["CNN", "CNN", "ViT", "ViT", "ViT"]
+    kinds = ["CNN", "CNN", "ViT", "ViT", "ViT"]
     from vitbench.core.stats import accuracy_interval
 
     out = []
-    for m, f, a, s in zip(MODELS, families, accuracies, sizes):
+    for m, k, a, s in zip(MODELS, kinds, accuracies, sizes):
         ci = accuracy_interval(round(a * 60), 60)
-        out.append({"model": m, "family": f, "accuracy": a, "loss": 1.5 - a, "size_mb": s,
+        out.append({"model": m, "kind": k, "accuracy": a, "loss": 1.5 - a, "size_mb": s,
                     "params_total": int(s * 250_000), "accuracy_ci_low": ci.low,
                     "accuracy_ci_high": ci.high})
     return out
@@ -152,10 +152,10 @@ def test_robustness_figure_has_a_panel_per_corruption_and_a_line_per_model(tmp_p
     from vitbench.evaluate.robustness import CORRUPTIONS, SEVERITIES
 
     curves = []
-    for k, (model, family) in enumerate(zip(MODELS, ["CNN", "CNN", "ViT", "ViT", "ViT"])):
+    for k, (model, kind) in enumerate(zip(MODELS, ["CNN", "CNN", "ViT", "ViT", "ViT"])):
         table = pd.DataFrame([{"corruption": c, "severity": s, "accuracy": 0.9 - 0.1 * s - 0.02 * k}
                               for c in CORRUPTIONS for s in SEVERITIES])
-        curves.append({"model": model, "family": family, "clean": 0.9, "table": table})
+        curves.append({"model": model, "kind": kind, "clean": 0.9, "table": table})
     fig = figures.robustness_figure(curves)
     used = [ax for ax in fig.axes if ax.axison]
     assert len(used) == len(CORRUPTIONS) + 1

@@ -1,4 +1,4 @@
-"""The DVC queue client (vitbench.experiments.seeds.wait_for_queue) rides out the local queue's known faults:
+"""The DVC queue client (vitbench.experiments.queue.wait_for_queue) rides out the local queue's known faults:
 a worker that died and left tasks queued, and a `dvc queue status` that fails once."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dvc_project import TINY, VENV_BIN, commit, run, set_params
-from vitbench.experiments import seeds
+from vitbench.experiments import queue
 from vitbench.core.errors import VitbenchError
 
 pytestmark = pytest.mark.slow
@@ -23,29 +23,29 @@ def test_a_stalled_queue_is_restarted_and_a_failed_status_polled_again(
     set_params(project, TINY)
     commit(project, "tiny params")
     run(project, "dvc", "exp", "run", "--queue", "-n", "only-fetch", "fetch")
-    monkeypatch.setattr(seeds, "POLL_SECONDS", 0.2)
-    monkeypatch.setattr(seeds, "STALL_POLLS", 2)
-    real, calls = seeds.queue_tasks, []
+    monkeypatch.setattr(queue, "POLL_SECONDS", 0.2)
+    monkeypatch.setattr(queue, "STALL_POLLS", 2)
+    real, calls = queue.queue_tasks, []
 
-    def flaky(root: Path) -> list[seeds.Task]:
+    def flaky(root: Path) -> list[queue.Task]:
         calls.append(root)
         if len(calls) == 2:
             raise VitbenchError("`dvc queue status` failed: Expecting value: line 1 column 1 (char 0)")
         return real(root)
 
-    monkeypatch.setattr(seeds, "queue_tasks", flaky)
+    monkeypatch.setattr(queue, "queue_tasks", flaky)
     said: list[str] = []
-    rows = seeds.wait_for_queue(project, timeout=600, echo=said.append)
+    rows = queue.wait_for_queue(project, timeout=600, echo=said.append)
     assert [(t.name, t.status) for t in rows] == [("only-fetch", "Success")]
     assert said == ["experiments are queued but none runs: restarting the queue's workers"]
 
 
 def test_status_failing_every_time_is_an_error(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(seeds, "POLL_SECONDS", 0.0)
+    monkeypatch.setattr(queue, "POLL_SECONDS", 0.0)
 
-    def broken(root: Path) -> list[seeds.Task]:
+    def broken(root: Path) -> list[queue.Task]:
         raise VitbenchError("`dvc queue status` failed: boom")
 
-    monkeypatch.setattr(seeds, "queue_tasks", broken)
+    monkeypatch.setattr(queue, "queue_tasks", broken)
     with pytest.raises(VitbenchError, match="boom"):
-        seeds.wait_for_queue(project, timeout=60)
+        queue.wait_for_queue(project, timeout=60)

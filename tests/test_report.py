@@ -313,8 +313,8 @@ def test_robustness_says_which_family_degrades_less(project: Paths) -> None:
     for model_id in MODEL_IDS:
         add_robustness(project, model_id, 0.3 if model_id.startswith("cnn") else 0.1)
     summary = compare(CFG, SEED, project)
-    assert summary["families"]["CNN"]["corruption_drop"] == pytest.approx(0.3)
-    assert summary["families"]["ViT"]["corruption_drop"] == pytest.approx(0.1)
+    assert summary["kinds"]["CNN"]["corruption_drop"] == pytest.approx(0.3)
+    assert summary["kinds"]["ViT"]["corruption_drop"] == pytest.approx(0.1)
     md = (project.metrics / "compare.md").read_text()
     assert "the CNNs 30.0, the ViTs 10.0 accuracy points: the **ViTs degrade less**" in md
     assert "## Robustness: accuracy under corruptions" in md
@@ -392,7 +392,7 @@ def test_a_cnn_at_chance_is_marked_never_best_and_voids_the_verdict(tmp_path: Pa
     assert versus["at_chance"] == ["cnn_transfer"]          # the best CNN (a tie: the first)
     assert flat["cnn_vs_vit_p"] == 2 * 0.5 ** 16              # stored as it is, not deciding
     assert "cnn_finetuned" not in summary["best"]["accuracy"]["models"]
-    assert summary["families"]["CNN"] == {"ece": None, "corruption_drop": None, "at_chance": 2}
+    assert summary["kinds"]["CNN"] == {"ece": None, "corruption_drop": None, "at_chance": 2}
     assert "the best CNN is at chance: a training failure, not evidence for the ViT" in md
     assert "**no verdict**" in md and "is better" not in md
     assert "degrade less" not in md

@@ -162,11 +162,11 @@ def test_crossover_ignores_values_decided_by_a_model_at_chance() -> None:
 
 def names_and_params(project: Path) -> dict[str, dict]:
     """Every experiment `dvc exp show` lists (queued ones included): name -> params.yaml."""
-    from vitbench.experiments.seeds import _walk
+    from vitbench.experiments.queue import walk
     from dvc_project import run
 
     show = json.loads(run(project, "dvc", "exp", "show", "--json").stdout)
-    return {e["name"]: e["data"]["params"]["params.yaml"]["data"] for e, _ in _walk(show)
+    return {e["name"]: e["data"]["params"]["params.yaml"]["data"] for e, _ in walk(show)
             if e.get("name") and e.get("rev") != "workspace" and e["name"] != "main"}
 
 
@@ -204,7 +204,7 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     init at another cnn.image_size (mtpc-2-c-is-40-seed-1)."""
     from conftest import bin_path, make_project_copy
     from dvc_project import TINY, commit, run, set_params
-    from vitbench.experiments.seeds import wait_for_queue
+    from vitbench.experiments.queue import wait_for_queue
 
     project = make_project_copy(tmp_path_factory.mktemp("tiny_runs") / "project")
     set_params(project, {**TINY, "evaluate": {**TINY["evaluate"], "robustness": False}})
@@ -297,8 +297,8 @@ def test_summarize_by_a_real_tiny_sweep(tiny_runs: Path, tmp_path: Path) -> None
 
 def exp_rev(project: Path, name: str) -> str:
     """The commit of experiment `name`, from `dvc exp show --json`."""
-    from vitbench.experiments.seeds import _walk
+    from vitbench.experiments.queue import walk
     from dvc_project import run
 
     show = json.loads(run(project, "dvc", "exp", "show", "--json").stdout)
-    return next(e["rev"] for e, _ in _walk(show) if e.get("name") == name)
+    return next(e["rev"] for e, _ in walk(show) if e.get("name") == name)

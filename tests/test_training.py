@@ -610,10 +610,10 @@ def test_train_vit_conv_tokenizer_draws_its_tokens(project, monkeypatch):
 
 @pytest.mark.slow
 def test_train_cnn_end_to_end_with_pretrained_weights(project, monkeypatch):
-    from vitbench.models.cnn import archs as cnn_archs, builder as cnn_builder
+    from vitbench.models.cnn import builder as cnn_builder
 
     loaded = []
-    monkeypatch.setattr(cnn, "load_base_weights", lambda base, *a: loaded.append(base.name))
+    monkeypatch.setattr(cnn_builder, "load_base_weights", lambda base, *a: loaded.append(base.name))
     train_stage("cnn", tiny_params(cnn={"pretrained": True}), project)
     assert loaded == ["base"]                           # the ImageNet loader was asked, once
     transfer = assert_trained(project, "cnn_transfer", epochs=1, pretrained=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vitbench.data.manifest import read_labels, read_manifest
-from vitbench.core.errors import ConfigError, DataError
+from vitbench.core.errors import ConfigError
 from vitbench.core.fsutil import atomic_file, read_json
 from vitbench.core.markup import escape_text
 from vitbench.models import registry

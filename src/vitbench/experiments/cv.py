@@ -22,11 +22,8 @@ if the best model of a kind is at chance there is no verdict.
 
 from __future__ import annotations
 
-import io
 import itertools
-import json
 import math
-import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,10 +34,10 @@ from scipy import stats as scistats
 
 from vitbench.core import config, stats
 from vitbench.core.errors import DataError, VitbenchError
+from vitbench.experiments.queue import exp_show, predictions_at, start_queue, wait_for_queue
 from vitbench.models import registry
-from vitbench.experiments.seeds import _dvc, start_queue, wait_for_queue
 from vitbench.experiments.sweep import Point, Progress, parse_grid, plan, queue_points
-from vitbench.experiments.sweep_summary import SweepRun, _kind, _line_name, model_of, sweep_runs
+from vitbench.experiments.sweep_summary import SweepRun, kind_of, line_name, model_of, sweep_runs
 
 FOLDS_KEY, FOLD_KEY = "split.folds", "split.fold"
 SUMMARY_DIR = Path("plots") / "cv"
@@ -116,7 +113,7 @@ def summarize_project(root: Path, folds: int, specs: Sequence[str] = (),
 
     points = plan_cv(folds, root, specs, seeds)
     names = {p.name for p in points}
-    show = json.loads(_dvc(["exp", "show", "--json"], root) or "[]")
+    show = exp_show(root)
     first = next(iter(names))
     prefix = first[:first.rindex("-fold-") + len("-fold-")]   # <settings>-folds-K-fold-
     runs = [r for r in sweep_runs(show, FOLD_KEY, prefix, root) if r.name in names]
@@ -140,13 +137,7 @@ def summarize_project(root: Path, folds: int, specs: Sequence[str] = (),
 def fold_predictions(root: Path, rev: str, model_id: str) -> pd.DataFrame:
     """plots/<id>/eval/predictions.csv of the experiment at commit `rev` (path, actual,
     predicted), one row per image."""
-    path = f"plots/{model_id}/eval/predictions.csv"
-    proc = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise VitbenchError(f"{path} of experiment commit {rev[:7]} could not be read: {proc.stderr.strip()}")
-    df = pd.read_csv(io.StringIO(proc.stdout), dtype={"path": str, "actual": str, "predicted": str},
-                     keep_default_na=False)
-    return df.drop_duplicates("path")[["path", "actual", "predicted"]]
+    return predictions_at(root, rev, model_id).reset_index()[["path", "actual", "predicted"]]
 
 
 def pooled(runs: list[SweepRun], root: Path) -> dict[str, pd.DataFrame]:
@@ -188,7 +179,7 @@ def summarize(runs: list[SweepRun], root: Path) -> dict[str, Any]:
     every = pd.concat(predictions.values()).drop_duplicates(["seed", "path"])
     chance = stats.majority_rate(every["actual"].to_numpy())
     first = {line: next(r.metrics[line] for r in runs if line in r.metrics) for line in predictions}
-    models = {line: {**_model(line, df, first[line], chance, _line_name(line, first[line], runs)),
+    models = {line: {**_model(line, df, first[line], chance, line_name(line, first[line], runs)),
                      "budget": _budget(line, runs)} for line, df in predictions.items()}
     pairs = [_pair(a, b, predictions) for a, b in itertools.combinations(predictions, 2)]
     best = {kind: max((m for m, s in models.items() if s["kind"] == kind),
@@ -220,7 +211,7 @@ def _model(line: str, df: pd.DataFrame, metrics: dict[str, Any], chance: float,
                  "correct": int(g["correct"].sum()), "total": len(g)}
                 for (seed, fold), g in df.groupby(["seed", "fold"], sort=True)]
     return {"display_name": name,
-            "kind": _kind(model_of(line), metrics),
+            "kind": kind_of(model_of(line), metrics),
             "accuracy": correct / total, "correct": correct, "total": total,
             "ci_low": ci.low, "ci_high": ci.high, "per_fold": per_fold,
             "chance_p": p, "at_chance": stats.at_chance(p)}

@@ -12,46 +12,22 @@ order in every seed.
 
 from __future__ import annotations
 
-import io
-import json
-import subprocess
-import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from vitbench.core.config import PARAMS_FILE, read_params
-from vitbench.models.registry import model_ids, params_from_dict
 from vitbench.core.errors import ConfigError, VitbenchError
 from vitbench.core.markup import escape_text
-from vitbench.core.paths import Paths
 from vitbench.core.stats import ALPHA, at_chance, chance_p, majority_rate, mean_interval
+from vitbench.experiments.queue import (FINISHED, dvc, exp_show, model_metrics, predictions_at,
+                                        start_queue, wait_for_queue, walk, with_detail)
+from vitbench.models.registry import params_from_dict
 
 EXP_PREFIX = "seed-"
-FINISHED = (None, "success")   # executor states of a finished experiment (None: not from the queue)
-POLL_SECONDS = 5.0
-STALL_POLLS = 24       # polls with tasks queued and none running before the workers are restarted
-STATUS_RETRIES = 3     # `dvc queue status` failures in a row ridden out before giving up
-QUEUE_STATES = ("Queued", "Running", "Success", "Failed")
-
-
-def _run_dvc(args: list[str], root: Path, **kwargs: Any) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(["dvc", *args], cwd=root, **kwargs)
-    except FileNotFoundError:
-        raise VitbenchError("`dvc` is not on PATH: activate the project's environment "
-                            "(`source .venv/bin/activate`) first") from None
-
-
-def _dvc(args: list[str], root: Path) -> str:
-    proc = _run_dvc(args, root, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise VitbenchError(f"`dvc {' '.join(args)}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc.stdout
 
 
 def run_seeds(seeds: list[int], root: Path, jobs: int = 1, wait: bool = True,
@@ -65,83 +41,11 @@ def run_seeds(seeds: list[int], root: Path, jobs: int = 1, wait: bool = True,
     check_seed_params(seeds, root)
     targets = [f"evaluate@{model}" for model in models]
     for seed in seeds:
-        _dvc(["exp", "run", "--queue", "-S", f"seed={seed}", "-n", f"{EXP_PREFIX}{seed}", *targets],
+        dvc(["exp", "run", "--queue", "-S", f"seed={seed}", "-n", f"{EXP_PREFIX}{seed}", *targets],
              root)
     start_queue(root, jobs)
     if wait:
         wait_for_queue(root, timeout, jobs=jobs)
-
-
-def start_queue(root: Path, jobs: int) -> None:
-    """`dvc queue start -j JOBS`. Its workers are daemons that inherit its output: reading that
-    through pipes (as `_dvc` does) would block until the last experiment ends, so it goes to a
-    file, read back only when the command fails."""
-    with tempfile.TemporaryFile("w+") as log:
-        code = _run_dvc(["queue", "start", "-j", str(jobs)], root, stdin=subprocess.DEVNULL,
-                        stdout=log, stderr=log).returncode
-        if code != 0:
-            log.seek(0)
-            raise VitbenchError(f"`dvc queue start -j {jobs}` failed: {log.read().strip()}")
-
-
-@dataclass(frozen=True)
-class Task:
-    """One row of `dvc queue status`."""
-
-    task: str      # short task id
-    name: str
-    status: str    # Queued, Running, Success or Failed
-
-
-def queue_tasks(root: Path) -> list[Task]:
-    """The rows of `dvc queue status` (queued, running and finished tasks)."""
-    rows = []
-    for line in _dvc(["queue", "status"], root).splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and parts[-1] in QUEUE_STATES and parts[0] != "Task":
-            rows.append(Task(parts[0], parts[1], parts[-1]))
-    return rows
-
-
-def wait_for_queue(root: Path, timeout: float, tasks: set[str] | None = None,
-                   progress: Callable[[list[Task]], None] | None = None, *, jobs: int = 1,
-                   echo: Callable[[str], None] = print) -> list[Task]:
-    """Block until none of `tasks` (task ids; default every task) is queued or running, calling
-    `progress` with their rows at each poll; a failed one is a VitbenchError naming it.
-
-    Two known faults of DVC's local queue on a loaded machine are ridden out: a `dvc queue
-    status` that fails once (a half-written broker message) is polled again, up to
-    STATUS_RETRIES times in a row; and a dead worker that leaves tasks queued with none running
-    for STALL_POLLS polls is replaced (`dvc queue start -j JOBS` keeps the live ones)."""
-    deadline = time.monotonic() + timeout
-    failures = stalled = 0
-    while True:
-        try:
-            rows = [t for t in queue_tasks(root) if tasks is None or t.task in tasks]
-            failures = 0
-        except VitbenchError:
-            failures += 1
-            if failures > STATUS_RETRIES:
-                raise
-            time.sleep(POLL_SECONDS)
-            continue
-        if progress is not None:
-            progress(rows)
-        if not any(t.status in ("Queued", "Running") for t in rows):
-            break
-        if time.monotonic() > deadline:
-            raise VitbenchError(f"the experiments did not finish within {timeout:.0f} s: "
-                                + ", ".join(f"{t.name} {t.status}" for t in rows))
-        stalled = stalled + 1 if not any(t.status == "Running" for t in rows) else 0
-        if stalled >= STALL_POLLS:
-            stalled = 0
-            echo("experiments are queued but none runs: restarting the queue's workers")
-            start_queue(root, jobs)
-        time.sleep(POLL_SECONDS)
-    failed = [f"{t.task} {t.name}" for t in rows if t.status == "Failed"]
-    if failed:
-        raise VitbenchError("experiment(s) failed (see `dvc queue logs NAME`):\n" + "\n".join(failed))
-    return rows
 
 
 def check_seeds(seeds: Sequence[int]) -> None:
@@ -184,7 +88,7 @@ def experiments(show: Any, prefix: str = EXP_PREFIX, root: Path | None = None) -
     succeeds, `exp show` lists it with its baseline's metrics. Each model's kind comes from its
     metrics/<id>_detail.json at the experiment's commit (`with_detail`; needs `root`)."""
     runs: dict[int, SeedRun] = {}
-    for entry, state in _walk(show):
+    for entry, state in walk(show):
         name = entry.get("name") or ""
         data = entry.get("data") or {}
         if not name.startswith(prefix) or not data.get("metrics") or state not in FINISHED:
@@ -194,7 +98,7 @@ def experiments(show: Any, prefix: str = EXP_PREFIX, root: Path | None = None) -
             continue
         rev = str(entry.get("rev") or "")
         accuracy, kinds = {}, {}
-        for model_id, metrics in _model_metrics(data["metrics"]).items():
+        for model_id, metrics in model_metrics(data["metrics"]).items():
             accuracy[model_id] = float(metrics["accuracy"])
             kind = with_detail(metrics, root, rev, model_id).get("kind")
             if kind is not None:
@@ -202,60 +106,6 @@ def experiments(show: Any, prefix: str = EXP_PREFIX, root: Path | None = None) -
         if accuracy:
             runs[int(params["seed"])] = SeedRun(name, int(params["seed"]), accuracy, kinds, rev)
     return [runs[s] for s in sorted(runs)]
-
-
-def with_detail(metrics: dict[str, Any], root: Path | None, rev: str,
-                model_id: str) -> dict[str, Any]:
-    """A model's metrics in an experiment (metrics/<id>.json: numbers only) with what evaluate
-    wrote beside them merged in: metrics/<id>_detail.json (display name, kind, meant_pretrained,
-    input size, ...) at the experiment's commit `rev`. As they are without `root`, or for an
-    experiment from before that file (its metrics/<id>.json held the names)."""
-    if root is None or not rev:
-        return metrics
-    paths = Paths(root)
-    path = paths.detail_json(model_id).relative_to(paths.root).as_posix()
-    proc = _git_show(root, rev, path)
-    if proc.returncode != 0:
-        if "kind" in metrics:
-            return metrics
-        raise VitbenchError(f"{path} of experiment commit {rev[:7]} could not be read: {proc.stderr.strip()}")
-    return {**json.loads(proc.stdout), **metrics}
-
-
-def _git_show(root: Path, rev: str, path: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True, text=True)
-
-
-def _model_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """{model id: its metrics} of every metrics/<id>.json in an experiment that evaluate wrote
-    (it has `accuracy`), the contract's ids first, in their order."""
-    found = {}
-    for path, entry in metrics.items():
-        data = (entry or {}).get("data") or {}
-        stem = PurePosixPath(path).stem
-        if PurePosixPath(path).parent.name == "metrics" and "accuracy" in data:
-            found[stem] = data
-    order = {m: i for i, m in enumerate(model_ids())}
-    return {m: found[m] for m in sorted(found, key=lambda m: (order.get(m, len(order)), m))}
-
-
-def _walk(node: Any, state: str | None = None) -> list[tuple[dict[str, Any], str | None]]:
-    """Every dict with a `data` key, depth first (exp show nests experiments under baselines),
-    with the state of the nearest enclosing executor (None where there is none)."""
-    found = []
-    if isinstance(node, dict):
-        executor = node.get("executor")
-        if isinstance(executor, dict):
-            state = executor.get("state")
-        if "data" in node and isinstance(node["data"], dict):
-            found.append((node, state))
-        for value in node.values():
-            if isinstance(value, (dict, list)):
-                found += _walk(value, state)
-    elif isinstance(node, list):
-        for item in node:
-            found += _walk(item, state)
-    return found
 
 
 def summarize(runs: list[SeedRun], root: Path | None = None) -> dict[str, Any]:
@@ -289,17 +139,6 @@ def summarize(runs: list[SeedRun], root: Path | None = None) -> dict[str, Any]:
     holds = len(winners) == 1 and winners <= {"CNN", "ViT"}
     return {"seeds": [r.seed for r in runs], "models": models, "per_seed": per_seed,
             "ranking_holds": holds, "winner": next(iter(winners)) if holds else None}
-
-
-def predictions_at(root: Path, rev: str, model_id: str) -> pd.DataFrame:
-    """plots/<id>/eval/predictions.csv (actual and predicted class per test image, indexed by
-    path) of the experiment at git commit `rev`."""
-    path = f"plots/{model_id}/eval/predictions.csv"
-    proc = _git_show(root, rev, path)
-    if proc.returncode != 0:
-        raise VitbenchError(f"{path} of experiment commit {rev[:7]} could not be read: {proc.stderr.strip()}")
-    return pd.read_csv(io.StringIO(proc.stdout), dtype={"actual": str, "predicted": str},
-                       keep_default_na=False).drop_duplicates("path").set_index("path")
 
 
 def pooled_chance_p(predictions: Sequence[pd.DataFrame]) -> float:
@@ -343,5 +182,4 @@ def render(summary: dict[str, Any]) -> str:
 
 def summarize_project(root: Path, prefix: str = EXP_PREFIX) -> dict[str, Any]:
     """`summarize` over the experiments `dvc exp show --json` lists in the project at `root`."""
-    show = json.loads(_dvc(["exp", "show", "--json"], root) or "[]")
-    return summarize(experiments(show, prefix, root), root)
+    return summarize(experiments(exp_show(root), prefix, root), root)

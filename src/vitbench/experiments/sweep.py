@@ -28,8 +28,8 @@ import yaml
 
 from vitbench.core import config
 from vitbench.core.errors import ConfigError, VitbenchError
+from vitbench.experiments.queue import Task, dvc, queue_tasks, start_queue, wait_for_queue
 from vitbench.models import registry
-from vitbench.experiments.seeds import Task, _dvc, queue_tasks, start_queue, wait_for_queue
 
 SEED_KEY = "seed"
 
@@ -220,7 +220,7 @@ def existing_names(root: Path) -> set[str]:
     """The names of the current commit's experiments (`dvc exp list --name-only`; `exp show`
     reads every experiment's metrics and takes minutes on a busy machine) and of every queued,
     running or failed one (`dvc queue status`)."""
-    names = set(_dvc(["exp", "list", "--name-only"], root).split())
+    names = set(dvc(["exp", "list", "--name-only"], root).split())
     return names | {t.name for t in queue_tasks(root)}
 
 
@@ -246,7 +246,7 @@ def queue_points(points: Sequence[Point], root: Path, models: Sequence[str] = ()
                 done.append(point.name)
     except DvcException as exc:
         if done:   # all or nothing
-            _dvc(["queue", "remove", *done], root)
+            dvc(["queue", "remove", *done], root)
         raise VitbenchError(f"queueing experiment {points[len(done)].name} failed: {exc}") from exc
     return {t.task for t in queue_tasks(root)} - before
 

@@ -33,9 +33,9 @@ import pandas as pd
 from vitbench.core import stats
 from vitbench.core.errors import VitbenchError
 from vitbench.core.markup import escape_text
+from vitbench.experiments.queue import FINISHED, exp_show, model_metrics, predictions_at, walk, with_detail
+from vitbench.experiments.seeds import pooled_chance_p
 from vitbench.models import registry
-from vitbench.experiments.seeds import (FINISHED, _dvc, _model_metrics, _walk, pooled_chance_p, predictions_at,
-                            with_detail)
 
 SIZE_KEY = "split.max_train_per_class"
 UNITS = {SIZE_KEY: "images per class", "epochs": "epochs", "image_size": "px"}
@@ -69,7 +69,7 @@ def lookup(params: dict[str, Any], key: str) -> Any:
 def sweep_runs(show: Any, by: str, prefix: str = "", root: Path | None = None) -> list[SweepRun]:
     """The finished experiments named `prefix`* in `dvc exp show --json` output that have model
     metrics, with (given the project `root`) each model's metrics/<id>_detail.json of the
-    experiment's commit merged in (`seeds.with_detail`: display name, kind, meant_pretrained).
+    experiment's commit merged in (`queue.with_detail`: display name, kind, meant_pretrained).
     Each model's metrics go on its line (`line_of`); per line, value of `by` and seed the
     newest experiment counts. Experiments may differ in more than `by` and the seed only inside
     the params section of a model family (cnn, vit, vit_ft) whose lines they do not share (a
@@ -77,7 +77,7 @@ def sweep_runs(show: Any, by: str, prefix: str = "", root: Path | None = None) -
     mix them."""
     runs: list[SweepRun] = []
     taken: dict[tuple[str, int, str], SweepRun] = {}
-    for entry, state in _walk(show):
+    for entry, state in walk(show):
         name, data = entry.get("name") or "", entry.get("data") or {}
         if not name or entry.get("rev") == "workspace" or not name.startswith(prefix) \
                 or state not in FINISHED or not data.get("metrics"):
@@ -85,7 +85,7 @@ def sweep_runs(show: Any, by: str, prefix: str = "", root: Path | None = None) -
         params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
         rev = str(entry.get("rev") or "")
         metrics = {line_of(m, d): d for m, d in ((m, with_detail(d, root, rev, m))
-                                                 for m, d in _model_metrics(data["metrics"]).items())}
+                                                 for m, d in model_metrics(data["metrics"]).items())}
         if not metrics or "seed" not in params:
             continue
         try:
@@ -196,12 +196,12 @@ def aggregate(runs: list[SweepRun], by: str, root: Path | None = None) -> dict[s
             if here:
                 points.append(_point(here, line, by, root))
         first = next(r.metrics[line] for r in runs if line in r.metrics)
-        models[line] = {"kind": _kind(model_of(line), first), "model": model_of(line),
-                        "display_name": _line_name(line, first, runs), "points": points}
+        models[line] = {"kind": kind_of(model_of(line), first), "model": model_of(line),
+                        "display_name": line_name(line, first, runs), "points": points}
     return models
 
 
-def _line_name(line: str, metrics: dict[str, Any], runs: list[SweepRun]) -> str:
+def line_name(line: str, metrics: dict[str, Any], runs: list[SweepRun]) -> str:
     """evaluate's display name, with "random init" and the values of the model's section where
     the other experiments differ ("MobileNetV2 (fine-tuned, random init, 64 px, 10 epochs)")."""
     name = str(metrics.get("display_name") or model_of(line))
@@ -221,11 +221,11 @@ def _point(runs: list[SweepRun], line: str, by: str, root: Path | None) -> dict[
         [predictions_at(root, r.rev, model_of(line)) for r in runs])
     acc = [float(r.metrics[line]["accuracy"]) for r in runs]
     spread = stats.mean_interval(acc, bounds=(0.0, 1.0))
-    low, high, kind = spread.low, spread.high, "t over seeds"
+    low, high, ci_kind = spread.low, spread.high, "t over seeds"
     if spread.n == 1:
         m = runs[0].metrics[line]
         low, high = m.get("accuracy_ci_low"), m.get("accuracy_ci_high")
-        kind = "Wilson over test images" if low is not None else "none"
+        ci_kind = "Wilson over test images" if low is not None else "none"
     seconds = [float(r.metrics[line]["train_seconds"]) for r in runs
                if "train_seconds" in r.metrics[line]]
     per_class = [r.train_per_class for r in runs if r.train_per_class]
@@ -233,12 +233,12 @@ def _point(runs: list[SweepRun], line: str, by: str, root: Path | None) -> dict[
     x = float(np.mean(per_class)) if value is None and per_class else float(value)
     return {"value": value, "x": x, "label": label(value, by, x if value is None else None),
             "n": spread.n, "mean": spread.mean, "std": spread.std, "ci_low": low, "ci_high": high,
-            "ci_kind": kind, "train_seconds": float(np.mean(seconds)) if seconds else None,
+            "ci_kind": ci_kind, "train_seconds": float(np.mean(seconds)) if seconds else None,
             "runs": [r.name for r in runs], "chance_p": chance,
             "at_chance": chance is not None and stats.at_chance(chance)}
 
 
-def _kind(model_id: str, metrics: dict[str, Any]) -> str:
+def kind_of(model_id: str, metrics: dict[str, Any]) -> str:
     """CNN or ViT: what evaluate wrote from the registry; the registry itself for older runs."""
     if "kind" in metrics:
         return str(metrics["kind"])
@@ -403,5 +403,4 @@ def render(summary: dict[str, Any]) -> str:
 
 def summarize_project(root: Path, by: str, prefix: str = "") -> dict[str, Any]:
     """`summarize_by` over the experiments of the project at `root`."""
-    show = json.loads(_dvc(["exp", "show", "--json"], root) or "[]")
-    return summarize_by(sweep_runs(show, by, prefix, root), by, root)
+    return summarize_by(sweep_runs(exp_show(root), by, prefix, root), by, root)

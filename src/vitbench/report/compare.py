@@ -97,9 +97,9 @@ def _write_plots(target: Path, results: list[ModelResult], classes: list[str],
     from vitbench.report import figures as figures
 
     names = {r.model_id: r.name + (f" ({AT_CHANCE})" if r.at_chance else "") for r in results}
-    rows = [{**r.metrics, "model": names[r.model_id], "family": r.family} for r in results]
+    rows = [{**r.metrics, "model": names[r.model_id], "kind": r.kind} for r in results]
     f1 = per_class_f1(results, classes).rename(columns=names)
-    curves = [{"model": names[r.model_id], "family": r.family, "clean": float(r.metrics["accuracy"]),
+    curves = [{"model": names[r.model_id], "kind": r.kind, "clean": float(r.metrics["accuracy"]),
                "table": r.robustness} for r in results if r.robustness is not None]
     with atomic_dir(target) as tmp:
         figures.save_accuracy_loss(rows, tmp / "accuracy_loss.png")

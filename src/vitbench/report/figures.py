@@ -17,8 +17,8 @@ from matplotlib.transforms import Bbox
 
 from vitbench.plots.common import RIGHT, WRONG, save_figure
 
-FAMILY_COLOURS = {"CNN": "#1f77b4", "ViT": "#ff7f0e"}
-FAMILY_MARKERS = {"CNN": "o", "ViT": "^"}
+KIND_COLOURS = {"CNN": "#1f77b4", "ViT": "#ff7f0e"}
+KIND_MARKERS = {"CNN": "o", "ViT": "^"}
 MODEL_COLOURS = ("#1f77b4", "#17becf", "#ff7f0e", "#d62728", "#9467bd", "#8c564b", "#e377c2",
                  "#7f7f7f", "#bcbd22", "#2ca02c")
 GRID_MAX_COLUMNS = 5
@@ -40,7 +40,7 @@ class GridSample:
 def accuracy_loss_figure(rows: list[dict[str, Any]]) -> Figure:
     """accuracy_loss.png: test accuracy and test loss per model, side by side."""
     names = [r["model"] for r in rows]
-    colours = [FAMILY_COLOURS[r["family"]] for r in rows]
+    colours = [KIND_COLOURS[r["kind"]] for r in rows]
     fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 0.55 * len(rows) + 1.8), sharey=True)
     y = np.arange(len(rows))[::-1]
     acc = np.array([r["accuracy"] for r in rows], dtype=float)
@@ -54,7 +54,7 @@ def accuracy_loss_figure(rows: list[dict[str, Any]]) -> Figure:
     _hbars(loss_ax, y, loss, colours, [f"{v:.3f}" for v in loss], xmax=float(loss.max()) or 1.0)
     loss_ax.set(xlabel="cross-entropy on the test split (lower is better)", title="Loss")
     acc_ax.set_yticks(y, names)
-    _family_legend(fig, rows)
+    _kind_legend(fig, rows)
     fig.suptitle("Test accuracy and loss per model", fontweight="bold")
     fig.tight_layout()
     return fig
@@ -80,10 +80,10 @@ def _hbars(ax: Axes, y: np.ndarray, values: np.ndarray, colours: list[str], labe
     ax.grid(axis="x", alpha=0.3)
 
 
-def _family_legend(fig: plt.Figure, rows: list[dict[str, Any]]) -> None:
-    families = list(dict.fromkeys(r["family"] for r in rows))
-    handles = [plt.Rectangle((0, 0), 1, 1, color=FAMILY_COLOURS[f]) for f in families]
-    fig.legend(handles, families, loc="upper right", ncol=len(families), frameon=False)
+def _kind_legend(fig: plt.Figure, rows: list[dict[str, Any]]) -> None:
+    kinds = list(dict.fromkeys(r["kind"] for r in rows))
+    handles = [plt.Rectangle((0, 0), 1, 1, color=KIND_COLOURS[k]) for k in kinds]
+    fig.legend(handles, kinds, loc="upper right", ncol=len(kinds), frameon=False)
 
 
 def size_vs_accuracy_figure(rows: list[dict[str, Any]]) -> Figure:
@@ -103,8 +103,8 @@ def size_vs_accuracy_figure(rows: list[dict[str, Any]]) -> Figure:
         for i, (r, x, a, colour) in enumerate(zip(rows, xs, acc, colours)):
             ax.errorbar(x, a, yerr=errors[:, i:i + 1], fmt="none", ecolor=colour, elinewidth=1.5,
                         capsize=4, zorder=2)
-            ax.scatter(x, a, s=80, color=colour, marker=FAMILY_MARKERS[r["family"]],
-                       edgecolor="black", zorder=3, label=f"{r['model']} ({r['family']})")
+            ax.scatter(x, a, s=80, color=colour, marker=KIND_MARKERS[r["kind"]],
+                       edgecolor="black", zorder=3, label=f"{r['model']} ({r['kind']})")
         ax.set_xscale("log")
         _pad_log_limits(ax, xs)
         ax.set(xlabel=xlabel, title=title)
@@ -259,7 +259,7 @@ def save_predictions_grid(samples: list[GridSample], out: str | Path) -> Path:
 
 def robustness_figure(curves: list[dict[str, Any]]) -> Figure:
     """robustness.png: accuracy against corruption severity (0 = clean), one panel per corruption
-    plus their mean, one line per model (colour per model, marker per family)."""
+    plus their mean, one line per model (colour per model, marker per kind)."""
     corruptions = list(dict.fromkeys(c for curve in curves for c in curve["table"]["corruption"]))
     panels = ["mean of all", *corruptions]
     cols = 3
@@ -276,8 +276,8 @@ def robustness_figure(curves: list[dict[str, Any]]) -> Figure:
                   **{c: (list(t["severity"]), list(t["accuracy"])) for c, t in per_severity.items()}}
         for ax, panel in zip(axes.flat, panels):
             xs, ys = series[panel]
-            ax.plot([0, *xs], [curve["clean"], *ys], marker=FAMILY_MARKERS[curve["family"]],
-                    color=colour, label=f"{curve['model']} ({curve['family']})")
+            ax.plot([0, *xs], [curve["clean"], *ys], marker=KIND_MARKERS[curve["kind"]],
+                    color=colour, label=f"{curve['model']} ({curve['kind']})")
     for ax, panel in zip(axes.flat, panels):
         ax.set_title(panel.replace("_", " "))
         ax.grid(alpha=0.3)

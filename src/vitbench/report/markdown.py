@@ -96,7 +96,7 @@ def conclusion(summary: dict[str, Any], results: list[ModelResult], classes: lis
         out.append(_versus_sentence(versus, by_id, summary["test_images"]))
         out.append("- " + footing_sentence(by_id[versus["best_cnn"]].metrics,
                                            by_id[versus["best_vit"]].metrics))
-    out += _family_sentences(summary["families"], results)
+    out += _kind_sentences(summary["kinds"], results)
     perfect = [f"{_label(by_id[m])} {len(c)}/{len(classes)}"
                for m, c in summary["perfect_classes"].items()]
     out.append("- Classes with a perfect score (precision = recall = 1): " + ", ".join(perfect) + ".")
@@ -128,8 +128,8 @@ def _versus_sentence(versus: dict[str, Any], by_id: dict[str, ModelResult], n: i
         if len(failed) > 1:
             why = "both are at chance: training failures, not evidence for either kind"
         else:
-            other = "ViT" if failed[0].family == "CNN" else "CNN"
-            why = (f"the best {failed[0].family} is at chance: a training failure, not evidence "
+            other = "ViT" if failed[0].kind == "CNN" else "CNN"
+            why = (f"the best {failed[0].kind} is at chance: a training failure, not evidence "
                    f"for the {other}")
         return (head + f"**no verdict**, {why}. Fix the training (learning rate, epochs, "
                 "weights) and re-run before comparing the kinds.")
@@ -185,22 +185,22 @@ def _count(n: float, noun: str) -> str:
     return f"{n:.0f} {noun}" + ("" if n == 1 else "s")
 
 
-def _family_sentences(families: dict[str, dict[str, Any]], results: list[ModelResult]) -> list[str]:
+def _kind_sentences(kinds: dict[str, dict[str, Any]], results: list[ModelResult]) -> list[str]:
     """Calibration and robustness, over the models above chance only."""
     eligible = above_chance(results)
     if not eligible:
         return ["- Calibration and robustness: not compared, every model is at chance."]
     left_out = " (models at chance left out)" if len(eligible) < len(results) else ""
-    failed = [f for f, v in families.items() if v["ece"] is None]
+    failed = [f for f, v in kinds.items() if v["ece"] is None]
     best_ece = min(eligible, key=lambda r: float(r.metrics["ece"]))
-    averages = [f"{f}s {v['ece']:.3f}" for f, v in families.items() if v["ece"] is not None]
+    averages = [f"{f}s {v['ece']:.3f}" for f, v in kinds.items() if v["ece"] is not None]
     out = [f"- Calibration: best calibrated {_label(best_ece)} (ECE {best_ece.metrics['ece']:.3f}); "
            + ", ".join(averages) + f" on average{left_out}."]
-    drops = {f: v["corruption_drop"] for f, v in families.items() if v["corruption_drop"] is not None}
+    drops = {f: v["corruption_drop"] for f, v in kinds.items() if v["corruption_drop"] is not None}
     if failed and any("corruption_accuracy" in r.metrics for r in results):
         out.append("- Robustness: the families are not compared: every "
                    + " and every ".join(failed) + " is at chance (it has no accuracy to lose).")
-    elif len(drops) == len(families) and len(drops) > 1:
+    elif len(drops) == len(kinds) and len(drops) > 1:
         text = ", ".join(f"the {f}s {d * 100:.1f}" for f, d in drops.items())
         ordered = sorted(drops, key=lambda f: drops[f])
         verdict = ("both degrade alike" if np.isclose(drops[ordered[0]], drops[ordered[1]], atol=5e-3)
@@ -352,7 +352,7 @@ def _map_links(results: list[ModelResult]) -> list[str]:
     """Links to each model's Grad-CAM (CNNs) or attention (ViTs) figure on the same test images."""
     out = []
     for r in results:
-        name = "gradcam" if r.family == "CNN" else "attention"
+        name = "gradcam" if r.kind == "CNN" else "attention"
         out.append(f"- {_label(r)}: [{name}](../plots/{r.model_id}/eval/{name}.png), "
                    f"[reliability](../plots/{r.model_id}/eval/reliability.png)")
     return out

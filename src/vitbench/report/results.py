@@ -6,7 +6,7 @@ metrics/compare_detail.json (`summarise`) and metrics/compare.json (`flat_metric
 model is a CNN or a ViT, and whether it is meant to be pretrained, is what evaluate wrote from the
 model registry into metrics/<id>_detail.json (`kind`, `meant_pretrained`), never guessed from the id. A model whose `chance_p`
 (evaluate's binomial test against the majority-class rate) leaves it at chance is never best,
-never in a family average, and voids the CNN-vs-ViT verdict when it is its kind's best. Rendering lives in
+never in a kind's average, and voids the CNN-vs-ViT verdict when it is its kind's best. Rendering lives in
 `vitbench.report.markdown` (compare.md) and `vitbench.report.figures` (figures); the stage that
 writes them all is `vitbench.report.compare.compare`.
 """
@@ -49,7 +49,7 @@ class ModelResult:
         return str(self.metrics.get("display_name") or self.model_id)
 
     @property
-    def family(self) -> str:
+    def kind(self) -> str:
         """CNN or ViT: the `kind` evaluate wrote from the model registry."""
         return str(self.metrics["kind"])
 
@@ -202,12 +202,12 @@ def pairwise_tests(results: list[ModelResult]) -> list[dict[str, Any]]:
 
 
 def cnn_vs_vit(results: list[ModelResult]) -> dict[str, Any] | None:
-    """The best CNN against the best ViT by accuracy, with McNemar's test (None when a family is
+    """The best CNN against the best ViT by accuracy, with McNemar's test (None when a kind is
     absent). The winner is the more accurate one when p < ALPHA, else "undecided"; VOID when either
     best model is at chance (`at_chance` lists them): a training failure is no evidence for the
     other kind."""
-    cnns = [r for r in results if r.family == "CNN"]
-    vits = [r for r in results if r.family == "ViT"]
+    cnns = [r for r in results if r.kind == "CNN"]
+    vits = [r for r in results if r.kind == "ViT"]
     if not cnns or not vits:
         return None
     cnn = max(cnns, key=lambda r: r.metrics["accuracy"])
@@ -227,18 +227,18 @@ def cnn_vs_vit(results: list[ModelResult]) -> dict[str, Any] | None:
             "images_needed": test["images_needed"], "at_chance": failed, "winner": winner}
 
 
-def family_means(results: list[ModelResult]) -> dict[str, dict[str, Any]]:
-    """Per family, over its models above chance (a model at chance has no calibration or
+def kind_means(results: list[ModelResult]) -> dict[str, dict[str, Any]]:
+    """Per kind (CNN, ViT), over its models above chance (a model at chance has no calibration or
     robustness worth averaging): mean ECE and mean accuracy drop under corruption (points lost),
     None when no model is above chance or one lacks corruption results; `at_chance` counts the
-    family's models left out."""
+    kind's models left out."""
     out: dict[str, dict[str, Any]] = {}
-    for family in dict.fromkeys(r.family for r in results):
-        members = [r for r in results if r.family == family]
+    for kind in dict.fromkeys(r.kind for r in results):
+        members = [r for r in results if r.kind == kind]
         eligible = above_chance(members)
         drops = [float(r.metrics["accuracy"]) - float(r.metrics["corruption_accuracy"])
                  for r in eligible if "corruption_accuracy" in r.metrics]
-        out[family] = {"ece": float(np.mean([float(r.metrics["ece"]) for r in eligible]))
+        out[kind] = {"ece": float(np.mean([float(r.metrics["ece"]) for r in eligible]))
                        if eligible else None,
                        "corruption_drop": float(np.mean(drops))
                        if eligible and len(drops) == len(eligible) else None,
@@ -294,8 +294,7 @@ def summarise(results: list[ModelResult], classes: list[str]) -> dict[str, Any]:
     """The content of metrics/compare_detail.json: everything the report says, as data."""
     versus = cnn_vs_vit(results)
     return {
-        "models": {r.model_id: {"display_name": r.name, "family": r.family,
-                                "at_chance": r.at_chance,
+        "models": {r.model_id: {"display_name": r.name, "at_chance": r.at_chance,
                                 **{k: r.metrics[k] for k in METRIC_KEYS + OPTIONAL_KEYS
                                    if k in r.metrics}} for r in results},
         "winner": versus["winner"] if versus else None,
@@ -303,7 +302,7 @@ def summarise(results: list[ModelResult], classes: list[str]) -> dict[str, Any]:
         "best": {"accuracy": best(results, "accuracy"), "f1_macro": best(results, "f1_macro")},
         "cnn_vs_vit": versus,
         "pairwise": pairwise_tests(results),
-        "families": family_means(results),
+        "kinds": kind_means(results),
         "test_images": int(len(results[0].predictions)),
         "perfect_classes": {r.model_id: perfect_classes(r.report) for r in results},
         "unsolved_classes": unsolved_classes(results, classes),

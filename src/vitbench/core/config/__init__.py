@@ -25,11 +25,10 @@ from typing import Annotated, Any, Union
 
 import yaml
 from pydantic import Field, TypeAdapter, ValidationError
-from pydantic import model_validator as check
 
 from vitbench.core.config.data import (  # noqa: F401 (re-exported: config.Split etc.)
     ARCHIVE_SUFFIXES, Augment, AugmentOnline, Clean, Dataset, Split, Synthetic)
-from vitbench.core.config.errors import config_error, reject
+from vitbench.core.config.errors import config_error
 from vitbench.core.config.types import (
     Bool, CacheMode, Float, Fraction, Int, Pretrained, section)
 from vitbench.core.errors import ConfigError
