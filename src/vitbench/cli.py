@@ -7,12 +7,33 @@ import csv
 import json
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
 from vitbench.core.errors import VitbenchError
 from vitbench.core.stage import setup_logging
+
+
+def _known_model_ids(ctx: click.Context, param: click.Parameter,
+                     values: tuple[str, ...]) -> tuple[str, ...]:
+    """`--model` values, each one of the model ids the families declare (read when used, so
+    `vitbench --help` imports no model code)."""
+    from vitbench.models.registry import model_ids
+
+    known = model_ids()
+    for value in values:
+        if value not in known:
+            raise click.BadParameter(f"{value!r} is not one of {', '.join(known)}", ctx, param)
+    return values
+
+
+def model_option(text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The repeatable `--model ID` option of the experiment commands."""
+    return click.option("--model", "models", multiple=True, callback=_known_model_ids,
+                        metavar="ID", help=text)
 
 
 @click.group()
@@ -131,8 +152,7 @@ def preset_apply(name: str, params_path: str) -> None:
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Experiments run in parallel (`dvc queue start -j`).")
 @click.option("--no-wait", is_flag=True, help="Queue and start, then return at once.")
-@click.option("--model", "models", multiple=True, callback=lambda ctx, param, values: _model_ids(values), metavar="ID",
-              help="Repeat only these models (and the stages they need); default all five.")
+@model_option("Repeat only these models (and the stages they need); default all five.")
 @click.option("--root", default=".", show_default=True, type=click.Path(file_okay=False))
 def seeds(count: int, seed_list: str | None, jobs: int, no_wait: bool, models: tuple[str, ...],
           root: str) -> None:
@@ -153,8 +173,7 @@ def seeds(count: int, seed_list: str | None, jobs: int, no_wait: bool, models: t
                    "-S split.max_train_per_class=5,10,25,50,null (null: every image).")
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(1, 100),
               help="Seeds per grid point: 1..N.")
-@click.option("--model", "models", multiple=True, callback=lambda ctx, param, values: _model_ids(values), metavar="ID",
-              help="Repeat only these models (and the stages they need); default all five.")
+@model_option("Repeat only these models (and the stages they need); default all five.")
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Experiments run in parallel (`dvc queue start -j`).")
 @click.option("--no-start", is_flag=True, help="Only queue them (`dvc queue start` runs them).")
@@ -174,8 +193,7 @@ def sweep(specs: tuple[str, ...], seeds: int, models: tuple[str, ...], jobs: int
 @main.command()
 @click.option("--folds", required=True, type=click.IntRange(2, 100),
               help="K: one experiment per fold, each fold the test split once (split.folds, split.fold).")
-@click.option("--model", "models", multiple=True, callback=lambda ctx, param, values: _model_ids(values), metavar="ID",
-              help="Cross-validate only these models (and the stages they need); default all five.")
+@model_option("Cross-validate only these models (and the stages they need); default all five.")
 @click.option("--seeds", default=None, type=click.IntRange(1, 100),
               help="Repeat the whole cross-validation with seeds 1..N (default: params.yaml's seed).")
 @click.option("-S", "--set", "specs", multiple=True, metavar="KEY=VALUE",
@@ -279,15 +297,3 @@ def _guard(fn):  # type: ignore[no-untyped-def]
 
 if __name__ == "__main__":
     main()
-
-
-def _model_ids(values: tuple[str, ...]) -> tuple[str, ...]:
-    """`--model` values, each one of the model ids the families declare."""
-    from vitbench.models.registry import model_ids
-
-    known = model_ids()
-    for value in values:
-        if value not in known:
-            raise click.BadParameter(f"{value!r} is not one of {', '.join(known)}",
-                                     param_hint="'--model'")
-    return values
