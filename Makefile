@@ -16,9 +16,12 @@ $(UV):
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet uv==$(UV_VERSION)
 
-# the exact, tested versions of requirements.lock; vitbench itself editable (pyproject keeps ranges)
+# the exact, tested versions of requirements.lock; vitbench itself editable (pyproject keeps ranges).
+# --compile-bytecode: every stage and dvc call is a new Python process; without .pyc files (uv writes
+# none by default, and none are written where PYTHONDONTWRITEBYTECODE is set) each one compiles
+# TensorFlow's sources again, seconds per stage and per test that runs one
 $(BIN)/vitbench: pyproject.toml $(LOCK) | $(UV)
-	$(UV) pip install --quiet --python $(BIN)/python -r $(LOCK) -e '.[dev]'
+	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python -r $(LOCK) -e '.[dev]'
 	touch $@
 
 setup: $(BIN)/vitbench             ## create .venv, install the locked dependencies and vitbench

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,10 +34,13 @@ def pacs_dir() -> Path:
 
 
 # The heaviest files first (each runs a whole DAG or a queue of experiments): pytest-xdist's
-# --dist loadfile hands out whole files in collection order (alphabetical), so a heavy file handed
-# out last runs alone at the end; listed here, they start at once and the light files fill in.
-FIRST = ("test_dag_full.py", "test_sweep.py", "test_cv.py", "test_compare_dvc.py", "test_predict.py",
-         "test_deit.py", "test_weights_refusals.py", "test_timm_weights.py")
+# --dist loadfile hands the first two files to the two workers, the next two after them, then each
+# file to the first worker free, in collection order (alphabetical); a heavy file handed out last
+# runs alone at the end. test_dag_full builds the shared full DAG (`full_dag`) on the first worker
+# while the second starts the sweep's queue; the other users of `full_dag` follow.
+FIRST = ("test_dag_full.py", "test_sweep.py", "test_dag_experiments.py", "test_cv.py",
+         "test_compare_dvc.py", "test_predict.py", "test_weights_refusals.py", "test_deit.py",
+         "test_refusals_dvc.py", "test_timm_weights.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -62,14 +67,72 @@ def tiny_project(root: Path, target: str) -> Path:
     return project
 
 
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str,
+               build: Callable[[Path], Path]) -> Path:
+    """`build(root)` run once per test run and shared by every pytest-xdist worker: the first to
+    ask builds it in a folder of this run that they all see (under a file lock), the others wait
+    for it and get the same path. Tests must not change what it returns: `copy_built` it first."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent                       # the run's folder, above each worker's own
+    root = base / f"built-{name}"
+    with FileLock(f"{root}.lock"):
+        result = root / "result"
+        if not result.is_file():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir()
+            result.write_text(str(build(root)))
+    return Path(result.read_text())
+
+
+def copy_built(project: Path, dest: Path) -> Path:
+    """A copy of a reproduced project (git history, DVC cache and outputs; not DVC's temporary
+    state, which belongs to its folder) that a test may change; `dvc status` sees it up to date."""
+    shutil.copytree(project, dest, symlinks=True, ignore=lambda folder, _names: (
+        ["tmp"] if Path(folder).name == ".dvc" else []))
+    return dest
+
+
+# A full DAG of TINY params for a user whose class folders are named like markup and whose CNNs
+# never learn (learning rates 1e-9: they stay at their random initial weights), shared by
+# test_dag_full, test_dag_experiments, test_compare_dvc and the refusal tests.
+HOSTILE = {"cat": "<img src=x onerror=alert(1)>", "dog": "**bold**"}
+UNTRAINABLE_CNNS = {"cnn": {"transfer": {"lr": 1e-9}, "finetune": {"lr": 1e-9}}}
+
+
+def _build_full_dag(root: Path) -> Path:
+    from dvc_project import TINY, commit, run, set_params, stages_run
+
+    from vitbench.data.synthetic import generate
+    from vitbench.models.registry import model_ids
+
+    source = root / "images"
+    generate(source, per_class=TINY["dataset"]["synthetic"]["per_class"], image_size=64, seed=2)
+    for plain, hostile in HOSTILE.items():
+        shutil.move(source / plain, source / hostile)
+    project = make_project_copy(root / "project")
+    set_params(project, TINY)
+    set_params(project, {"dataset": {"source": str(source)}, **UNTRAINABLE_CNNS})
+    commit(project, "tiny params, hostile class names, untrainable CNNs")
+    ran = set(stages_run(run(project, "dvc", "repro").stdout))
+    assert {"fetch", "train_cnn", "train_vit", "finetune_vit", "compare"} <= ran, ran
+    assert {f"evaluate@{m}" for m in model_ids()} <= ran, ran
+    commit(project, "repro")
+    return project
+
+
 @pytest.fixture(scope="session")
-def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny project after `dvc repro evaluate@vit_scratch` (fetch, clean, split, augment,
-    train_vit, evaluate@vit_scratch), committed, with a default local-directory remote
-    (`<tmp>/remote`) that `dvc push` has filled. Tests clone it; they must not change it."""
+def full_dag(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole DAG reproduced and committed (`_build_full_dag`), once per test run; read it, or
+    `copy_built` it to change it."""
+    return built_once(tmp_path_factory, "full_dag", _build_full_dag)
+
+
+def _build_published(root: Path) -> Path:
     from dvc_project import TINY, commit, run, set_params
 
-    root = tmp_path_factory.mktemp("published")
     project = make_project_copy(root / "project")
     set_params(project, TINY)
     set_params(project, {"train": {"epochs": 3, "patience": 3}})  # learning curves, not points
@@ -79,6 +142,15 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
     commit(project, "repro")
     run(project, "dvc", "push")
     return project
+
+
+@pytest.fixture(scope="session")
+def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny project after `dvc repro evaluate@vit_scratch` (fetch, clean, split, augment,
+    train_vit, evaluate@vit_scratch), committed, with a default local-directory remote
+    (`<tmp>/remote`) that `dvc push` has filled; built once per test run. Tests clone it; they
+    must not change it."""
+    return built_once(tmp_path_factory, "published", _build_published)
 
 
 def git_clone(source: Path, dest: Path) -> Path:

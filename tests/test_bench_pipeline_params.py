@@ -1,4 +1,4 @@
-"""The benchmark scripts measure the pipeline (issue 21): each runs on a tiny synthetic dataset,
+"""The benchmark scripts measure the pipeline itself: each runs on a tiny synthetic dataset,
 and the params its stages read are params.yaml's plus exactly the overrides it states."""
 
 from __future__ import annotations

@@ -5,42 +5,27 @@ show as text, and the CNNs are marked at chance and void the verdict."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 from scipy import stats
 
-from dvc_project import TINY, commit, run, set_params
+from conftest import HOSTILE
 from vitbench.models.registry import model_ids
 
 MODEL_IDS = model_ids()
-from vitbench.data.synthetic import generate
 
 pytestmark = pytest.mark.slow
 
-HOSTILE = {"cat": "<img src=x onerror=alert(1)>", "dog": "**bold**"}
 ESCAPED = "&lt;img src=x onerror=alert(1)&gt;"
 
 
 @pytest.fixture(scope="module")
-def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One full `dvc repro` on tiny params: a folder source with the HOSTILE class names, the
-    CNNs' learning rates at 1e-9 (they stay at their random initial weights)."""
-    from conftest import make_project_copy
-
-    root = tmp_path_factory.mktemp("hostile")
-    source = root / "images"
-    generate(source, per_class=TINY["dataset"]["synthetic"]["per_class"], image_size=64, seed=2)
-    for plain, hostile in HOSTILE.items():
-        shutil.move(source / plain, source / hostile)
-    project = make_project_copy(root / "project")
-    set_params(project, TINY)
-    set_params(project, {"dataset": {"source": str(source)},
-                         "cnn": {"transfer": {"lr": 1e-9}, "finetune": {"lr": 1e-9}}})
-    commit(project, "tiny params, hostile class names, untrainable CNNs")
-    run(project, "dvc", "repro")
-    return project
+def reproduced(full_dag: Path) -> Path:
+    """The suite's full `dvc repro` on tiny params (conftest.full_dag): a folder source with the
+    HOSTILE class names, the CNNs' learning rates at 1e-9 (they stay at their random initial
+    weights). Only read here."""
+    return full_dag
 
 
 def read(project: Path, name: str) -> dict:

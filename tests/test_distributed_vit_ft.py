@@ -1,5 +1,5 @@
-"""The pretrained-ViT stage under a distribution strategy (issue 19: "multi-worker training works
-for every variant"): `stages/finetune_vit.py` with the real DeiT-Ti/16 file in `vit_ft.variant:
+"""The pretrained-ViT stage under a distribution strategy (multi-worker training works for every
+variant): `stages/finetune_vit.py` with the real DeiT-Ti/16 file in `vit_ft.variant:
 ti16`, run under MirroredStrategy over two logical CPUs (the same replica split and all-reduce a
 two-GPU machine gets). The weights load inside the strategy scope, the transfer phase trains its
 head on cached class tokens, and both phases record two replicas. Skipped without the DeiT file.

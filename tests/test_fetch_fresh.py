@@ -1,6 +1,6 @@
 """fetch runs on every `dvc repro` (dvc.yaml: always_changed) and rewrites nothing while its
 source is unchanged; a folder edited in place is seen, and the stages after fetch re-run only
-when data/raw really changed (issue 20)."""
+when data/raw really changed."""
 
 from __future__ import annotations
 

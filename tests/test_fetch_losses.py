@@ -200,7 +200,7 @@ def test_fetch_removes_legacy_extract_folders(tmp_path: Path) -> None:
     assert sorted(p.name for p in paths.raw.parent.iterdir()) == ["raw"]
 
 
-# --- issue 20: truncated tars, blank, look-alike and over-long names ------------------------------
+# --- truncated tars, blank, look-alike and over-long names ---------------------------------------
 
 def _plain_tar(path: Path, n: int) -> bytes:
     with tarfile.open(path, "w") as tar:

@@ -17,6 +17,7 @@ from test_models_io import keras_file_predictions
 from vitbench.data.manifest import read_labels, read_manifest
 from vitbench.data.pipeline import labelled_paths, load_images, preprocess_fn
 from vitbench.evaluate.card import model_card, split_counts
+from vitbench.core.markup import escape_text
 from vitbench.core.paths import Paths
 from vitbench.evaluate.outputs import read_model_metrics
 
@@ -53,7 +54,7 @@ def check_card(project: Path, model_id: str) -> str:
     assert f"| {metrics['chance_p']:.4g} |" in card
     counts = {s: len(read_manifest(paths.split_csv(s))) for s in ("train", "val", "test")}
     assert f"Images: {counts['train']} train, {counts['val']} validation, {counts['test']} test" in card
-    assert all(name in card for name in read_labels(paths.labels))
+    assert all(escape_text(name) in card for name in read_labels(paths.labels))   # as text
     loaded = "yes (ImageNet)" if record["pretrained"] else "no (random initial weights)"
     assert f"Pretrained weights loaded: {loaded}" in card
     assert f'keras.saving.load_model("models/{model_id}/model.keras")' in card

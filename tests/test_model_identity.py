@@ -1,4 +1,4 @@
-"""The registry is the only place that knows what a model is (issue 21): no code outside
+"""The registry is the only place that knows what a model is: no code outside
 src/vitbench/models/ tests a model id or family name, and a model of a family the registry alone
 knows is classified by it in compare and in the seeds summary."""
 

@@ -1,5 +1,5 @@
-"""Issue 8 through `dvc repro`, as users run it: a refused or failed stage exits non-zero with its
-message and leaves every earlier output byte-identical (`persist: true` + atomic writes); what
+"""Refusals through `dvc repro`, as users run it: a refused or failed stage exits non-zero with
+its message and leaves every earlier output byte-identical (`persist: true` + atomic writes); what
 fetch, clean and split drop or rename is counted, and nothing is lost on the way."""
 
 from __future__ import annotations
@@ -80,18 +80,14 @@ def _png(seed: int, size: int = 40) -> bytes:
     return buf.getvalue()
 
 
-# --- one tiny pipeline up to train_cnn, shared by the refusal tests ------------------------------
+# --- one tiny reproduced pipeline, shared by the refusal tests ------------------------------
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from conftest import make_project_copy
+def trained(full_dag: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the suite's full tiny `dvc repro` (conftest.full_dag), committed."""
+    from conftest import copy_built
 
-    project = make_project_copy(tmp_path_factory.mktemp("refusals") / "project")
-    (project / "params.yaml").write_text(with_changes(project, TINY))
-    commit(project, "tiny params")
-    run(project, "dvc", "repro", "train_cnn")
-    commit(project, "repro")
-    return project
+    return copy_built(full_dag, tmp_path_factory.mktemp("refusals") / "project")
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +186,7 @@ def test_metrics_are_flat_and_shown_and_the_record_describes_its_input(trained: 
 
 HARD_CLASSES = ("NA", "None", "null", "nan", "cat")  # pandas reads the first four as NaN by default
 CAFE_NFC, CAFE_NFD = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
-# issue 20: a blank class folder, the same name in NFC and NFD, a flat name over 255 bytes
+# a blank class folder, the same name in NFC and NFD, a flat name over 255 bytes
 ODD_CLASSES = {" ": "unnamed", CAFE_NFD: CAFE_NFD, CAFE_NFC: f"{CAFE_NFC}~2"}
 LONG = ("d" * 200, "e" * 100, "long.png")
 

@@ -14,8 +14,6 @@ from test_models_cnn import randomised_base, write_keras_h5
 from test_models_pretrained_vit import flax_params, write_npz
 from test_refusals_dvc import params_text, refused, with_changes
 
-from dvc_project import TINY, commit, run
-
 pytestmark = pytest.mark.slow
 
 OUTS = ("models", "metrics", "plots/cnn_transfer", "plots/cnn_finetuned", "plots/vit_transfer",
@@ -24,18 +22,11 @@ TI = {"hidden_size": 192, "num_heads": 3, "mlp_dim": 768, "num_layers": 1}   # V
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny project after `dvc repro train_cnn finetune_vit` (random weights, ViT-Ti/16 with one
-    block), committed."""
-    from conftest import make_project_copy
+def trained(full_dag: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the suite's full tiny `dvc repro` (conftest.full_dag: random weights), committed."""
+    from conftest import copy_built
 
-    project = make_project_copy(tmp_path_factory.mktemp("weights") / "project")
-    (project / "params.yaml").write_text(with_changes(project, {**TINY, "vit_ft": {
-        **TINY["vit_ft"], "variant": "ti16"}}))
-    commit(project, "tiny params")
-    run(project, "dvc", "repro", "train_cnn", "finetune_vit")
-    commit(project, "repro")
-    return project
+    return copy_built(full_dag, tmp_path_factory.mktemp("weights") / "project")
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +50,7 @@ def test_cnn_weights_failing_their_checksum_are_refused(trained: Path, files: di
 
 
 def test_a_truncated_vit_npz_is_refused(trained: Path, files: dict[str, Path]) -> None:
-    changes = {"vit_ft": {"pretrained": "auto", "weights": str(files["truncated"])}}
+    changes = {"vit_ft": {"variant": "ti16", "pretrained": "auto", "weights": str(files["truncated"])}}
     with params_text(trained, with_changes(trained, changes)):
         output = refused(trained, "finetune_vit", f"error: finetune_vit: ViT weights file "
                          f"{files['truncated']} is not a readable", OUTS)
