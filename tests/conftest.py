@@ -43,8 +43,18 @@ FIRST = ("test_dag_full.py", "test_sweep.py", "test_dag_experiments.py", "test_c
          "test_refusals_dvc.py", "test_timm_weights.py")
 
 
+# Fixtures that run `dvc repro` through training: every test using one is slow (the fast tier,
+# `-m "not slow"`, leaves it out), marked or not.
+DAG_FIXTURES = ("published", "full_dag")
+
+
+@pytest.hookimpl(tryfirst=True)   # before `-m` deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Move the files in FIRST to the front (a stable sort: everything else keeps its order)."""
+    """Mark the users of DAG_FIXTURES slow; move the files in FIRST to the front (a stable sort:
+    everything else keeps its order)."""
+    for item in items:
+        if set(DAG_FIXTURES) & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
     rank = {name: i for i, name in enumerate(FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))
 
