@@ -55,7 +55,7 @@ def measure_throughput(params: Params, paths: Paths, steps: int,
     for family in tqdm(families, desc="throughput", unit="model", disable=None):
         fam = registry.family(family)
         first = fam.models[0]
-        cfg = getattr(params, fam.section)
+        cfg = getattr(params, fam.name)
         image_size, preprocess = fam.input_spec(cfg)
         record = {"id": first.id, "family": family, "build": fam.build_kwargs(cfg, len(classes))}
         model = build_model(record)

@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from test_training import git_repo, make_dataset_tree, tiny_params
     from vitbench.train import phases as training
-    from vitbench.models import load_model
+    from vitbench.models import load_model, registry
 
     out = []
     for run, deterministic in enumerate({modes!r}):

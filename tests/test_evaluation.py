@@ -23,7 +23,7 @@ from vitbench.evaluate.saliency import attention_rollout
 HEADLINE_KEYS = {"accuracy", "accuracy_ci_low", "accuracy_ci_high", "f1_macro", "ece",
                  "corruption_accuracy", "chance_p", "pretrained", "train_seconds", "steps_run"}
 # ... and metrics/<id>_detail.json beside it the names, input and every other figure
-DETAIL_KEYS = {"model", "display_name", "family", "kind", "meant_pretrained", "image_size",
+DETAIL_KEYS = {"model", "display_name", "family", "phase", "kind", "meant_pretrained", "image_size",
                "preprocess", "loss", "top5_accuracy", "precision_macro", "recall_macro",
                "f1_weighted", "f1_macro_ci_low", "f1_macro_ci_high", "params_total",
                "params_trainable", "size_mb", "epochs_run", "infer_images_per_second"}

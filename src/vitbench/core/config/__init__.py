@@ -36,6 +36,7 @@ from vitbench.core.errors import ConfigError
 PARAMS_FILE = "params.yaml"
 PHASES = ("transfer", "finetune", "scratch")   # a model family's training phases, in order
 SOURCE_PARAMS = Path(__file__).resolve().parents[4] / PARAMS_FILE  # this source tree's params.yaml
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"   # one package per model family
 
 
 @section
@@ -138,8 +139,8 @@ def load_params(path: str | Path = PARAMS_FILE, sections: ModelSections = (),
                 complete: bool = False) -> Any:
     """Read, type-check and validate params.yaml (the shared sections and the model `sections`);
     raise ConfigError naming every bad key. `complete`: the sections are all there are, so any
-    other top-level key is unknown; else other keys (model sections this caller does not read)
-    are left unread."""
+    other top-level key is unknown; else the model sections this caller does not read are left
+    unread (`model_section_names`)."""
     return params_from_dict(read_params(path), sections, complete)
 
 
@@ -147,13 +148,20 @@ def params_from_dict(raw: dict[str, Any], sections: ModelSections = (),
                      complete: bool = False) -> Any:
     """Validated params from a whole params.yaml as a plain dict (as parsed from YAML)."""
     root = params_type(sections)
-    if not complete and isinstance(raw, Mapping):
-        known = {f.name for f in dataclasses.fields(root)}
-        raw = {key: value for key, value in raw.items() if key in known}
+    if not complete and isinstance(raw, Mapping):   # the model sections this caller does not read
+        unread = model_section_names() - {f.name for f in dataclasses.fields(root)}
+        raw = {key: value for key, value in raw.items() if key not in unread}
     try:
         return TypeAdapter(root).validate_python(raw)
     except ValidationError as exc:
         raise config_error(exc, root, raw) from exc
+
+
+def model_section_names() -> set[str]:
+    """The params sections of the model families: one per package under vitbench/models/, listed
+    (not imported: a stage that reads no model section runs no model code). Any other unknown
+    top-level key is refused by every stage, so a misspelt section never passes."""
+    return {p.name for p in MODELS_DIR.iterdir() if (p / "__init__.py").is_file()}
 
 
 def params_with(changes: dict[str, Any] | None = None, base: str | Path = SOURCE_PARAMS,

@@ -32,6 +32,13 @@ def _fold_efficientnet_stddev(base: keras.Model) -> None:
     norm.finalize_state()
 
 
+def _efficientnetv2b0(name: str = "base", **kwargs: object) -> keras.Model:
+    """EfficientNetV2B0 named `name`: its own `name` argument also picks its block table."""
+    base = keras.applications.EfficientNetV2B0(**kwargs)
+    base.name = name
+    return base
+
+
 @dataclass(frozen=True)
 class CnnArch:
     """One keras.applications architecture; adding an arch is one entry in ARCHS."""
@@ -73,7 +80,7 @@ ARCHS: dict[str, CnnArch] = {
         "https://storage.googleapis.com/keras-applications/",
         file_hash="50bc09e76180e00e4465e1a485ddc09d", after_load=_fold_efficientnet_stddev),
     "efficientnetv2b0": CnnArch(
-        keras.applications.EfficientNetV2B0, "raw", "EfficientNetV2-B0",
+        _efficientnetv2b0, "raw", "EfficientNetV2-B0",
         "efficientnetv2-b0_notop.h5", KERAS_WEIGHTS_URL + "efficientnet_v2/",
         file_hash="893217f2bb855e2983157299931e43ff"),
 }
