@@ -56,8 +56,8 @@ def predict(model: keras.Model, x: np.ndarray) -> np.ndarray:
     return keras.ops.convert_to_numpy(model(x, training=False))
 
 
-@pytest.mark.parametrize("model_id", [  # the CNN takes ~10 s: in the full suite only
-    pytest.param(m, marks=pytest.mark.slow) if m.startswith("cnn") else m for m in RECORDS])
+@pytest.mark.slow   # 5-10 s a model: a build, a save and a reload
+@pytest.mark.parametrize("model_id", list(RECORDS))
 def test_save_load_gives_identical_predictions(model_id: str, tmp_path: Path) -> None:
     model = models.build_model(record(model_id))
     perturb(model)
@@ -105,6 +105,7 @@ def keras_file_predictions(path: Path, x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("imports", ["import vitbench; import keras",
                                      "import vitbench; import tensorflow; import keras",
                                      "import keras; import vitbench"])
+@pytest.mark.slow   # more than ~3 s (a subprocess or a model build)
 def test_import_vitbench_registers_its_layers_with_keras(imports: str) -> None:
     """Whichever comes first, vitbench or Keras (or TensorFlow, which probes for Keras before
     importing it), Keras knows vitbench's and vit-keras' layers afterwards."""

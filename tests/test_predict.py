@@ -136,6 +136,7 @@ def test_cli_table_on_good_images_exits_0(project: Path, photos: Path) -> None:
     assert "a.jpg" in proc.stdout and "prediction" in proc.stdout
 
 
+@pytest.mark.slow   # more than ~3 s (a subprocess or a model build)
 def test_cli_without_a_trained_project_is_a_clear_error(tmp_path: Path, photos: Path) -> None:
     proc = subprocess.run([bin_path("vitbench"), "predict", str(photos), "--root", str(tmp_path)],
                           capture_output=True, text=True)
@@ -143,6 +144,7 @@ def test_cli_without_a_trained_project_is_a_clear_error(tmp_path: Path, photos: 
     assert "compare_detail.json not found" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow   # more than ~3 s (a subprocess or a model build)
 def test_cli_on_an_empty_folder_is_an_error(compared: Paths, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     (empty / ".thumbs").mkdir(parents=True)

@@ -205,6 +205,7 @@ def test_cache_decision_says_why(caplog: pytest.LogCaptureFixture) -> None:
         assert reason in caplog.text
 
 
+@pytest.mark.slow   # more than ~3 s (a subprocess or a model build)
 def test_head_on_features_sees_every_image_once_with_its_label() -> None:
     keras.utils.set_random_seed(0)
     model = cnn_builder.build_cnn("mobilenetv2", SIZE, 3, 0.5)
