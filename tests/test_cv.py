@@ -84,7 +84,7 @@ def test_the_summary_states_every_difference_in_inputs_and_budget() -> None:
 
 @pytest.fixture(scope="module")
 def folds_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """`vitbench cv --folds 2 --model vit_scratch --model cnn_transfer` on the tiny project, the
+    """`vitbench cv --folds 2 --model vit_scratch --model cnn_transfer --jobs 2` on the tiny project, the
     CNN left at its initial weights (learning rate 1e-9): two real experiments."""
     from conftest import bin_path, make_project_copy
     from dvc_project import TINY, commit, run, set_params
@@ -93,7 +93,7 @@ def folds_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     set_params(project, {**TINY, "evaluate": {**TINY["evaluate"], "robustness": False}})
     commit(project, "tiny params")
     proc = run(project, bin_path("vitbench"), "cv", "--folds", "2", "--model", "vit_scratch",
-               "--model", "cnn_transfer", "-S", LR, timeout=1800)
+               "--model", "cnn_transfer", "-S", LR, "--jobs", "2", timeout=1800)
     return project, proc.stdout + proc.stderr
 
 
