@@ -171,6 +171,13 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
     rec_file.write_text("{not json")
     with pytest.raises(DataError, match="record.json is not valid JSON"):
         models.load_model(tmp_path / "m")
+    older = {k: v for k, v in json.loads(good).items() if k != "format"}   # an older vitbench's
+    for found, shown in ((older, "1"), ({**older, "format": 3}, "3")):
+        rec_file.write_text(json.dumps(found))
+        with pytest.raises(DataError, match=rf"record.json: record format {shown} is not 2.*"
+                                            r"`dvc repro --force <its training stage>`"):
+            models.load_model(tmp_path / "m")
+    assert json.loads(good)["format"] == 2                                   # what save_model writes
     rec_file.write_text(json.dumps({**json.loads(good), "family": "rnn"}))
     with pytest.raises(DataError, match="family = 'rnn' is not one of cnn, vit, vit_ft"):
         models.load_model(tmp_path / "m")

@@ -274,8 +274,7 @@ def _write_eval_dir(target: Path, model: Any, record: dict, metrics: dict,
     recipe.json (record.json's training recipe, null for older models) and the figures."""
     from dvclive import Live
 
-    from vitbench.evaluate import figures as figures
-    from vitbench.evaluate.saliency import saliency_maps
+    from vitbench.evaluate import figures
 
     classes, y_true, y_pred = preds.classes, preds.y_true, preds.y_pred
     with atomic_dir(target) as tmp:

@@ -69,16 +69,16 @@ def model_dir_of(paths: Paths, model: str | None) -> Path:
     accuracy; a DataError listing the valid ids (and those trained here) for anything else."""
     from vitbench.models.registry import model_ids
 
-    MODEL_IDS = model_ids()
+    ids = model_ids()
     if model is None:
         model = best_model_id(paths)
-    if model in MODEL_IDS:
+    if model in ids:
         return paths.model(model)
     if Path(model).is_dir():
         return Path(model)
-    trained = [m for m in MODEL_IDS if paths.model(m).is_dir()]
+    trained = [m for m in ids if paths.model(m).is_dir()]
     raise DataError(f"--model {model!r} is neither a model id nor a model folder: the model ids "
-                    f"are {', '.join(MODEL_IDS)} (trained in {paths.root / 'models'}: "
+                    f"are {', '.join(ids)} (trained in {paths.root / 'models'}: "
                     f"{', '.join(trained) or 'none yet, run `dvc repro`'})")
 
 

@@ -104,7 +104,7 @@ def sweep_runs(show: Any, by: str, prefix: str = "", root: Path | None = None) -
                 del metrics[line]
         if metrics:
             runs.append(run)
-    sections = _sections()
+    sections = set(registry.family_names())   # a family's params section is its name
     for i, a in enumerate(runs):
         for b in runs[i + 1:]:
             _check_same(a, b, by, same_point=False, sections=sections)
@@ -123,18 +123,13 @@ def model_of(line: str) -> str:
     return line.split("@", 1)[0]
 
 
-def _sections() -> dict[str, str]:
-    """{family: its params.yaml section} (one name: the family is its section)."""
-    return {name: name for name in registry.family_names()}
-
-
 def _family(line: str, metrics: dict[str, Any]) -> str:
     spec = registry.models().get(model_of(line))
     return str(metrics.get("family") or (spec.family if spec else ""))
 
 
 def _check_same(a: SweepRun, b: SweepRun, by: str, same_point: bool,
-                sections: dict[str, str] | None = None) -> None:
+                sections: set[str] | None = None) -> None:
     """Refuse two experiments whose params differ (besides `by` and the seed) where it matters:
     anywhere for the same point; else outside the families' sections, or inside the section of a
     family that has a line in both."""
@@ -142,8 +137,8 @@ def _check_same(a: SweepRun, b: SweepRun, by: str, same_point: bool,
     differ = sorted(k for k in set(fa) | set(fb) if k not in (by, "seed") and fa.get(k) != fb.get(k))
     if not same_point and sections is not None:
         both = set(a.metrics) & set(b.metrics)
-        shared = {sections.get(_family(line, a.metrics[line]), "") for line in both}
-        free = set(sections.values()) - shared
+        shared = {_family(line, a.metrics[line]) for line in both}
+        free = sections - shared
         differ = [k for k in differ if k.split(".", 1)[0] not in free]
     if differ:
         point = f"both have {by} = {a.value!r} and seed {a.seed} but" if same_point else "also"
@@ -205,7 +200,7 @@ def line_name(line: str, metrics: dict[str, Any], runs: list[SweepRun]) -> str:
     """evaluate's display name, with "random init" and the values of the model's section where
     the other experiments differ ("MobileNetV2 (fine-tuned, random init, 64 px, 10 epochs)")."""
     name = str(metrics.get("display_name") or model_of(line))
-    section = _sections().get(_family(line, metrics), "")
+    section = _family(line, metrics)   # a family's params section is its name
     mine = [r for r in runs if line in r.metrics]
     own = {k: v for k, v in _flat(mine[0].params).items() if k.split(".", 1)[0] == section}
     notes = ["random init"] if line.endswith(RANDOM_INIT) else []
