@@ -3,7 +3,9 @@ reads a real tiny sweep back; the test split does not depend on the training siz
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import re
 import subprocess
 from pathlib import Path
@@ -239,7 +241,7 @@ def test_two_seeds_end_to_end(tiny_runs: Path) -> None:
 @pytest.mark.slow
 def test_summarize_by_a_real_tiny_sweep(tiny_runs: Path, tmp_path: Path) -> None:
     """Two lines from two sweeps and `vitbench seeds`: vit_scratch at 2 (one run: its Wilson
-    interval) and at every image (seeds 1 and 2: the mean and t interval over them), and
+    interval) and at every image (seeds 1 and 2: the mean over them, the Wilson interval of their pooled predictions), and
     cnn_finetuned from random init at 2, paired with vit_scratch across the sweeps."""
     from conftest import bin_path
     from dvc_project import run
@@ -269,13 +271,16 @@ def test_summarize_by_a_real_tiny_sweep(tiny_runs: Path, tmp_path: Path) -> None
     assert (one["ci_low"], one["ci_high"]) == (metrics["accuracy_ci_low"], metrics["accuracy_ci_high"])
     assert split["train"] == 2 * split["classes"] and one["x"] == 2
     assert summary["chance"] == pytest.approx(1 / split["classes"])   # the figure's chance line
-    # two seeds: the mean of the two experiments' accuracies and its t interval
+    # two seeds: the mean of the two experiments' accuracies and the Wilson interval of their
+    # test predictions pooled
     accs = [metrics_of(n, "metrics/vit_scratch.json")["accuracy"] for n in ("seed-1", "seed-2")]
-    half = 12.706 * abs(accs[0] - accs[1]) / 2   # t(0.975, 1 df) * sd / sqrt(2); sd = |a - b| / sqrt(2)
-    mean = sum(accs) / 2
-    assert both["mean"] == pytest.approx(mean) and both["ci_kind"] == "t over seeds"
-    assert (both["ci_low"], both["ci_high"]) == pytest.approx((max(0.0, mean - half), min(1.0, mean + half)),
-                                                              abs=1e-3)
+    preds = [pd.read_csv(io.StringIO(run(project, "git", "show", f"{exp_rev(project, n)}:"
+                                         "plots/vit_scratch/eval/predictions.csv").stdout))
+             for n in ("seed-1", "seed-2")]
+    correct = sum(int((df["actual"] == df["predicted"]).sum()) for df in preds)
+    ci = wilson(correct, sum(len(df) for df in preds))
+    assert both["mean"] == pytest.approx(sum(accs) / 2) and both["ci_kind"].startswith("Wilson over the pooled")
+    assert (both["ci_low"], both["ci_high"]) == pytest.approx(ci, abs=1e-6)
     splits = [metrics_of(n, "metrics/split.json") for n in ("seed-1", "seed-2")]
     assert both["x"] == pytest.approx(sum(s["train"] / s["classes"] for s in splits) / 2) and both["x"] > 2
     assert table["vit_scratch"].tolist() == pytest.approx([one["mean"], both["mean"]])
@@ -293,6 +298,13 @@ def test_summarize_by_a_real_tiny_sweep(tiny_runs: Path, tmp_path: Path) -> None
     values = drawn["data"]["plots/sweep/split.max_train_per_class.csv"][0]["content"]["data"]["values"]
     assert [float(v["vit_scratch"]) for v in values] == pytest.approx([p["mean"] for p in points])
     assert not (project / "metrics" / "vit_scratch.json").exists()   # the workspace is untouched
+
+
+def wilson(correct: int, total: int, z: float = 1.959964) -> tuple[float, float]:
+    """The 95% Wilson score interval, written out (Wilson 1927)."""
+    p, zz = correct / total, z * z / total
+    centre, half = (p + zz / 2) / (1 + zz), z * math.sqrt(p * (1 - p) / total + zz / (4 * total)) / (1 + zz)
+    return centre - half, centre + half
 
 
 def exp_rev(project: Path, name: str) -> str:

@@ -2,10 +2,11 @@
 
 Reads the finished experiments of the current commit from `dvc exp show --json` (as `vitbench
 summarize` does), groups them by the value of PARAM and, per model line and value, gives the mean
-accuracy over the seeds, its 95% interval and the number of finished runs. The interval is the
-Student-t interval of the mean over seeds (`stats.mean_interval`) when there are two runs or more;
-with one run it is that run's Wilson interval over its test images (from metrics/<id>.json), and
-`ci_kind` says which. A line is a model id, or `<id>@random_init` for a model meant to start
+accuracy over the seeds, its 95% interval and the number of finished runs. With one run the
+interval is that run's Wilson interval over its test images (from metrics/<id>.json); with two
+runs or more, the Wilson interval of the test predictions of all of them pooled (the Student-t
+interval of the mean over 2-3 seeds spans most of the axis and says nothing), or the t interval
+(`stats.mean_interval`) where the predictions are not read; `ci_kind` says which. A line is a model id, or `<id>@random_init` for a model meant to start
 from pretrained weights that did not (metrics/<id>.json `pretrained` false): a second sweep with
 `-S cnn.pretrained=false` adds the from-scratch CNN beside the pretrained one.
 
@@ -40,6 +41,9 @@ from vitbench.models import registry
 SIZE_KEY = "split.max_train_per_class"
 UNITS = {SIZE_KEY: "images per class", "epochs": "epochs", "image_size": "px"}
 RANDOM_INIT = "@random_init"   # the line suffix of a model meant to be pretrained, trained from random init
+
+
+POOLED = "Wilson over the pooled test images of every seed"
 
 
 @dataclass(frozen=True)
@@ -212,8 +216,8 @@ def line_name(line: str, metrics: dict[str, Any], runs: list[SweepRun]) -> str:
 
 
 def _point(runs: list[SweepRun], line: str, by: str, root: Path | None) -> dict[str, Any]:
-    chance = None if root is None else pooled_chance_p(
-        [predictions_at(root, r.rev, model_of(line)) for r in runs])
+    preds = None if root is None else [predictions_at(root, r.rev, model_of(line)) for r in runs]
+    chance = None if preds is None else pooled_chance_p(preds)
     acc = [float(r.metrics[line]["accuracy"]) for r in runs]
     spread = stats.mean_interval(acc, bounds=(0.0, 1.0))
     low, high, ci_kind = spread.low, spread.high, "t over seeds"
@@ -221,6 +225,10 @@ def _point(runs: list[SweepRun], line: str, by: str, root: Path | None) -> dict[
         m = runs[0].metrics[line]
         low, high = m.get("accuracy_ci_low"), m.get("accuracy_ci_high")
         ci_kind = "Wilson over test images" if low is not None else "none"
+    elif preds is not None:   # a t interval over 2-3 seeds spans most of the axis: pool instead
+        pooled = pd.concat(preds)
+        ci = stats.accuracy_interval(int((pooled["actual"] == pooled["predicted"]).sum()), len(pooled))
+        low, high, ci_kind = ci.low, ci.high, POOLED
     seconds = [float(r.metrics[line]["train_seconds"]) for r in runs
                if "train_seconds" in r.metrics[line]]
     per_class = [r.train_per_class for r in runs if r.train_per_class]
