@@ -99,3 +99,30 @@ def test_a_bad_set_is_a_usage_error_naming_the_key(tmp_path: Path) -> None:
                                                              str(tmp_path / "x.md")])
     assert result.exit_code == 2 and "vit.layers" in result.output
     assert not (tmp_path / "x.md").exists()
+
+
+def test_footing_trains_each_model_at_the_others_input_size() -> None:
+    """benchmarks/footing.py: params.yaml plus the data, the seed, the CNN from random init and
+    the sizes of each footing; the ViT at the CNN's size keeps its token grid."""
+    bench = load_benchmark("footing")
+    from common import pipeline_params
+
+    base = pipeline_params(bench.overrides(Path("photos"), 3))
+    big, small, stride = base.cnn.image_size, base.vit.image_size, base.vit.patch_size
+    assert to_dict(base) == expected({
+        "seed": 3, "dataset": {"source": "photos"}, "cnn": {"pretrained": False},
+        "evaluate": {"attention_samples": 0, "robustness": False}})
+    vit = pipeline_params(bench.overrides(Path("photos"), 3, vit_size=big, patch=stride * big // small)).vit
+    assert (vit.image_size // vit.patch_size) == (small // stride)           # the same tokens
+    assert pipeline_params(bench.overrides(Path("photos"), 3, cnn_size=small)).cnn.image_size == small
+
+
+def test_demo_vit_candidates_are_valid_vit_ft_sections() -> None:
+    """benchmarks/demo_vit.py's DeiT-Ti/16 candidates validate as params.yaml's vit_ft plus them."""
+    bench = load_benchmark("demo_vit")
+    from common import pipeline_params
+
+    for section in ({**bench.DEIT, "weights": "deit_tiny_patch16_224.npz", "pretrained": True},
+                    {**bench.DEIT, "pretrained": False}):
+        vit_ft = pipeline_params({"vit_ft": section}).vit_ft
+        assert (vit_ft.variant, vit_ft.blocks, vit_ft.normalize) == ("ti16", None, "torch")

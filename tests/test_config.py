@@ -51,7 +51,7 @@ def _with(raw: dict, dotted: str, value: object) -> dict:
     ("split.test", 1.5, "split.test", "< 1.0"),
     ("vit.patch_size", 7, "vit.patch_size", "a divisor of vit.image_size"),
     ("vit.num_heads", 3, "vit.num_heads", "a divisor of vit.projection_dim"),
-    ("vit_ft.image_size", 100, "vit_ft.image_size", "a multiple of the b32 patch size"),
+    ("vit_ft.image_size", 100, "vit_ft.image_size", "a multiple of the ti16 patch size"),
     ("vit_ft.variant", "h14", "vit_ft.variant", "ti16, s16, s32, b16, b32, l16, l32"),
     ("cnn.arch", "alexnet", "cnn.arch", "mobilenetv2"),
     ("cnn.pretrained", "maybe", "cnn.pretrained", "'auto'"),

@@ -95,7 +95,7 @@ def test_official_ti16_file_is_downloaded_once_into_the_keras_cache(
     fname, _ = pv.release_file("ti16", "imagenet21k+imagenet2012")
     server.routes[f"/augreg/{fname}"] = [(200, deit.read_bytes())]
     monkeypatch.setattr(pv, "AUGREG_URL", f"{server.url}/augreg")
-    cfg = vit_ft(variant="ti16", image_size=32, pretrained=True)
+    cfg = vit_ft(variant="ti16", image_size=32, pretrained=True, weights="imagenet21k+imagenet2012")
     family = registry.family("vit_ft")
     assert family.preprocess(cfg) == "tf"  # Google's checkpoint: [-1, 1]
     model, build = family.load_pretrained(cfg, family.build_kwargs(cfg, 3))

@@ -47,7 +47,7 @@ def test_every_family_reads_its_own_params_section():
     for family in registry.families().values():
         assert family.name in sections and family.params == ((family.name, family.section),)
         specs[family.name] = family.input_spec(getattr(TINY, family.name))
-    assert specs == {"cnn": (32, "caffe"), "vit": (16, "tf"), "vit_ft": (32, "tf")}
+    assert specs == {"cnn": (32, "caffe"), "vit": (16, "tf"), "vit_ft": (32, "torch")}
     assert registry.family("vit_ft").build_kwargs(TINY.vit_ft, 3) == {
         "variant": "b16", "image_size": 32, "num_classes": 3, "representation_size": None}
 

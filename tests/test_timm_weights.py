@@ -318,3 +318,26 @@ def test_dvc_repro_finetune_vit_with_a_hub_name_from_the_offline_cache(
     assert proc.returncode != 0
     assert "blocks.0.attn.qkv.weight (576, 191) (expected (576, 192))" in proc.stdout + proc.stderr
     assert snapshot(project, outputs) == before
+
+
+def test_a_hub_host_that_does_not_resolve_goes_to_the_cache_without_retries(
+        hub_cache: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """No network and HF_HUB_OFFLINE unset (the offline demo): the hub client would retry every
+    file with back-off before reading its cache; vitbench reads the cache at once, and a file
+    that is not there is a NetworkError (random weights under `pretrained: auto`)."""
+    import logging
+
+    from huggingface_hub import constants
+
+    from vitbench.core.download import NetworkError
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://vitbench-hub.invalid")   # RFC 2606: never resolves
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    prefill(hub_cache, REPO, {tw.CONFIG: json.dumps(DEIT_CONFIG).encode()})
+    name = tw.parse_hub_name(HUB)
+    with caplog.at_level(logging.INFO):
+        assert tw.hub_config(name) == DEIT_CONFIG
+        with pytest.raises(NetworkError, match="neither reachable nor in the hub cache"):
+            tw.hub_file(name, tw.SAFETENSORS)
+    assert "does not resolve" in caplog.text and "Retrying" not in caplog.text
+    assert tw.hub_resolves("http://127.0.0.1:9")

@@ -49,7 +49,7 @@ def resolve_pretrained(setting: bool | str, what: str,
     """
     from vitbench.core.download import NetworkError
 
-    mode = _pretrained_mode(setting)
+    mode = pretrained_mode(setting)
     if mode == "false":
         log.info("%s: pretrained: false, starting from random weights", what)
         return None, False
@@ -66,7 +66,8 @@ def resolve_pretrained(setting: bool | str, what: str,
         return None, False
 
 
-def _pretrained_mode(setting: bool | str) -> str:
+def pretrained_mode(setting: bool | str) -> str:
+    """`pretrained` as "auto", "true" or "false" (YAML may give a bool); a ConfigError otherwise."""
     text = str(setting).lower() if isinstance(setting, (bool, str)) else ""
     if text not in ("auto", "true", "false"):
         raise ConfigError("pretrained", setting, "auto, true or false")

@@ -21,8 +21,9 @@ fit), whatever `pretrained` says.
 
 Normalization belongs to the weights (`vit_ft.normalize: auto | tf | torch`, `normalization`):
 Google's checkpoints (vit-keras' and AugReg) expect inputs in [-1, 1] ("tf"); DeiT expects the
-ImageNet mean/std ("torch"). `auto` takes "torch" for a local file or URL whose file name
-contains "deit" (any case) and "tf" for everything else, and logs the choice; the record's
+ImageNet mean/std ("torch"). `auto` takes what a timm checkpoint's config.json asks for (when
+the weights are to be loaded), else "torch" for weights whose name contains "deit" (any case)
+and "tf" for everything else, and logs the choice; the record's
 `preprocess` keeps it for evaluate, predict, saliency and the corruption passes.
 """
 
@@ -49,7 +50,7 @@ from vitbench.core.errors import ConfigError, short_list
 from vitbench.models.family import block_outputs
 from vitbench.models.vit_ft import timm_weights
 from vitbench.models.vit_ft.variants import VIT_VARIANTS, variant_spec
-from vitbench.models.weights import WeightsFileError
+from vitbench.models.weights import WeightsFileError, pretrained_mode
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,9 @@ def normalization(cfg: Any) -> str:
         raise ConfigError("vit_ft.normalize", cfg.normalize, " | ".join(NORMALIZE))
     if cfg.normalize != "auto":
         return str(cfg.normalize)
-    timm = timm_weights.normalization(cfg.weights) if timm_weights.is_timm_weights(cfg.weights) \
-        else None  # what the checkpoint's config.json asks for
+    timm = None   # what the checkpoint's config.json asks for, when the weights will be loaded
+    if timm_weights.is_timm_weights(cfg.weights) and pretrained_mode(cfg.pretrained) != "false":
+        timm = timm_weights.normalization(cfg.weights)
     chosen = timm or ("torch" if lineage(cfg.weights) == "DeiT" else "tf")
     log.info("vit_ft.normalize: auto -> %s for weights %s (%s)", chosen, cfg.weights,
              "its config.json" if timm else
