@@ -34,11 +34,12 @@ def pacs_dir() -> Path:
 
 
 # The heaviest files first (each runs a whole DAG or a queue of experiments): pytest-xdist's
-# --dist loadfile hands the first two files to the two workers, the next two after them, then each
-# file to the first worker free, in collection order (alphabetical); a heavy file handed out last
+# --dist loadfile hands the first files to the workers, one each, then each next file to the
+# first worker free, in collection order (alphabetical); a heavy file handed out last
 # runs alone at the end. test_dag_full builds the shared full DAG (`full_dag`) on the first worker
-# while the second starts the sweep's queue; the other users of `full_dag` follow.
-FIRST = ("test_dag_full.py", "test_sweep.py", "test_dag_experiments.py", "test_cv.py",
+# while the second and third start the sweep's and cv's queues; the other users of `full_dag`
+# follow when it is built (a worker waiting for its lock would sit idle).
+FIRST = ("test_dag_full.py", "test_sweep.py", "test_cv.py", "test_dag_experiments.py",
          "test_compare_dvc.py", "test_predict.py", "test_weights_refusals.py", "test_deit.py",
          "test_refusals_dvc.py", "test_timm_weights.py")
 
