@@ -101,20 +101,21 @@ def test_a_bad_set_is_a_usage_error_naming_the_key(tmp_path: Path) -> None:
     assert not (tmp_path / "x.md").exists()
 
 
-def test_footing_trains_each_model_at_the_others_input_size() -> None:
+def test_footing_trains_both_models_at_both_input_sizes() -> None:
     """benchmarks/footing.py: params.yaml plus the data, the seed, the CNN from random init and
-    the sizes of each footing; the ViT at the CNN's size keeps its token grid."""
+    the sizes of each footing; the ViT keeps params.yaml's token grid at 48 px."""
     bench = load_benchmark("footing")
     from common import pipeline_params
 
     base = pipeline_params(bench.overrides(Path("photos"), 3))
-    big, small, stride = base.cnn.image_size, base.vit.image_size, base.vit.patch_size
     assert to_dict(base) == expected({
         "seed": 3, "dataset": {"source": "photos"}, "cnn": {"pretrained": False},
         "evaluate": {"attention_samples": 0, "robustness": False}})
-    vit = pipeline_params(bench.overrides(Path("photos"), 3, vit_size=big, patch=stride * big // small)).vit
-    assert (vit.image_size // vit.patch_size) == (small // stride)           # the same tokens
-    assert pipeline_params(bench.overrides(Path("photos"), 3, cnn_size=small)).cnn.image_size == small
+    grid = base.vit.image_size // base.vit.patch_size
+    vit = pipeline_params(bench.overrides(Path("photos"), 3, vit_size=48,
+                                          patch=base.vit.patch_size * 48 // base.vit.image_size)).vit
+    assert (vit.image_size, vit.image_size // vit.patch_size) == (48, grid)       # the same tokens
+    assert pipeline_params(bench.overrides(Path("photos"), 3, cnn_size=48)).cnn.image_size == 48
 
 
 def test_demo_vit_candidates_are_valid_vit_ft_sections() -> None:

@@ -152,7 +152,7 @@ def test_stage_exits_1_with_one_line_before_touching_outputs(raw: dict, tmp_path
     proc = subprocess.run([sys.executable, str(REPO / "stages" / "train_vit.py"), "--params",
                            str(params), "--root", str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 1
-    assert "vit.patch_size = 7" in proc.stderr and "a divisor of vit.image_size (48)" in proc.stderr
+    assert "vit.patch_size = 7" in proc.stderr and "a divisor of vit.image_size (96)" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert (model_dir / "keep.txt").read_text() == "previous output"
     # a data stage reads no model section, so runs no model code and leaves it to its stage
