@@ -40,6 +40,7 @@ def pacs_dir() -> Path:
 # while the second and third start the sweep's and cv's queues; the other users of `full_dag`
 # follow when it is built (a worker waiting for its lock would sit idle).
 FIRST = ("test_dag_full.py", "test_sweep.py", "test_cv.py", "test_dag_experiments.py",
+         "test_dag_workspace_experiment.py",
          "test_compare_dvc.py", "test_predict.py", "test_weights_refusals.py", "test_deit.py",
          "test_refusals_dvc.py", "test_timm_weights.py")
 

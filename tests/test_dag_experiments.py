@@ -1,5 +1,5 @@
-"""DVC experiments on the whole tiny DAG, as a user runs them: one that re-runs only the scratch
-ViT, and a queue of two, one of which retrains every model (what `dvc exp show` then lists)."""
+"""Queued DVC experiments on the whole tiny DAG, as a user runs them: a queue of two, one of
+which retrains every model (what `dvc exp show` then lists)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dvc_project import run, stages_run
+from dvc_project import run
 
 pytestmark = pytest.mark.slow
 
@@ -17,34 +17,17 @@ MAX_EXP_COLUMNS = 60
 DROP_DEPS = r"models/|plots/|metrics/\w+\.json$"   # `dvc exp show --drop`: the deps' hash columns
 
 
-@pytest.fixture(scope="module")
-def reproduced(full_dag: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the suite's full `dvc repro` (conftest.full_dag) shared by the tests of this module."""
-    from conftest import copy_built
-
-    return copy_built(full_dag, tmp_path_factory.mktemp("dag_experiments") / "project")
-
-
-def test_patch_size_experiment_reruns_only_the_scratch_vit(reproduced: Path) -> None:
-    out = run(reproduced, "dvc", "exp", "run", "-S", "vit.patch_size=8")
-    assert sorted(stages_run(out.stdout)) == ["compare", "evaluate@vit_scratch", "fetch", "train_vit"]
-    diff = run(reproduced, "dvc", "metrics", "diff", "--json").stdout
-    assert "metrics/vit_scratch.json" in json.loads(diff)
-    params_diff = json.loads(run(reproduced, "dvc", "params", "diff", "--json").stdout)
-    change = params_diff["params.yaml"]["vit.patch_size"]
-    assert (change["old"], change["new"]) == (4, 8)
-
-
-def test_queued_experiments_run_and_fit_exp_show(reproduced: Path) -> None:
+def test_queued_experiments_run_and_fit_exp_show(full_dag: Path, tmp_path: Path) -> None:
     """Two queued experiments run by `dvc queue start`: `-S train.epochs=2` (every model
     retrained) and a smaller scratch ViT. `dvc exp show --only-changed` over both stays within
-    MAX_EXP_COLUMNS columns once the changed deps' hashes are dropped with the README's --drop."""
-    run(reproduced, "git", "checkout", "--", ".")           # the workspace as the repro made it
-    run(reproduced, "dvc", "checkout", "--force")
-    run(reproduced, "dvc", "exp", "remove", "--all")        # experiments of the other tests
+    MAX_EXP_COLUMNS columns once the changed deps' hashes are dropped with the README's --drop.
+    The queue runs them side by side (`dvc queue start -j 2`)."""
+    from conftest import copy_built
+
+    reproduced = copy_built(full_dag, tmp_path / "project")   # the suite's full `dvc repro`
     run(reproduced, "dvc", "exp", "run", "--queue", "-S", "train.epochs=2")
     run(reproduced, "dvc", "exp", "run", "--queue", "-S", "vit.image_size=12", "-S", "vit.patch_size=4")
-    run(reproduced, "dvc", "queue", "start")
+    run(reproduced, "dvc", "queue", "start", "-j", "2")
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
         status = run(reproduced, "dvc", "queue", "status").stdout
