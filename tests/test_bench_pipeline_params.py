@@ -119,7 +119,8 @@ def test_footing_trains_both_models_at_both_input_sizes() -> None:
 
 
 def test_demo_vit_candidates_are_valid_vit_ft_sections() -> None:
-    """benchmarks/demo_vit.py's DeiT-Ti/16 candidates validate as params.yaml's vit_ft plus them."""
+    """benchmarks/demo_vit.py's candidates validate as params.yaml's vit_ft plus them; ViT-B/32
+    at the demo's input size."""
     bench = load_benchmark("demo_vit")
     from common import pipeline_params
 
@@ -127,3 +128,5 @@ def test_demo_vit_candidates_are_valid_vit_ft_sections() -> None:
                     {**bench.DEIT, "pretrained": False}):
         vit_ft = pipeline_params({"vit_ft": section}).vit_ft
         assert (vit_ft.variant, vit_ft.blocks, vit_ft.normalize) == ("ti16", None, "torch")
+    b32 = pipeline_params({"vit_ft": bench.B32}).vit_ft
+    assert (b32.variant, b32.weights, b32.image_size) == ("b32", "imagenet21k+imagenet2012", 64)
