@@ -58,7 +58,7 @@ def overrides(data: Path, seed: int, cnn_size: int | None = None, vit_size: int 
 
 def _run(family: str, model_id: str, params: Any, paths: Any) -> dict[str, Any]:
     metrics = train_and_evaluate(family, params, paths)[model_id]
-    preds = pd.read_csv(paths.root / "plots" / model_id / "eval" / "predictions.csv",
+    preds = pd.read_csv(paths.eval_plots(model_id) / "predictions.csv",
                         dtype=str, keep_default_na=False).set_index("path")
     print(f"{metrics['display_name']} at {metrics['image_size']} px: {metrics['accuracy']:.3f}", flush=True)
     return {"metrics": metrics, "correct": preds["actual"] == preds["predicted"]}

@@ -331,6 +331,9 @@ def test_a_hub_host_that_does_not_resolve_goes_to_the_cache_without_retries(
 
     from vitbench.core.download import NetworkError
 
+    for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):   # no proxy between us and it
+        monkeypatch.delenv(proxy, raising=False)
+        monkeypatch.delenv(proxy.lower(), raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://vitbench-hub.invalid")   # RFC 2606: never resolves
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     prefill(hub_cache, REPO, {tw.CONFIG: json.dumps(DEIT_CONFIG).encode()})
@@ -341,3 +344,5 @@ def test_a_hub_host_that_does_not_resolve_goes_to_the_cache_without_retries(
             tw.hub_file(name, tw.SAFETENSORS)
     assert "does not resolve" in caplog.text and "Retrying" not in caplog.text
     assert tw.hub_resolves("http://127.0.0.1:9")
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")   # behind a proxy the proxy resolves names
+    assert tw.hub_resolves("http://vitbench-hub.invalid")

@@ -6,9 +6,10 @@ accuracy over the seeds, its 95% interval and the number of finished runs. With 
 interval is that run's Wilson interval over its test images (from metrics/<id>.json); with two
 runs or more, the Wilson interval of the test predictions of all of them pooled (the Student-t
 interval of the mean over 2-3 seeds spans most of the axis and says nothing), or the t interval
-(`stats.mean_interval`) where the predictions are not read; `ci_kind` says which. A line is a model id, or `<id>@random_init` for a model meant to start
-from pretrained weights that did not (metrics/<id>.json `pretrained` false): a second sweep with
-`-S cnn.pretrained=false` adds the from-scratch CNN beside the pretrained one.
+(`stats.mean_interval`) where the predictions are not read; `ci_kind` says which. A line is a
+model id, or `<id>@random_init` for a model meant to start from pretrained weights that did not
+(metrics/<id>.json `pretrained` false): a second sweep with `-S cnn.pretrained=false` adds the
+from-scratch CNN beside the pretrained one.
 
 The CNN-or-ViT question at each value uses compare.md's rules: the best CNN and the best ViT (by
 mean accuracy; CNN or ViT is the `kind` evaluate wrote from the model registry into
@@ -41,9 +42,7 @@ from vitbench.models import registry
 SIZE_KEY = "split.max_train_per_class"
 UNITS = {SIZE_KEY: "images per class", "epochs": "epochs", "image_size": "px"}
 RANDOM_INIT = "@random_init"   # the line suffix of a model meant to be pretrained, trained from random init
-
-
-POOLED = "Wilson over the pooled test images of every seed"
+POOLED = "Wilson over the pooled test images of every seed"   # ci_kind of a point of several seeds
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ import re
 import socket
 import tempfile
 import urllib.parse
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -125,14 +126,22 @@ def hub_file(name: HubName, filename: str, optional: bool = False) -> Path | Non
         raise _unreachable(name, filename, exc) from exc
 
 
-@functools.cache
 def hub_resolves(endpoint: str | None) -> bool:
-    """Whether the hub's host name resolves. Without a network the hub client retries each file
-    with back-off for about 20 s before it looks in its cache; when the name does not resolve
-    vitbench goes to the cache at once."""
+    """Whether the hub's host name resolves (or a proxy will resolve it for us). Without a network
+    the hub client retries each file with back-off for about 20 s before it looks in its cache;
+    when the name does not resolve vitbench goes to the cache at once."""
     from huggingface_hub import constants
 
-    host = urllib.parse.urlsplit(endpoint or constants.ENDPOINT).hostname or ""
+    url = urllib.parse.urlsplit(endpoint or constants.ENDPOINT)
+    host = url.hostname or ""
+    proxies = urllib.request.getproxies()   # HTTPS_PROXY and friends: the proxy resolves names
+    if (url.scheme in proxies or "all" in proxies) and not urllib.request.proxy_bypass_environment(host):
+        return True
+    return _host_resolves(host)
+
+
+@functools.cache
+def _host_resolves(host: str) -> bool:
     try:
         socket.getaddrinfo(host, None)
     except (socket.gaierror, UnicodeError) as exc:
