@@ -49,7 +49,10 @@ TINY = {
     # test_recipe.py and by the full-size demo run
     "augment_online": {"flip": False, "translate": 0.0, "zoom": 0.0, "contrast": 0.0},
     "train": {"epochs": 1, "batch_size": 16, "patience": 1},
-    "cnn": {"image_size": 32, "pretrained": False},
+    # VGG16, the dogs study's CNN: 20 layers against MobileNetV2's 155, so Keras builds its training
+    # step in a fraction of the time (most of a tiny train_cnn); MobileNetV2 is trained in
+    # test_training.py and test_transfer.py
+    "cnn": {"arch": "vgg16", "image_size": 32, "pretrained": False},
     "vit": {"image_size": 24, "patch_size": 4, "projection_dim": 16, "num_heads": 2, "layers": 1,
             "mlp_head": [16]},
     # one block of vit-keras' ViT-B/32, params.yaml's model before DeiT-Ti/16: the DAG tests were

@@ -58,10 +58,10 @@ def test_cnns_left_at_their_initial_weights_are_at_chance_and_void_the_verdict(r
     verdict = next(line for line in md.splitlines() if line.startswith("- **CNN or ViT?**"))
     assert "**no verdict**" in verdict and "a training failure" in verdict
     assert "is better" not in verdict
-    for name in ("MobileNetV2 (transfer)", "MobileNetV2 (fine-tuned)"):
+    for name in ("VGG16 (transfer)", "VGG16 (fine-tuned)"):
         assert f"| {name} (at chance) " in md                                   # every table row
     calibration = next(line for line in md.splitlines() if line.startswith("- Calibration"))
-    assert "MobileNetV2" not in calibration
+    assert "VGG16" not in calibration
     assert "CNNs degrade less" not in md
 
 

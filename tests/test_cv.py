@@ -132,7 +132,7 @@ def test_cv_pools_every_image_once(folds_run: tuple[Path, str]) -> None:
     assert summary["chance"] == pytest.approx(chance)
     cnn = summary["models"][LINES["cnn_transfer"]]
     assert cnn["at_chance"], "lr 1e-9: the CNN never learned"
-    assert cnn["display_name"] == "MobileNetV2 (transfer, random init)"
+    assert cnn["display_name"] == "VGG16 (transfer, random init)"
     assert summary["cnn_vs_vit_p"] is not None and summary["t_test_p"] is not None
     text = (project / "plots/cv/summary.md").read_text()
     assert summary["verdict"] in text and summary["verdict"].startswith("No verdict: the best CNN")

@@ -15,6 +15,10 @@ MODEL_IDS = model_ids()
 pytestmark = pytest.mark.slow
 
 MAX_METRIC_KEYS = 30     # distinct keys over every file under dvc.yaml `metrics:` (the contract)
+# the headline keys ../shared/design/contract.md fixes: every model's and compare.json's
+HEADLINE_MODEL = {"accuracy", "accuracy_ci_low", "accuracy_ci_high", "f1_macro", "ece",
+                  "corruption_accuracy", "chance_p", "pretrained", "train_seconds", "steps_run"}
+HEADLINE_COMPARE = {"test_images", "vit_minus_cnn", "cnn_vs_vit_p", "models_at_chance"}
 MAX_LINE = 200           # characters: a wide terminal
 
 METRIC_KEYS = {"accuracy", "loss", "top5_accuracy", "precision_macro", "recall_macro", "f1_macro",
@@ -65,12 +69,15 @@ def test_dvc_metrics_hold_few_keys_and_numbers_only(reproduced: Path) -> None:
     MAX_METRIC_KEYS distinct keys in all (the contract); each view of them fits MAX_LINE."""
     shown = json.loads(run(reproduced, "dvc", "metrics", "show", "--json").stdout)
     files = {path: entry["data"] for path, entry in next(iter(shown.values()))["data"].items()}
-    assert set(files) == {f"metrics/{m}.json" for m in MODEL_IDS} | {"metrics/compare.json",
-                                                                     "metrics/split.json"}
+    assert set(files) == {f"metrics/{m}.json" for m in MODEL_IDS} | {"metrics/compare.json"}
     for path, data in files.items():
         assert all(isinstance(v, (int, float)) for v in data.values()), (path, data)
+        assert set(data) == (HEADLINE_COMPARE if path.endswith("compare.json") else HEADLINE_MODEL), path
     keys = set().union(*files.values())
     assert len(keys) <= MAX_METRIC_KEYS, sorted(keys)
+    # the plain table: a Path column and one per headline key, nothing else
+    header = run(reproduced, "dvc", "metrics", "show").stdout.splitlines()[0].split()
+    assert header[0] == "Path" and set(header[1:]) == HEADLINE_MODEL | HEADLINE_COMPARE, header
     for targets in ([f"metrics/{m}.json" for m in MODEL_IDS], ["metrics/compare.json", "metrics/split.json"]):
         table = run(reproduced, "dvc", "metrics", "show", *targets).stdout
         assert max(len(line) for line in table.splitlines()) < MAX_LINE, table

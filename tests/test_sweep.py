@@ -254,7 +254,7 @@ def test_summarize_by_a_real_tiny_sweep(tiny_runs: Path, tmp_path: Path) -> None
         return json.loads(run(project, "git", "show", f"{exp_rev(project, name)}:{path}").stdout)
 
     cnn = summary["models"]["cnn_finetuned@random_init"]
-    assert cnn["display_name"] == "MobileNetV2 (fine-tuned, random init, 40 px)"
+    assert cnn["display_name"] == "VGG16 (fine-tuned, random init, 40 px)"
     assert [(p["value"], p["runs"]) for p in cnn["points"]] == [(2, ["mtpc-2-c-is-40-seed-1"])]
     metrics = metrics_of("mtpc-2-c-is-40-seed-1", "metrics/cnn_finetuned.json")
     assert metrics["pretrained"] is False and cnn["points"][0]["mean"] == pytest.approx(metrics["accuracy"])

@@ -139,6 +139,15 @@ def with_detail(metrics: dict[str, Any], root: Path | None, rev: str,
     return {**json.loads(proc.stdout), **metrics}
 
 
+def json_at(root: Path, rev: str, path: str) -> dict[str, Any]:
+    """The JSON file `path` as the experiment's commit `rev` holds it (files outside dvc.yaml
+    `metrics:`, which `dvc exp show` does not list, such as metrics/split.json)."""
+    proc = _git_show(root, rev, path)
+    if proc.returncode != 0:
+        raise VitbenchError(f"{path} of experiment commit {rev[:7]} could not be read: {proc.stderr.strip()}")
+    return json.loads(proc.stdout)
+
+
 def _git_show(root: Path, rev: str, path: str) -> subprocess.CompletedProcess:
     """`git show REV:PATH` in `root`: a file as an experiment's commit holds it."""
     return subprocess.run(["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True, text=True)
