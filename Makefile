@@ -6,9 +6,10 @@ LOCK   := requirements.lock
 # uv installs the lock (much faster than pip, see docs/reliability.md "Installing: the lock"); pinned like the rest
 UV_VERSION ?= 0.13.9
 UV     := $(BIN)/uv
-# pytest-xdist workers; one test file per worker (module fixtures are built once). 3 on 2 cores:
-# the DAG tests spend part of their time waiting on DVC's queue and subprocesses (CHANGELOG.md)
-TEST_WORKERS ?= 3
+# pytest-xdist workers; one test file per worker (module fixtures are built once). 4 on 2 cores:
+# the DAG tests spend part of their time waiting on DVC's queue, their subprocesses and the shared
+# DAG's lock (CHANGELOG.md)
+TEST_WORKERS ?= 4
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: setup demo test bench lock clean-venv

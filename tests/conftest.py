@@ -33,16 +33,22 @@ def pacs_dir() -> Path:
     return PACS
 
 
-# The heaviest files first (each runs a whole DAG or a queue of experiments): pytest-xdist's
-# --dist loadfile hands the first files to the workers, one each, then each next file to the
-# first worker free, in collection order (alphabetical); a heavy file handed out last
-# runs alone at the end. test_dag_full builds the shared full DAG (`full_dag`) on the first worker
-# while the second and third start the sweep's and cv's queues; the other users of `full_dag`
-# follow when it is built (a worker waiting for its lock would sit idle).
+# The heaviest files first, longest first (each file goes to one worker: a long file handed out
+# late runs alone at the end). pytest-xdist's --dist loadfile hands the first files to the workers,
+# one each, then each next file to the first worker free, in this order; the rest follow in
+# collection order (alphabetical). test_dag_full builds the shared full DAG (`full_dag`) on the
+# first worker while the next start the sweep's and cv's queues; test_dag_experiments waits for
+# `full_dag` (its worker idles on the lock, the others keep both cores busy) and then runs the
+# longest chain of the suite, two queued experiments, so it starts early. xdist gives a worker
+# whose file has at most two tests left a next file at once: test_dag_experiments (one test) takes
+# the light test_stats along, not a long file that would wait behind it.
 FIRST = ("test_dag_full.py", "test_sweep.py", "test_cv.py", "test_dag_experiments.py",
-         "test_dag_workspace_experiment.py",
-         "test_compare_dvc.py", "test_predict.py", "test_weights_refusals.py", "test_deit.py",
-         "test_refusals_dvc.py", "test_timm_weights.py")
+         "test_stats.py", "test_training.py", "test_predict.py", "test_models_io.py", "test_refusals_dvc.py",
+         "test_dag_workspace_experiment.py", "test_multiworker.py", "test_bench_matched.py",
+         "test_models_cnn.py", "test_weights_refusals.py", "test_step_budget.py",
+         "test_bench_pipeline_params.py", "test_report.py", "test_config.py", "test_determinism.py",
+         "test_presets.py", "test_compare_dvc.py", "test_deit.py", "test_timm_weights.py",
+         "test_transfer.py")
 
 
 # Fixtures that run `dvc repro` through training: every test using one is slow (the fast tier,
@@ -101,9 +107,19 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str,
 
 def copy_built(project: Path, dest: Path) -> Path:
     """A copy of a reproduced project (git history, DVC cache and outputs; not DVC's temporary
-    state, which belongs to its folder) that a test may change; `dvc status` sees it up to date."""
-    shutil.copytree(project, dest, symlinks=True, ignore=lambda folder, _names: (
-        ["tmp"] if Path(folder).name == ".dvc" else []))
+    state, which belongs to its folder) that a test may change; `dvc status` sees it up to date.
+    The DVC cache's files are hard-linked, not copied: DVC writes each object once, read-only, and
+    never changes it in place (a copy that adds or removes objects leaves the original's alone)."""
+    cache = project / ".dvc" / "cache"
+
+    def link_cache_objects(src: str, dst: str) -> None:
+        if Path(src).is_relative_to(cache):
+            os.link(src, dst)
+        else:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(project, dest, symlinks=True, copy_function=link_cache_objects,
+                    ignore=lambda folder, _names: (["tmp"] if Path(folder).name == ".dvc" else []))
     return dest
 
 
