@@ -6,13 +6,16 @@ LOCK   := requirements.lock
 # uv installs the lock (much faster than pip, see docs/reliability.md "Installing: the lock"); pinned like the rest
 UV_VERSION ?= 0.13.9
 UV     := $(BIN)/uv
-# pytest-xdist workers; one test file per worker (module fixtures are built once). 4 on 2 cores:
+# pytest-xdist workers; one test file per worker (module fixtures are built once). 3 on 2 cores:
 # the DAG tests spend part of their time waiting on DVC's queue, their subprocesses and the shared
 # DAG's lock (CHANGELOG.md)
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 3
+# TensorFlow threads per test process: the workers and their stage processes outnumber the cores, and
+# TensorFlow's pools spin while they wait; one thread each wastes less CPU (CHANGELOG.md)
+TEST_TF_THREADS ?= 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup demo test bench lock clean-venv
+.PHONY: setup demo test test-fast bench lock clean-venv
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +42,13 @@ demo: setup                     ## run the whole pipeline on the embedded synthe
 	PATH=$(abspath $(BIN)):$$PATH dvc metrics show
 
 test: setup                     ## run the test suite (CI runs this)
-	PATH=$(abspath $(BIN)):$$PATH VITBENCH_LOCK=$(abspath $(LOCK)) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
+	PATH=$(abspath $(BIN)):$$PATH VITBENCH_LOCK=$(abspath $(LOCK)) TF_NUM_INTRAOP_THREADS=$(TEST_TF_THREADS) \
+	  TF_NUM_INTEROP_THREADS=$(TEST_TF_THREADS) OMP_NUM_THREADS=$(TEST_TF_THREADS) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
+
+# the fast tier: no DAG runs, no model trained end to end; two workers (each collects the whole
+# suite, TensorFlow imports included, so more workers cost more than they give here)
+test-fast: setup                ## run the fast tier of the tests (`-m "not slow"`, a minute or so)
+	$(MAKE) test TEST_WORKERS=2 PYTEST_ARGS='-m "not slow" $(PYTEST_ARGS)'
 
 bench: setup                    ## print the benchmark table (see benchmarks/)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python benchmarks/run.py

@@ -33,22 +33,18 @@ def pacs_dir() -> Path:
     return PACS
 
 
-# The heaviest files first, longest first (each file goes to one worker: a long file handed out
-# late runs alone at the end). pytest-xdist's --dist loadfile hands the first files to the workers,
-# one each, then each next file to the first worker free, in this order; the rest follow in
-# collection order (alphabetical). test_dag_full builds the shared full DAG (`full_dag`) on the
-# first worker while the next start the sweep's and cv's queues; test_dag_experiments waits for
-# `full_dag` (its worker idles on the lock, the others keep both cores busy) and then runs the
-# longest chain of the suite, two queued experiments, so it starts early. xdist gives a worker
-# whose file has at most two tests left a next file at once: test_dag_experiments (one test) takes
-# the light test_stats along, not a long file that would wait behind it.
+# The heaviest files first (each runs a whole DAG or a queue of experiments): pytest-xdist's
+# --dist loadfile hands the first files to the workers, one each, then each next file to the
+# first worker free, in collection order (alphabetical); a heavy file handed out last
+# runs alone at the end. test_dag_full builds the shared full DAG (`full_dag`) on the first worker
+# while the second and third start the sweep's and cv's queues; the other users of `full_dag`
+# follow when it is built (a worker waiting for its lock would sit idle). The other long files
+# (test_training, test_predict) are not moved up: started beside the three DAG files they slow
+# everything down (more TensorFlow processes than cores waste CPU; CHANGELOG.md).
 FIRST = ("test_dag_full.py", "test_sweep.py", "test_cv.py", "test_dag_experiments.py",
-         "test_stats.py", "test_training.py", "test_predict.py", "test_models_io.py", "test_refusals_dvc.py",
-         "test_dag_workspace_experiment.py", "test_multiworker.py", "test_bench_matched.py",
-         "test_models_cnn.py", "test_weights_refusals.py", "test_step_budget.py",
-         "test_bench_pipeline_params.py", "test_report.py", "test_config.py", "test_determinism.py",
-         "test_presets.py", "test_compare_dvc.py", "test_deit.py", "test_timm_weights.py",
-         "test_transfer.py")
+         "test_dag_workspace_experiment.py",
+         "test_compare_dvc.py", "test_predict.py", "test_weights_refusals.py", "test_deit.py",
+         "test_refusals_dvc.py", "test_timm_weights.py")
 
 
 # Fixtures that run `dvc repro` through training: every test using one is slow (the fast tier,
