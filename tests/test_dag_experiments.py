@@ -4,7 +4,6 @@ which retrains every model (what `dvc exp show` then lists)."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -23,18 +22,14 @@ def test_queued_experiments_run_and_fit_exp_show(full_dag: Path, tmp_path: Path)
     MAX_EXP_COLUMNS columns once the changed deps' hashes are dropped with the README's --drop.
     The queue runs them side by side (`dvc queue start -j 2`)."""
     from conftest import copy_built
+    from vitbench.experiments.queue import wait_for_queue
 
     reproduced = copy_built(full_dag, tmp_path / "project")   # the suite's full `dvc repro`
     run(reproduced, "dvc", "exp", "run", "--queue", "-S", "train.epochs=2")
     run(reproduced, "dvc", "exp", "run", "--queue", "-S", "vit.image_size=12", "-S", "vit.patch_size=4")
     run(reproduced, "dvc", "queue", "start", "-j", "2")
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        status = run(reproduced, "dvc", "queue", "status").stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(3)
-    assert status.count("Success") == 2, status
+    rows = wait_for_queue(reproduced, timeout=900, jobs=2)   # what `vitbench sweep` waits with
+    assert [t.status for t in rows] == ["Success", "Success"], rows
     show = json.loads(run(reproduced, "dvc", "exp", "show", "--json").stdout)
     text = json.dumps(show)
     assert '"vit.image_size": 12' in text.replace("\n", "") or '"image_size": 12' in text

@@ -24,7 +24,8 @@ def test_a_stalled_queue_is_restarted_and_a_failed_status_polled_again(
     commit(project, "tiny params")
     run(project, "dvc", "exp", "run", "--queue", "-n", "only-fetch", "fetch")
     monkeypatch.setattr(queue, "POLL_SECONDS", 0.2)
-    monkeypatch.setattr(queue, "STALL_POLLS", 2)
+    monkeypatch.setattr(queue, "POLL_MAX_SECONDS", 0.2)
+    monkeypatch.setattr(queue, "STALL_SECONDS", 0.3)
     real, calls = queue.queue_tasks, []
 
     def flaky(root: Path) -> list[queue.Task]:

@@ -21,8 +21,9 @@ from vitbench.core.paths import Paths
 from vitbench.models import registry
 
 FINISHED = (None, "success")   # executor states of a finished experiment (None: not from the queue)
-POLL_SECONDS = 5.0
-STALL_POLLS = 24       # polls with tasks queued and none running before the workers are restarted
+POLL_SECONDS = 2.0       # the first wait between two `dvc queue status` polls, then half again longer
+POLL_MAX_SECONDS = 15.0  # each time, up to this: a poll is a dvc process, about a second of CPU
+STALL_SECONDS = 120.0    # tasks queued and none running this long: the queue's workers are restarted
 STATUS_RETRIES = 3     # `dvc queue status` failures in a row ridden out before giving up
 QUEUE_STATES = ("Queued", "Running", "Success", "Failed")
 
@@ -86,12 +87,17 @@ def wait_for_queue(root: Path, timeout: float, tasks: set[str] | None = None,
     """Block until none of `tasks` (task ids; default every task) is queued or running, calling
     `progress` with their rows at each poll; a failed one is a VitbenchError naming it.
 
+    The polls grow apart (POLL_SECONDS, then half again longer each time up to POLL_MAX_SECONDS):
+    each is a `dvc` process, and on a small machine frequent polls take CPU from the experiments.
+
     Two known faults of DVC's local queue on a loaded machine are ridden out: a `dvc queue
     status` that fails once (a half-written broker message) is polled again, up to
     STATUS_RETRIES times in a row; and a dead worker that leaves tasks queued with none running
-    for STALL_POLLS polls is replaced (`dvc queue start -j JOBS` keeps the live ones)."""
+    for STALL_SECONDS is replaced (`dvc queue start -j JOBS` keeps the live ones)."""
     deadline = time.monotonic() + timeout
-    failures = stalled = 0
+    failures = 0
+    wait = POLL_SECONDS
+    stalled_since: float | None = None
     while True:
         try:
             rows = [t for t in queue_tasks(root) if tasks is None or t.task in tasks]
@@ -109,12 +115,16 @@ def wait_for_queue(root: Path, timeout: float, tasks: set[str] | None = None,
         if time.monotonic() > deadline:
             raise VitbenchError(f"the experiments did not finish within {timeout:.0f} s: "
                                 + ", ".join(f"{t.name} {t.status}" for t in rows))
-        stalled = stalled + 1 if not any(t.status == "Running" for t in rows) else 0
-        if stalled >= STALL_POLLS:
-            stalled = 0
+        if any(t.status == "Running" for t in rows):
+            stalled_since = None
+        elif stalled_since is None:
+            stalled_since = time.monotonic()
+        elif time.monotonic() - stalled_since >= STALL_SECONDS:
+            stalled_since = None
             echo("experiments are queued but none runs: restarting the queue's workers")
             start_queue(root, jobs)
-        time.sleep(POLL_SECONDS)
+        time.sleep(wait)
+        wait = min(POLL_MAX_SECONDS, wait * 1.5)
     failed = [f"{t.task} {t.name}" for t in rows if t.status == "Failed"]
     if failed:
         raise VitbenchError("experiment(s) failed (see `dvc queue logs NAME`):\n" + "\n".join(failed))
