@@ -39,7 +39,7 @@ def pacs_dir() -> Path:
 # runs alone at the end. test_dag_full builds the shared full DAG (`full_dag`) on the first worker
 # while the second and third start the sweep's and cv's queues; the other users of `full_dag`
 # follow when it is built (a worker waiting for its lock would sit idle). The other long files
-# (test_training, test_predict) are not moved up: started beside the three DAG files they slow
+# (test_training, test_models_io) are not moved up: started beside the three DAG files they slow
 # everything down (more TensorFlow processes than cores waste CPU; CHANGELOG.md).
 FIRST = ("test_dag_full.py", "test_sweep.py", "test_cv.py", "test_dag_experiments.py",
          "test_dag_workspace_experiment.py",

@@ -22,7 +22,7 @@ from vitbench.models import registry
 
 FINISHED = (None, "success")   # executor states of a finished experiment (None: not from the queue)
 POLL_SECONDS = 2.0       # the first wait between two `dvc queue status` polls, then half again longer
-POLL_MAX_SECONDS = 15.0  # each time, up to this: a poll is a dvc process, about a second of CPU
+POLL_MAX_SECONDS = 15.0  # each time, up to this: every poll is a whole dvc process
 STALL_SECONDS = 120.0    # tasks queued and none running this long: the queue's workers are restarted
 STATUS_RETRIES = 3     # `dvc queue status` failures in a row ridden out before giving up
 QUEUE_STATES = ("Queued", "Running", "Success", "Failed")
@@ -149,13 +149,19 @@ def with_detail(metrics: dict[str, Any], root: Path | None, rev: str,
     return {**json.loads(proc.stdout), **metrics}
 
 
-def json_at(root: Path, rev: str, path: str) -> dict[str, Any]:
-    """The JSON file `path` as the experiment's commit `rev` holds it (files outside dvc.yaml
-    `metrics:`, which `dvc exp show` does not list, such as metrics/split.json)."""
+def json_at(root: Path, rev: str, path: Path) -> dict[str, Any]:
+    """The JSON file `path` (in the project `root`) as the experiment's commit `rev` holds it:
+    files outside dvc.yaml `metrics:`, which `dvc exp show` does not list, such as
+    metrics/split.json."""
+    return json.loads(_file_at(root, rev, path.relative_to(root).as_posix()))
+
+
+def _file_at(root: Path, rev: str, path: str) -> str:
+    """The text of `path` (relative to `root`) at commit `rev`; a VitbenchError if it cannot be read."""
     proc = _git_show(root, rev, path)
     if proc.returncode != 0:
         raise VitbenchError(f"{path} of experiment commit {rev[:7]} could not be read: {proc.stderr.strip()}")
-    return json.loads(proc.stdout)
+    return proc.stdout
 
 
 def _git_show(root: Path, rev: str, path: str) -> subprocess.CompletedProcess:
@@ -198,9 +204,8 @@ def walk(node: Any, state: str | None = None) -> list[tuple[dict[str, Any], str 
 def predictions_at(root: Path, rev: str, model_id: str) -> pd.DataFrame:
     """plots/<id>/eval/predictions.csv (actual and predicted class per test image, indexed by
     path) of the experiment at git commit `rev`."""
-    path = f"plots/{model_id}/eval/predictions.csv"
-    proc = _git_show(root, rev, path)
-    if proc.returncode != 0:
-        raise VitbenchError(f"{path} of experiment commit {rev[:7]} could not be read: {proc.stderr.strip()}")
-    return pd.read_csv(io.StringIO(proc.stdout), dtype={"path": str, "actual": str, "predicted": str},
+    paths = Paths(root)
+    path = (paths.eval_plots(model_id) / "predictions.csv").relative_to(paths.root).as_posix()
+    return pd.read_csv(io.StringIO(_file_at(root, rev, path)),
+                       dtype={"path": str, "actual": str, "predicted": str},
                        keep_default_na=False).drop_duplicates("path").set_index("path")

@@ -35,6 +35,7 @@ import pandas as pd
 from vitbench.core import stats
 from vitbench.core.errors import VitbenchError
 from vitbench.core.markup import escape_text
+from vitbench.core.paths import Paths
 from vitbench.experiments.queue import (FINISHED, exp_show, json_at, model_metrics, predictions_at, walk,
                                         with_detail)
 from vitbench.experiments.seeds import pooled_chance_p
@@ -96,7 +97,7 @@ def sweep_runs(show: Any, by: str, prefix: str = "", root: Path | None = None) -
             value = lookup(params, by)
         except KeyError:
             raise VitbenchError(f"--by {by}: experiment {name} has no such param in params.yaml") from None
-        split = json_at(root, rev, "metrics/split.json") if root is not None and rev else {}
+        split = json_at(root, rev, Paths(root).metrics_json("split")) if root is not None and rev else {}
         classes = int(split["classes"]) if split.get("classes") else None
         per_class = split["train"] / classes if classes else None
         run = SweepRun(name, rev, int(params["seed"]), value, metrics, params, per_class,
