@@ -38,13 +38,12 @@ def pacs_dir() -> Path:
 # first worker free, in collection order (alphabetical); a heavy file handed out last
 # runs alone at the end. test_dag_full builds the shared full DAG (`full_dag`) on the first worker
 # while the second and third start the sweep's and cv's queues; the other users of `full_dag`
-# follow when it is built (a worker waiting for its lock would sit idle). The other long files
-# (test_training, test_models_io) are not moved up: started beside the three DAG files they slow
-# everything down (more TensorFlow processes than cores waste CPU; CHANGELOG.md).
+# follow when it is built (a worker waiting for its lock would sit idle). test_training, the
+# longest file without a DAG, comes next: handed out in alphabetical order it ran alone at the
+# end, one core idle.
 FIRST = ("test_dag_full.py", "test_sweep.py", "test_cv.py", "test_dag_experiments.py",
-         "test_dag_workspace_experiment.py",
-         "test_compare_dvc.py", "test_predict.py", "test_weights_refusals.py", "test_deit.py",
-         "test_refusals_dvc.py", "test_timm_weights.py")
+         "test_training.py", "test_compare_dvc.py", "test_predict.py", "test_weights_refusals.py",
+         "test_deit.py", "test_refusals_dvc.py", "test_timm_weights.py")
 
 
 # Fixtures that run `dvc repro` through training: every test using one is slow (the fast tier,

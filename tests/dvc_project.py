@@ -44,6 +44,9 @@ TINY = {
     "dataset": {"synthetic": {"per_class": 12, "image_size": 64}},
     "clean": {"min_per_class": 6},
     "split": {"val": 0.2, "test": 0.25},
+    # no augmented copies: half the training images, half the training compute of every DAG test
+    # (the augment stage still runs; its copies go through DVC in test_dag_data.py)
+    "augment": {"copies": 0},
     # online augmentation off in the DAG tests, as before it became the default (the suite took
     # 34 min with it on in every DAG, 16 min before); it is tested in test_online.py,
     # test_recipe.py and by the full-size demo run

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from dvc_project import TINY, changed_stages, commit, run, set_params
@@ -13,8 +14,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_data_stages_run_and_cache(project: Path) -> None:
-    set_params(project, TINY)
-    commit(project, "tiny params")
+    set_params(project, {**TINY, "augment": {"copies": 1}})
+    commit(project, "tiny params, one augmented copy per training image")
     out = run(project, "dvc", "repro", "augment")
     assert set(["fetch", "clean", "split", "augment"]) <= set(
         line.split("'")[1] for line in out.stdout.splitlines() if line.startswith("Running stage"))
@@ -27,6 +28,8 @@ def test_data_stages_run_and_cache(project: Path) -> None:
     split = json.loads((project / "metrics" / "split.json").read_text())
     assert split["train"] + split["val"] + split["test"] + split.get("unused", 0) == clean["kept"]
     assert (project / "plots" / "augment_preview.png").stat().st_size > 10_000
+    augmented = pd.read_csv(project / "data" / "augmented" / "train.csv")
+    assert (augmented["augmented"] == 1).sum() == (augmented["augmented"] == 0).sum() == split["train"]
     commit(project, "data stages")
 
     set_params(project, {"augment": {"rotation": 30}})
