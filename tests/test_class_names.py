@@ -12,6 +12,7 @@ import unicodedata
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
+import pytest
 from dvc_project import TINY, commit, run, set_params
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -131,15 +132,18 @@ def _fetch_in_project(project: Path, source: str) -> None:
     assert sorted(rejected["source"]) == sorted(ESCAPING)
 
 
+@pytest.mark.slow
 def test_escaping_class_names_from_a_folder_stay_in_data_raw(project: Path, tmp_path: Path) -> None:
     _fetch_in_project(project, str(_source_tree(tmp_path / "src")))
 
 
+@pytest.mark.slow
 def test_escaping_class_names_from_an_archive_stay_in_data_raw(project: Path, tmp_path: Path) -> None:
     archive = _tar_gz(tmp_path / "classes.tar.gz", _source_tree(tmp_path / "src"))
     _fetch_in_project(project, str(archive))
 
 
+@pytest.mark.slow
 def test_escaping_class_names_from_a_url_stay_in_data_raw(project: Path, tmp_path: Path,
                                                            server: Server) -> None:
     archive = _tar_gz(tmp_path / "classes.tar.gz", _source_tree(tmp_path / "src"))

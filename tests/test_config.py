@@ -142,7 +142,7 @@ def test_source_kinds(raw: dict, tmp_path: Path) -> None:
         assert params_from_dict(_with(raw, "dataset.source", source)).dataset.kind == kind
 
 
-@pytest.mark.slow   # more than ~3 s (a subprocess or a model build)
+@pytest.mark.slow   # a subprocess or a model build
 def test_stage_exits_1_with_one_line_before_touching_outputs(raw: dict, tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(_with(raw, "vit.patch_size", 7)))

@@ -34,6 +34,7 @@ def vit_ft(**section: object):  # type: ignore[no-untyped-def]
     return params_with({"vit_ft": section}).vit_ft
 
 
+@pytest.mark.slow
 def test_deit_loads_into_ti16_through_vit_ft_weights(deit: Path) -> None:
     cfg = vit_ft(variant="ti16", image_size=32, weights=str(deit), pretrained=True, blocks=None)
     family = registry.family("vit_ft")
@@ -51,6 +52,7 @@ def test_deit_loads_into_ti16_through_vit_ft_weights(deit: Path) -> None:
     assert 5_400_000 < model.count_params() < 5_600_000  # 5.72 M with the 1000-class head
 
 
+@pytest.mark.slow
 def test_deit_on_another_variant_is_an_error_naming_file_and_fit(deit: Path) -> None:
     cfg = vit_ft(variant="s16", image_size=32, weights=str(deit), pretrained="auto")
     family = registry.family("vit_ft")
@@ -88,6 +90,7 @@ def test_class_token_probe_is_far_above_random_weights(deit: Path, pacs_dir: Pat
     assert scores["deit"] > 0.6, scores
 
 
+@pytest.mark.slow
 def test_official_ti16_file_is_downloaded_once_into_the_keras_cache(
         deit: Path, server, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     """`vit_ft.weights: imagenet21k+imagenet2012` on ti16 fetches the AugReg ViT-Ti/16 file by its

@@ -126,6 +126,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
             if p.is_file()}
 
 
+@pytest.mark.slow
 def test_a_file_size_limit_in_clean_is_one_line_and_keeps_earlier_outputs(tmp_path: Path) -> None:
     """`ulimit -f` (EFBIG; Python ignores SIGXFSZ) is refused like a full disk: one line naming
     the limit and the output, data/ as it was."""

@@ -93,6 +93,7 @@ def differences(name: str, stage: dict) -> list[str]:
     return problems
 
 
+@pytest.mark.slow
 def test_every_stage_lists_exactly_its_code_and_params():
     problems = [p for name, stage in dvc_stages().items() for p in differences(name, stage)]
     assert not problems, "dvc.yaml disagrees with the code:\n" + "\n".join(problems)

@@ -325,6 +325,7 @@ def fetched(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_project(tmp_path_factory.mktemp("fetched"), "fetch")
 
 
+@pytest.mark.slow
 def test_archive_over_max_entries_is_refused_by_dvc_repro(fetched: Path, tmp_path: Path) -> None:
     from test_refusals_dvc import params_text, refused, with_changes
 
@@ -335,6 +336,7 @@ def test_archive_over_max_entries_is_refused_by_dvc_repro(fetched: Path, tmp_pat
                 ("data", "metrics"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", [".", "data/raw", ".."])
 def test_a_source_overlapping_the_projects_data_is_refused(source: str, fetched: Path) -> None:
     from test_refusals_dvc import params_text, refused, with_changes

@@ -185,6 +185,7 @@ def test_pretrained_true_offline_is_an_error_that_says_what_to_do(offline_mobile
     assert f"copy {cache.name} to {cache}" in str(info.value)
 
 
+@pytest.mark.slow
 def test_pretrained_auto_uses_the_keras_cache_without_network(offline_mobilenet: cnn_archs.CnnArch) -> None:
     reference = randomised_base("mobilenetv2", seed=5)
     write_keras_h5(reference, Path(os.environ["KERAS_HOME"]) / "models"

@@ -105,7 +105,7 @@ def keras_file_predictions(path: Path, x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("imports", ["import vitbench; import keras",
                                      "import vitbench; import tensorflow; import keras",
                                      "import keras; import vitbench"])
-@pytest.mark.slow   # more than ~3 s (a subprocess or a model build)
+@pytest.mark.slow   # a subprocess or a model build
 def test_import_vitbench_registers_its_layers_with_keras(imports: str) -> None:
     """Whichever comes first, vitbench or Keras (or TensorFlow, which probes for Keras before
     importing it), Keras knows vitbench's and vit-keras' layers afterwards."""
@@ -160,6 +160,7 @@ def test_failed_save_leaves_the_previous_model(tmp_path: Path, monkeypatch: pyte
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
 
 
+@pytest.mark.slow
 def test_load_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="nothing does not exist"):
         models.load_model(tmp_path / "nothing")

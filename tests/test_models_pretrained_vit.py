@@ -107,6 +107,7 @@ def dead_url() -> str:
 
 # --- the model ---------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_tiny_model_is_flat_with_a_float32_softmax_head() -> None:
     model = pv.build_vit_ft("b16", SIZE, num_classes=4, config=TINY)
     names = [layer.name for layer in model.layers]
@@ -190,6 +191,7 @@ def test_position_embeddings_are_resized_to_the_patch_grid(tmp_path: Path) -> No
     np.testing.assert_array_equal(pos[0, 0], np.load(path)["Transformer/posembed_input/pos_embedding"][0, 0])
 
 
+@pytest.mark.slow
 def test_weights_that_do_not_fit_are_a_data_error(tmp_path: Path) -> None:
     one_block = write_npz(tmp_path / "shallow.npz", flax_params({**TINY, "num_layers": 1}, grid=2))
     with pytest.raises(DataError, match="shallow.npz does not fit"):
@@ -327,6 +329,7 @@ def test_torch_normalization_is_imagenet_mean_and_std() -> None:
     np.testing.assert_allclose(np.asarray(preprocess_fn("tf")(x))[0, 0, 0], [-1, 0, 1])
 
 
+@pytest.mark.slow
 def test_a_file_of_another_width_or_depth_names_the_mismatch(tmp_path: Path) -> None:
     """A Ti-shaped file (192 wide, 3 heads, MLP 768) on s16, and a 2-block file on 4 blocks."""
     ti = {"hidden_size": 192, "num_heads": 3, "mlp_dim": 768, "num_layers": 2}
@@ -404,6 +407,7 @@ def test_random_arrays_under_other_names_are_an_error_naming_missing_tensors(tmp
         load_auto(path)
 
 
+@pytest.mark.slow
 def test_a_late_block_of_another_shape_is_an_error_naming_the_tensor(tmp_path: Path) -> None:
     """Block 5's MLP kernel is 48 wide (16 x 32 expected): only block 0 was checked before."""
     params = flax_params(SIX, grid=2)
@@ -416,6 +420,7 @@ def test_a_late_block_of_another_shape_is_an_error_naming_the_tensor(tmp_path: P
         load_auto(path, SIX)
 
 
+@pytest.mark.slow
 def test_a_permuted_attention_kernel_of_the_same_size_is_an_error(tmp_path: Path) -> None:
     """vit-keras reshapes attention kernels to the layer's shape, so a (heads, head width, width)
     query kernel (same 256 numbers as (16, 2, 8)) used to load silently, scrambled."""

@@ -81,6 +81,7 @@ TINY_BUILDS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(TINY_BUILDS))
 def test_saliency_maps_per_family(name):
     """Grad-CAM on the CNN's last feature map, rollout over the ViTs' patch grids; 0..1 maps."""

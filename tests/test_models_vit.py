@@ -129,6 +129,7 @@ def test_lsa_temperature_is_learned() -> None:
     assert float(tau.numpy()) != before
 
 
+@pytest.mark.slow
 def test_whole_model_json_round_trip_needs_no_unsafe_code() -> None:
     model = vit.build_vit(**SMALL, spt=True, lsa=True)
     clone = keras.models.model_from_json(model.to_json())  # safe_mode stays on
@@ -160,6 +161,7 @@ def test_patch_grid_figure(tmp_path: Path) -> None:
     assert not list(out.parent.glob(".*tmp*"))
 
 
+@pytest.mark.slow
 def test_patch_grid_title_names_the_sizes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     titles: list[str] = []
     import vitbench.models.vit.patches as patches_module
@@ -191,6 +193,7 @@ def test_receptive_field_of_the_conv_tokenizer() -> None:
     assert changed.any() and rows.min() >= 2 and cols.min() >= 2  # ... leaves token (1, 1) alone
 
 
+@pytest.mark.slow
 def test_token_grid_title_names_tokens_and_field(monkeypatch: pytest.MonkeyPatch,
                                                  tmp_path: Path) -> None:
     titles: list[str] = []
@@ -260,6 +263,7 @@ def test_drop_path_rate_rises_linearly_over_the_blocks() -> None:
     assert rates == pytest.approx([0.0, 0.1, 0.2])
 
 
+@pytest.mark.slow
 def test_conv_tokenizer_seq_pool_and_drop_path_save_and_reload_to_identical_predictions(
         tmp_path: Path) -> None:
     """One model with every small-data option: stochastic in training, deterministic at

@@ -45,7 +45,8 @@ def test_all_off_is_no_augmenter() -> None:
     assert config.AugmentOnline.only().active == {} and not config.AugmentOnline.only().mixes_labels
 
 
-@pytest.mark.parametrize("key", list(STRENGTHS))
+@pytest.mark.parametrize("key", [pytest.param(k, marks=pytest.mark.slow) if k == "randaugment" else k
+                                 for k in STRENGTHS])
 def test_each_key_changes_training_inputs_reproducibly(images, key: str) -> None:
     plain = batches(images, None)
     seen = batches(images, config.AugmentOnline.only(**{key: STRENGTHS[key]}), seed=3)
@@ -66,6 +67,7 @@ def test_each_key_changes_training_inputs_reproducibly(images, key: str) -> None
         np.testing.assert_array_equal(labels, np.concatenate([y for _, y in plain]))
 
 
+@pytest.mark.slow
 def test_same_seed_same_batches_every_epoch_new_draws(images) -> None:
     cfg = config.AugmentOnline.only(**{**STRENGTHS, "randaugment": 0.0})  # RandAugment: slow to trace
     first, again = batches(images, cfg, seed=5, epochs=2), batches(images, cfg, seed=5, epochs=2)
@@ -78,6 +80,7 @@ def test_same_seed_same_batches_every_epoch_new_draws(images) -> None:
     assert not np.allclose(first[0][0], other[0][0])
 
 
+@pytest.mark.slow
 def test_training_data_augments_train_never_val(tmp_path: Path, monkeypatch) -> None:
     """load_train_data: the train batches follow augment_online, the val batches never do."""
     from test_training import git_repo, make_dataset_tree, tiny_params

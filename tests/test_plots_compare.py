@@ -132,7 +132,7 @@ def test_accuracy_loss_names_every_model(tmp_path: Path) -> None:
     assert figures.save_accuracy_loss(rows([0.6] * 5, [1] * 5), tmp_path / "a.png").stat().st_size
 
 
-@pytest.mark.parametrize("n_classes", [2, 12, 80])
+@pytest.mark.parametrize("n_classes", [2, 12, pytest.param(80, marks=pytest.mark.slow)])
 def test_per_class_f1_heatmap(n_classes: int, tmp_path: Path) -> None:
     rng = np.random.default_rng(n_classes)
     f1 = pd.DataFrame(rng.random((n_classes, 5)), columns=MODELS,
@@ -148,6 +148,7 @@ def test_per_class_f1_heatmap(n_classes: int, tmp_path: Path) -> None:
     assert figures.save_per_class_f1(f1, tmp_path / "f1.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_robustness_figure_has_a_panel_per_corruption_and_a_line_per_model(tmp_path: Path) -> None:
     from vitbench.evaluate.robustness import CORRUPTIONS, SEVERITIES
 

@@ -109,6 +109,7 @@ def test_predict_files_matches_the_model_and_skips_the_text_file(project: Path, 
     assert [s for _, s in predictions[0].top] != pytest.approx([s for _, s in ref.top], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_best_model_comes_from_what_compare_writes(compared: Paths) -> None:
     assert best_model_id(compared) == BEST
     compared.metrics_json("compare_detail").write_text("{}")
@@ -136,7 +137,7 @@ def test_cli_table_on_good_images_exits_0(project: Path, photos: Path) -> None:
     assert "a.jpg" in proc.stdout and "prediction" in proc.stdout
 
 
-@pytest.mark.slow   # more than ~3 s (a subprocess or a model build)
+@pytest.mark.slow   # a subprocess or a model build
 def test_cli_without_a_trained_project_is_a_clear_error(tmp_path: Path, photos: Path) -> None:
     proc = subprocess.run([bin_path("vitbench"), "predict", str(photos), "--root", str(tmp_path)],
                           capture_output=True, text=True)
@@ -144,7 +145,7 @@ def test_cli_without_a_trained_project_is_a_clear_error(tmp_path: Path, photos: 
     assert "compare_detail.json not found" in proc.stderr and "Traceback" not in proc.stderr
 
 
-@pytest.mark.slow   # more than ~3 s (a subprocess or a model build)
+@pytest.mark.slow   # a subprocess or a model build
 def test_cli_on_an_empty_folder_is_an_error(compared: Paths, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     (empty / ".thumbs").mkdir(parents=True)

@@ -72,6 +72,7 @@ def test_make_optimizer_per_recipe() -> None:
     assert (schedule.warmup_steps, schedule.total_steps, schedule.peak_lr) == (10, 100, 2e-3)
 
 
+@pytest.mark.slow
 def test_weight_decay_shrinks_weights() -> None:
     """Decoupled decay acts even with a zero gradient."""
     def trained(decay: float) -> float:
@@ -164,6 +165,7 @@ def test_compare_md_states_each_models_recipe(tmp_path, same: bool) -> None:
     assert ("did not all see the same augmentation" in section) is not same
 
 
+@pytest.mark.slow
 def test_fit_on_mixup_batches() -> None:
     """A model compiled by compile_model trains on soft-label batches and validates on integer ones."""
     from vitbench.core.config import AugmentOnline

@@ -160,6 +160,7 @@ def test_ties_report_every_best_model_in_pipeline_order(project: Paths) -> None:
     assert "**91.7%**" in table
 
 
+@pytest.mark.slow
 def test_clear_winner_and_cost_in_the_conclusion(project: Paths) -> None:
     write_evaluation(project, "vit_finetuned", Y_TRUE, files_of(project))      # 100%
     summary = compare(CFG, SEED, project)
@@ -188,6 +189,7 @@ def large_project(root: Path, predictions: dict[str, np.ndarray]) -> Paths:
     return paths
 
 
+@pytest.mark.slow
 def test_a_significant_difference_is_called_better_and_its_p_is_stored_unrounded(tmp_path: Path) -> None:
     cnn = with_errors(*range(0, 24, 3), 1, 4, y_true=Y_LARGE)      # 14/24: above chance, p = 0.010
     project = large_project(tmp_path / "proj", {"vit_finetuned": Y_LARGE,
@@ -205,6 +207,7 @@ def test_a_significant_difference_is_called_better_and_its_p_is_stored_unrounded
     assert json.loads(project.metrics_json("compare_detail").read_text())["winner"] == "ViT"
 
 
+@pytest.mark.slow
 def test_perfect_classes_need_precision_and_recall_of_one(project: Paths) -> None:
     summary = compare(CFG, SEED, project)
     perfect = summary["perfect_classes"]
@@ -309,6 +312,7 @@ def add_robustness(paths: Paths, model_id: str, drop: float) -> None:
     write_json(paths.metrics_json(model_id), metrics)
 
 
+@pytest.mark.slow
 def test_robustness_says_which_family_degrades_less(project: Paths) -> None:
     for model_id in MODEL_IDS:
         add_robustness(project, model_id, 0.3 if model_id.startswith("cnn") else 0.1)
@@ -321,6 +325,7 @@ def test_robustness_says_which_family_degrades_less(project: Paths) -> None:
     assert (project.compare_plots / "robustness.png").stat().st_size > 5_000
 
 
+@pytest.mark.slow
 def test_without_robustness_results_the_report_leaves_them_out(project: Paths) -> None:
     compare(CFG, SEED, project)
     md = (project.metrics / "compare.md").read_text()
@@ -373,6 +378,7 @@ def test_the_hand_made_evaluate_outputs_have_what_the_real_evaluate_writes(publi
         assert columns[0] == columns[1], name
 
 
+@pytest.mark.slow
 def test_a_cnn_at_chance_is_marked_never_best_and_voids_the_verdict(tmp_path: Path) -> None:
     """Both CNNs answer "cat" for everything (8/24, the majority rate): the ViTs' lead over them
     is a training failure, not a win; the CNNs are neither best calibrated nor robust."""
@@ -407,6 +413,7 @@ def test_a_cnn_at_chance_is_marked_never_best_and_voids_the_verdict(tmp_path: Pa
     assert "- **At chance:** MobileNetV2 (transfer) (33.3% against 33.3%" in md
 
 
+@pytest.mark.slow
 def test_when_every_model_is_at_chance_nothing_is_best(tmp_path: Path) -> None:
     cat = np.zeros_like(Y_LARGE)
     project = large_project(tmp_path / "proj", dict.fromkeys(MODEL_IDS, cat))
@@ -448,6 +455,7 @@ def test_missing_detail_is_a_data_error_naming_the_file(project: Paths) -> None:
         compare(CFG, SEED, project)
 
 
+@pytest.mark.slow
 def test_the_verdict_states_every_difference_in_inputs_and_budget(project: Paths) -> None:
     """Best CNN (MobileNetV2 fine-tuned, 96 px) against best ViT (ViT-B/32 fine-tuned, 224 px)."""
     compare(CFG, SEED, project)

@@ -58,6 +58,7 @@ def test_vectorised_macro_f1_is_sklearns(k: int) -> None:
         f1_score(y, pred, average="macro", labels=list(range(k)), zero_division=0))
 
 
+@pytest.mark.slow
 def test_f1_interval_is_scipys_bootstrap_of_sklearns_f1() -> None:
     y, pred = hand_made()
     ours = stats.f1_macro_interval(y, pred, 4, seed=7)

@@ -110,6 +110,7 @@ def test_round_trip_through_timm_layout_is_exact() -> None:
         np.testing.assert_array_equal(back[key], value, err_msg=key)
 
 
+@pytest.mark.slow
 def test_safetensors_file_gives_the_same_model_as_the_npz(deit_timm: Path) -> None:
     """Same class tokens for a few images (the head is new either way); `auto` normalization
     from config.json is torch and the config's architecture names the model DeiT."""
@@ -164,6 +165,7 @@ def test_converted_model_computes_what_timm_computes(deit_timm: Path) -> None:
     np.testing.assert_allclose(keras_tokens, expected, rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_hub_name_downloads_through_the_hub_client_then_works_offline(
         deit_timm: Path, hub_cache: Path, server, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     """hf_hub_download from a loopback endpoint that answers as the hub does (HEAD with

@@ -65,6 +65,7 @@ def assert_base_is(model: keras.Model, reference: keras.Model) -> None:
 
 # --- where pretrained: auto finds the weights -------------------------------------------------------
 
+@pytest.mark.slow
 def test_auto_finds_the_real_weights_through_cnn_weights(real_weights: Path, offline: None) -> None:
     model, used = resolve_pretrained("auto", "MobileNetV2", lambda: cnn_builder.build_cnn(
         "mobilenetv2", SIZE, 3, 0.2, weights=str(real_weights)))
@@ -72,6 +73,7 @@ def test_auto_finds_the_real_weights_through_cnn_weights(real_weights: Path, off
     assert_base_is(model, keras_reference(real_weights, SIZE))
 
 
+@pytest.mark.slow
 def test_auto_finds_the_real_weights_in_the_keras_cache(real_weights: Path, offline: None,
                                                         caplog: pytest.LogCaptureFixture) -> None:
     """96 px: Keras' 96 px file is absent, the 224 px one (the real file) is used, offline."""
@@ -101,6 +103,7 @@ def test_offline_hint_names_both_cache_files(offline: None) -> None:
 
 # --- files that do not fit -----------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["vgg16", "random_bytes", "with_top"])
 def test_a_wrong_weights_file_is_an_error_naming_file_and_arch(kind: str, tmp_path: Path) -> None:
     path = tmp_path / f"{kind}.h5"
@@ -118,6 +121,7 @@ def test_a_wrong_weights_file_is_an_error_naming_file_and_arch(kind: str, tmp_pa
                 "mobilenetv2", SIZE, 3, 0.2, weights=str(path)))
 
 
+@pytest.mark.slow
 def test_local_file_sha256_is_checked_even_with_auto(tmp_path: Path) -> None:
     path = write_keras_h5(randomised_base("mobilenetv2"), tmp_path / "w.h5")
     good = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -131,6 +135,7 @@ def test_local_file_sha256_is_checked_even_with_auto(tmp_path: Path) -> None:
 
 # --- downloads through vitbench.data.sources.download ---------------------------------------------------
 
+@pytest.mark.slow
 def test_weights_url_is_downloaded_once_and_checked(server, tmp_path: Path) -> None:  # noqa: ANN001
     reference = randomised_base("mobilenetv2", seed=3)
     body = write_keras_h5(reference, tmp_path / "w.h5").read_bytes()
@@ -205,7 +210,7 @@ def test_cache_decision_says_why(caplog: pytest.LogCaptureFixture) -> None:
         assert reason in caplog.text
 
 
-@pytest.mark.slow   # more than ~3 s (a subprocess or a model build)
+@pytest.mark.slow   # a subprocess or a model build
 def test_head_on_features_sees_every_image_once_with_its_label() -> None:
     keras.utils.set_random_seed(0)
     model = cnn_builder.build_cnn("mobilenetv2", SIZE, 3, 0.5)
@@ -282,6 +287,7 @@ def test_real_transfer_trains_only_the_head_then_finetunes_from_it(
             np.testing.assert_array_equal(layer.moving_variance.numpy(), ref.moving_variance.numpy())
 
 
+@pytest.mark.slow
 def test_vit_head_on_features_reads_the_class_token() -> None:
     """The pretrained ViT's cache: features are the head's input (the class token after the
     encoder norm), the head is its Dense "head", and head(features) is the model's output."""
