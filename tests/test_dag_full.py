@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dvc_project import changed_stages, run, set_params, stages_run
@@ -114,15 +115,27 @@ def test_status_lists_only_the_stage_whose_params_changed(reproduced: Path) -> N
     assert changed_stages(reproduced) == set()
 
 
+@pytest.fixture(scope="module")
+def keras_file_outputs(reproduced: Path) -> dict[str, np.ndarray]:
+    """Every model.keras' predictions on the test split, the five files loaded by plain Keras
+    after `import vitbench` in one fresh process."""
+    from test_model_files import keras_file_inputs
+    from test_models_io import keras_files_predictions
+
+    inputs = {model_id: keras_file_inputs(reproduced, model_id) for model_id in MODEL_IDS}
+    outputs = keras_files_predictions(dict(inputs.values()))
+    return {model_id: outputs[path] for model_id, (path, _) in inputs.items()}
+
+
 @pytest.mark.parametrize("model_id", MODEL_IDS)
-def test_every_model_folder_holds_a_loadable_keras_file_and_its_card(reproduced: Path,
-                                                                     model_id: str) -> None:
+def test_every_model_folder_holds_a_loadable_keras_file_and_its_card(
+        reproduced: Path, keras_file_outputs: dict[str, np.ndarray], model_id: str) -> None:
     """Every family's model.keras, loaded by plain Keras after `import vitbench`, predicts as
     evaluate did; every card states its metrics file (and TINY trains the models meant to be
     pretrained from random weights: their cards say so loudly)."""
-    from test_model_files import check_card, check_keras_file
+    from test_model_files import check_card, check_predictions
 
-    check_keras_file(reproduced, model_id)
+    check_predictions(reproduced, model_id, keras_file_outputs[model_id])
     card = check_card(reproduced, model_id)
     assert ("WARNING: trained from random weights" in card) == (model_id != "vit_scratch")
 

@@ -1,7 +1,7 @@
 """models/<id>/model.keras and models/<id>/README.md as the pipeline writes them.
 
 On the `published` tiny repro (vit_scratch); tests/test_dag_full.py runs the same checks on every
-model of a full repro (`check_keras_file`, `check_card`)."""
+model of a full repro (`keras_file_inputs`, `check_predictions`, `check_card`)."""
 
 from __future__ import annotations
 
@@ -22,20 +22,30 @@ from vitbench.core.paths import Paths
 from vitbench.evaluate.outputs import read_model_metrics
 
 
-def check_keras_file(project: Path, model_id: str) -> None:
-    """model.keras, loaded by plain Keras in a fresh process, predicts the test split as the
-    evaluate stage did (plots/<id>/eval/predictions.csv: predicted class and confidence)."""
+def keras_file_inputs(project: Path, model_id: str) -> tuple[Path, np.ndarray]:
+    """models/<id>/model.keras and the test split as its record says to feed it."""
     paths = Paths(project)
     record = json.loads((paths.model(model_id) / "record.json").read_text())
-    classes = read_labels(paths.labels)
-    test_paths, _ = labelled_paths(paths.split_csv("test"), classes)
+    test_paths, _ = labelled_paths(paths.split_csv("test"), read_labels(paths.labels))
     images = load_images(test_paths, record["image_size"]).astype(np.float32)
-    proba = keras_file_predictions(paths.model(model_id) / "model.keras",
-                                   np.asarray(preprocess_fn(record["preprocess"])(images)))
+    return paths.model(model_id) / "model.keras", np.asarray(preprocess_fn(record["preprocess"])(images))
+
+
+def check_predictions(project: Path, model_id: str, proba: np.ndarray) -> None:
+    """`proba`, model.keras' output on `keras_file_inputs`, is what the evaluate stage wrote
+    (plots/<id>/eval/predictions.csv: predicted class and confidence)."""
+    paths = Paths(project)
+    classes = read_labels(paths.labels)
     table = pd.read_csv(paths.eval_plots(model_id) / "predictions.csv", keep_default_na=False)
     assert len(table) == len(proba) > 0, model_id
     assert [classes[i] for i in proba.argmax(axis=1)] == list(table["predicted"]), model_id
     np.testing.assert_allclose(proba.max(axis=1), table["confidence"], atol=2e-5, err_msg=model_id)
+
+
+def check_keras_file(project: Path, model_id: str) -> None:
+    """model.keras, loaded by plain Keras in a fresh process, predicts the test split as the
+    evaluate stage did."""
+    check_predictions(project, model_id, keras_file_predictions(*keras_file_inputs(project, model_id)))
 
 
 def check_card(project: Path, model_id: str) -> str:

@@ -56,21 +56,31 @@ def predict(model: keras.Model, x: np.ndarray) -> np.ndarray:
     return keras.ops.convert_to_numpy(model(x, training=False))
 
 
-@pytest.mark.slow   # 5-10 s a model: a build, a save and a reload
-@pytest.mark.parametrize("model_id", list(RECORDS))
-def test_save_load_gives_identical_predictions(model_id: str, tmp_path: Path) -> None:
-    model = models.build_model(record(model_id))
-    perturb(model)
-    expected = predict(model, batch())
-    models.save_model(model, tmp_path / model_id, record(model_id, pretrained=False))
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, np.ndarray, np.ndarray]]:
+    """Each model of RECORDS built, its weights moved, saved to its folder: the folder, its
+    predictions on `batch()` before saving, and those of its model.keras loaded by plain Keras
+    (one fresh process for them all)."""
+    root = tmp_path_factory.mktemp("saved")
+    expected = {}
+    for model_id in RECORDS:
+        model = models.build_model(record(model_id))
+        perturb(model)
+        expected[model_id] = predict(model, batch())
+        models.save_model(model, root / model_id, record(model_id, pretrained=False))
+    keras_files = keras_files_predictions({root / m / "model.keras": batch() for m in RECORDS})
+    return {m: (root / m, expected[m], keras_files[root / m / "model.keras"]) for m in RECORDS}
 
-    assert sorted(p.name for p in (tmp_path / model_id).iterdir()) == \
-        ["model.keras", "model.weights.h5", "record.json"]
-    loaded, rec = models.load_model(tmp_path / model_id)
+
+@pytest.mark.slow   # a build, a save and a reload per model
+@pytest.mark.parametrize("model_id", list(RECORDS))
+def test_save_load_gives_identical_predictions(model_id: str, saved: dict) -> None:
+    folder, expected, from_keras_file = saved[model_id]
+    assert sorted(p.name for p in folder.iterdir()) == ["model.keras", "model.weights.h5", "record.json"]
+    loaded, rec = models.load_model(folder)
     np.testing.assert_array_equal(predict(loaded, batch()), expected)
-    np.testing.assert_allclose(keras_file_predictions(tmp_path / model_id / "model.keras", batch()),
-                               expected, rtol=1e-5, atol=1e-6)
-    assert rec["params_total"] == model.count_params() > 0
+    np.testing.assert_allclose(from_keras_file, expected, rtol=1e-5, atol=1e-6)
+    assert rec["params_total"] == loaded.count_params() > 0
     assert rec["display_name"] == models.display_name(model_id, rec)
     assert rec["classes"] == ["a", "b", "c"] and rec["pretrained"] is False
     fresh = predict(models.build_model(rec), batch())
@@ -79,27 +89,36 @@ def test_save_load_gives_identical_predictions(model_id: str, tmp_path: Path) ->
 
 # What a Keras user types: nothing of vitbench but `import vitbench`, then Keras' own loader in
 # safe mode (no `safe_mode=False`). `import vitbench` alone must not start Keras.
-LOAD_KERAS_FILE = """
+# Its arguments: (model.keras, inputs .npy, outputs .npy) triples.
+LOAD_KERAS_FILES = """
 import sys
 import numpy as np
 import vitbench
 assert "keras" not in sys.modules, "import vitbench imported keras"
 import keras
-model = keras.saving.load_model(sys.argv[1])
-np.save(sys.argv[3], keras.ops.convert_to_numpy(model(np.load(sys.argv[2]), training=False)))
+for model_file, x_file, y_file in zip(*[iter(sys.argv[1:])] * 3):
+    model = keras.saving.load_model(model_file)
+    np.save(y_file, keras.ops.convert_to_numpy(model(np.load(x_file), training=False)))
 """
 
 
-def keras_file_predictions(path: Path, x: np.ndarray) -> np.ndarray:
-    """Predictions on `x` of the .keras file `path`, loaded in a fresh Python process by
-    `LOAD_KERAS_FILE`."""
+def keras_files_predictions(inputs: dict[Path, np.ndarray]) -> dict[Path, np.ndarray]:
+    """Predictions of each .keras file on its inputs, the files loaded one after the other in one
+    fresh Python process by `LOAD_KERAS_FILES`."""
     with tempfile.TemporaryDirectory() as tmp:
-        np.save(Path(tmp) / "x.npy", x)
-        out = subprocess.run([sys.executable, "-c", LOAD_KERAS_FILE, str(path), f"{tmp}/x.npy",
-                              f"{tmp}/y.npy"], capture_output=True, text=True,
-                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        args = []
+        for i, (path, x) in enumerate(inputs.items()):
+            np.save(Path(tmp) / f"x{i}.npy", x)
+            args += [str(path), f"{tmp}/x{i}.npy", f"{tmp}/y{i}.npy"]
+        out = subprocess.run([sys.executable, "-c", LOAD_KERAS_FILES, *args], capture_output=True,
+                             text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
         assert out.returncode == 0, out.stderr[-3000:]
-        return np.load(Path(tmp) / "y.npy")
+        return {path: np.load(Path(tmp) / f"y{i}.npy") for i, path in enumerate(inputs)}
+
+
+def keras_file_predictions(path: Path, x: np.ndarray) -> np.ndarray:
+    """Predictions on `x` of the .keras file `path`, loaded in a fresh Python process."""
+    return keras_files_predictions({path: x})[path]
 
 
 @pytest.mark.parametrize("imports", ["import vitbench; import keras",
