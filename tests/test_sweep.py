@@ -308,9 +308,12 @@ def wilson(correct: int, total: int, z: float = 1.959964) -> tuple[float, float]
 
 
 def exp_rev(project: Path, name: str) -> str:
-    """The commit of experiment `name`, from `dvc exp show --json`."""
-    from vitbench.experiments.queue import walk
+    """The commit of experiment `name`: DVC keeps each under refs/exps/<baseline>/<name> (what
+    `dvc exp show --json` reports as its rev, without starting DVC)."""
     from dvc_project import run
 
-    show = json.loads(run(project, "dvc", "exp", "show", "--json").stdout)
-    return next(e["rev"] for e, _ in walk(show) if e.get("name") == name)
+    refs = run(project, "git", "for-each-ref", "refs/exps", "--format=%(refname) %(objectname)")
+    revs = [rev for ref, rev in (line.split() for line in refs.stdout.splitlines())
+            if ref.rsplit("/", 1)[-1] == name]
+    assert len(revs) == 1, f"experiment {name!r}: {refs.stdout}"
+    return revs[0]
