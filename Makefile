@@ -47,7 +47,7 @@ test: setup                     ## run the test suite (CI runs this)
 
 # the fast tier: no DAG runs, no model trained end to end; two workers (each collects the whole
 # suite, TensorFlow imports included, so more workers cost more than they give here)
-test-fast: setup                ## run the fast tier of the tests (`-m "not slow"`, a minute or so)
+test-fast: setup                ## run the fast tier of the tests (`-m "not slow"`, under a minute)
 	$(MAKE) test TEST_WORKERS=2 PYTEST_ARGS='-m "not slow" $(PYTEST_ARGS)'
 
 bench: setup                    ## print the benchmark table (see benchmarks/)
