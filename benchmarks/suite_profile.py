@@ -29,6 +29,7 @@ import click
 import pytest
 
 OUT_ENV = "SUITE_PROFILE_OUT"
+FAST_TIER_LIMIT = 1.0      # seconds: a test over this belongs in the slow tier (pyproject's marker)
 STAT_PERIOD = 2.0          # seconds between /proc/stat samples
 REFERENCE_LOOP = 30_000_000
 
@@ -50,7 +51,8 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     if OUT_ENV not in os.environ:
         return
     row = {"id": item.nodeid, "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
-           "start": start, "wall": time.time() - start, "cpu": _cpu_seconds() - cpu}
+           "start": start, "wall": time.time() - start, "cpu": _cpu_seconds() - cpu,
+           "slow": item.get_closest_marker("slow") is not None}
     with open(os.environ[OUT_ENV], "a") as out:
         out.write(json.dumps(row) + "\n")
 
@@ -126,6 +128,11 @@ def report(out: Path, top: int = 25) -> str:
     for name, f in sorted(files.items(), key=lambda kv: -kv[1]["cpu"])[:top]:
         lines.append(f"{Path(name).name:44} {f['cpu']:7.1f} {f['wall']:7.1f} {f['n']:5d}  "
                      f"{f['first'] - start:4.0f}-{f['last'] - start:4.0f}  {','.join(sorted(f['workers']))}")
+    unmarked = sorted((r for r in rows if not r.get("slow") and r["wall"] > FAST_TIER_LIMIT),
+                      key=lambda r: -r["wall"])
+    if unmarked:
+        lines += ["", f"not marked slow but over {FAST_TIER_LIMIT:g} s (the fast tier's rule):"]
+        lines += [f"  {r['wall']:5.1f} s  {r['id']}" for r in unmarked]
     return "\n".join(lines)
 
 

@@ -15,7 +15,8 @@ TESTS = '''
 import subprocess, sys
 
 def test_waits_for_a_child():
-    subprocess.run([sys.executable, "-c", "sum(range(3 * 10**7))"], check=True)
+    subprocess.run([sys.executable, "-c", "import time; sum(range(3 * 10**7)); time.sleep(1.1)"],
+                   check=True)
 
 def test_quick():
     assert True
@@ -47,3 +48,5 @@ def test_report_counts_the_tests_and_the_cpu_of_their_children(tmp_path: Path) -
     cpu, wall, count = row.split()[1:4]
     assert float(cpu) > 0.3 and float(wall) > 0.3 and count == "2"   # the child's loop counted
     assert "the machine's busy CPU meanwhile" in text and "busy fraction per 30 s" in text
+    unmarked = text.split("not marked slow but over 1 s (the fast tier's rule):\n")[1].splitlines()
+    assert [line.split()[-1] for line in unmarked] == ["test_sample.py::test_waits_for_a_child"]

@@ -48,7 +48,6 @@ def _splits_of(paths: Paths) -> dict[str, str]:
     return dict(zip(df["source"], df["split"]))
 
 
-@pytest.mark.slow
 def test_dhash_is_close_for_reencoded_copies_and_far_for_others(planted: tuple) -> None:
     paths, pairs = planted
     df = read_manifest(paths.clean_manifest).set_index("source")
