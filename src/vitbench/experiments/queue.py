@@ -139,34 +139,31 @@ def with_detail(metrics: dict[str, Any], root: Path | None, rev: str,
     experiment from before that file (its metrics/<id>.json held the names)."""
     if root is None or not rev:
         return metrics
-    paths = Paths(root)
-    path = paths.detail_json(model_id).relative_to(paths.root).as_posix()
-    proc = _git_show(root, rev, path)
-    if proc.returncode != 0:
+    try:
+        detail = json.loads(_file_at(root, rev, Paths(root).detail_json(model_id)))
+    except VitbenchError:
         if "kind" in metrics:
             return metrics
-        raise VitbenchError(f"{path} of experiment commit {rev[:7]} could not be read: {proc.stderr.strip()}")
-    return {**json.loads(proc.stdout), **metrics}
+        raise
+    return {**detail, **metrics}
 
 
 def json_at(root: Path, rev: str, path: Path) -> dict[str, Any]:
     """The JSON file `path` (in the project `root`) as the experiment's commit `rev` holds it:
     files outside dvc.yaml `metrics:`, which `dvc exp show` does not list, such as
     metrics/split.json."""
-    return json.loads(_file_at(root, rev, path.relative_to(root).as_posix()))
+    return json.loads(_file_at(root, rev, path))
 
 
-def _file_at(root: Path, rev: str, path: str) -> str:
-    """The text of `path` (relative to `root`) at commit `rev`; a VitbenchError if it cannot be read."""
-    proc = _git_show(root, rev, path)
+def _file_at(root: Path, rev: str, path: Path) -> str:
+    """The text of `path` (in the project `root`) as commit `rev` holds it (`git show REV:PATH`);
+    a VitbenchError if it cannot be read."""
+    relative = path.relative_to(root).as_posix()
+    proc = subprocess.run(["git", "show", f"{rev}:{relative}"], cwd=root, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise VitbenchError(f"{path} of experiment commit {rev[:7]} could not be read: {proc.stderr.strip()}")
+        raise VitbenchError(f"{relative} of experiment commit {rev[:7]} could not be read: "
+                            f"{proc.stderr.strip()}")
     return proc.stdout
-
-
-def _git_show(root: Path, rev: str, path: str) -> subprocess.CompletedProcess:
-    """`git show REV:PATH` in `root`: a file as an experiment's commit holds it."""
-    return subprocess.run(["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True, text=True)
 
 
 def model_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -204,8 +201,6 @@ def walk(node: Any, state: str | None = None) -> list[tuple[dict[str, Any], str 
 def predictions_at(root: Path, rev: str, model_id: str) -> pd.DataFrame:
     """plots/<id>/eval/predictions.csv (actual and predicted class per test image, indexed by
     path) of the experiment at git commit `rev`."""
-    paths = Paths(root)
-    path = (paths.eval_plots(model_id) / "predictions.csv").relative_to(paths.root).as_posix()
-    return pd.read_csv(io.StringIO(_file_at(root, rev, path)),
-                       dtype={"path": str, "actual": str, "predicted": str},
+    text = _file_at(root, rev, Paths(root).eval_plots(model_id) / "predictions.csv")
+    return pd.read_csv(io.StringIO(text), dtype={"path": str, "actual": str, "predicted": str},
                        keep_default_na=False).drop_duplicates("path").set_index("path")
