@@ -43,13 +43,15 @@ def test_queued_experiments_run_and_fit_exp_show(experimented: tuple[Path, str])
     over them and the workspace's experiment stays within MAX_EXP_COLUMNS columns once the changed
     deps' hashes are dropped with the README's --drop. The queue runs them side by side (`dvc
     queue start -j 2`)."""
-    from vitbench.experiments.queue import wait_for_queue
+    from vitbench.experiments.queue import start_queue, wait_for_queue
 
     reproduced = experimented[0]
     run(reproduced, "dvc", "exp", "run", "--queue", "-S", "train.epochs=2")
     run(reproduced, "dvc", "exp", "run", "--queue", "-S", "compare.samples=2")
-    run(reproduced, "dvc", "queue", "start", "-j", "2")
-    rows = wait_for_queue(reproduced, timeout=900, jobs=2)   # what `vitbench sweep` waits with
+    # as `vitbench sweep` starts and waits: `dvc queue start` through pipes would block until its
+    # daemon workers exit, since they inherit its output
+    start_queue(reproduced, jobs=2)
+    rows = wait_for_queue(reproduced, timeout=900, jobs=2)
     assert [t.status for t in rows] == ["Success", "Success"], rows
     show = json.loads(run(reproduced, "dvc", "exp", "show", "--json").stdout)
     text = json.dumps(show)
