@@ -35,7 +35,8 @@ from vitbench.models.registry import load_params
 from vitbench.data.manifest import read_labels
 from vitbench.data.online import batch_augmenter
 from vitbench.data.pipeline import AUTOTUNE, labelled_paths, load_images, make_dataset, preprocess_fn
-from vitbench.models import build_model, display_name, registry
+from vitbench.models import registry
+from vitbench.models.store import build_model, display_name
 from vitbench.core.paths import Paths
 
 log = logging.getLogger(__name__)

@@ -62,7 +62,7 @@ def make_params(data: Path, weights: Path, image_size: int, epochs: int, copies:
 def test_accuracy(paths: Any, model_id: str) -> tuple[float, dict[str, Any]]:
     """Accuracy of models/<id> on data/split/test.csv, and its record."""
     from vitbench.data.pipeline import dataset_from_manifest
-    from vitbench.models import load_model
+    from vitbench.models.store import load_model
 
     model, record = load_model(paths.model(model_id))
     ds = dataset_from_manifest(paths.split_csv("test"), record["classes"], record["image_size"],
@@ -95,7 +95,8 @@ def transfer_speed(params: Any, paths: Any, cache: bool, backup: Path) -> dict[s
     end: feature computation (cache on) included; early stopping off so every run does the
     same epochs."""
     from vitbench.train import features, loop, optim, phases as training
-    from vitbench.models import registry, set_backbone_trainable
+    from vitbench.models import registry
+    from vitbench.models.store import set_backbone_trainable
     from vitbench.models.cnn.builder import build_cnn
 
     family = registry.family("cnn")

@@ -23,7 +23,8 @@ SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from test_training import git_repo, make_dataset_tree, tiny_params
     from vitbench.train import phases as training
-    from vitbench.models import load_model, registry
+    from vitbench.models import registry
+    from vitbench.models.store import load_model
 
     out = []
     for run, deterministic in enumerate({modes!r}):

@@ -107,15 +107,18 @@ def test_every_stage_script_is_in_the_dag():
 # --- the walk itself --------------------------------------------------------------------------------
 
 def test_walk_sees_function_level_imports_and_skips_type_checking(tmp_path: Path):
+    """Imports at any level and a family declaration's `later("module:function")` count."""
     script = tmp_path / "stage.py"
     script.write_text(
         "import os\nfrom typing import TYPE_CHECKING\nfrom vitbench.core import paths\n"
         "if TYPE_CHECKING:\n    from vitbench.report import compare\n"
-        "def main(params):\n    from vitbench.models import load_model\n"
+        "split = later('vitbench.data.splitting:split_dataset')\n"
+        "def main(params):\n    from vitbench.models.store import load_model\n"
         "    import vitbench.data.cleaning\n    return params.clean, params.seed\n")
     direct = deps.imported_modules(script)
-    assert direct == {"vitbench", "vitbench.core", "vitbench.core.paths", "vitbench.models", "vitbench.data",
-                      "vitbench.data.cleaning"}
+    assert direct == {"vitbench", "vitbench.core", "vitbench.core.paths", "vitbench.models",
+                      "vitbench.models.store", "vitbench.data", "vitbench.data.cleaning",
+                      "vitbench.data.splitting"}
     files = {deps.relative(p) for p in deps.script_files(script)}
     assert "vitbench/models/registry.py" in files and "vitbench/report/compare.py" not in files
     assert "vitbench/data/__init__.py" in files           # package __init__ files count

@@ -202,7 +202,7 @@ def tiny_project(tmp_path: Path) -> Paths:
 
 def save_tiny(paths: Paths, model_id: str, family: str, build: dict, preprocess: str,
               pretrained: bool = False, **record_keys: object) -> None:
-    from vitbench.models import build_model, save_model
+    from vitbench.models.store import build_model, save_model
 
     record = {"id": model_id, "family": family, "build": build, "classes": CLASSES,
               "image_size": build["image_size"], "preprocess": preprocess,

@@ -91,7 +91,7 @@ def test_a_new_family_is_classified_by_the_registry(fake_families: None, tmp_pat
     from vitbench.data.splitting import split_dataset
     from vitbench.evaluate.evaluation import evaluate
     from vitbench.core.fsutil import read_json
-    from vitbench.models import save_model
+    from vitbench.models.store import save_model
     from vitbench.core.paths import Paths
     from vitbench.report.markdown import render_markdown
     from vitbench.report.results import load_results, summarise

@@ -265,10 +265,12 @@ def test_url_without_file_name_is_a_config_error() -> None:
 # --- variants, names, normalization -------------------------------------------------------------
 
 def test_the_variant_table_agrees_with_vit_keras() -> None:
-    """model_ids.VIT_VARIANTS (Keras-free: config validates blocks with its depths) holds the
-    depths of B and L that vit-keras' CONFIG_B and CONFIG_L build; pretrained_vit builds from it."""
-    from vitbench.models.vit_ft.variants import VIT_VARIANTS
+    """variants.VIT_VARIANTS (Keras-free: the section validates blocks with its depths) holds the
+    depths of B and L that vit-keras' CONFIG_B and CONFIG_L build, and RELEASE_WEIGHTS the names of
+    vit-keras' release files; the builder builds from both."""
+    from vitbench.models.vit_ft.variants import RELEASE_WEIGHTS, VIT_VARIANTS
 
+    assert RELEASE_WEIGHTS == tuple(vit_keras.WEIGHTS)
     assert {name: pv.depth(name) for name in VIT_VARIANTS} == {
         name: v.depth for name, v in VIT_VARIANTS.items()}
     widths = {name: (c["hidden_size"], c["num_heads"], c["mlp_dim"])

@@ -70,7 +70,8 @@ def test_attention_only_for_vits():
     assert registry.family("cnn").attention is None
     assert registry.family("vit").attention is not None
     fam = registry.family("vit_ft")
-    assert fam.attention is pretrained_vit.attention_weights and fam.module == "vitbench.models.vit_ft"
+    assert (fam.attention.__module__, fam.attention.__name__) == (pretrained_vit.__name__, "attention_weights")
+    assert fam.module == "vitbench.models.vit_ft"
 
 
 TINY_BUILDS = {
@@ -145,3 +146,37 @@ def test_a_new_cnn_architecture_is_one_entry(monkeypatch):
     with pytest.raises(ConfigError, match="cnn.arch.*alexnet.*tinynet"):
         registry.params_with({"cnn": {"arch": "alexnet"}})
     keras.backend.clear_session()
+
+
+@pytest.mark.slow
+def test_declarations_start_no_tensorflow() -> None:
+    """In a fresh process: every family's declaration, the model ids, a whole params.yaml check
+    and the modules behind `vitbench sweep`, `seeds`, `cv`, `summarize` and `preset` import no
+    Keras or TensorFlow (the builders are named with `later`); building a model then does."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from vitbench.models import registry\n"
+            "import vitbench.cli, vitbench.experiments.sweep, vitbench.experiments.seeds\n"
+            "import vitbench.experiments.cv, vitbench.experiments.sweep_summary\n"
+            "import vitbench.experiments.presets, vitbench.evaluate.predict\n"
+            "assert len(registry.model_ids()) == 5\n"
+            "params = registry.load_params('params.yaml')\n"
+            "print(sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))\n"
+            "family = registry.family('vit')\n"
+            "family.rebuild(family.build_kwargs(params.vit, 3))\n"
+            "print(sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=registry.PACKAGE_DIR.parents[2],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out == ["[]", "['keras', 'tensorflow']"]
+
+
+def test_later_imports_its_module_on_the_first_call() -> None:
+    from vitbench.models.family import later
+
+    digest = later("hashlib:sha256")
+    assert (digest.__module__, digest.__name__) == ("hashlib", "sha256")
+    assert digest(b"").hexdigest().startswith("e3b0c442")
+    with pytest.raises(ValueError, match="expected 'package.module:function'"):
+        later("hashlib.sha256")

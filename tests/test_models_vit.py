@@ -268,7 +268,7 @@ def test_conv_tokenizer_seq_pool_and_drop_path_save_and_reload_to_identical_pred
         tmp_path: Path) -> None:
     """One model with every small-data option: stochastic in training, deterministic at
     inference, and models/<id> reloads it (weights + record, no safe_mode=False) exactly."""
-    from vitbench.models import load_model, save_model
+    from vitbench.models.store import load_model, save_model
 
     build = {**SMALL, "spt": False, "lsa": True, "tokenizer": "conv",
              "seq_pool": True, "drop_path": 0.3}

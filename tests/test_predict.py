@@ -23,7 +23,7 @@ from vitbench.models.registry import model_ids
 MODEL_IDS = model_ids()
 from vitbench.data.pipeline import load_images, preprocess_fn
 from vitbench.core.errors import DataError
-from vitbench.models import load_model
+from vitbench.models.store import load_model
 from vitbench.evaluate.predict import best_model_id, collect_inputs, predict_files
 from vitbench.core.paths import Paths
 from vitbench.report.compare import compare

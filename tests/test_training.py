@@ -482,7 +482,8 @@ def test_open_live_resumes_matching_curves_and_rewrites_others(tmp_path, monkeyp
 
 
 def test_random_cnn_base_trains_from_scratch_with_fast_batchnorm():
-    from vitbench.models import count_params, registry
+    from vitbench.models import registry
+    from vitbench.models.store import count_params
     from vitbench.models.cnn.builder import build_cnn
 
     model = build_cnn("mobilenetv2", 32, 3, 0.0)
@@ -609,7 +610,7 @@ def test_train_vit_conv_tokenizer_draws_its_tokens(project, monkeypatch):
     assert record["recipe"]["tokens"] == "conv tokens, stride 4: 4x4 = 16"
     assert drawn == [4] and (project.plots / "vit_patches.png").stat().st_size > 0
 
-    from vitbench.models import load_model
+    from vitbench.models.store import load_model
     model, _ = load_model(project.model("vit_scratch"))
     assert model.count_params() == record["params_total"]
 

@@ -22,7 +22,8 @@ from vitbench.train import features, phases as training
 from vitbench.models import registry
 from vitbench.models.registry import params_with
 from vitbench.core.errors import ConfigError, FetchError
-from vitbench.models import WeightsFileError, load_model, resolve_pretrained
+from vitbench.models import WeightsFileError, resolve_pretrained
+from vitbench.models.store import load_model
 from vitbench.models.cnn import archs as cnn_archs, builder as cnn_builder
 from vitbench.models.weights import cached_download, url_file_name
 

@@ -2,8 +2,9 @@
 
 One static walk (no import, so no TensorFlow start-up) over the AST of a stage script and of every
 vitbench module it reaches: `import vitbench.x`, `from vitbench.x import y` (y a module or not) and
-relative imports, at module level or inside functions; `if TYPE_CHECKING:` imports are skipped
-(they never run). Importing `vitbench.a.b` runs `vitbench/__init__.py` and `vitbench/a/__init__.py`
+relative imports, at module level or inside functions, and `later("vitbench.x:f")` (a family
+declaration's reference to its Keras code, `vitbench.models.family.later`); `if TYPE_CHECKING:`
+imports are skipped (they never run). Importing `vitbench.a.b` runs `vitbench/__init__.py` and `vitbench/a/__init__.py`
 too, so package `__init__` files count.
 
 Used by tests/test_dvc_deps.py (dvc.yaml must list exactly these files and params sections) and by
@@ -20,6 +21,7 @@ from pathlib import Path
 PACKAGE = "vitbench"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 PARAMS_ARG = "params"
+LATER = "later"   # vitbench.models.family.later("module:function"): an import on first call
 
 
 def module_path(name: str) -> Path | None:
@@ -66,6 +68,10 @@ def imported_modules(file: Path, module: str | None = None) -> set[str]:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
             names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == LATER \
+                and node.args and isinstance(node.args[0], ast.Constant) \
+                and isinstance(node.args[0].value, str):
+            names = [node.args[0].value.partition(":")[0]]
         else:
             continue
         for name in names:

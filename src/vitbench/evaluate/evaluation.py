@@ -159,7 +159,8 @@ def evaluate(model_id: str, cfg: Evaluate, seed: int, paths: Paths) -> dict[str,
     HEADLINE_KEYS), metrics/<id>_detail.json (the rest) and plots/<id>/eval/; return both merged.
 
     `seed` fixes the bootstrap, the corruption noise and the test images shown in the figures."""
-    from vitbench.models import WEIGHTS_FILE, load_model, registry
+    from vitbench.models import registry
+    from vitbench.models.store import WEIGHTS_FILE, load_model
 
     model_dir = paths.model(model_id)
     if not model_dir.is_dir():
@@ -336,7 +337,7 @@ def _steps_run(record: dict) -> dict[str, int]:
 
 
 def _display_name(model_id: str, record: dict) -> str:
-    from vitbench.models import display_name
+    from vitbench.models.store import display_name
 
     return str(record.get("display_name") or display_name(model_id, record))
 

@@ -8,6 +8,10 @@ evaluate, report or experiments.
   the record-level lookups `display_name`, `set_backbone_trainable`, `attention_weights`.
 - `vitbench.models.weights`: pretrained weights (`pretrained: auto|true|false`, the Keras cache,
   downloads), re-exported here.
+
+Importing this package, the registry or a family's declaration starts no TensorFlow (Keras comes
+with `store`, the builders and the layers): the CLI's experiment commands and argument errors stay
+quick.
 """
 
 from __future__ import annotations
@@ -15,11 +19,6 @@ from __future__ import annotations
 from vitbench.models import registry
 from vitbench.models.weights import (REACH_TIMEOUT, WeightsFileError, cached_download,
                                      check_reachable, keras_home, resolve_pretrained)
-from vitbench.models.store import (RECORD_FILE, WEIGHTS_FILE, attention_weights, build_model,
-                                   count_params, display_name, load_model, save_model,
-                                   set_backbone_trainable)
 
-__all__ = ["RECORD_FILE", "WEIGHTS_FILE", "attention_weights", "build_model",
-           "cached_download", "check_reachable", "count_params", "display_name", "keras_home",
-           "load_model", "registry", "resolve_pretrained", "save_model", "set_backbone_trainable",
+__all__ = ["cached_download", "check_reachable", "keras_home", "registry", "resolve_pretrained",
            "REACH_TIMEOUT", "WeightsFileError"]

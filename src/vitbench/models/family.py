@@ -7,10 +7,16 @@ ViT). Each lives in its own package, `vitbench.models.<name>`, whose `__init__` 
 a phase of the family's training), builder, preprocessing, head layers, saliency method and
 display names. Nothing outside that package says any of it again; `vitbench.models.registry`
 only collects the declarations (docs/design.md, "Adding a model").
+
+A declaration imports no Keras: it names its Keras code with `later("module:function")`, imported
+on the first call. So reading the declarations (the model ids, params sections and checks that
+`vitbench sweep`, `seeds`, `cv`, `summarize` and `predict`'s argument errors need) starts no
+TensorFlow.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +28,20 @@ from vitbench.core.config import PHASES, PhaseRecipe
 
 if TYPE_CHECKING:   # Keras is imported by the families that build models, not by this declaration
     import keras
+
+def later(target: str) -> Callable[..., Any]:
+    """The function `target` ("package.module:name"), its module imported on the first call.
+    `vitbench.core.deps` counts a `later("vitbench...")` as an import of that module."""
+    module, _, name = target.partition(":")
+    if not module or not name:
+        raise ValueError(f"later({target!r}): expected 'package.module:function'")
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__module__, call.__name__, call.__qualname__ = module, name, name   # what it stands for
+    return call
+
 
 PHASE_LABELS = {"transfer": "transfer", "finetune": "fine-tuned", "scratch": "from scratch"}
 
@@ -81,6 +101,7 @@ class Family:
     from_scratch: Callable[[keras.Model], Any] | None = None  # a transfer phase without weights
     figure: Callable[[Any, np.ndarray, Path], None] | None = None  # (cfg, a training image, path)
     figure_name: str = ""                                     # plots/<figure_name>, drawn by its stage
+    keras_layers: str | None = None                           # module of its own serializable layers
 
     @property
     def module(self) -> str:

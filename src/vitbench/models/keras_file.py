@@ -3,8 +3,9 @@
     import vitbench, keras
     model = keras.saving.load_model("models/vit_scratch/model.keras")
 
-`register_layers` registers every custom layer a vitbench model holds by importing every family
-package (the from-scratch ViT's layers, package "vitbench") and vit-keras' layers (ClassToken,
+`register_layers` registers every custom layer a vitbench model holds by importing the module each
+family names as its `keras_layers` (the from-scratch ViT's layers, package "vitbench") and
+vit-keras' layers (ClassToken,
 AddPositionEmbs, MultiHeadSelfAttention, TransformerBlock, package "Custom"). `import vitbench`
 calls it as soon as Keras is imported (`vitbench.register_layers_with_keras`), so a plain
 `keras.saving.load_model` finds them without `safe_mode=False`. (Registering layers changes no
@@ -72,12 +73,14 @@ def save_keras(model: keras.Model, path: str | Path) -> None:
 
 
 def register_layers() -> None:
-    """Register the layers of every model family with Keras by importing each family package.
-    Called when Keras is imported, which may happen while a vitbench module is itself being
-    imported: a family package that cannot be imported yet (its import is under way) registers
-    its layers when that import completes."""
+    """Register the layers of every model family with Keras by importing each family's
+    `keras_layers` module. Called when Keras is imported, which may happen while a vitbench module
+    is itself being imported: a module that cannot be imported yet (its import is under way)
+    registers its layers when that import completes."""
     for name in registry.family_names():
         try:
-            importlib.import_module(f"vitbench.models.{name}")
+            layers = registry.family(name).keras_layers
+            if layers is not None:
+                importlib.import_module(layers)
         except (ImportError, AttributeError) as exc:   # a circular import in flight
             log.debug("layers of family %s not registered yet: %s", name, exc)

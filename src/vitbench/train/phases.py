@@ -50,7 +50,8 @@ from vitbench.data.manifest import read_labels, read_manifest
 from vitbench.data.online import batch_augmenter
 from vitbench.data.pipeline import labelled_paths, make_dataset
 from vitbench.core.fsutil import atomic_dir, sha256_file
-from vitbench.models import display_name, load_model, resolve_pretrained, save_model
+from vitbench.models import resolve_pretrained
+from vitbench.models.store import display_name, load_model, save_model
 from vitbench.models.family import Family
 from vitbench.models.store import count_params
 from vitbench.train.multiworker import prebuild, save_on_chief

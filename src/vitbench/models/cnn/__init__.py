@@ -13,8 +13,7 @@ from vitbench.core.config import PhaseRecipe
 from vitbench.core.config.errors import reject
 from vitbench.core.config.types import HEX64, Bool, Epochs, Fraction, Int, Pretrained, Str, section
 from vitbench.models.cnn.archs import ARCHS, get_arch
-from vitbench.models.cnn.builder import build_cnn, freeze_base, train_base_from_scratch
-from vitbench.models.family import GRADCAM, Family
+from vitbench.models.family import GRADCAM, Family, later
 from vitbench.models.registry import register
 
 
@@ -53,6 +52,9 @@ def _build_kwargs(cfg: Cnn, num_classes: int) -> dict[str, Any]:
             "dropout": cfg.dropout}
 
 
+build_cnn = later("vitbench.models.cnn.builder:build_cnn")
+
+
 def _pretrained(cfg: Cnn, build: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     return build_cnn(**build, weights=cfg.weights, weights_sha256=cfg.weights_sha256), build
 
@@ -62,10 +64,10 @@ FAMILY = register(Family(
     phases={"cnn_transfer": "transfer", "cnn_finetuned": "finetune"},
     builder=build_cnn, build_kwargs=_build_kwargs,
     preprocess=lambda cfg: get_arch(cfg.arch).preprocess,
-    set_trainable=freeze_base, saliency=GRADCAM,
+    set_trainable=later("vitbench.models.cnn.builder:freeze_base"), saliency=GRADCAM,
     base_name=lambda build: get_arch(build["arch"]).display,
     head_layers=("dropout", "head"),
     weights_kwarg="weights", load_pretrained=_pretrained,
     weights_label=lambda cfg: f"{cfg.arch} {cfg.weights} weights",
-    from_scratch=train_base_from_scratch,
+    from_scratch=later("vitbench.models.cnn.builder:train_base_from_scratch"),
 ))

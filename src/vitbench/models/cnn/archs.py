@@ -1,7 +1,8 @@
 """The keras.applications architectures `cnn.arch` names: adding one is one `CnnArch` entry in ARCHS.
 
 An entry says how to build the base (`constructor`, always with weights=None: the architecture
-never depends on the weights), how its inputs are scaled (`preprocess`, a key of
+never depends on the weights; `later("keras.applications:Name")` keeps Keras unimported until a
+model is built), how its inputs are scaled (`preprocess`, a key of
 `vitbench.data.pipeline.PREPROCESS`: "tf" for [-1, 1], "caffe" for BGR minus the ImageNet mean,
 "raw" for a model that rescales inside), its display name and where Keras publishes its no-top
 ImageNet weights.
@@ -11,32 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import keras
-import numpy as np
+from typing import TYPE_CHECKING
 
 from vitbench.core.errors import ConfigError
+from vitbench.models.family import later
+
+if TYPE_CHECKING:   # the constructors are named with `later`: reading ARCHS starts no TensorFlow
+    import keras
 
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
-IMAGENET_STDDEV_RGB = (0.229, 0.224, 0.225)
-
-
-def _fold_efficientnet_stddev(base: keras.Model) -> None:
-    """keras.applications.EfficientNet adds, only when built with weights="imagenet", a
-    Rescaling by 1/sqrt(stddev) after its Normalization layer. Built with weights=None (so that
-    the architecture never depends on the weights), the same result is had by multiplying the
-    Normalization variance by stddev: (x - m) / sqrt(v * s) == (x - m) / sqrt(v) / sqrt(s)."""
-    norm = next(layer for layer in base.layers if isinstance(layer, keras.layers.Normalization))
-    variance = norm.adapt_variance  # the stored variable; norm.variance is derived from it
-    variance.assign(variance * np.asarray(IMAGENET_STDDEV_RGB, dtype=variance.dtype))
-    norm.finalize_state()
-
-
-def _efficientnetv2b0(name: str = "base", **kwargs: object) -> keras.Model:
-    """EfficientNetV2B0 named `name`: its own `name` argument also picks its block table."""
-    base = keras.applications.EfficientNetV2B0(**kwargs)
-    base.name = name
-    return base
 
 
 @dataclass(frozen=True)
@@ -63,24 +47,25 @@ class CnnArch:
 
 ARCHS: dict[str, CnnArch] = {
     "mobilenetv2": CnnArch(
-        keras.applications.MobileNetV2, "tf", "MobileNetV2",
+        later("keras.applications:MobileNetV2"), "tf", "MobileNetV2",
         "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{size}_no_top.h5",
         KERAS_WEIGHTS_URL + "mobilenet_v2/", weights_sizes=(96, 128, 160, 192, 224)),
     "vgg16": CnnArch(
-        keras.applications.VGG16, "caffe", "VGG16",
+        later("keras.applications:VGG16"), "caffe", "VGG16",
         "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
         KERAS_WEIGHTS_URL + "vgg16/", file_hash="6d6bbae143d832006294945121d1f1fc"),
     "resnet50": CnnArch(
-        keras.applications.ResNet50, "caffe", "ResNet50",
+        later("keras.applications:ResNet50"), "caffe", "ResNet50",
         "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
         KERAS_WEIGHTS_URL + "resnet/", file_hash="4d473c1dd8becc155b73f8504c6f6626"),
     "efficientnetb0": CnnArch(
-        keras.applications.EfficientNetB0, "raw", "EfficientNetB0",
+        later("keras.applications:EfficientNetB0"), "raw", "EfficientNetB0",
         "efficientnetb0_notop.h5",
         "https://storage.googleapis.com/keras-applications/",
-        file_hash="50bc09e76180e00e4465e1a485ddc09d", after_load=_fold_efficientnet_stddev),
+        file_hash="50bc09e76180e00e4465e1a485ddc09d",
+        after_load=later("vitbench.models.cnn.bases:fold_efficientnet_stddev")),
     "efficientnetv2b0": CnnArch(
-        _efficientnetv2b0, "raw", "EfficientNetV2-B0",
+        later("vitbench.models.cnn.bases:efficientnetv2b0"), "raw", "EfficientNetV2-B0",
         "efficientnetv2-b0_notop.h5", KERAS_WEIGHTS_URL + "efficientnet_v2/",
         file_hash="893217f2bb855e2983157299931e43ff"),
 }

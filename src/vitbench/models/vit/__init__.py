@@ -11,10 +11,8 @@ from pydantic import model_validator as check
 from vitbench.core.config import PhaseRecipe
 from vitbench.core.config.errors import reject
 from vitbench.core.config.types import Bool, Epochs, Float, Fraction, Int, section
-from vitbench.models.family import MEAN_ROLLOUT, Family, freeze_all
+from vitbench.models.family import MEAN_ROLLOUT, Family, freeze_all, later
 from vitbench.models.registry import register
-from vitbench.models.vit.layers import attention_weights, build_vit
-from vitbench.models.vit.patches import draw_tokens
 
 
 @section
@@ -84,8 +82,10 @@ def _name(build: dict[str, Any]) -> str:
 
 FAMILY = register(Family(
     name="vit", kind="ViT", stage="train_vit", section=Vit, phases={"vit_scratch": "scratch"},
-    builder=build_vit, build_kwargs=_build_kwargs, preprocess=lambda cfg: "tf",
+    builder=later("vitbench.models.vit.layers:build_vit"), build_kwargs=_build_kwargs, preprocess=lambda cfg: "tf",
     set_trainable=freeze_all, saliency=MEAN_ROLLOUT, base_name=_name,
-    attention=attention_weights, recipe=lambda cfg, phase: cfg.recipe,
-    figure=draw_tokens, figure_name="vit_patches.png",
+    attention=later("vitbench.models.vit.layers:attention_weights"),
+    recipe=lambda cfg, phase: cfg.recipe,
+    figure=later("vitbench.models.vit.patches:draw_tokens"), figure_name="vit_patches.png",
+    keras_layers="vitbench.models.vit.layers",
 ))

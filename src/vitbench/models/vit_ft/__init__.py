@@ -12,13 +12,12 @@ from pydantic import model_validator as check
 from vitbench.core.config import PhaseRecipe
 from vitbench.core.config.errors import reject
 from vitbench.core.config.types import Bool, Epochs, Int, Pretrained, Str, section
-from vitbench.models.family import CLASS_TOKEN_ROLLOUT, Family, freeze_all_but_head
+from vitbench.models.family import CLASS_TOKEN_ROLLOUT, Family, freeze_all_but_head, later
 from vitbench.models.registry import register
-from vitbench.models.vit_ft.builder import (
-    KNOWN_WEIGHTS, attention_weights, base_name, build_kwargs, build_vit_ft, check_weights_setting,
-    load_pretrained, normalization)
 from vitbench.models.vit_ft.timm_weights import HUB_WEIGHTS, HUB_WEIGHTS_FORM
-from vitbench.models.vit_ft.variants import VIT_VARIANTS
+from vitbench.models.vit_ft.variants import RELEASE_WEIGHTS, VIT_VARIANTS
+
+check_weights_setting = later("vitbench.models.vit_ft.builder:check_weights_setting")
 
 
 @section
@@ -52,7 +51,7 @@ class VitFt:
         hub = self.weights.startswith("hf-hub:")  # a hub name must be well-formed
         if not self.weights.strip() or (hub and not HUB_WEIGHTS.match(self.weights)):
             reject("vit_ft.weights", self.weights,  # a local file's existence: checked where used
-                   f"{' or '.join(KNOWN_WEIGHTS)}, {HUB_WEIGHTS_FORM}, an http(s) URL, or a "
+                   f"{' or '.join(RELEASE_WEIGHTS)}, {HUB_WEIGHTS_FORM}, an http(s) URL, or a "
                    "timm .safetensors or .npz file path")
         return self
 
@@ -60,10 +59,13 @@ class VitFt:
 FAMILY = register(Family(
     name="vit_ft", kind="ViT", stage="finetune_vit", section=VitFt,
     phases={"vit_transfer": "transfer", "vit_finetuned": "finetune"},
-    builder=build_vit_ft, build_kwargs=build_kwargs, preprocess=normalization,
-    set_trainable=freeze_all_but_head, saliency=CLASS_TOKEN_ROLLOUT, base_name=base_name,
-    weights_kwarg="weights_path", load_pretrained=load_pretrained,
+    builder=later("vitbench.models.vit_ft.builder:build_vit_ft"),
+    build_kwargs=later("vitbench.models.vit_ft.builder:build_kwargs"),
+    preprocess=later("vitbench.models.vit_ft.builder:normalization"),
+    set_trainable=freeze_all_but_head, saliency=CLASS_TOKEN_ROLLOUT,
+    base_name=later("vitbench.models.vit_ft.builder:base_name"),
+    weights_kwarg="weights_path", load_pretrained=later("vitbench.models.vit_ft.builder:load_pretrained"),
     weights_label=lambda cfg: f"ViT-{cfg.variant} {cfg.weights} weights",
     check_weights=lambda cfg: check_weights_setting(cfg.weights),
-    attention=attention_weights,
+    attention=later("vitbench.models.vit_ft.builder:attention_weights"),
 ))

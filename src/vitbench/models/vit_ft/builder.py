@@ -49,7 +49,7 @@ from vit_keras import vit as vit_keras
 from vitbench.core.errors import ConfigError, short_list
 from vitbench.models.family import block_outputs
 from vitbench.models.vit_ft import timm_weights
-from vitbench.models.vit_ft.variants import VIT_VARIANTS, variant_spec
+from vitbench.models.vit_ft.variants import RELEASE_WEIGHTS, VIT_VARIANTS, variant_spec
 from vitbench.models.weights import WeightsFileError, pretrained_mode
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,6 @@ def release_file(variant: str, weights: str) -> tuple[str, str]:
 
 
 BLOCK_KEY = re.compile(r"^Transformer/encoderblock_(\d+)/")
-KNOWN_WEIGHTS = tuple(vit_keras.WEIGHTS)  # "imagenet21k", "imagenet21k+imagenet2012"
 NORMALIZE = ("auto", "tf", "torch")       # vit_ft.normalize; tf and torch are PREPROCESS keys
 PRE_LOGITS_KEY = "pre_logits/kernel"
 # What np.load and vit-keras raise for a file that is not (or does not fit) a ViT checkpoint.
@@ -103,7 +102,7 @@ def patch_size(variant: str) -> int:
 
 def lineage(weights: str | None) -> str:
     """"DeiT" when the weights file or URL's name contains "deit" (any case), else "ViT"."""
-    if not weights or weights in KNOWN_WEIGHTS:
+    if not weights or weights in RELEASE_WEIGHTS:
         return "ViT"
     name = PurePosixPath(urllib.parse.unquote(urllib.parse.urlsplit(weights).path)).name
     return "DeiT" if "deit" in name.lower() else "ViT"
@@ -403,11 +402,11 @@ def check_weights_setting(weights: str) -> None:
     if weights.startswith(timm_weights.HUB_PREFIX):
         timm_weights.parse_hub_name(weights)  # a ConfigError unless hf-hub:<owner>/<model>[@rev]
         return
-    if weights in KNOWN_WEIGHTS or re.match(r"^https?://", weights) \
+    if weights in RELEASE_WEIGHTS or re.match(r"^https?://", weights) \
             or Path(weights).expanduser().is_file():
         return
     raise ConfigError("vit_ft.weights", weights,
-                      f"{' or '.join(KNOWN_WEIGHTS)}, {timm_weights.HUB_WEIGHTS_FORM}, an http(s) "
+                      f"{' or '.join(RELEASE_WEIGHTS)}, {timm_weights.HUB_WEIGHTS_FORM}, an http(s) "
                       "URL, or an existing .npz or .safetensors file")
 
 
@@ -422,7 +421,7 @@ def resolve_vit_weights(weights: str, variant: str) -> Path:
         config = vit_config(variant)
         return timm_weights.converted_npz(weights, timm_weights.Dims(
             config["hidden_size"], config["num_heads"], config["mlp_dim"], patch_size(variant)))
-    if weights in KNOWN_WEIGHTS:
+    if weights in RELEASE_WEIGHTS:
         fname, url = release_file(variant, weights)
         return cached_download(fname, url, "weights")
     if re.match(r"^https?://", weights):
@@ -432,7 +431,7 @@ def resolve_vit_weights(weights: str, variant: str) -> Path:
         return cached_download(fname, weights, "weights")
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise WeightsFileError(f"vit_ft.weights: {weights} is neither {' nor '.join(KNOWN_WEIGHTS)}, "
+        raise WeightsFileError(f"vit_ft.weights: {weights} is neither {' nor '.join(RELEASE_WEIGHTS)}, "
                         "an http(s) URL, nor an existing file")
     return path
 

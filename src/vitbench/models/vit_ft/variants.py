@@ -22,6 +22,10 @@ class VitVariant:
     arch: tuple[int, int, int, float] | None = None
 
 
+# vit-keras' release weights by name (vit_keras.vit.WEIGHTS' keys; tests/test_models_pretrained_vit.py
+# checks them): `vit_ft.weights` names one to fetch the variant's official file
+RELEASE_WEIGHTS = ("imagenet21k", "imagenet21k+imagenet2012")
+
 # AugReg stems as published (vit_jax's augreg index; timm's augreg_in21k(_ft_in1k) files).
 VIT_VARIANTS: dict[str, VitVariant] = {
     "ti16": VitVariant("Ti", 16, 12, "Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0",
