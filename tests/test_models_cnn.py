@@ -18,7 +18,7 @@ from vitbench.models.cnn.archs import ARCHS
 
 CNN_ARCHS = tuple(ARCHS)
 from vitbench.core.errors import ConfigError, VitbenchError
-from vitbench.models import WeightsFileError, resolve_pretrained
+from vitbench.models import WeightsFileError, keras_home, resolve_pretrained
 from vitbench.models.store import set_backbone_trainable
 from vitbench.models.cnn import archs as cnn_archs, builder as cnn_builder
 
@@ -171,6 +171,9 @@ def test_pretrained_auto_offline_warns_and_goes_random(offline_mobilenet: cnn_ar
         model, used = resolve_pretrained("auto", "MobileNetV2 ImageNet weights", lambda: cnn_builder.build_cnn(
             "mobilenetv2", size, num_classes=3, dropout=0.2, weights="imagenet"))
     assert (model, used) == (None, False)
+    # refused by the reachability check, before any download: nothing left in the Keras cache
+    cache = keras_home() / "models"
+    assert not (cache.is_dir() and any(cache.iterdir()))
     assert "MobileNetV2 ImageNet weights could not be downloaded (cannot reach 127.0.0.1" \
         in caplog.text and "RANDOM weights" in caplog.text
     assert "pretrained: false" in caplog.text

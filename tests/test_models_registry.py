@@ -70,7 +70,8 @@ def test_attention_only_for_vits():
     assert registry.family("cnn").attention is None
     assert registry.family("vit").attention is not None
     fam = registry.family("vit_ft")
-    assert (fam.attention.__module__, fam.attention.__name__) == (pretrained_vit.__name__, "attention_weights")
+    attention = (fam.attention.__module__, fam.attention.__name__)
+    assert attention == (pretrained_vit.__name__, "attention_weights")
     assert fam.module == "vitbench.models.vit_ft"
 
 

@@ -4,8 +4,8 @@ One static walk (no import, so no TensorFlow start-up) over the AST of a stage s
 vitbench module it reaches: `import vitbench.x`, `from vitbench.x import y` (y a module or not) and
 relative imports, at module level or inside functions, and `later("vitbench.x:f")` (a family
 declaration's reference to its Keras code, `vitbench.models.family.later`); `if TYPE_CHECKING:`
-imports are skipped (they never run). Importing `vitbench.a.b` runs `vitbench/__init__.py` and `vitbench/a/__init__.py`
-too, so package `__init__` files count.
+imports are skipped (they never run). Importing `vitbench.a.b` runs `vitbench/__init__.py` and
+`vitbench/a/__init__.py` too, so package `__init__` files count.
 
 Used by tests/test_dvc_deps.py (dvc.yaml must list exactly these files and params sections) and by
 the training backups' fingerprint (`vitbench.train.phases.fingerprint`), so both have one idea of a
@@ -54,6 +54,15 @@ def _runtime_nodes(tree: ast.AST) -> Iterable[ast.AST]:
         stack.extend(ast.iter_child_nodes(node))
 
 
+def _later_module(node: ast.AST) -> str | None:
+    """The module of a `later("module:function")` call with a literal target, else None."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == LATER \
+            and node.args and isinstance(node.args[0], ast.Constant) \
+            and isinstance(node.args[0].value, str):
+        return node.args[0].value.partition(":")[0]
+    return None
+
+
 def imported_modules(file: Path, module: str | None = None) -> set[str]:
     """The vitbench modules `file` (module `module`, for relative imports) imports directly."""
     tree = ast.parse(file.read_text(), str(file))
@@ -68,10 +77,8 @@ def imported_modules(file: Path, module: str | None = None) -> set[str]:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
             names = [base] + [f"{base}.{alias.name}" for alias in node.names]
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == LATER \
-                and node.args and isinstance(node.args[0], ast.Constant) \
-                and isinstance(node.args[0].value, str):
-            names = [node.args[0].value.partition(":")[0]]
+        elif _later_module(node) is not None:
+            names = [_later_module(node)]
         else:
             continue
         for name in names:

@@ -148,8 +148,7 @@ def predict_files(model_dir: Path, files: list[Path], top_k: int = 3, batch_size
     from vitbench.data.imageprep import BadImageError
     from vitbench.data.imageprep import prepare_image
     from vitbench.data.pipeline import preprocess_fn
-    from vitbench.models.store import load_model
-    from vitbench.models.store import RECORD_FILE
+    from vitbench.models.store import RECORD_FILE, load_model
 
     model, record = load_model(model_dir)
     check_inputs(record, model_dir / RECORD_FILE)

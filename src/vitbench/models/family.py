@@ -29,6 +29,7 @@ from vitbench.core.config import PHASES, PhaseRecipe
 if TYPE_CHECKING:   # Keras is imported by the families that build models, not by this declaration
     import keras
 
+
 def later(target: str) -> Callable[..., Any]:
     """The function `target` ("package.module:name"), its module imported on the first call.
     `vitbench.core.deps` counts a `later("vitbench...")` as an import of that module."""
@@ -101,7 +102,7 @@ class Family:
     from_scratch: Callable[[keras.Model], Any] | None = None  # a transfer phase without weights
     figure: Callable[[Any, np.ndarray, Path], None] | None = None  # (cfg, a training image, path)
     figure_name: str = ""                                     # plots/<figure_name>, drawn by its stage
-    keras_layers: str | None = None                           # module of its own serializable layers
+    keras_layers: str | None = None                           # module of its serializable layers
 
     @property
     def module(self) -> str:

@@ -59,7 +59,8 @@ def _patch_log_reduction() -> None:
 
 
 def save_on_chief(model: keras.Model, target: Path, record: dict[str, Any], chief: bool) -> None:
-    """`vitbench.models.store.save_model` on the chief; any other worker saves into a throwaway folder.
+    """`vitbench.models.store.save_model` on the chief; any other worker saves into a throwaway
+    folder.
 
     Saving builds a bare copy of the model, and under MultiWorkerMirroredStrategy creating its
     variables is a collective every worker must join, so a worker that skipped it would leave the

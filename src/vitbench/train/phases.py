@@ -51,9 +51,8 @@ from vitbench.data.online import batch_augmenter
 from vitbench.data.pipeline import labelled_paths, make_dataset
 from vitbench.core.fsutil import atomic_dir, sha256_file
 from vitbench.models import resolve_pretrained
-from vitbench.models.store import display_name, load_model, save_model
 from vitbench.models.family import Family
-from vitbench.models.store import count_params
+from vitbench.models.store import count_params, display_name, load_model, save_model
 from vitbench.train.multiworker import prebuild, save_on_chief
 from vitbench.train.loop import (PhaseResult, clean_backups, fit_phase, prepare_backup,
                            publish_curves, write_curves)

@@ -82,7 +82,8 @@ def _name(build: dict[str, Any]) -> str:
 
 FAMILY = register(Family(
     name="vit", kind="ViT", stage="train_vit", section=Vit, phases={"vit_scratch": "scratch"},
-    builder=later("vitbench.models.vit.layers:build_vit"), build_kwargs=_build_kwargs, preprocess=lambda cfg: "tf",
+    builder=later("vitbench.models.vit.layers:build_vit"), build_kwargs=_build_kwargs,
+    preprocess=lambda cfg: "tf",
     set_trainable=freeze_all, saliency=MEAN_ROLLOUT, base_name=_name,
     attention=later("vitbench.models.vit.layers:attention_weights"),
     recipe=lambda cfg, phase: cfg.recipe,

@@ -406,8 +406,8 @@ def check_weights_setting(weights: str) -> None:
             or Path(weights).expanduser().is_file():
         return
     raise ConfigError("vit_ft.weights", weights,
-                      f"{' or '.join(RELEASE_WEIGHTS)}, {timm_weights.HUB_WEIGHTS_FORM}, an http(s) "
-                      "URL, or an existing .npz or .safetensors file")
+                      f"{' or '.join(RELEASE_WEIGHTS)}, {timm_weights.HUB_WEIGHTS_FORM}, an "
+                      "http(s) URL, or an existing .npz or .safetensors file")
 
 
 def resolve_vit_weights(weights: str, variant: str) -> Path:
@@ -431,8 +431,8 @@ def resolve_vit_weights(weights: str, variant: str) -> Path:
         return cached_download(fname, weights, "weights")
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise WeightsFileError(f"vit_ft.weights: {weights} is neither {' nor '.join(RELEASE_WEIGHTS)}, "
-                        "an http(s) URL, nor an existing file")
+        raise WeightsFileError(f"vit_ft.weights: {weights} is neither "
+                               f"{' nor '.join(RELEASE_WEIGHTS)}, an http(s) URL, nor an existing file")
     return path
 
 

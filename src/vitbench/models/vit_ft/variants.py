@@ -22,8 +22,8 @@ class VitVariant:
     arch: tuple[int, int, int, float] | None = None
 
 
-# vit-keras' release weights by name (vit_keras.vit.WEIGHTS' keys; tests/test_models_pretrained_vit.py
-# checks them): `vit_ft.weights` names one to fetch the variant's official file
+# vit-keras' release weights by name (vit_keras.vit.WEIGHTS' keys, checked by
+# tests/test_models_pretrained_vit.py): `vit_ft.weights` names one to fetch the variant's file
 RELEASE_WEIGHTS = ("imagenet21k", "imagenet21k+imagenet2012")
 
 # AugReg stems as published (vit_jax's augreg index; timm's augreg_in21k(_ft_in1k) files).
