@@ -8,7 +8,6 @@ import hashlib
 import io
 import json
 import os
-import subprocess
 import tarfile
 import unicodedata
 import zipfile

@@ -102,7 +102,7 @@ def test_split_ignores_manifest_row_order(paths: Paths) -> None:
 
 def test_fractions_are_respected(paths: Paths) -> None:
     make_clean(paths, {"a": 100, "b": 50})
-    metrics = split_dataset(config.section_with("split", val=0.2, test=0.1), 0, paths)
+    split_dataset(config.section_with("split", val=0.2, test=0.1), 0, paths)
     assert per_class(paths) == {"a": {"train": 70, "val": 20, "test": 10},
                                     "b": {"train": 35, "val": 10, "test": 5}}
 
