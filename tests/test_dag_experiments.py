@@ -43,9 +43,9 @@ def test_queued_experiments_run_and_fit_exp_show(experimented: tuple[Path, str])
     """Two queued experiments run by `dvc queue start -j 2`, side by side: `-S
     vit_ft.finetune.lr=2.0e-5` (finetune_vit retrained in the queue's own copy of the project) and
     `-S compare.samples=2` (the compare stage only). `dvc exp show --only-changed` with the
-    README's --drop stays within MAX_EXP_COLUMNS columns even were every metric to change (as
-    after `-S train.epochs=N`, which retrains every model): its changed params and fixed columns
-    plus every metric column of the table."""
+    README's --drop stays within MAX_EXP_COLUMNS columns even were every model retrained (as by
+    `-S train.epochs=N`): the columns it shows now plus every metric column a retraining can
+    change."""
     from vitbench.experiments.queue import start_queue, wait_for_queue
 
     reproduced = experimented[0]
