@@ -104,8 +104,14 @@ def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer, num
                   label_smoothing: float = 0.0) -> None:
     """Cross-entropy (label-smoothed when asked) and accuracy, plus top-5 accuracy when there are
     > 5 classes; all take integer labels or one-hot/soft ones (MixUp, CutMix). Accuracy counts
-    the argmax of a soft label as its class."""
+    the argmax of a soft label as its class.
+
+    The optimizer's variables are created here, on the model's trainable variables as they stand
+    (call it after setting trainability, inside the strategy's scope): created by the first
+    training step instead, they make TensorFlow trace that step twice."""
     metrics: list[Any] = [keras.metrics.MeanMetricWrapper(_accuracy, name="accuracy")]
     if num_classes > 5:
         metrics.append(keras.metrics.MeanMetricWrapper(_top5_accuracy, name="top5_accuracy"))
     model.compile(optimizer=optimizer, loss=Crossentropy(label_smoothing), metrics=metrics)
+    if not model.optimizer.built:   # model.optimizer: a LossScaleOptimizer under mixed precision
+        model.optimizer.build(model.trainable_variables)
