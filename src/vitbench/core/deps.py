@@ -77,8 +77,8 @@ def imported_modules(file: Path, module: str | None = None) -> set[str]:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
             names = [base] + [f"{base}.{alias.name}" for alias in node.names]
-        elif _later_module(node) is not None:
-            names = [_later_module(node)]
+        elif (later_target := _later_module(node)) is not None:
+            names = [later_target]
         else:
             continue
         for name in names:

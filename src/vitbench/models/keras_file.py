@@ -5,11 +5,11 @@
 
 `register_layers` registers every custom layer a vitbench model holds by importing the module each
 family names as its `keras_layers` (the from-scratch ViT's layers, package "vitbench") and
-vit-keras' layers (ClassToken,
-AddPositionEmbs, MultiHeadSelfAttention, TransformerBlock, package "Custom"). `import vitbench`
-calls it as soon as Keras is imported (`vitbench.register_layers_with_keras`), so a plain
-`keras.saving.load_model` finds them without `safe_mode=False`. (Registering layers changes no
-stage's output, so the stages' dvc.yaml deps do not list the other families for it.)
+vit-keras' layers (ClassToken, AddPositionEmbs, MultiHeadSelfAttention, TransformerBlock, package
+"Custom"). `import vitbench` calls it as soon as Keras is imported
+(`vitbench.register_layers_with_keras`), so a plain `keras.saving.load_model` finds them without
+`safe_mode=False`. (Registering layers changes no stage's output, so the stages' dvc.yaml deps do
+not list the other families for it.)
 
 vit-keras builds its models with one Python `Lambda` (`ExtractToken`: the class token, `v[:, 0]`),
 which Keras refuses to load in safe mode; `portable` swaps it for `ClassTokenOutput`, a layer
