@@ -62,6 +62,24 @@ def test_loss_serialises() -> None:
     assert isinstance(again, optim.Crossentropy) and again.label_smoothing == 0.15
 
 
+def test_compile_model_builds_the_optimizer_so_fit_traces_its_step_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The optimizer's variables exist once compile_model returns: created inside the first
+    training step instead, they make TensorFlow trace that step a second time."""
+    from keras.src.backend.tensorflow import trainer
+
+    traces: list[object] = []
+    train_step = trainer.TensorFlowTrainer.train_step
+    monkeypatch.setattr(trainer.TensorFlowTrainer, "train_step",
+                        lambda self, data: traces.append(data) or train_step(self, data))
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    optim.compile_model(model, keras.optimizers.AdamW(0.01, weight_decay=0.1), 3)
+    assert model.optimizer.built
+    model.fit(PROBS, IDS, batch_size=2, epochs=2, verbose=0)
+    assert len(traces) == 1
+
+
 def test_make_optimizer_per_recipe() -> None:
     adam = optim.make_optimizer(PhaseRecipe(1e-3, 0.0, 0.0, 0.0), 100)
     assert type(adam) is keras.optimizers.Adam and float(adam.learning_rate) == pytest.approx(1e-3)
