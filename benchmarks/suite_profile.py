@@ -1,12 +1,12 @@
 """Where the test suite's time goes: each test file's CPU, the machine's, and the host's speed.
 
 Runs `make test` with this file as a pytest plugin (`-p suite_profile`), which appends one JSON
-line per test to `<out>/tests.jsonl`: its wall time and its CPU (the test process's own plus that
-of the subprocesses it waited for: `dvc repro` and its stages). Meanwhile /proc/stat is sampled
-every two seconds into `<out>/stat.log`: the machine's busy CPU, which also counts what no test
-waits for (DVC's queue workers, which run the queued experiments). A pure-Python loop is timed
-before and after as a reference of the host's speed, which moves from run to run on shared
-machines; compare suite times only at a similar reference.
+line per test to `<out>/tests.jsonl`: its wall time and its CPU (the test process's own, and that
+plus the CPU of the subprocesses it waited for: `dvc repro` and its stages). Meanwhile
+/proc/stat is sampled every two seconds into `<out>/stat.log`: the machine's busy CPU, which also
+counts what no test waits for (DVC's queue workers, which run the queued experiments). A
+pure-Python loop is timed before and after as a reference of the host's speed, which moves from
+run to run on shared machines; compare suite times only at a similar reference.
 
     python benchmarks/suite_profile.py run --out /tmp/profile     # then prints the report
     python benchmarks/suite_profile.py report /tmp/profile
@@ -36,23 +36,25 @@ REFERENCE_LOOP = 30_000_000
 
 # --- the pytest plugin ------------------------------------------------------------------------
 
-def _cpu_seconds() -> float:
-    """This process's CPU plus that of its children it waited for."""
+def _cpu_seconds() -> tuple[float, float]:
+    """This process's CPU, and that plus the CPU of its children it waited for."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    mine = own.ru_utime + own.ru_stime
+    return mine, mine + children.ru_utime + children.ru_stime
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
-    """Record the test's wall time and CPU (setup, call and teardown) in $SUITE_PROFILE_OUT
-    (nothing when it is unset)."""
-    start, cpu = time.time(), _cpu_seconds()
+    """Record the test's wall time and CPU (setup, call and teardown; `own`: in the test process
+    alone, without its subprocesses) in $SUITE_PROFILE_OUT (nothing when it is unset)."""
+    start, (own, cpu) = time.time(), _cpu_seconds()
     yield
     if OUT_ENV not in os.environ:
         return
+    own_after, cpu_after = _cpu_seconds()
     row = {"id": item.nodeid, "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
-           "start": start, "wall": time.time() - start, "cpu": _cpu_seconds() - cpu,
-           "slow": item.get_closest_marker("slow") is not None}
+           "start": start, "wall": time.time() - start, "cpu": cpu_after - cpu,
+           "own": own_after - own, "slow": item.get_closest_marker("slow") is not None}
     with open(os.environ[OUT_ENV], "a") as out:
         out.write(json.dumps(row) + "\n")
 
@@ -105,17 +107,19 @@ def report(out: Path, top: int = 25) -> str:
     busy, total, fractions = busy_seconds(stat.read_text().splitlines() if stat.is_file() else [],
                                           start, end)
     tests_cpu = sum(r["cpu"] for r in rows)
-    files: dict[str, dict[str, Any]] = defaultdict(lambda: {"cpu": 0.0, "wall": 0.0, "n": 0,
-                                                            "first": end, "last": start, "workers": set()})
+    files: dict[str, dict[str, Any]] = defaultdict(lambda: {
+        "cpu": 0.0, "own": 0.0, "wall": 0.0, "n": 0, "first": end, "last": start, "workers": set()})
     for r in rows:
         f = files[r["id"].split("::")[0]]
         f["cpu"] += r["cpu"]
+        f["own"] += r["own"]
         f["wall"] += r["wall"]
         f["n"] += 1
         f["first"], f["last"] = min(f["first"], r["start"]), max(f["last"], r["start"] + r["wall"])
         f["workers"].add(r["worker"])
     lines = [f"{len(rows)} tests from the first start to the last end: {end - start:.0f} s",
-             f"CPU in the tests and the subprocesses they waited for: {tests_cpu:.0f} s"]
+             f"CPU in the tests and the subprocesses they waited for: {tests_cpu:.0f} s "
+             f"({sum(r['own'] for r in rows):.0f} s in the pytest processes themselves)"]
     if total:
         lines += [f"the machine's busy CPU meanwhile: {busy:.0f} s of {total:.0f} s "
                   f"({busy - tests_cpu:.0f} s outside the tests: DVC's queue workers, collection)",
@@ -124,9 +128,12 @@ def report(out: Path, top: int = 25) -> str:
     if reference.is_file():
         ref = json.loads(reference.read_text())
         lines.append(f"host reference loop: {ref['before']:.2f} s before, {ref['after']:.2f} s after")
-    lines += ["", f"{'test file':44} {'CPU s':>7} {'wall s':>7} {'tests':>5}  from-to (s)  workers"]
+    lines += ["", "CPU s: the tests' and their subprocesses'; own s: in the pytest process alone",
+              f"{'test file':44} {'CPU s':>7} {'own s':>7} {'wall s':>7} {'tests':>5}  from-to (s)"
+              "  workers"]
     for name, f in sorted(files.items(), key=lambda kv: -kv[1]["cpu"])[:top]:
-        lines.append(f"{Path(name).name:44} {f['cpu']:7.1f} {f['wall']:7.1f} {f['n']:5d}  "
+        lines.append(f"{Path(name).name:44} {f['cpu']:7.1f} {f['own']:7.1f} {f['wall']:7.1f} "
+                     f"{f['n']:5d}  "
                      f"{f['first'] - start:4.0f}-{f['last'] - start:4.0f}  {','.join(sorted(f['workers']))}")
     unmarked = sorted((r for r in rows if not r.get("slow") and r["wall"] > FAST_TIER_LIMIT),
                       key=lambda r: -r["wall"])

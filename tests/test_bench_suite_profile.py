@@ -45,8 +45,9 @@ def test_report_counts_the_tests_and_the_cpu_of_their_children(tmp_path: Path) -
     text = profile.report(out)
     assert text.startswith("2 tests from the first start to the last end")
     row = next(line for line in text.splitlines() if line.startswith("test_sample.py"))
-    cpu, wall, count = row.split()[1:4]
+    cpu, own, wall, count = row.split()[1:5]
     assert float(cpu) > 0.3 and float(wall) > 0.3 and count == "2"   # the child's loop counted
+    assert float(own) < float(cpu) - 0.2                               # in the child, not in pytest
     assert "the machine's busy CPU meanwhile" in text and "busy fraction per 30 s" in text
     unmarked = text.split("not marked slow but over 1 s (the fast tier's rule):\n")[1].splitlines()
     assert [line.split()[-1] for line in unmarked] == ["test_sample.py::test_waits_for_a_child"]
